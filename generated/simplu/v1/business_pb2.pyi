@@ -1,0 +1,345 @@
+import datetime
+
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class BusinessType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BUSINESS_TYPE_UNSPECIFIED: _ClassVar[BusinessType]
+    BUSINESS_TYPE_DENTAL: _ClassVar[BusinessType]
+    BUSINESS_TYPE_GYM: _ClassVar[BusinessType]
+    BUSINESS_TYPE_HOTEL: _ClassVar[BusinessType]
+
+class BusinessStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BUSINESS_STATUS_UNSPECIFIED: _ClassVar[BusinessStatus]
+    BUSINESS_STATUS_ACTIVE: _ClassVar[BusinessStatus]
+    BUSINESS_STATUS_DELETED: _ClassVar[BusinessStatus]
+
+class DayOfWeek(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DAY_OF_WEEK_UNSPECIFIED: _ClassVar[DayOfWeek]
+    MONDAY: _ClassVar[DayOfWeek]
+    TUESDAY: _ClassVar[DayOfWeek]
+    WEDNESDAY: _ClassVar[DayOfWeek]
+    THURSDAY: _ClassVar[DayOfWeek]
+    FRIDAY: _ClassVar[DayOfWeek]
+    SATURDAY: _ClassVar[DayOfWeek]
+    SUNDAY: _ClassVar[DayOfWeek]
+BUSINESS_TYPE_UNSPECIFIED: BusinessType
+BUSINESS_TYPE_DENTAL: BusinessType
+BUSINESS_TYPE_GYM: BusinessType
+BUSINESS_TYPE_HOTEL: BusinessType
+BUSINESS_STATUS_UNSPECIFIED: BusinessStatus
+BUSINESS_STATUS_ACTIVE: BusinessStatus
+BUSINESS_STATUS_DELETED: BusinessStatus
+DAY_OF_WEEK_UNSPECIFIED: DayOfWeek
+MONDAY: DayOfWeek
+TUESDAY: DayOfWeek
+WEDNESDAY: DayOfWeek
+THURSDAY: DayOfWeek
+FRIDAY: DayOfWeek
+SATURDAY: DayOfWeek
+SUNDAY: DayOfWeek
+
+class Location(_message.Message):
+    __slots__ = ("id", "name", "address", "phone", "email", "timezone", "active")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PHONE_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    TIMEZONE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    address: str
+    phone: str
+    email: str
+    timezone: str
+    active: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., phone: _Optional[str] = ..., email: _Optional[str] = ..., timezone: _Optional[str] = ..., active: _Optional[bool] = ...) -> None: ...
+
+class WorkingHours(_message.Message):
+    __slots__ = ("day", "open", "close", "closed")
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    day: DayOfWeek
+    open: str
+    close: str
+    closed: bool
+    def __init__(self, day: _Optional[_Union[DayOfWeek, str]] = ..., open: _Optional[str] = ..., close: _Optional[str] = ..., closed: _Optional[bool] = ...) -> None: ...
+
+class BusinessSettings(_message.Message):
+    __slots__ = ("currency", "language", "timezone", "date_format", "time_format", "working_hours", "features", "extras")
+    class FeaturesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bool
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bool] = ...) -> None: ...
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    TIMEZONE_FIELD_NUMBER: _ClassVar[int]
+    DATE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    TIME_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    WORKING_HOURS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    EXTRAS_FIELD_NUMBER: _ClassVar[int]
+    currency: str
+    language: str
+    timezone: str
+    date_format: str
+    time_format: str
+    working_hours: _containers.RepeatedCompositeFieldContainer[WorkingHours]
+    features: _containers.ScalarMap[str, bool]
+    extras: _struct_pb2.Struct
+    def __init__(self, currency: _Optional[str] = ..., language: _Optional[str] = ..., timezone: _Optional[str] = ..., date_format: _Optional[str] = ..., time_format: _Optional[str] = ..., working_hours: _Optional[_Iterable[_Union[WorkingHours, _Mapping]]] = ..., features: _Optional[_Mapping[str, bool]] = ..., extras: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class Role(_message.Message):
+    __slots__ = ("permissions",)
+    PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    permissions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, permissions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Member(_message.Message):
+    __slots__ = ("role", "location_ids")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_IDS_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    location_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, role: _Optional[str] = ..., location_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BusinessPermissions(_message.Message):
+    __slots__ = ("roles", "members")
+    class RolesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Role
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Role, _Mapping]] = ...) -> None: ...
+    class MembersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Member
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Member, _Mapping]] = ...) -> None: ...
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    roles: _containers.MessageMap[str, Role]
+    members: _containers.MessageMap[str, Member]
+    def __init__(self, roles: _Optional[_Mapping[str, Role]] = ..., members: _Optional[_Mapping[str, Member]] = ...) -> None: ...
+
+class Business(_message.Message):
+    __slots__ = ("id", "name", "type", "locations", "settings", "permissions", "status", "create_time", "update_time", "etag", "owner")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    LOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    type: BusinessType
+    locations: _containers.RepeatedCompositeFieldContainer[Location]
+    settings: BusinessSettings
+    permissions: BusinessPermissions
+    status: BusinessStatus
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    etag: str
+    owner: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[_Union[BusinessType, str]] = ..., locations: _Optional[_Iterable[_Union[Location, _Mapping]]] = ..., settings: _Optional[_Union[BusinessSettings, _Mapping]] = ..., permissions: _Optional[_Union[BusinessPermissions, _Mapping]] = ..., status: _Optional[_Union[BusinessStatus, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class CreateBusinessRequest(_message.Message):
+    __slots__ = ("business", "business_id", "request_id")
+    BUSINESS_FIELD_NUMBER: _ClassVar[int]
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    business: Business
+    business_id: str
+    request_id: str
+    def __init__(self, business: _Optional[_Union[Business, _Mapping]] = ..., business_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CreateBusinessResponse(_message.Message):
+    __slots__ = ("business", "unregistered_location_ids")
+    BUSINESS_FIELD_NUMBER: _ClassVar[int]
+    UNREGISTERED_LOCATION_IDS_FIELD_NUMBER: _ClassVar[int]
+    business: Business
+    unregistered_location_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, business: _Optional[_Union[Business, _Mapping]] = ..., unregistered_location_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetBusinessRequest(_message.Message):
+    __slots__ = ("business_id",)
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    def __init__(self, business_id: _Optional[str] = ...) -> None: ...
+
+class ListBusinessesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "show_deleted")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SHOW_DELETED_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    show_deleted: bool
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., show_deleted: _Optional[bool] = ...) -> None: ...
+
+class ListBusinessesResponse(_message.Message):
+    __slots__ = ("businesses", "next_page_token")
+    BUSINESSES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    businesses: _containers.RepeatedCompositeFieldContainer[Business]
+    next_page_token: str
+    def __init__(self, businesses: _Optional[_Iterable[_Union[Business, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateBusinessRequest(_message.Message):
+    __slots__ = ("business", "update_mask")
+    BUSINESS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    business: Business
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, business: _Optional[_Union[Business, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class UpdateBusinessSettingsRequest(_message.Message):
+    __slots__ = ("business_id", "settings", "update_mask", "etag")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    settings: BusinessSettings
+    update_mask: _field_mask_pb2.FieldMask
+    etag: str
+    def __init__(self, business_id: _Optional[str] = ..., settings: _Optional[_Union[BusinessSettings, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class DeleteBusinessRequest(_message.Message):
+    __slots__ = ("business_id", "etag")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    etag: str
+    def __init__(self, business_id: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class AddLocationRequest(_message.Message):
+    __slots__ = ("business_id", "location", "etag")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    location: Location
+    etag: str
+    def __init__(self, business_id: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class AddLocationResponse(_message.Message):
+    __slots__ = ("business", "unregistered_location_ids")
+    BUSINESS_FIELD_NUMBER: _ClassVar[int]
+    UNREGISTERED_LOCATION_IDS_FIELD_NUMBER: _ClassVar[int]
+    business: Business
+    unregistered_location_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, business: _Optional[_Union[Business, _Mapping]] = ..., unregistered_location_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UpdateLocationRequest(_message.Message):
+    __slots__ = ("business_id", "location", "update_mask", "etag")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    location: Location
+    update_mask: _field_mask_pb2.FieldMask
+    etag: str
+    def __init__(self, business_id: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class UpdateLocationResponse(_message.Message):
+    __slots__ = ("business", "unregistered_location_ids")
+    BUSINESS_FIELD_NUMBER: _ClassVar[int]
+    UNREGISTERED_LOCATION_IDS_FIELD_NUMBER: _ClassVar[int]
+    business: Business
+    unregistered_location_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, business: _Optional[_Union[Business, _Mapping]] = ..., unregistered_location_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RemoveLocationRequest(_message.Message):
+    __slots__ = ("business_id", "location_id", "etag")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    location_id: str
+    etag: str
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class SetMemberRequest(_message.Message):
+    __slots__ = ("business_id", "member", "membership", "etag")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    member: str
+    membership: Member
+    etag: str
+    def __init__(self, business_id: _Optional[str] = ..., member: _Optional[str] = ..., membership: _Optional[_Union[Member, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class RemoveMemberRequest(_message.Message):
+    __slots__ = ("business_id", "member", "etag")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    member: str
+    etag: str
+    def __init__(self, business_id: _Optional[str] = ..., member: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class GetMyAccessRequest(_message.Message):
+    __slots__ = ("business_id", "location_id")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    location_id: str
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ...) -> None: ...
+
+class GetMyAccessResponse(_message.Message):
+    __slots__ = ("subject", "username", "groups", "scopes", "token_use", "platform_admin", "role", "location_ids", "all_locations", "permissions", "location_allowed")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    SCOPES_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_USE_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_ADMIN_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_IDS_FIELD_NUMBER: _ClassVar[int]
+    ALL_LOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    username: str
+    groups: _containers.RepeatedScalarFieldContainer[str]
+    scopes: _containers.RepeatedScalarFieldContainer[str]
+    token_use: str
+    platform_admin: bool
+    role: str
+    location_ids: _containers.RepeatedScalarFieldContainer[str]
+    all_locations: bool
+    permissions: _containers.RepeatedScalarFieldContainer[str]
+    location_allowed: bool
+    def __init__(self, subject: _Optional[str] = ..., username: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., scopes: _Optional[_Iterable[str]] = ..., token_use: _Optional[str] = ..., platform_admin: _Optional[bool] = ..., role: _Optional[str] = ..., location_ids: _Optional[_Iterable[str]] = ..., all_locations: _Optional[bool] = ..., permissions: _Optional[_Iterable[str]] = ..., location_allowed: _Optional[bool] = ...) -> None: ...

@@ -1,0 +1,329 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from simplu.v1 import business_pb2 as _business_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ShardUsageOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SHARD_USAGE_ORDER_UNSPECIFIED: _ClassVar[ShardUsageOrder]
+    SHARD_USAGE_ORDER_USAGE_DESC: _ClassVar[ShardUsageOrder]
+    SHARD_USAGE_ORDER_USAGE_ASC: _ClassVar[ShardUsageOrder]
+
+class FindingKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FINDING_KIND_UNSPECIFIED: _ClassVar[FindingKind]
+    FINDING_KIND_LOCATION_NOT_REGISTERED: _ClassVar[FindingKind]
+    FINDING_KIND_SHARD_UNREACHABLE: _ClassVar[FindingKind]
+    FINDING_KIND_SHARD_NOT_MIGRATED: _ClassVar[FindingKind]
+    FINDING_KIND_ORPHAN_RESOURCES: _ClassVar[FindingKind]
+    FINDING_KIND_SHARD_INACTIVE: _ClassVar[FindingKind]
+    FINDING_KIND_CITRUS_UNAVAILABLE: _ClassVar[FindingKind]
+SHARD_USAGE_ORDER_UNSPECIFIED: ShardUsageOrder
+SHARD_USAGE_ORDER_USAGE_DESC: ShardUsageOrder
+SHARD_USAGE_ORDER_USAGE_ASC: ShardUsageOrder
+FINDING_KIND_UNSPECIFIED: FindingKind
+FINDING_KIND_LOCATION_NOT_REGISTERED: FindingKind
+FINDING_KIND_SHARD_UNREACHABLE: FindingKind
+FINDING_KIND_SHARD_NOT_MIGRATED: FindingKind
+FINDING_KIND_ORPHAN_RESOURCES: FindingKind
+FINDING_KIND_SHARD_INACTIVE: FindingKind
+FINDING_KIND_CITRUS_UNAVAILABLE: FindingKind
+
+class PoolStats(_message.Message):
+    __slots__ = ("shard_id", "target", "pool_min", "pool_max", "pool_size", "pool_available", "requests_waiting", "requests_num", "requests_errors", "connections_num", "connections_errors", "connections_lost", "create_time", "last_used_time")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    POOL_MIN_FIELD_NUMBER: _ClassVar[int]
+    POOL_MAX_FIELD_NUMBER: _ClassVar[int]
+    POOL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    POOL_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_WAITING_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_NUM_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTIONS_NUM_FIELD_NUMBER: _ClassVar[int]
+    CONNECTIONS_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTIONS_LOST_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_TIME_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    target: str
+    pool_min: int
+    pool_max: int
+    pool_size: int
+    pool_available: int
+    requests_waiting: int
+    requests_num: int
+    requests_errors: int
+    connections_num: int
+    connections_errors: int
+    connections_lost: int
+    create_time: _timestamp_pb2.Timestamp
+    last_used_time: _timestamp_pb2.Timestamp
+    def __init__(self, shard_id: _Optional[str] = ..., target: _Optional[str] = ..., pool_min: _Optional[int] = ..., pool_max: _Optional[int] = ..., pool_size: _Optional[int] = ..., pool_available: _Optional[int] = ..., requests_waiting: _Optional[int] = ..., requests_num: _Optional[int] = ..., requests_errors: _Optional[int] = ..., connections_num: _Optional[int] = ..., connections_errors: _Optional[int] = ..., connections_lost: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ShardInfo(_message.Message):
+    __slots__ = ("shard_id", "active", "last_health_check", "business_count", "max_businesses", "usage_percentage", "near_capacity", "listed_by_citrus", "pool", "schema_version")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEALTH_CHECK_FIELD_NUMBER: _ClassVar[int]
+    BUSINESS_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MAX_BUSINESSES_FIELD_NUMBER: _ClassVar[int]
+    USAGE_PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
+    NEAR_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    LISTED_BY_CITRUS_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    active: bool
+    last_health_check: _timestamp_pb2.Timestamp
+    business_count: int
+    max_businesses: int
+    usage_percentage: float
+    near_capacity: bool
+    listed_by_citrus: bool
+    pool: PoolStats
+    schema_version: int
+    def __init__(self, shard_id: _Optional[str] = ..., active: _Optional[bool] = ..., last_health_check: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., business_count: _Optional[int] = ..., max_businesses: _Optional[int] = ..., usage_percentage: _Optional[float] = ..., near_capacity: _Optional[bool] = ..., listed_by_citrus: _Optional[bool] = ..., pool: _Optional[_Union[PoolStats, _Mapping]] = ..., schema_version: _Optional[int] = ...) -> None: ...
+
+class ListShardsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListShardsResponse(_message.Message):
+    __slots__ = ("shards", "citrus_reachable", "citrus_error", "near_capacity_threshold")
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    CITRUS_REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    CITRUS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    NEAR_CAPACITY_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    shards: _containers.RepeatedCompositeFieldContainer[ShardInfo]
+    citrus_reachable: bool
+    citrus_error: str
+    near_capacity_threshold: float
+    def __init__(self, shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., citrus_reachable: _Optional[bool] = ..., citrus_error: _Optional[str] = ..., near_capacity_threshold: _Optional[float] = ...) -> None: ...
+
+class ShardUsage(_message.Message):
+    __slots__ = ("shard_id", "business_count", "max_businesses", "usage_percentage", "is_active", "near_capacity")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    BUSINESS_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MAX_BUSINESSES_FIELD_NUMBER: _ClassVar[int]
+    USAGE_PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
+    IS_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    NEAR_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    business_count: int
+    max_businesses: int
+    usage_percentage: float
+    is_active: bool
+    near_capacity: bool
+    def __init__(self, shard_id: _Optional[str] = ..., business_count: _Optional[int] = ..., max_businesses: _Optional[int] = ..., usage_percentage: _Optional[float] = ..., is_active: _Optional[bool] = ..., near_capacity: _Optional[bool] = ...) -> None: ...
+
+class GetShardUsageRequest(_message.Message):
+    __slots__ = ("order", "near_capacity_only")
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    NEAR_CAPACITY_ONLY_FIELD_NUMBER: _ClassVar[int]
+    order: ShardUsageOrder
+    near_capacity_only: bool
+    def __init__(self, order: _Optional[_Union[ShardUsageOrder, str]] = ..., near_capacity_only: _Optional[bool] = ...) -> None: ...
+
+class GetShardUsageResponse(_message.Message):
+    __slots__ = ("usage", "near_capacity_threshold")
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    NEAR_CAPACITY_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    usage: _containers.RepeatedCompositeFieldContainer[ShardUsage]
+    near_capacity_threshold: float
+    def __init__(self, usage: _Optional[_Iterable[_Union[ShardUsage, _Mapping]]] = ..., near_capacity_threshold: _Optional[float] = ...) -> None: ...
+
+class CheckShardCapacityRequest(_message.Message):
+    __slots__ = ("shard_id",)
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    def __init__(self, shard_id: _Optional[str] = ...) -> None: ...
+
+class CheckShardCapacityResponse(_message.Message):
+    __slots__ = ("shard_id", "can_accept_new_business", "business_count", "max_businesses")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    CAN_ACCEPT_NEW_BUSINESS_FIELD_NUMBER: _ClassVar[int]
+    BUSINESS_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MAX_BUSINESSES_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    can_accept_new_business: bool
+    business_count: int
+    max_businesses: int
+    def __init__(self, shard_id: _Optional[str] = ..., can_accept_new_business: _Optional[bool] = ..., business_count: _Optional[int] = ..., max_businesses: _Optional[int] = ...) -> None: ...
+
+class GetLocationShardRequest(_message.Message):
+    __slots__ = ("business_id", "location_id", "refresh")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    location_id: str
+    refresh: bool
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., refresh: _Optional[bool] = ...) -> None: ...
+
+class LocationShard(_message.Message):
+    __slots__ = ("business_id", "location_id", "shard_id", "active", "from_cache", "cache_age", "target")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    FROM_CACHE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_AGE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    location_id: str
+    shard_id: str
+    active: bool
+    from_cache: bool
+    cache_age: _duration_pb2.Duration
+    target: str
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., shard_id: _Optional[str] = ..., active: _Optional[bool] = ..., from_cache: _Optional[bool] = ..., cache_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., target: _Optional[str] = ...) -> None: ...
+
+class RegisterLocationRequest(_message.Message):
+    __slots__ = ("business_id", "location_id", "business_type")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    BUSINESS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    location_id: str
+    business_type: _business_pb2.BusinessType
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., business_type: _Optional[_Union[_business_pb2.BusinessType, str]] = ...) -> None: ...
+
+class ListPoolsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPoolsResponse(_message.Message):
+    __slots__ = ("pools",)
+    POOLS_FIELD_NUMBER: _ClassVar[int]
+    pools: _containers.RepeatedCompositeFieldContainer[PoolStats]
+    def __init__(self, pools: _Optional[_Iterable[_Union[PoolStats, _Mapping]]] = ...) -> None: ...
+
+class RecyclePoolRequest(_message.Message):
+    __slots__ = ("shard_id",)
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    def __init__(self, shard_id: _Optional[str] = ...) -> None: ...
+
+class InvalidateRoutingRequest(_message.Message):
+    __slots__ = ("business_id", "location_id", "all")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    location_id: str
+    all: bool
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class InvalidateRoutingResponse(_message.Message):
+    __slots__ = ("dropped",)
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    dropped: int
+    def __init__(self, dropped: _Optional[int] = ...) -> None: ...
+
+class MigrateShardRequest(_message.Message):
+    __slots__ = ("shard_id", "all_shards")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    ALL_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    all_shards: bool
+    def __init__(self, shard_id: _Optional[str] = ..., all_shards: _Optional[bool] = ...) -> None: ...
+
+class ShardMigration(_message.Message):
+    __slots__ = ("shard_id", "version_before", "version_after", "applied", "error")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_AFTER_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    version_before: int
+    version_after: int
+    applied: _containers.RepeatedScalarFieldContainer[int]
+    error: str
+    def __init__(self, shard_id: _Optional[str] = ..., version_before: _Optional[int] = ..., version_after: _Optional[int] = ..., applied: _Optional[_Iterable[int]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class MigrateShardResponse(_message.Message):
+    __slots__ = ("shards", "target_version")
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    shards: _containers.RepeatedCompositeFieldContainer[ShardMigration]
+    target_version: int
+    def __init__(self, shards: _Optional[_Iterable[_Union[ShardMigration, _Mapping]]] = ..., target_version: _Optional[int] = ...) -> None: ...
+
+class GetDependencyStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DependencyStatus(_message.Message):
+    __slots__ = ("name", "up", "latency", "error", "checked_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UP_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    up: bool
+    latency: _duration_pb2.Duration
+    error: str
+    checked_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., up: _Optional[bool] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., error: _Optional[str] = ..., checked_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetDependencyStatusResponse(_message.Message):
+    __slots__ = ("dependencies", "all_up")
+    DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
+    ALL_UP_FIELD_NUMBER: _ClassVar[int]
+    dependencies: _containers.RepeatedCompositeFieldContainer[DependencyStatus]
+    all_up: bool
+    def __init__(self, dependencies: _Optional[_Iterable[_Union[DependencyStatus, _Mapping]]] = ..., all_up: _Optional[bool] = ...) -> None: ...
+
+class CheckConsistencyRequest(_message.Message):
+    __slots__ = ("business_id", "page_size", "page_token")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, business_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ConsistencyFinding(_message.Message):
+    __slots__ = ("kind", "location_id", "shard_id", "count", "detail")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    kind: FindingKind
+    location_id: str
+    shard_id: str
+    count: int
+    detail: str
+    def __init__(self, kind: _Optional[_Union[FindingKind, str]] = ..., location_id: _Optional[str] = ..., shard_id: _Optional[str] = ..., count: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class BusinessConsistency(_message.Message):
+    __slots__ = ("business_id", "consistent", "findings")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENT_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    consistent: bool
+    findings: _containers.RepeatedCompositeFieldContainer[ConsistencyFinding]
+    def __init__(self, business_id: _Optional[str] = ..., consistent: _Optional[bool] = ..., findings: _Optional[_Iterable[_Union[ConsistencyFinding, _Mapping]]] = ...) -> None: ...
+
+class CheckConsistencyResponse(_message.Message):
+    __slots__ = ("businesses", "next_page_token")
+    BUSINESSES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    businesses: _containers.RepeatedCompositeFieldContainer[BusinessConsistency]
+    next_page_token: str
+    def __init__(self, businesses: _Optional[_Iterable[_Union[BusinessConsistency, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""simplu-grpc: the Simplu API as a gRPC service."""

@@ -1,0 +1,1 @@
+"""Local development stack (PostgreSQL, Citrus emulator, moto). Production code never imports it."""

@@ -1,0 +1,1 @@
+"""gRPC server interceptors: request log, metrics, auth, error mapping."""

@@ -1,0 +1,1 @@
+"""Versioned SQL migrations for the shard schema, applied in file-name order."""

@@ -1,0 +1,1 @@
+"""Servicers: proto <-> domain translation only."""

@@ -1,0 +1,266 @@
+"""Settings: read once from the environment into one frozen object.
+
+Every environment variable the service reads is named here and nowhere else; adapters
+take plain arguments. A bad value stops the start with a ``SettingsError`` that names
+the variable (and never echoes a secret's value).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A missing or malformed environment variable; the message names it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    # --- gRPC server -----------------------------------------------------------------
+    grpc_host: str = "[::]"
+    grpc_port: int = 50051
+    grpc_max_workers: int = 32
+    # Beyond this many RPCs in flight the server answers RESOURCE_EXHAUSTED instead of queueing.
+    grpc_max_concurrent_rpcs: int = 256
+    grpc_reflection: bool = True
+    # Worker processes sharing the port (SO_REUSEPORT only when > 1).
+    workers: int = 1
+    shutdown_grace_seconds: float = 10.0
+    # Deadline applied to RPCs whose caller set none, so nothing waits forever.
+    default_deadline_seconds: float = 30.0
+    metrics_port: int = 9464  # 0 disables the /metrics endpoint
+    log_level: str = "INFO"
+
+    # --- Citrus ------------------------------------------------------------------------
+    citrus_server_url: str | None = None  # None: single-database mode (shard "default")
+    citrus_api_key: str = field(default="", repr=False)
+    citrus_timeout_ms: int = 5000
+    citrus_retry_attempts: int = 3
+
+    # --- AWS ---------------------------------------------------------------------------
+    aws_region: str = "us-east-1"
+    dynamodb_business_info_table: str = "business-info"
+    dynamodb_endpoint: str | None = None
+    dynamodb_timeout_ms: int = 3000
+
+    # --- Cognito -----------------------------------------------------------------------
+    cognito_user_pool_id: str = ""
+    cognito_client_ids: tuple[str, ...] = ()
+    cognito_jwks_url: str | None = None  # default derived from region and pool
+    jwt_leeway_seconds: int = 10
+    admin_group: str = "admin"
+
+    # --- Single-database mode (no Citrus) ----------------------------------------------
+    database_host: str = "localhost"
+    database_port: int = 5432
+    database_username: str = "postgres"
+    database_password: str = field(default="", repr=False)
+    database_name: str = "simplu"
+
+    # --- Shard pools (per shard id; see README for the connection budget) --------------
+    shard_pool_min_size: int = 1
+    shard_pool_max_size: int = 10
+    shard_pool_max_waiting: int = 64
+    shard_pool_max_idle_seconds: float = 300.0
+    shard_pool_max_lifetime_seconds: float = 3600.0
+    # A pool nobody used for this long is closed (its shard may have gone away).
+    shard_pool_idle_close_seconds: float = 900.0
+    shard_connect_timeout_seconds: float = 5.0
+
+    # --- Caches ------------------------------------------------------------------------
+    routing_cache_ttl_seconds: float = 300.0
+    # How long a routing entry may be served past its TTL while Citrus is failing.
+    routing_stale_max_seconds: float = 3600.0
+    business_cache_ttl_seconds: float = 30.0
+
+    # --- Limits ------------------------------------------------------------------------
+    resource_data_max_bytes: int = 256 * 1024
+    resource_data_max_depth: int = 32
+    shard_near_capacity_percent: float = 80.0
+
+    @property
+    def cognito_issuer(self) -> str:
+        return f"https://cognito-idp.{self.aws_region}.amazonaws.com/{self.cognito_user_pool_id}"
+
+    @property
+    def jwks_url(self) -> str:
+        return self.cognito_jwks_url or f"{self.cognito_issuer}/.well-known/jwks.json"
+
+    @property
+    def single_database(self) -> bool:
+        return self.citrus_server_url is None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``); raise ``SettingsError``."""
+        return _Reader(os.environ if env is None else env).settings()
+
+
+class _Reader:
+    """Parses one variable at a time so every error names its variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def _parse(self, name: str, default: T, convert: Callable[[str], T], what: str) -> T:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            return convert(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
+
+    def str_(self, name: str, default: str) -> str:
+        return self._raw(name) or default
+
+    def opt_str(self, name: str) -> str | None:
+        return self._raw(name)
+
+    def required(self, name: str, why: str) -> str:
+        raw = self._raw(name)
+        if raw is None:
+            raise SettingsError(f"{name} is required ({why})")
+        return raw
+
+    def int_(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        value = self._parse(name, default, int, "an integer")
+        if not minimum <= value <= maximum:
+            raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {value}")
+        return value
+
+    def float_(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
+        value = self._parse(name, default, float, "a number")
+        if not minimum <= value <= maximum:
+            raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {value}")
+        return value
+
+    def bool_(self, name: str, default: bool) -> bool:
+        def convert(raw: str) -> bool:
+            lowered = raw.lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+
+        return self._parse(name, default, convert, "true or false")
+
+    def url(self, name: str) -> str | None:
+        raw = self._raw(name)
+        if raw is not None and not raw.startswith(("http://", "https://")):
+            # Never echo the value: a URL may carry credentials.
+            raise SettingsError(f"{name} must be an http:// or https:// URL")
+        return raw.rstrip("/") if raw else None
+
+    def settings(self) -> Settings:
+        d = Settings()
+        citrus_url = self.url("CITRUS_SERVER_URL")
+        citrus_key = self._raw("CITRUS_API_KEY") or ""
+        if citrus_url and not citrus_key:
+            raise SettingsError("CITRUS_API_KEY is required when CITRUS_SERVER_URL is set")
+        client_ids = tuple(
+            part.strip()
+            for part in self.required("COGNITO_CLIENT_ID", "the allowed app client ids").split(",")
+            if part.strip()
+        )
+        if not client_ids:
+            raise SettingsError("COGNITO_CLIENT_ID must name at least one app client id")
+        log_level = self.str_("LOG_LEVEL", d.log_level).upper()
+        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+        pool_min = self.int_("SHARD_POOL_MIN_SIZE", d.shard_pool_min_size, minimum=0, maximum=100)
+        pool_max = self.int_("SHARD_POOL_MAX_SIZE", d.shard_pool_max_size, minimum=1, maximum=500)
+        if pool_min > pool_max:
+            raise SettingsError("SHARD_POOL_MIN_SIZE must not exceed SHARD_POOL_MAX_SIZE")
+        return Settings(
+            grpc_host=self.str_("GRPC_HOST", d.grpc_host),
+            grpc_port=self.int_("GRPC_PORT", d.grpc_port, minimum=0, maximum=65535),
+            grpc_max_workers=self.int_("GRPC_MAX_WORKERS", d.grpc_max_workers, minimum=1, maximum=1024),
+            grpc_max_concurrent_rpcs=self.int_(
+                "GRPC_MAX_CONCURRENT_RPCS", d.grpc_max_concurrent_rpcs, minimum=1, maximum=100_000
+            ),
+            grpc_reflection=self.bool_("GRPC_REFLECTION", d.grpc_reflection),
+            workers=self.int_("SIMPLU_WORKERS", d.workers, minimum=1, maximum=64),
+            shutdown_grace_seconds=self.float_(
+                "SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds, minimum=0, maximum=600
+            ),
+            default_deadline_seconds=self.float_(
+                "DEFAULT_DEADLINE_SECONDS", d.default_deadline_seconds, minimum=0.1, maximum=3600
+            ),
+            metrics_port=self.int_("METRICS_PORT", d.metrics_port, minimum=0, maximum=65535),
+            log_level=log_level,
+            citrus_server_url=citrus_url,
+            citrus_api_key=citrus_key,
+            citrus_timeout_ms=self.int_("CITRUS_TIMEOUT", d.citrus_timeout_ms, minimum=1, maximum=120_000),
+            citrus_retry_attempts=self.int_(
+                "CITRUS_RETRY_ATTEMPTS", d.citrus_retry_attempts, minimum=1, maximum=10
+            ),
+            aws_region=self.str_("AWS_REGION", d.aws_region),
+            dynamodb_business_info_table=self.str_(
+                "DYNAMODB_BUSINESS_INFO_TABLE", d.dynamodb_business_info_table
+            ),
+            dynamodb_endpoint=self.url("DYNAMODB_ENDPOINT"),
+            dynamodb_timeout_ms=self.int_(
+                "DYNAMODB_TIMEOUT", d.dynamodb_timeout_ms, minimum=1, maximum=120_000
+            ),
+            cognito_user_pool_id=self.required("COGNITO_USER_POOL_ID", "the Cognito user pool id"),
+            cognito_client_ids=client_ids,
+            cognito_jwks_url=self.url("COGNITO_JWKS_URL"),
+            jwt_leeway_seconds=self.int_("JWT_LEEWAY_SECONDS", d.jwt_leeway_seconds, minimum=0, maximum=300),
+            admin_group=self.str_("SIMPLU_ADMIN_GROUP", d.admin_group),
+            database_host=self.str_("DATABASE_HOST", d.database_host),
+            database_port=self.int_("DATABASE_PORT", d.database_port, minimum=1, maximum=65535),
+            database_username=self.str_("DATABASE_USERNAME", d.database_username),
+            database_password=self._raw("DATABASE_PASSWORD") or "",
+            database_name=self.str_("DATABASE_NAME", d.database_name),
+            shard_pool_min_size=pool_min,
+            shard_pool_max_size=pool_max,
+            shard_pool_max_waiting=self.int_(
+                "SHARD_POOL_MAX_WAITING", d.shard_pool_max_waiting, minimum=0, maximum=100_000
+            ),
+            shard_pool_max_idle_seconds=self.float_(
+                "SHARD_POOL_MAX_IDLE_SECONDS", d.shard_pool_max_idle_seconds, minimum=1, maximum=86_400
+            ),
+            shard_pool_max_lifetime_seconds=self.float_(
+                "SHARD_POOL_MAX_LIFETIME_SECONDS",
+                d.shard_pool_max_lifetime_seconds,
+                minimum=1,
+                maximum=604_800,
+            ),
+            shard_pool_idle_close_seconds=self.float_(
+                "SHARD_POOL_IDLE_CLOSE_SECONDS", d.shard_pool_idle_close_seconds, minimum=1, maximum=604_800
+            ),
+            shard_connect_timeout_seconds=self.float_(
+                "SHARD_CONNECT_TIMEOUT_SECONDS", d.shard_connect_timeout_seconds, minimum=0.1, maximum=120
+            ),
+            routing_cache_ttl_seconds=self.float_(
+                "ROUTING_CACHE_TTL_SECONDS", d.routing_cache_ttl_seconds, minimum=0, maximum=86_400
+            ),
+            routing_stale_max_seconds=self.float_(
+                "ROUTING_STALE_MAX_SECONDS", d.routing_stale_max_seconds, minimum=0, maximum=604_800
+            ),
+            business_cache_ttl_seconds=self.float_(
+                "BUSINESS_CACHE_TTL_SECONDS", d.business_cache_ttl_seconds, minimum=0, maximum=3600
+            ),
+            resource_data_max_bytes=self.int_(
+                "RESOURCE_DATA_MAX_BYTES", d.resource_data_max_bytes, minimum=1024, maximum=4 * 1024 * 1024
+            ),
+            resource_data_max_depth=self.int_(
+                "RESOURCE_DATA_MAX_DEPTH", d.resource_data_max_depth, minimum=1, maximum=100
+            ),
+            shard_near_capacity_percent=self.float_(
+                "SHARD_NEAR_CAPACITY_PERCENT", d.shard_near_capacity_percent, minimum=1, maximum=100
+            ),
+        )
