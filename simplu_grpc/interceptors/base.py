@@ -1,0 +1,63 @@
+"""One abstract ``intercept`` for every kind of RPC, after grpc-interceptor's ServerInterceptor.
+
+grpcio's own hook (``intercept_service``) only sees the method name and metadata, before the
+request exists and outside the worker thread. Wrapping the handler's behaviour instead lets an
+interceptor run in the thread that serves the call, see the request and the context, and bind
+request-scoped context variables that the servicer will see.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+
+class ServerInterceptor(grpc.ServerInterceptor, abc.ABC):
+    """Subclasses implement ``intercept``; call ``method(request, context)`` to continue."""
+
+    @abc.abstractmethod
+    def intercept(
+        self,
+        method: Behavior,
+        request_or_iterator: Any,
+        context: grpc.ServicerContext,
+        method_name: str,
+    ) -> Any:
+        """Run around one RPC; return what ``method`` returns (or abort the context)."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        factory, behavior = _factory_and_behavior(handler)
+        method_name: str = handler_call_details.method
+
+        def wrapped(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
+            return self.intercept(behavior, request_or_iterator, context, method_name)
+
+        return factory(  # type: ignore[no-any-return]
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _factory_and_behavior(handler: grpc.RpcMethodHandler[Any, Any]) -> tuple[Callable[..., Any], Behavior]:
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler, handler.unary_unary
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler, handler.unary_stream
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler, handler.stream_unary
+    if handler.stream_stream:
+        return grpc.stream_stream_rpc_method_handler, handler.stream_stream
+    raise RuntimeError("RPC method handler has no behaviour")
