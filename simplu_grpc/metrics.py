@@ -1,0 +1,126 @@
+"""Prometheus metrics: one registry per server (no module-level singletons), one method per event.
+
+Adapters and interceptors call the methods here; nothing else touches prometheus_client,
+so metric names and labels are decided in one place. Labels are bounded sets: gRPC
+methods, status codes, dependency names, shard ids (a handful per deployment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# Latency buckets for RPCs and dependency calls: 1 ms .. 30 s.
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolGauge:
+    """One shard pool's numbers as the pool registry reports them for scraping."""
+
+    shard_id: str
+    size: int
+    available: int
+    waiting: int
+    max_size: int
+
+
+class _PoolCollector(Collector):
+    """Reads pool stats at scrape time, so gauges are never stale and never leak closed pools."""
+
+    def __init__(self, source: Callable[[], Iterable[PoolGauge]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        size = GaugeMetricFamily("simplu_shard_pool_size", "Open connections", labels=["shard"])
+        available = GaugeMetricFamily(
+            "simplu_shard_pool_available", "Idle connections ready for checkout", labels=["shard"]
+        )
+        waiting = GaugeMetricFamily(
+            "simplu_shard_pool_waiting", "Callers waiting for a connection", labels=["shard"]
+        )
+        max_size = GaugeMetricFamily("simplu_shard_pool_max_size", "Pool max_size", labels=["shard"])
+        for gauge in self._source():
+            size.add_metric([gauge.shard_id], gauge.size)
+            available.add_metric([gauge.shard_id], gauge.available)
+            waiting.add_metric([gauge.shard_id], gauge.waiting)
+            max_size.add_metric([gauge.shard_id], gauge.max_size)
+        yield from (size, available, waiting, max_size)
+
+
+class Metrics:
+    """The service's metrics on a private registry; ``serve(port)`` exposes ``/metrics``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self._rpcs = Counter(
+            "simplu_grpc_requests",
+            "RPCs handled, by method and status code",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self._rpc_latency = Histogram(
+            "simplu_grpc_request_seconds",
+            "RPC latency, by method",
+            ["method"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self._dependency_calls = Counter(
+            "simplu_dependency_calls",
+            "Calls to external systems (citrus, dynamodb, jwks), by outcome (ok or an error kind)",
+            ["dependency", "operation", "outcome"],
+            registry=self.registry,
+        )
+        self._dependency_latency = Histogram(
+            "simplu_dependency_seconds",
+            "Latency of calls to external systems",
+            ["dependency", "operation"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self._cache = Counter(
+            "simplu_cache_lookups",
+            "Cache lookups, by cache and result (hit, miss, stale)",
+            ["cache", "result"],
+            registry=self.registry,
+        )
+        self._pool_errors = Counter(
+            "simplu_shard_pool_errors",
+            "Shard pool failures: exhausted (no connection in time) or unavailable (shard down)",
+            ["shard", "kind"],
+            registry=self.registry,
+        )
+
+    def rpc(self, method: str, code: str, seconds: float) -> None:
+        self._rpcs.labels(method, code).inc()
+        self._rpc_latency.labels(method).observe(seconds)
+
+    def dependency_call(self, dependency: str, operation: str, outcome: str, seconds: float) -> None:
+        self._dependency_calls.labels(dependency, operation, outcome).inc()
+        self._dependency_latency.labels(dependency, operation).observe(seconds)
+
+    def cache_lookup(self, cache: str, result: str) -> None:
+        self._cache.labels(cache, result).inc()
+
+    def pool_error(self, shard_id: str, kind: str) -> None:
+        self._pool_errors.labels(shard_id, kind).inc()
+
+    def watch_pools(self, source: Callable[[], Iterable[PoolGauge]]) -> None:
+        """Register the pool registry's stats, read at every scrape."""
+        self.registry.register(_PoolCollector(source))
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> Callable[[], None]:
+        """Expose /metrics on its own port; return a function that stops the endpoint."""
+        server, thread = start_http_server(port, addr=addr, registry=self.registry)
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+
+        return stop
