@@ -1,0 +1,243 @@
+"""JwksClient: keys by kid, refetch on unknown kid at most once per interval, old keys kept on failure."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from simplu_grpc.adapters.jwks import JWKS_UNAVAILABLE, JwksClient
+from simplu_grpc.errors import Unavailable
+from simplu_grpc.metrics import Metrics
+from tests.fixtures.tokens import LocalIssuer
+
+ISSUER = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_unit"
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def issuer() -> Iterator[LocalIssuer]:
+    """A fresh local JWKS endpoint per test (tests change its keys and make it fail)."""
+    local = LocalIssuer(issuer=ISSUER, client_id="unit-client")
+    yield local
+    local.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+def jwks(issuer: LocalIssuer, clock: FakeClock, metrics: Metrics) -> Iterator[JwksClient]:
+    client = JwksClient(url=issuer.jwks_url, timeout_seconds=2.0, clock=clock, metrics=metrics)
+    yield client
+    client.close()
+
+
+def calls(metrics: Metrics, operation: str, outcome: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "simplu_dependency_calls_total",
+        {"dependency": "jwks", "operation": operation, "outcome": outcome},
+    )
+    return value or 0.0
+
+
+def test_load_caches_keys_by_kid_and_known_kids_cost_no_fetch(
+    jwks: JwksClient, issuer: LocalIssuer, metrics: Metrics
+) -> None:
+    """After load(), a known kid is answered from memory: no further HTTP request."""
+    assert jwks.load() is True
+    assert issuer.fetches == 1
+    assert calls(metrics, "load", "ok") == 1
+    for _ in range(5):
+        assert jwks.get_key(issuer.kid) is not None
+    assert issuer.fetches == 1
+    assert jwks.kids == frozenset({issuer.kid})
+
+
+def test_unknown_kid_refetches_once_then_is_rate_limited(
+    jwks: JwksClient, issuer: LocalIssuer, clock: FakeClock, metrics: Metrics
+) -> None:
+    """An unknown kid triggers one refetch; more unknown kids within 10 s trigger none."""
+    jwks.load()
+    assert jwks.get_key("nope-1") is None
+    assert issuer.fetches == 2
+    clock.advance(9.9)
+    assert jwks.get_key("nope-2") is None
+    assert jwks.get_key("nope-1") is None
+    assert issuer.fetches == 2
+    clock.advance(0.1)
+    assert jwks.get_key("nope-3") is None
+    assert issuer.fetches == 3
+    assert calls(metrics, "refetch", "ok") == 2
+
+
+def test_rotated_key_is_found_by_the_refetch(jwks: JwksClient, issuer: LocalIssuer) -> None:
+    """A key published after load() is picked up by the refetch its first token triggers."""
+    jwks.load()
+    issuer.add_key("rotated")
+    assert jwks.get_key("rotated") is not None
+    assert issuer.fetches == 2
+    assert jwks.get_key(issuer.kid) is not None
+
+
+def test_concurrent_unknown_kids_make_a_single_fetch(jwks: JwksClient, issuer: LocalIssuer) -> None:
+    """Twenty threads meeting a new kid at once cause exactly one fetch, and all find the key."""
+    jwks.load()
+    issuer.add_key("rotated")
+    start = threading.Barrier(20)
+    found: list[bool] = []
+
+    def look() -> None:
+        start.wait()
+        found.append(jwks.get_key("rotated") is not None)
+
+    threads = [threading.Thread(target=look) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert found == [True] * 20
+    assert issuer.fetches == 2
+
+
+def test_failed_refetch_keeps_the_old_keys(
+    jwks: JwksClient, issuer: LocalIssuer, clock: FakeClock, metrics: Metrics
+) -> None:
+    """When the endpoint fails, known keys keep working and the failure is recorded in metrics."""
+    jwks.load()
+    issuer.fail(503)
+    assert jwks.get_key("unknown") is None
+    assert calls(metrics, "refetch", "http_503") == 1
+    assert jwks.last_error is not None
+    assert "503" in jwks.last_error
+    assert jwks.get_key(issuer.kid) is not None
+    issuer.heal()
+    issuer.add_key("later")
+    clock.advance(10)
+    assert jwks.get_key("later") is not None
+    assert jwks.get_key(issuer.kid) is not None
+    assert jwks.last_error is None
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (b"<html>oops</html>", "not JSON"),
+        (b'{"nokeys": []}', "keys"),
+        (b'{"keys": [{"kty": "oct", "kid": "h", "k": "c2VjcmV0"}]}', "no usable"),
+        (b'{"keys": [{"kty": "RSA", "kid": "e", "use": "enc", "n": "AQAB", "e": "AQAB"}]}', "no usable"),
+    ],
+    ids=["html", "no-keys-list", "hmac-key", "encryption-key"],
+)
+def test_a_key_set_that_is_not_usable_is_refused_and_the_old_one_kept(
+    jwks: JwksClient, issuer: LocalIssuer, clock: FakeClock, metrics: Metrics, case: tuple[bytes, str]
+) -> None:
+    """Garbage, a document without keys, HMAC or encryption-only keys never replace good keys."""
+    body, what = case
+    jwks.load()
+    issuer.fail(200, body)
+    clock.advance(10)
+    assert jwks.get_key("other") is None
+    assert calls(metrics, "refetch", "invalid") == 1
+    assert what in (jwks.last_error or "")
+    assert jwks.get_key(issuer.kid) is not None
+
+
+def test_failed_load_is_tolerated_and_the_first_unknown_kid_retries(
+    jwks: JwksClient, issuer: LocalIssuer
+) -> None:
+    """A JWKS outage at start does not stop the server; the first token loads the keys."""
+    issuer.fail(500)
+    assert jwks.load() is False
+    assert not jwks.has_keys
+    issuer.heal()
+    assert jwks.get_key(issuer.kid) is not None
+    assert jwks.has_keys
+
+
+def test_probe_reports_health_and_outages(jwks: JwksClient, issuer: LocalIssuer) -> None:
+    """probe() passes when the endpoint serves keys, raises Unavailable(JWKS_UNAVAILABLE) otherwise,
+    and never touches the cached keys (it only observes)."""
+    jwks.probe()
+    assert not jwks.has_keys
+    jwks.load()
+    issuer.fail(502)
+    with pytest.raises(Unavailable) as caught:
+        jwks.probe()
+    assert caught.value.reason == JWKS_UNAVAILABLE
+    assert "502" in caught.value.message
+    assert jwks.get_key(issuer.kid) is not None
+
+
+def test_connection_refused_is_an_outage_not_a_crash(metrics: Metrics) -> None:
+    """Nothing listening: load() returns False, probe() raises Unavailable, counted as connect_error."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = JwksClient(url=f"http://127.0.0.1:{port}/jwks.json", timeout_seconds=1.0, metrics=metrics)
+    try:
+        assert client.load() is False
+        with pytest.raises(Unavailable):
+            client.probe()
+        assert calls(metrics, "load", "connect_error") == 1
+    finally:
+        client.close()
+
+
+def test_an_endpoint_that_never_answers_times_out(metrics: Metrics) -> None:
+    """A blackholed endpoint (accepts, never answers) costs at most the timeout (or the probe's)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # never accepted: the kernel completes the handshake, nobody reads
+        port = listener.getsockname()[1]
+        client = JwksClient(url=f"http://127.0.0.1:{port}/jwks.json", timeout_seconds=0.2, metrics=metrics)
+        try:
+            assert client.load() is False
+            assert calls(metrics, "load", "timeout") == 1
+            assert "timed out" in (client.last_error or "")
+        finally:
+            client.close()
+        patient = JwksClient(url=f"http://127.0.0.1:{port}/jwks.json", timeout_seconds=30.0, metrics=metrics)
+        try:
+            started = time.monotonic()
+            with pytest.raises(Unavailable, match="timed out"):
+                patient.probe(timeout_seconds=0.1)
+            assert time.monotonic() - started < 5.0, "probe(timeout_seconds) bounds the fetch"
+        finally:
+            patient.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"url": "ftp://x/jwks.json", "timeout_seconds": 1.0}, "http"),
+        ({"url": "http://x/jwks.json", "timeout_seconds": 0.0}, "timeout_seconds"),
+        ({"url": "http://x/jwks.json", "timeout_seconds": 1.0, "min_refetch_interval": -1.0}, "interval"),
+    ],
+)
+def test_bad_configuration_is_refused_at_construction(kwargs: dict[str, object], message: str) -> None:
+    """Nonsense settings fail fast with a message naming the argument."""
+    with pytest.raises(ValueError, match=message):
+        JwksClient(metrics=Metrics(), **kwargs)  # type: ignore[arg-type]  # deliberately loose test input
