@@ -1,0 +1,109 @@
+"""The ``simplu-grpc`` command: ``serve``, ``dev`` (the whole local stack) and ``migrate``.
+
+Configuration comes from the environment (DESIGN §9); a bad value stops the command with
+``configuration error: <message naming the variable>`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+from simplu_grpc.errors import SimpluError
+from simplu_grpc.settings import Settings, SettingsError
+
+EXIT_FAILURE = 1
+EXIT_CONFIGURATION = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simplu-grpc",
+        description="The Simplu API as a gRPC service. Configured by environment variables (see README).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the gRPC server until SIGTERM/SIGINT")
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="worker processes sharing the port with SO_REUSEPORT (default: SIMPLU_WORKERS or 1)",
+    )
+    serve.add_argument("--port", type=int, default=None, help="listen port (default: GRPC_PORT or 50051)")
+    commands.add_parser(
+        "dev",
+        help="start PostgreSQL, the Citrus emulator, moto and the server locally; print a token",
+    )
+    commands.add_parser("migrate", help="apply pending schema migrations to every shard (or the database)")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "dev":
+            # Imported here: production code paths never import the devstack.
+            from simplu_grpc.devstack.stack import run_dev
+
+            run_dev()
+            return 0
+        settings = Settings.from_env()
+        if args.command == "serve":
+            return _serve(settings, workers=args.workers, port=args.port)
+        return _migrate(settings)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIGURATION
+    except SimpluError as exc:
+        # E.g. Citrus unreachable while listing shards to migrate: say what, no traceback.
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _serve(settings: Settings, *, workers: int | None, port: int | None) -> int:
+    from simplu_grpc.server import StartupError, serve
+
+    if workers is not None:
+        settings = dataclasses.replace(settings, workers=workers)
+    if port is not None:
+        settings = dataclasses.replace(settings, grpc_port=port)
+    try:
+        serve(settings)
+    except StartupError as exc:
+        print(f"startup error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
+def _migrate(settings: Settings) -> int:
+    from simplu_grpc.adapters.migrator import migrate_all
+
+    failed = False
+    outcomes = migrate_all(settings)
+    for outcome in outcomes:
+        if outcome.result is None:
+            failed = True
+            print(f"{outcome.shard_id} ({outcome.target}): FAILED {outcome.error}")
+        else:
+            applied = ", ".join(outcome.result.applied) or "nothing to apply"
+            print(
+                f"{outcome.shard_id} ({outcome.target}): version {outcome.result.before} -> "
+                f"{outcome.result.after} ({applied})"
+            )
+    if not outcomes:
+        print("no shards to migrate")
+    return EXIT_FAILURE if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

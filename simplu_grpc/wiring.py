@@ -1,0 +1,127 @@
+"""Wiring: builds the real adapters from Settings into ``Deps``, and closes them at shutdown.
+
+The one place that knows which adapter implements what; ``build_server`` only sees ``Deps``.
+Each feature adds its adapters here (in dependency order), registers a closer for anything
+holding connections or threads, and a readiness check where the dependency is essential.
+"""
+
+from __future__ import annotations
+
+from simplu_grpc.adapters.business_store import BusinessStore, make_dynamodb_client
+from simplu_grpc.adapters.citrus import CitrusClient
+from simplu_grpc.adapters.jwks import JwksClient
+from simplu_grpc.adapters.pools import PoolRegistry
+from simplu_grpc.adapters.shard_directory import (
+    CitrusDirectory,
+    SingleDatabaseDirectory,
+    single_database_dsn,
+)
+from simplu_grpc.domain.admin import ShardAdminService
+from simplu_grpc.domain.authz import Authorizer
+from simplu_grpc.domain.business_cache import BusinessCache
+from simplu_grpc.domain.business_ops import BusinessOps, probe_check
+from simplu_grpc.domain.resource_ops import Limits, ResourceOps
+from simplu_grpc.domain.routing import RoutingCache
+from simplu_grpc.domain.tokens import TokenVerifier
+from simplu_grpc.metrics import Metrics
+from simplu_grpc.server import Deps
+from simplu_grpc.settings import Settings
+
+# A JWKS document is tiny; a slow endpoint should not hold the start (or a token) for long.
+JWKS_TIMEOUT_SECONDS = 5.0
+
+
+def build_deps(settings: Settings) -> Deps:
+    """Every adapter the server needs, connected and ready; closes what it built if a step fails."""
+    metrics = Metrics()
+    jwks = JwksClient(url=settings.jwks_url, timeout_seconds=JWKS_TIMEOUT_SECONDS, metrics=metrics)
+    deps = Deps(
+        metrics=metrics,
+        verifier=TokenVerifier(
+            issuer=settings.cognito_issuer,
+            client_ids=settings.cognito_client_ids,
+            jwks=jwks,
+            leeway_seconds=settings.jwt_leeway_seconds,
+            metrics=metrics,
+        ),
+        jwks=jwks,
+    )
+    deps.closers.append(jwks.close)
+    try:
+        # A failed load is tolerated (logged): the first token with an unknown kid retries.
+        jwks.load()
+        # --- BusinessService adapters (D) ---
+        deps.authorizer = Authorizer(admin_group=settings.admin_group)
+        dynamodb = make_dynamodb_client(settings)
+        deps.closers.append(dynamodb.close)
+        deps.business_store = BusinessStore(
+            table=settings.dynamodb_business_info_table, client=dynamodb, metrics=metrics
+        )
+        deps.business_cache = BusinessCache(
+            deps.business_store, ttl_seconds=settings.business_cache_ttl_seconds, metrics=metrics
+        )
+        deps.readiness_checks.append(probe_check(deps.business_store.probe))
+        if settings.citrus_server_url:
+            deps.citrus = CitrusClient(
+                base_url=settings.citrus_server_url,
+                api_key=settings.citrus_api_key,
+                timeout_ms=settings.citrus_timeout_ms,
+                retry_attempts=settings.citrus_retry_attempts,
+                metrics=metrics,
+            )
+            deps.closers.append(deps.citrus.close)
+            deps.readiness_checks.append(probe_check(deps.citrus.probe))
+        deps.business_ops = BusinessOps(
+            store=deps.business_store,
+            cache=deps.business_cache,
+            authorizer=deps.authorizer,
+            citrus=deps.citrus,
+        )
+        # --- ResourceService adapters (E) ---
+        deps.shard_directory = (
+            CitrusDirectory(deps.citrus)
+            if deps.citrus is not None
+            else SingleDatabaseDirectory(single_database_dsn(settings))
+        )
+        deps.routing = RoutingCache(
+            deps.shard_directory,
+            ttl=settings.routing_cache_ttl_seconds,
+            stale_max=settings.routing_stale_max_seconds,
+            metrics=metrics,
+        )
+        deps.pools = PoolRegistry.from_settings(settings, metrics)
+        # Registered after the Citrus client: closers run last-first, so pools close first.
+        deps.closers.append(deps.pools.close)
+        metrics.watch_pools(deps.pools.gauges)
+        deps.resource_ops = ResourceOps(
+            businesses=deps.business_cache,
+            authorizer=deps.authorizer,
+            routing=deps.routing,
+            pools=deps.pools,
+            limits=Limits(
+                max_bytes=settings.resource_data_max_bytes, max_depth=settings.resource_data_max_depth
+            ),
+        )
+        # --- ShardAdmin components (F) ---
+        deps.shard_admin = ShardAdminService(
+            # Single-database mode: the one database answers the Citrus questions ShardAdmin asks.
+            shards=deps.citrus
+            if deps.citrus is not None
+            else SingleDatabaseDirectory(single_database_dsn(settings)),
+            pools=deps.pools,
+            routing=deps.routing,
+            businesses=deps.business_store,
+            near_capacity_percent=settings.shard_near_capacity_percent,
+            probes={"dynamodb": deps.business_store.probe, "jwks": jwks.probe},
+            citrus_name="citrus" if deps.citrus is not None else "",
+            secrets=(settings.citrus_api_key, settings.database_password),
+        )
+    except BaseException:
+        close_deps(deps)
+        raise
+    return deps
+
+
+def close_deps(deps: Deps) -> None:
+    """Close every adapter (pools, HTTP clients), last built first."""
+    deps.close()

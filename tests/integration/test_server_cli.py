@@ -1,0 +1,212 @@
+"""`simplu-grpc serve` as an operator runs it: configuration errors, port conflicts, SIGTERM, --workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from simplu_grpc import cli
+from tests.fixtures.server import CORE_CLIENT_ID, CORE_POOL_ID
+from tests.fixtures.tokens import LocalIssuer
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def serve_env(core_issuer: LocalIssuer) -> dict[str, str]:
+    """Environment for a `serve` subprocess on a free loopback port, metrics off."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRPC_", "COGNITO_", "SIMPLU_"))}
+    env.update(
+        GRPC_HOST="127.0.0.1",
+        GRPC_PORT=str(free_port()),
+        METRICS_PORT="0",
+        SHUTDOWN_GRACE_SECONDS="2",
+        COGNITO_USER_POOL_ID=CORE_POOL_ID,
+        COGNITO_CLIENT_ID=CORE_CLIENT_ID,
+        COGNITO_JWKS_URL=core_issuer.jwks_url,
+    )
+    return env
+
+
+@pytest.fixture
+def spawn() -> Iterator[Any]:
+    """Start `python -m simplu_grpc.cli ...`; anything still running at the end is killed."""
+    started: list[subprocess.Popen[str]] = []
+
+    def run(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "simplu_grpc.cli", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append(process)
+        return process
+
+    yield run
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+
+def wait_serving(port: int, process: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"server exited early: {process.communicate()[1]}")
+            try:
+                # Liveness: readiness also depends on DynamoDB, which these tests do not run.
+                reply = stub.Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=1)
+                if reply.status == SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("server never answered its liveness check")
+            time.sleep(0.1)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_configuration_error_names_the_variable_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing or bad variable prints `configuration error: <message>` and exits with status 2."""
+    for name in ("COGNITO_USER_POOL_ID", "COGNITO_CLIENT_ID", "GRPC_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COGNITO_CLIENT_ID", "c")
+    assert cli.main(["serve"]) == 2
+    assert capsys.readouterr().err.startswith("configuration error: COGNITO_USER_POOL_ID is required")
+    monkeypatch.setenv("COGNITO_USER_POOL_ID", "us-east-1_x")
+    monkeypatch.setenv("GRPC_PORT", "fifty")
+    assert cli.main(["migrate"]) == 2
+    assert "configuration error: GRPC_PORT must be an integer" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_serve_stops_cleanly_on_sigterm(serve_env: dict[str, str], spawn: Any) -> None:
+    """`serve` becomes ready, then on SIGTERM shuts down gracefully and exits 0, logging JSON lines."""
+    process = spawn("serve", env=serve_env)
+    wait_serving(int(serve_env["GRPC_PORT"]), process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    messages = [json.loads(line)["message"] for line in stderr.splitlines() if line.startswith("{")]
+    assert any(m.startswith("serving on 127.0.0.1:") for m in messages)
+    assert "received SIGTERM" in messages
+    assert messages[-1] == "stopped"
+
+
+@pytest.mark.integration
+def test_serve_on_a_busy_port_fails_with_a_clear_message(serve_env: dict[str, str], spawn: Any) -> None:
+    """Another process listening on GRPC_PORT makes `serve` exit 1 saying the port is in use."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        process = spawn("serve", env={**serve_env, "GRPC_PORT": str(port)})
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert f"startup error: port {port} on 127.0.0.1 is already in use" in stderr
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_serve_with_workers_shares_the_port_and_forwards_sigterm(
+    serve_env: dict[str, str], spawn: Any
+) -> None:
+    """`serve --workers 2` runs two worker processes on one port; SIGTERM to the parent stops them all."""
+    process = spawn("serve", "--workers", "2", env=serve_env)
+    port = int(serve_env["GRPC_PORT"])
+    wait_serving(port, process)
+    deadline = time.monotonic() + 30
+    while len(workers := [p for p in children_of(process.pid) if _is_worker(p)]) < 2:
+        assert time.monotonic() < deadline, "two workers never appeared"
+        time.sleep(0.1)
+    for _ in range(10):  # new connections are spread by the kernel; every answer is SERVING
+        wait_serving(port, process, timeout=5)
+    assert len(workers) == 2
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+
+
+def _is_worker(pid: int) -> bool:
+    """A spawned worker (not multiprocessing's resource tracker, also a child)."""
+    try:
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.integration
+def test_migrate_applies_the_schema_once_and_never_prints_the_password(
+    fresh_database: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`simplu-grpc migrate` in single-database mode migrates the database, then finds nothing to do;
+    its output names host:port/db and never the password."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(fresh_database())
+    env = {
+        "COGNITO_USER_POOL_ID": CORE_POOL_ID,
+        "COGNITO_CLIENT_ID": CORE_CLIENT_ID,
+        "DATABASE_HOST": parts.hostname or "127.0.0.1",
+        "DATABASE_PORT": str(parts.port or 5432),
+        "DATABASE_USERNAME": unquote(parts.username or "postgres"),
+        "DATABASE_PASSWORD": unquote(parts.password or "") or "pw-never-printed",
+        "DATABASE_NAME": unquote(parts.path.lstrip("/")),
+    }
+    monkeypatch.delenv("CITRUS_SERVER_URL", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["migrate"]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith(
+        f"default ({env['DATABASE_HOST']}:{env['DATABASE_PORT']}/{env['DATABASE_NAME']}): version 0 -> "
+    )
+    assert cli.main(["migrate"]) == 0
+    second = capsys.readouterr().out
+    assert "nothing to apply" in second
+    assert env["DATABASE_PASSWORD"] not in first + second
