@@ -61,7 +61,7 @@ DEV_REGION = "us-east-1"
 EXAMPLE_BUSINESS = {
     "business": {
         "name": "Smile Dental",
-        "type": "DENTAL",
+        "type": "BUSINESS_TYPE_DENTAL",
         "locations": [{"id": "main", "name": "Main St", "timezone": "Europe/Bucharest"}],
     }
 }
