@@ -1,0 +1,199 @@
+"""Shard schema migrations: versioned SQL files applied in order under a PostgreSQL advisory lock.
+
+Several replicas may open a pool to the same new shard at the same moment and all try to
+migrate it. Each runs the whole upgrade in ONE transaction that first takes a
+transaction-scoped advisory lock: the first replica applies the pending files, the others
+wait on the lock, then see the new version in ``schema_migrations`` and apply nothing. A
+failing file rolls back everything of that run, so a shard is never left half-migrated.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+import psycopg
+
+from simplu_grpc.errors import ShardUnavailable
+from simplu_grpc.redact import dsn_target
+
+if TYPE_CHECKING:
+    from simplu_grpc.domain.shards import ShardAssignment
+    from simplu_grpc.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock key: "simplu" in ASCII, so it is recognisable in pg_locks and
+# unlikely to collide with another application's lock on the same database.
+ADVISORY_LOCK_KEY = 0x73696D706C75
+
+_FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
+
+_CREATE_HISTORY = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+)
+"""
+
+
+class Executor(Protocol):
+    """A psycopg connection, or the pool registry's ShardSession (which forwards ``execute``)."""
+
+    def execute(self, query: Any, params: Any = None) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One SQL file: ``NNNN_name.sql`` with NNNN its version."""
+
+    version: int
+    name: str
+    sql: str
+
+
+class MigrationResult(NamedTuple):
+    """What one ``migrate`` call did: the version before and after, and the files applied."""
+
+    before: int
+    after: int
+    applied: list[str]
+
+
+@cache
+def migrations() -> tuple[Migration, ...]:
+    """Every migration shipped in ``simplu_grpc.migrations``, in version order."""
+    found: list[Migration] = []
+    for entry in resources.files("simplu_grpc.migrations").iterdir():
+        match = _FILE_NAME.match(entry.name)
+        if match is None:
+            continue
+        found.append(Migration(int(match["version"]), match["name"], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration versions: {versions}")
+    return tuple(found)
+
+
+def latest_version() -> int:
+    """The version a fully migrated shard reports."""
+    shipped = migrations()
+    return shipped[-1].version if shipped else 0
+
+
+def schema_version(conn: Executor) -> int:
+    """The highest applied migration version; 0 for a database never migrated."""
+    # Two statements: PostgreSQL resolves table names when planning, so one query naming a
+    # table that may not exist fails even in a branch that would never run.
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn_or_dsn: psycopg.Connection[Any] | str, *, connect_timeout: float = 5.0) -> MigrationResult:
+    """Apply every pending migration in one transaction under the advisory lock; idempotent."""
+    if isinstance(conn_or_dsn, str):
+        with psycopg.connect(
+            conn_or_dsn, autocommit=True, connect_timeout=max(2, int(connect_timeout))
+        ) as conn:
+            return _migrate(conn)
+    return _migrate(conn_or_dsn)
+
+
+def _migrate(conn: psycopg.Connection[Any]) -> MigrationResult:
+    with conn.transaction():
+        # Taken first so that a concurrent replica's upgrade is fully visible (committed)
+        # before this one reads the version; released by the commit.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+        conn.execute(_CREATE_HISTORY)
+        before = schema_version(conn)
+        applied: list[str] = []
+        for migration in migrations():
+            if migration.version <= before:
+                continue
+            conn.execute(migration.sql.encode("utf-8"))
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                (migration.version, migration.name),
+            )
+            applied.append(f"{migration.version:04d}_{migration.name}")
+        after = max(before, latest_version())
+    if applied:
+        logger.info("shard schema migrated", extra={"before": before, "after": after, "applied": applied})
+    return MigrationResult(before, after, applied)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardMigration:
+    """The outcome of migrating one shard in ``migrate_all``: a result or a (redacted) error."""
+
+    shard_id: str
+    target: str  # host:port/db, never the password
+    result: MigrationResult | None
+    error: str | None = None
+
+
+def migrate_all(
+    settings: Settings,
+    *,
+    list_shards: Callable[[], list[ShardAssignment]] | None = None,
+) -> list[ShardMigration]:
+    """Migrate every shard Citrus lists (or the single database); a failing shard does not stop the rest."""
+    if list_shards is None:
+        list_shards = _default_shard_lister(settings)
+    outcomes: list[ShardMigration] = []
+    for shard in list_shards():
+        target = dsn_target(shard.connection_string)
+        try:
+            result = migrate(shard.connection_string, connect_timeout=settings.shard_connect_timeout_seconds)
+        except psycopg.Error as exc:
+            # The message of a psycopg error may quote the conninfo: report the class only.
+            outcomes.append(ShardMigration(shard.shard_id, target, None, type(exc).__name__))
+            continue
+        outcomes.append(ShardMigration(shard.shard_id, target, result))
+    return outcomes
+
+
+def _default_shard_lister(settings: Settings) -> Callable[[], list[ShardAssignment]]:
+    from simplu_grpc.adapters.shard_directory import SingleDatabaseDirectory, single_database_dsn
+
+    if settings.single_database:
+        directory = SingleDatabaseDirectory(single_database_dsn(settings))
+        return lambda: [directory.assignment]
+
+    from simplu_grpc.adapters.citrus import CitrusClient
+    from simplu_grpc.metrics import Metrics
+
+    def from_citrus() -> list[ShardAssignment]:
+        client = CitrusClient(
+            base_url=settings.citrus_server_url or "",
+            api_key=settings.citrus_api_key,
+            timeout_ms=settings.citrus_timeout_ms,
+            retry_attempts=settings.citrus_retry_attempts,
+            metrics=Metrics(),
+        )
+        try:
+            return list(client.shards_health())
+        finally:
+            client.close()
+
+    return from_citrus
+
+
+def ensure_migrated(conn: psycopg.Connection[Any], shard_id: str) -> MigrationResult:
+    """Used by the pool registry on a shard's first use; errors become SHARD_UNAVAILABLE."""
+    try:
+        return migrate(conn)
+    except psycopg.OperationalError as exc:
+        raise ShardUnavailable(
+            f"shard {shard_id} is unavailable (migration failed)", metadata={"shard_id": shard_id}
+        ) from exc

@@ -1,0 +1,77 @@
+"""Shard directories: which shard holds a business+location (Citrus, or one database without it).
+
+``CitrusDirectory`` asks Citrus (``GET /api/shard/{businessId-locationId}``) and, when
+Citrus does not know the location yet (404), registers it with the business's type and
+uses the answer: a location that exists in business info but was never registered (for
+instance because Citrus was down when it was created) is registered on first use.
+``SingleDatabaseDirectory`` serves deployments without Citrus: every location lives on
+one shard, ``default``, built from the ``DATABASE_*`` settings.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from psycopg.conninfo import make_conninfo
+
+from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
+
+if TYPE_CHECKING:
+    from simplu_grpc.settings import Settings
+
+DEFAULT_SHARD_ID = "default"
+
+
+class CitrusLookup(Protocol):
+    """The part of the Citrus client the directory uses."""
+
+    def get_shard(self, business_id: str, location_id: str) -> ShardAssignment | None: ...
+
+    def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment: ...
+
+
+class CitrusDirectory:
+    """Routing through Citrus; errors stay CitrusUnavailable (the routing cache may serve stale)."""
+
+    def __init__(self, citrus: CitrusLookup) -> None:
+        self._citrus = citrus
+
+    def get_shard(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
+        found = self._citrus.get_shard(business_id, location_id)
+        if found is not None:
+            return found
+        # Registration is idempotent at Citrus: a race with another replica (or with
+        # BusinessService) registering the same location returns the same shard.
+        return self._citrus.register(business_id, location_id, business_type.lower())
+
+
+def single_database_dsn(settings: Settings) -> str:
+    """The libpq conninfo of the single database (``DATABASE_*``); contains the password."""
+    return make_conninfo(
+        host=settings.database_host,
+        port=str(settings.database_port),
+        user=settings.database_username,
+        password=settings.database_password or None,
+        dbname=settings.database_name,
+    )
+
+
+class SingleDatabaseDirectory:
+    """Every location on shard ``default``; also answers the few Citrus calls ShardAdmin makes."""
+
+    def __init__(self, dsn: str) -> None:
+        self.assignment = ShardAssignment(shard_id=DEFAULT_SHARD_ID, connection_string=dsn, is_active=True)
+
+    def get_shard(self, business_id: str, location_id: str, business_type: str = "") -> ShardAssignment:
+        return self.assignment
+
+    def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
+        return self.assignment
+
+    def shards_health(self) -> list[ShardAssignment]:
+        return [self.assignment]
+
+    def capacity(self, shard_id: str) -> CapacityInfo | None:
+        if shard_id != DEFAULT_SHARD_ID:
+            return None
+        return CapacityInfo(shard_id=DEFAULT_SHARD_ID, can_accept_new_business=True)

@@ -1,0 +1,303 @@
+"""Resource SQL on a shard: every statement fixed text plus parameters, each RPC one statement.
+
+No identifier and no SQL text ever comes from input: column names, orderings and the
+shape of the update expression are chosen from fixed fragments by validated enums and
+counts; ids, documents, paths and dates are always bound parameters. Multi-step work
+(idempotent create, etag-checked update and delete) is one statement with CTEs, so it is
+atomic and costs one round trip. psycopg errors are translated here: unique violation ->
+ALREADY_EXISTS, check violation -> INVALID_ARGUMENT; etag mismatch -> ABORTED with
+nothing changed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from simplu_grpc.adapters.pools import Row, ShardSession
+from simplu_grpc.domain.page_tokens import Position
+from simplu_grpc.domain.resources import (
+    ListQuery,
+    NewResource,
+    ResourceKey,
+    StoredResource,
+    Unset,
+    UpdatePlan,
+)
+from simplu_grpc.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
+
+_COLUMNS = (
+    "business_id, location_id, resource_name, resource_id, business_type, data,"
+    " start_date, end_date, create_time, update_time, version"
+)
+_PK = "business_id = %(b)s AND location_id = %(l)s AND resource_name = %(n)s AND resource_id = %(id)s"
+
+_INSERT = f"""
+INSERT INTO resources (business_id, location_id, resource_name, resource_id, business_type, data,
+                       start_date, end_date)
+VALUES (%(b)s, %(l)s, %(n)s, %(id)s, %(type)s, %(data)s, %(start)s, %(end)s)
+RETURNING true AS created, {_COLUMNS}
+"""
+
+# The request id is claimed first: a concurrent retry blocks on the claim's unique index
+# until this statement commits, so exactly one resource is ever created per request id.
+_INSERT_IDEMPOTENT = f"""
+WITH claim AS (
+    INSERT INTO request_ids (business_id, location_id, request_id, resource_name, resource_id)
+    VALUES (%(b)s, %(l)s, %(rq)s, %(n)s, %(id)s)
+    ON CONFLICT (business_id, location_id, request_id) DO NOTHING
+    RETURNING resource_id
+), created AS (
+    INSERT INTO resources (business_id, location_id, resource_name, resource_id, business_type, data,
+                           start_date, end_date)
+    SELECT %(b)s, %(l)s, %(n)s, %(id)s, %(type)s, %(data)s, %(start)s, %(end)s FROM claim
+    RETURNING {_COLUMNS}
+)
+SELECT true AS created, {_COLUMNS} FROM created
+UNION ALL
+SELECT false AS created, {", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","))}
+FROM request_ids q
+JOIN resources r USING (business_id, location_id, resource_name, resource_id)
+WHERE q.business_id = %(b)s AND q.location_id = %(l)s AND q.request_id = %(rq)s
+  AND NOT EXISTS (SELECT 1 FROM claim)
+"""
+
+_REPLAY = f"""
+SELECT false AS created, {", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","))}
+FROM request_ids q
+JOIN resources r USING (business_id, location_id, resource_name, resource_id)
+WHERE q.business_id = %(b)s AND q.location_id = %(l)s AND q.request_id = %(rq)s
+"""
+
+_GET = f"SELECT {_COLUMNS} FROM resources WHERE {_PK}"
+
+_BATCH_GET = f"""
+SELECT {_COLUMNS} FROM resources
+WHERE business_id = %(b)s
+  AND (location_id, resource_name, resource_id) IN (
+      SELECT * FROM unnest(%(l)s::text[], %(n)s::text[], %(id)s::text[]))
+"""
+
+_DELETE = f"""
+WITH current_row AS (
+    SELECT version FROM resources WHERE {_PK}
+), deleted AS (
+    DELETE FROM resources WHERE {_PK} AND (%(v)s::bigint IS NULL OR version = %(v)s::bigint)
+    RETURNING version
+)
+SELECT (SELECT version FROM current_row) AS current_version, (SELECT version FROM deleted) AS deleted_version
+"""
+
+# ListResources sort keys. A missing start_date sorts last ('infinity'), so the keyset
+# comparison never meets NULL; the expression matches the index resources_by_start_date.
+_SORT_KEYS = {
+    "start_date": "COALESCE(start_date, 'infinity'::timestamptz)",
+    "update_time": "update_time",
+}
+
+
+def _stored(row: Row) -> StoredResource:
+    return StoredResource(
+        key=ResourceKey(row["business_id"], row["location_id"], row["resource_name"], row["resource_id"]),
+        business_type=row["business_type"],
+        data=row["data"] if isinstance(row["data"], dict) else {},
+        start_date=row["start_date"],
+        end_date=row["end_date"],
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+        version=int(row["version"]),
+    )
+
+
+def _key_params(key: ResourceKey) -> dict[str, Any]:
+    return {"b": key.business_id, "l": key.location_id, "n": key.resource_name, "id": key.resource_id}
+
+
+def _dates_violation(exc: psycopg.errors.CheckViolation) -> InvalidArgument:
+    constraint = exc.diag.constraint_name or ""
+    if constraint == "resources_dates_ordered":
+        return InvalidArgument(
+            "end_date must not be before start_date",
+            violations=[FieldViolation("resource.end_date", "is before start_date")],
+        )
+    return InvalidArgument("the resource violates a shard constraint")
+
+
+class ShardStore:
+    """Resource reads and writes on one shard session (see module docstring)."""
+
+    def create(self, session: ShardSession, new: NewResource) -> tuple[StoredResource, bool]:
+        """Insert; with a request id, a retry returns the first result. Returns (resource, created)."""
+        params = {
+            **_key_params(new.key),
+            "type": new.business_type,
+            "data": Jsonb(new.data),
+            "start": new.start_date,
+            "end": new.end_date,
+            "rq": new.request_id,
+        }
+        try:
+            rows = session.run(_INSERT_IDEMPOTENT if new.request_id else _INSERT, params)
+            if not rows and new.request_id:
+                # A concurrent create with this request id committed while we waited on the
+                # claim; our statement's snapshot predates it, a new one sees it.
+                rows = session.run(_REPLAY, params)
+        except psycopg.errors.UniqueViolation as exc:
+            raise AlreadyExists(
+                f"resource {new.key.resource_id} already exists",
+                reason="RESOURCE_EXISTS",
+                metadata={"resource_id": new.key.resource_id},
+            ) from exc
+        except psycopg.errors.CheckViolation as exc:
+            raise _dates_violation(exc) from exc
+        if not rows:
+            raise Aborted(
+                "a concurrent create with the same request_id did not finish; retry", reason="CONFLICT"
+            )
+        row = rows[0]
+        stored = _stored(row)
+        if not row["created"] and stored.key.resource_name != new.key.resource_name:
+            raise InvalidArgument.field("request_id", "was already used for a different request")
+        return stored, bool(row["created"])
+
+    def get(self, session: ShardSession, key: ResourceKey) -> StoredResource:
+        rows = session.run(_GET, _key_params(key))
+        if not rows:
+            raise NotFound(
+                f"resource {key.resource_name}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"
+            )
+        return _stored(rows[0])
+
+    def batch_get(
+        self, session: ShardSession, business_id: str, keys: Sequence[ResourceKey]
+    ) -> list[StoredResource]:
+        """The existing resources among ``keys`` (all on this session's shard), one statement."""
+        if not keys:
+            return []
+        rows = session.run(
+            _BATCH_GET,
+            {
+                "b": business_id,
+                "l": [k.location_id for k in keys],
+                "n": [k.resource_name for k in keys],
+                "id": [k.resource_id for k in keys],
+            },
+        )
+        return [_stored(row) for row in rows]
+
+    def list_page(
+        self, session: ShardSession, query: ListQuery, after: Position | None
+    ) -> tuple[list[StoredResource], Position | None]:
+        """One page in keyset order, and the position to resume from (None on the last page)."""
+        sort_key = _SORT_KEYS[query.order_by.column]
+        direction = "DESC" if query.order_by.descending else "ASC"
+        comparison = "<" if query.order_by.descending else ">"
+        where = ["business_id = %(b)s", "location_id = %(l)s", "resource_name = %(n)s"]
+        params: dict[str, Any] = {
+            "b": query.business_id,
+            "l": query.location_id,
+            "n": query.resource_name,
+            "limit": query.page_size + 1,
+        }
+        if query.start_from is not None:
+            where.append("start_date >= %(from)s")
+            params["from"] = query.start_from
+        if query.start_to is not None:
+            where.append("start_date < %(to)s")
+            params["to"] = query.start_to
+        if query.data_contains:
+            where.append("data @> %(contains)s")
+            params["contains"] = Jsonb(query.data_contains)
+        if after is not None:
+            where.append(f"({sort_key}, resource_id) {comparison} (%(after_key)s::timestamptz, %(after_id)s)")
+            params["after_key"] = "infinity" if after.sort_value is None else after.sort_value
+            params["after_id"] = after.resource_id
+        statement = (
+            f"SELECT {_COLUMNS} FROM resources WHERE {' AND '.join(where)}"
+            f" ORDER BY {sort_key} {direction}, resource_id {direction} LIMIT %(limit)s"
+        )
+        rows = session.run(statement, params)
+        page = [_stored(row) for row in rows[: query.page_size]]
+        if len(rows) <= query.page_size:
+            return page, None
+        last = page[-1]
+        value = last.start_date if query.order_by.column == "start_date" else last.update_time
+        return page, Position(value, last.key.resource_id)
+
+    def update(self, session: ShardSession, key: ResourceKey, plan: UpdatePlan) -> StoredResource:
+        """Apply the plan in one statement; NOT_FOUND, or ABORTED when the etag is stale."""
+        params: dict[str, Any] = _key_params(key)
+        expression = "data"
+        if plan.replace_data is not None:
+            params["replace"] = Jsonb(plan.replace_data)
+            expression = "%(replace)s::jsonb"
+        for index, (path, value) in enumerate(plan.set_paths):
+            params[f"sp{index}"] = list(path)
+            params[f"sv{index}"] = Jsonb(value)
+            expression = f"simplu_jsonb_put({expression}, %(sp{index})s::text[], %(sv{index})s::jsonb)"
+        for index, path in enumerate(plan.remove_paths):
+            params[f"rp{index}"] = list(path)
+            expression = f"({expression} #- %(rp{index})s::text[])"
+        assignments = [f"data = {expression}"]
+        if not isinstance(plan.start_date, Unset):
+            assignments.append("start_date = %(start)s")
+            params["start"] = plan.start_date
+        if not isinstance(plan.end_date, Unset):
+            assignments.append("end_date = %(end)s")
+            params["end"] = plan.end_date
+        assignments += ["update_time = clock_timestamp()", "version = version + 1"]
+        params["v"] = _expected_version(plan)
+        statement = f"""
+WITH current_row AS (
+    SELECT version FROM resources WHERE {_PK}
+), updated AS (
+    UPDATE resources SET {", ".join(assignments)}
+    WHERE {_PK} AND (%(v)s::bigint IS NULL OR version = %(v)s::bigint)
+    RETURNING {_COLUMNS}
+)
+SELECT (SELECT version FROM current_row) AS current_version, u.*
+FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
+"""
+        try:
+            rows = session.run(statement, params)
+        except psycopg.errors.CheckViolation as exc:
+            raise _dates_violation(exc) from exc
+        row = rows[0]
+        if row["current_version"] is None:
+            raise NotFound(
+                f"resource {key.resource_name}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"
+            )
+        if row["version"] is None:
+            raise Aborted("the etag does not match the resource's current version; read it again")
+        return _stored(row)
+
+    def delete(
+        self, session: ShardSession, key: ResourceKey, *, etag_version: int | None, etag_given: bool
+    ) -> None:
+        params = {**_key_params(key), "v": -1 if etag_given and etag_version is None else etag_version}
+        row = session.run(_DELETE, params)[0]
+        if row["current_version"] is None:
+            raise NotFound(
+                f"resource {key.resource_name}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"
+            )
+        if row["deleted_version"] is None:
+            raise Aborted("the etag does not match the resource's current version; read it again")
+
+
+def _expected_version(plan: UpdatePlan) -> int | None:
+    if not plan.etag_given:
+        return None
+    # An etag we never issued names no version: it must not match (-1 never does).
+    return plan.expected_version if plan.expected_version is not None else -1
+
+
+def group_by_location(keys: Sequence[ResourceKey]) -> dict[str, list[ResourceKey]]:
+    """Keys per location id (batch get routes each location, then one statement per shard)."""
+    grouped: dict[str, list[ResourceKey]] = defaultdict(list)
+    for key in keys:
+        grouped[key.location_id].append(key)
+    return dict(grouped)

@@ -1,0 +1,320 @@
+"""ResourceService use cases: who may act, where the data lives, then one statement on that shard.
+
+Every call follows the same path, in this order (the order is the contract):
+
+1. input shape (ids, a resource name some catalog has) -> INVALID_ARGUMENT, touching nothing;
+2. the business, through the short-lived business cache (no DynamoDB call when warm);
+3. permission (``Authorizer.require_resource``) BEFORE existence: a stranger gets
+   PERMISSION_DENIED whether or not the business exists; then the business must be active
+   and the location must belong to it and be active;
+4. the rest of validation that needs the business type (catalog, documents, dates);
+5. routing (cache -> Citrus, registering the location on first use);
+6. a pooled connection to the shard and ONE statement.
+
+When the shard cannot be reached, Citrus is asked once more (it may have failed the shard
+over to a new connection string) and the call is retried there; writes are retried only
+when the failure happened before the statement was sent, so no write is applied twice.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from simplu_grpc import context
+from simplu_grpc.adapters.pools import PoolRegistry, ShardSession, ShardUnreachable
+from simplu_grpc.adapters.shard_store import ShardStore
+from simplu_grpc.domain import page_tokens
+from simplu_grpc.domain import resources as rules
+from simplu_grpc.domain.authz import READ, Authorizer
+from simplu_grpc.domain.business import Business
+from simplu_grpc.domain.ids import new_resource_id
+from simplu_grpc.domain.resources import ResourceKey, StoredResource
+from simplu_grpc.domain.routing import RoutingCache
+from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.errors import InvalidArgument, ShardUnavailable, SimpluError
+
+T = TypeVar("T")
+
+CREATE, UPDATE, DELETE = "create", "update", "delete"
+
+
+class BusinessLookup(Protocol):
+    def get(self, business_id: str) -> Business | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Document bounds from settings (RESOURCE_DATA_MAX_BYTES / _MAX_DEPTH)."""
+
+    max_bytes: int = 256 * 1024
+    max_depth: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    resources: list[StoredResource]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    found: list[StoredResource]
+    missing: list[ResourceKey]
+
+
+def _known_name(resource_name: str, field_name: str) -> None:
+    """Reject names no business type has before anything is looked up (leaks nothing)."""
+    if not resource_name:
+        raise InvalidArgument.field(field_name, "is required")
+    if not any(resource_name in names for names in rules.catalog().values()):
+        shown = resource_name if rules.ID_PATTERN.fullmatch(resource_name) else "the given name"
+        raise InvalidArgument.field(field_name, f"{shown} is not a resource name of any business type")
+
+
+class ResourceOps:
+    """The ResourceService use cases (see module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        businesses: BusinessLookup,
+        authorizer: Authorizer,
+        routing: RoutingCache,
+        pools: PoolRegistry,
+        store: ShardStore | None = None,
+        limits: Limits = Limits(),
+        new_id: Callable[[], str] = new_resource_id,
+    ) -> None:
+        self._businesses = businesses
+        self._authorizer = authorizer
+        self._routing = routing
+        self._pools = pools
+        self._store = store or ShardStore()
+        self._limits = limits
+        self._new_id = new_id
+
+    # --- the six RPCs ------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        business_id: str,
+        location_id: str,
+        resource_name: str,
+        resource_id: str,
+        data: Mapping[str, Any],
+        start_date: str,
+        end_date: str,
+        request_id: str,
+    ) -> tuple[StoredResource, bool]:
+        rules.validate_tenant(business_id, location_id, "resource.")
+        _known_name(resource_name, "resource.resource_name")
+        business = self._allowed(business_id, location_id, resource_name, CREATE)
+        new, generate = rules.validate_new(
+            business_id=business_id,
+            location_id=location_id,
+            resource_name=resource_name,
+            business_type=business.type.value,
+            resource_id=resource_id,
+            data=data,
+            start_date=start_date,
+            end_date=end_date,
+            request_id=request_id,
+            max_bytes=self._limits.max_bytes,
+            max_depth=self._limits.max_depth,
+        )
+        if generate:
+            key = new.key
+            new = rules.NewResource(
+                key=ResourceKey(key.business_id, key.location_id, key.resource_name, self._new_id()),
+                business_type=new.business_type,
+                data=new.data,
+                start_date=new.start_date,
+                end_date=new.end_date,
+                request_id=new.request_id,
+            )
+        return self._on_shard(business, location_id, lambda s: self._store.create(s, new), idempotent=False)
+
+    def get(self, key: ResourceKey) -> StoredResource:
+        business = self._checked_key(key, READ)
+        return self._on_shard(business, key.location_id, lambda s: self._store.get(s, key), idempotent=True)
+
+    def batch_get(self, business_id: str, keys: Sequence[ResourceKey]) -> BatchResult:
+        rules.require_id("business_id", business_id, business=True)
+        if not keys:
+            raise InvalidArgument.field("keys", "at least one key is required")
+        if len(keys) > rules.MAX_BATCH_KEYS:
+            raise InvalidArgument.field(
+                "keys", f"at most {rules.MAX_BATCH_KEYS} keys per call, got {len(keys)}"
+            )
+        for index, key in enumerate(keys):
+            rules.require_id(f"keys[{index}].location_id", key.location_id)
+            _known_name(key.resource_name, f"keys[{index}].resource_name")
+            rules.require_id(f"keys[{index}].resource_id", key.resource_id)
+        principal = context.principal()
+        business = self._businesses.get(business_id)
+        # Every (location, name) pair must be allowed before anything is read.
+        for location_id, resource_name in dict.fromkeys((k.location_id, k.resource_name) for k in keys):
+            self._authorizer.require_resource(
+                principal,
+                business,
+                business_id,
+                location_id=location_id,
+                resource_name=resource_name,
+                action=READ,
+            )
+        assert business is not None  # require_resource raised otherwise
+        rules.validate_batch(business.type.value, business_id, keys)
+        # Route every location, then one statement per shard for all its keys.
+        by_shard: dict[str, list[ResourceKey]] = {}
+        location_of_shard: dict[str, str] = {}
+        for location_id in dict.fromkeys(k.location_id for k in keys):
+            assignment = self._route(business, location_id)
+            by_shard.setdefault(assignment.shard_id, []).extend(
+                k for k in keys if k.location_id == location_id
+            )
+            location_of_shard.setdefault(assignment.shard_id, location_id)
+        found: dict[ResourceKey, StoredResource] = {}
+        for shard_id, shard_keys in by_shard.items():
+            rows = self._on_shard(
+                business,
+                location_of_shard[shard_id],
+                functools.partial(self._store.batch_get, business_id=business_id, keys=shard_keys),
+                idempotent=True,
+            )
+            for row in rows:
+                found[row.key] = row
+        return BatchResult(
+            found=[found[k] for k in keys if k in found],
+            missing=[k for k in keys if k not in found],
+        )
+
+    def list(
+        self,
+        *,
+        business_id: str,
+        location_id: str,
+        resource_name: str,
+        start_from: str,
+        start_to: str,
+        data_contains: Mapping[str, Any] | None,
+        order_by: str,
+        page_size: int,
+        page_token: str,
+    ) -> Page:
+        rules.validate_tenant(business_id, location_id)
+        _known_name(resource_name, "resource_name")
+        business = self._allowed(business_id, location_id, resource_name, READ)
+        query = rules.validate_list(
+            business_type=business.type.value,
+            business_id=business_id,
+            location_id=location_id,
+            resource_name=resource_name,
+            start_from=start_from,
+            start_to=start_to,
+            data_contains=data_contains,
+            order_by=order_by,
+            page_size=page_size,
+            max_bytes=self._limits.max_bytes,
+            max_depth=self._limits.max_depth,
+        )
+        binding = query.binding()
+        after = page_tokens.decode(page_token, binding)
+        rows, position = self._on_shard(
+            business, location_id, lambda s: self._store.list_page(s, query, after), idempotent=True
+        )
+        token = page_tokens.encode(binding, position) if position is not None else ""
+        return Page(rows, token)
+
+    def update(
+        self,
+        key: ResourceKey,
+        *,
+        paths: Sequence[str],
+        data: Mapping[str, Any],
+        start_date: str,
+        end_date: str,
+        etag: str,
+    ) -> StoredResource:
+        business = self._checked_key(key, UPDATE, prefix="resource.")
+        plan = rules.validate_update(
+            paths=paths,
+            data=data,
+            start_date=start_date,
+            end_date=end_date,
+            etag=etag,
+            max_bytes=self._limits.max_bytes,
+            max_depth=self._limits.max_depth,
+        )
+        return self._on_shard(
+            business, key.location_id, lambda s: self._store.update(s, key, plan), idempotent=False
+        )
+
+    def delete(self, key: ResourceKey, *, etag: str) -> None:
+        business = self._checked_key(key, DELETE)
+        version = rules.version_from_etag(etag) if etag else None
+        self._on_shard(
+            business,
+            key.location_id,
+            lambda s: self._store.delete(s, key, etag_version=version, etag_given=bool(etag)),
+            idempotent=False,
+        )
+
+    # --- the shared path -----------------------------------------------------------------
+
+    def _checked_key(self, key: ResourceKey, action: str, prefix: str = "") -> Business:
+        rules.validate_tenant(key.business_id, key.location_id, prefix)
+        _known_name(key.resource_name, f"{prefix}resource_name")
+        rules.require_id(f"{prefix}resource_id", key.resource_id)
+        business = self._allowed(key.business_id, key.location_id, key.resource_name, action)
+        rules.require_resource_name(business.type.value, key.resource_name, f"{prefix}resource_name")
+        return business
+
+    def _allowed(self, business_id: str, location_id: str, resource_name: str, action: str) -> Business:
+        business, _ = self._authorizer.require_resource(
+            context.principal(),
+            self._businesses.get(business_id),
+            business_id,
+            location_id=location_id,
+            resource_name=resource_name,
+            action=action,
+        )
+        return business
+
+    def _route(self, business: Business, location_id: str, *, refresh: bool = False) -> ShardAssignment:
+        return self._routing.resolve(
+            business.id, location_id, business.type.value, refresh=refresh
+        ).assignment
+
+    def _on_shard(
+        self, business: Business, location_id: str, work: Callable[[ShardSession], T], *, idempotent: bool
+    ) -> T:
+        assignment = self._route(business, location_id)
+        try:
+            return self._run(assignment, work)
+        except ShardUnavailable as failure:
+            if not (idempotent or isinstance(failure, ShardUnreachable)):
+                raise
+            # Citrus may have failed the shard over to a new connection string: ask it once.
+            try:
+                fresh = self._route(business, location_id, refresh=True)
+            except SimpluError:
+                raise failure from None
+            if (
+                fresh.connection_string == assignment.connection_string
+                and fresh.is_active == assignment.is_active
+            ):
+                raise
+            return self._run(fresh, work)
+
+    def _run(self, assignment: ShardAssignment, work: Callable[[ShardSession], T]) -> T:
+        if not assignment.is_active:
+            raise ShardUnreachable(
+                f"shard {assignment.shard_id} is marked inactive by Citrus",
+                metadata={"shard_id": assignment.shard_id},
+            )
+        with self._pools.connection(assignment) as session:
+            return work(session)

@@ -1,0 +1,185 @@
+"""ResourceService servicer: protobuf in, one ResourceOps use case, protobuf out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2, json_format, message_factory, struct_pb2
+from google.protobuf.message import DecodeError
+from simplu.v1 import business_pb2, resource_pb2, resource_pb2_grpc
+
+from simplu_grpc.domain.resource_ops import ResourceOps
+from simplu_grpc.domain.resources import ResourceKey, StoredResource, format_timestamp
+from simplu_grpc.errors import InvalidArgument
+
+SERVICE = resource_pb2.DESCRIPTOR.services_by_name["ResourceService"]
+
+_BUSINESS_TYPES = {
+    "dental": business_pb2.BUSINESS_TYPE_DENTAL,
+    "gym": business_pb2.BUSINESS_TYPE_GYM,
+    "hotel": business_pb2.BUSINESS_TYPE_HOTEL,
+}
+
+
+def _document(struct: struct_pb2.Struct) -> dict[str, Any]:
+    converted = json_format.MessageToDict(struct)
+    return converted if isinstance(converted, dict) else {}
+
+
+def to_proto(stored: StoredResource) -> resource_pb2.Resource:
+    message = resource_pb2.Resource(
+        business_id=stored.key.business_id,
+        location_id=stored.key.location_id,
+        resource_name=stored.key.resource_name,
+        resource_id=stored.key.resource_id,
+        business_type=_BUSINESS_TYPES.get(stored.business_type, business_pb2.BUSINESS_TYPE_UNSPECIFIED),
+        start_date=format_timestamp(stored.start_date) if stored.start_date else "",
+        end_date=format_timestamp(stored.end_date) if stored.end_date else "",
+        etag=stored.etag,
+    )
+    message.data.update(stored.data)
+    message.create_time.FromDatetime(stored.create_time)
+    message.update_time.FromDatetime(stored.update_time)
+    return message
+
+
+def _key(message: resource_pb2.ResourceKey, business_id: str) -> ResourceKey:
+    return ResourceKey(business_id, message.location_id, message.resource_name, message.resource_id)
+
+
+class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
+    """Every method: the request converted, one use case (the caller comes from the request context)."""
+
+    def __init__(self, ops: ResourceOps) -> None:
+        self._ops = ops
+
+    def CreateResource(
+        self, request: resource_pb2.CreateResourceRequest, context: grpc.ServicerContext
+    ) -> resource_pb2.Resource:
+        r = request.resource
+        stored, _ = self._ops.create(
+            business_id=r.business_id,
+            location_id=r.location_id,
+            resource_name=r.resource_name,
+            # The request field wins; resource.resource_id is accepted as well (AIP-133 allows either).
+            resource_id=request.resource_id or r.resource_id,
+            data=_document(r.data),
+            start_date=r.start_date,
+            end_date=r.end_date,
+            request_id=request.request_id,
+        )
+        return to_proto(stored)
+
+    def GetResource(
+        self, request: resource_pb2.GetResourceRequest, context: grpc.ServicerContext
+    ) -> resource_pb2.Resource:
+        key = ResourceKey(
+            request.business_id, request.location_id, request.resource_name, request.resource_id
+        )
+        return to_proto(self._ops.get(key))
+
+    def BatchGetResources(
+        self, request: resource_pb2.BatchGetResourcesRequest, context: grpc.ServicerContext
+    ) -> resource_pb2.BatchGetResourcesResponse:
+        result = self._ops.batch_get(
+            request.business_id, [_key(k, request.business_id) for k in request.keys]
+        )
+        return resource_pb2.BatchGetResourcesResponse(
+            resources=[to_proto(found) for found in result.found],
+            missing=[
+                resource_pb2.ResourceKey(
+                    location_id=k.location_id, resource_name=k.resource_name, resource_id=k.resource_id
+                )
+                for k in result.missing
+            ],
+        )
+
+    def ListResources(
+        self, request: resource_pb2.ListResourcesRequest, context: grpc.ServicerContext
+    ) -> resource_pb2.ListResourcesResponse:
+        page = self._ops.list(
+            business_id=request.business_id,
+            location_id=request.location_id,
+            resource_name=request.resource_name,
+            start_from=request.start_from,
+            start_to=request.start_to,
+            data_contains=_document(request.data_contains) if request.HasField("data_contains") else None,
+            order_by=request.order_by,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return resource_pb2.ListResourcesResponse(
+            resources=[to_proto(found) for found in page.resources], next_page_token=page.next_page_token
+        )
+
+    def UpdateResource(
+        self, request: resource_pb2.UpdateResourceRequest, context: grpc.ServicerContext
+    ) -> resource_pb2.Resource:
+        r = request.resource
+        key = ResourceKey(r.business_id, r.location_id, r.resource_name, r.resource_id)
+        updated = self._ops.update(
+            key,
+            paths=list(request.update_mask.paths),
+            data=_document(r.data),
+            start_date=r.start_date,
+            end_date=r.end_date,
+            etag=r.etag,
+        )
+        return to_proto(updated)
+
+    def DeleteResource(
+        self, request: resource_pb2.DeleteResourceRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
+        key = ResourceKey(
+            request.business_id, request.location_id, request.resource_name, request.resource_id
+        )
+        self._ops.delete(key, etag=request.etag)
+        return empty_pb2.Empty()
+
+
+class _Undecodable:
+    """Stands in for a request protobuf could not parse (e.g. data nested past its depth limit)."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+
+def _tolerant_parser(message_class: Any) -> Callable[[bytes], Any]:
+    def parse(raw: bytes) -> Any:
+        try:
+            return message_class.FromString(raw)
+        except DecodeError:
+            return _Undecodable(message_class.DESCRIPTOR.full_name)
+
+    return parse
+
+
+def _refusing_undecodable(behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, _Undecodable):
+            raise InvalidArgument.field(
+                "resource.data", "the request cannot be decoded (data nested too deeply or malformed)"
+            )
+        return behavior(request, context)
+
+    return handle
+
+
+def add_resource_service(servicer: resource_pb2_grpc.ResourceServiceServicer, server: grpc.Server) -> None:
+    """Like the generated ``add_ResourceServiceServicer_to_server``, but an undecodable request is
+    INVALID_ARGUMENT (through the interceptors, with a field violation) instead of grpcio's
+    INTERNAL "Exception deserializing request!": protobuf refuses Structs nested deeper than
+    its parser's limit before any validation could run."""
+    handlers = {}
+    for method in SERVICE.methods:
+        request_class = message_factory.GetMessageClass(method.input_type)
+        response_class = message_factory.GetMessageClass(method.output_type)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _refusing_undecodable(getattr(servicer, method.name)),
+            request_deserializer=_tolerant_parser(request_class),
+            response_serializer=response_class.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)

@@ -1,0 +1,255 @@
+"""A ResourceService under test, built from real parts: moto DynamoDB, the Citrus emulator, PostgreSQL.
+
+``build_stack`` wires the real adapters the way production does (business store -> cache ->
+authorizer; Citrus client -> directory -> routing cache; pool registry -> shard store) into
+a server started by the ``make_server`` fixture, and counts business-store reads so tests
+can prove the warm path makes no DynamoDB call.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from google.protobuf import struct_pb2
+from simplu.v1 import resource_pb2, resource_pb2_grpc
+
+from simplu_grpc.adapters.business_store import BusinessStore
+from simplu_grpc.adapters.citrus import CitrusClient
+from simplu_grpc.adapters.pools import PoolRegistry
+from simplu_grpc.adapters.shard_directory import CitrusDirectory
+from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
+from simplu_grpc.devstack.moto_server import MotoServer, client, create_business_table
+from simplu_grpc.domain.authz import Authorizer
+from simplu_grpc.domain.business import (
+    Business,
+    BusinessType,
+    Location,
+    Member,
+    Permissions,
+    Role,
+)
+from simplu_grpc.domain.business_cache import BusinessCache
+from simplu_grpc.domain.resource_ops import Limits, ResourceOps
+from simplu_grpc.domain.routing import RoutingCache
+from simplu_grpc.server import RESOURCE_SERVICE
+from simplu_grpc.services.resource import ResourceServicer
+from tests.fixtures.citrus import CITRUS_API_KEY
+from tests.fixtures.server import MakeServer, RunningServer, core_deps, settings_for
+
+REGION = "us-east-1"
+
+
+class CountingBusinessSource:
+    """The real business store, counting every read that reaches DynamoDB."""
+
+    def __init__(self, store: BusinessStore) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    def get(self, business_id: str, *, consistent: bool = True) -> Business | None:
+        with self._lock:
+            self.calls += 1
+        return self._store.get(business_id, consistent=consistent)
+
+
+@dataclass
+class ResourceStack:
+    server: RunningServer
+    citrus: CitrusEmulator
+    store: BusinessStore
+    source: CountingBusinessSource
+    routing: RoutingCache
+    pools: PoolRegistry
+    token: str
+    businesses: list[Business] = field(default_factory=list)
+
+    @property
+    def stub(self) -> resource_pb2_grpc.ResourceServiceStub:
+        return self.server.resource
+
+    def md(self, token: str | None = None) -> tuple[tuple[str, str | bytes], ...]:
+        return (("authorization", f"Bearer {token or self.token}"),)
+
+    def add_business(
+        self,
+        business_type: BusinessType = BusinessType.DENTAL,
+        *,
+        locations: Sequence[str] = ("main",),
+        members: Mapping[str, Member] | None = None,
+        roles: Mapping[str, Role] | None = None,
+        business_id: str | None = None,
+    ) -> Business:
+        """Write a business straight into DynamoDB (Citrus learns it on first resource use)."""
+        business = Business(
+            id=business_id or f"b{secrets.token_hex(5)}",
+            name="Test business",
+            type=business_type,
+            locations=tuple(Location(id=loc, name=loc) for loc in locations),
+            permissions=Permissions(
+                roles=dict(roles or {"owner": Role(permissions=("*",))}), members=dict(members or {})
+            ),
+        )
+        self.store.create(business)
+        self.businesses.append(business)
+        return business
+
+    def create(
+        self,
+        business: Business,
+        resource_name: str = "patients",
+        *,
+        location_id: str = "main",
+        data: Mapping[str, Any] | None = None,
+        token: str | None = None,
+        timeout: float = 10.0,
+        **fields: Any,
+    ) -> resource_pb2.Resource:
+        request_id = fields.pop("request_id", "")
+        resource_id = fields.pop("resource_id", "")
+        resource = resource_pb2.Resource(
+            business_id=business.id, location_id=location_id, resource_name=resource_name, **fields
+        )
+        if data is not None:
+            resource.data.update(dict(data))
+        return self.stub.CreateResource(
+            resource_pb2.CreateResourceRequest(
+                resource=resource, request_id=request_id, resource_id=resource_id
+            ),
+            metadata=self.md(token),
+            timeout=timeout,
+        )
+
+    def get(
+        self,
+        business: Business,
+        resource_id: str,
+        resource_name: str = "patients",
+        *,
+        location_id: str = "main",
+        token: str | None = None,
+        timeout: float = 10.0,
+    ) -> resource_pb2.Resource:
+        return self.stub.GetResource(
+            resource_pb2.GetResourceRequest(
+                business_id=business.id,
+                location_id=location_id,
+                resource_name=resource_name,
+                resource_id=resource_id,
+            ),
+            metadata=self.md(token),
+            timeout=timeout,
+        )
+
+    def shard_of(self, business: Business, location_id: str = "main") -> str:
+        return self.citrus.registrations()[f"{business.id}-{location_id}"]
+
+    def register(self, business: Business, location_id: str = "main") -> str:
+        """Register with Citrus ahead of first use (to put the shard behind a proxy first)."""
+        answer = self.citrus.register(business.id, location_id, business.type.value)
+        return str(answer["shardId"])
+
+    def shard_dsn(self, shard_id: str) -> str:
+        return self.citrus.shard(shard_id).connection_string
+
+    def count_rows(self) -> dict[str, int]:
+        """Resource rows per shard database (read directly, not through the service)."""
+        counts: dict[str, int] = {}
+        for shard in self.citrus.shards():
+            dsn = self.citrus.pg.dsn(shard.database)
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                exists = conn.execute("SELECT to_regclass('resources') IS NOT NULL").fetchone()
+                if exists and exists[0]:
+                    row = conn.execute("SELECT count(*) FROM resources").fetchone()
+                    counts[shard.shard_id] = int(row[0]) if row else 0
+                else:
+                    counts[shard.shard_id] = 0
+        return counts
+
+
+def struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(dict(value))
+    return message
+
+
+def build_stack(
+    *,
+    make_server: MakeServer,
+    citrus: CitrusEmulator,
+    moto_server: MotoServer,
+    auth_settings: Mapping[str, Any],
+    admin_token: str,
+    routing_ttl: float = 300.0,
+    routing_stale_max: float = 3600.0,
+    pool_max_size: int = 4,
+    citrus_timeout_ms: int = 1000,
+) -> ResourceStack:
+    """A started server whose ResourceService uses real adapters (see module docstring)."""
+    settings = settings_for(
+        None,
+        **auth_settings,
+        citrus_server_url=citrus.url,
+        citrus_api_key=CITRUS_API_KEY,
+        citrus_timeout_ms=citrus_timeout_ms,
+        citrus_retry_attempts=2,
+        shard_pool_max_size=pool_max_size,
+        shard_connect_timeout_seconds=2.0,
+        routing_cache_ttl_seconds=routing_ttl,
+        routing_stale_max_seconds=routing_stale_max,
+    )
+    deps = core_deps(settings)
+    metrics = deps.metrics
+    table = f"biz-{secrets.token_hex(4)}"
+    create_business_table(moto_server.url, REGION, table)
+    store = BusinessStore(table=table, client=client("dynamodb", moto_server.url, REGION), metrics=metrics)
+    source = CountingBusinessSource(store)
+    cache = BusinessCache(source, ttl_seconds=30.0, metrics=metrics)
+    citrus_client = CitrusClient(
+        base_url=citrus.url,
+        api_key=CITRUS_API_KEY,
+        timeout_ms=settings.citrus_timeout_ms,
+        retry_attempts=settings.citrus_retry_attempts,
+        metrics=metrics,
+    )
+    routing = RoutingCache(
+        CitrusDirectory(citrus_client),
+        ttl=settings.routing_cache_ttl_seconds,
+        stale_max=settings.routing_stale_max_seconds,
+        metrics=metrics,
+    )
+    pools = PoolRegistry.from_settings(settings, metrics)
+    metrics.watch_pools(pools.gauges)
+    deps.closers.extend([citrus_client.close, pools.close])
+    ops = ResourceOps(
+        businesses=cache,
+        authorizer=Authorizer(admin_group=settings.admin_group),
+        routing=routing,
+        pools=pools,
+        limits=Limits(max_bytes=settings.resource_data_max_bytes, max_depth=settings.resource_data_max_depth),
+    )
+    server = make_server(
+        deps=deps, servicers={RESOURCE_SERVICE: ResourceServicer(ops)}, **settings_overrides(settings)
+    )
+    return ResourceStack(
+        server=server,
+        citrus=citrus,
+        store=store,
+        source=source,
+        routing=routing,
+        pools=pools,
+        token=admin_token,
+    )
+
+
+def settings_overrides(settings: Any) -> dict[str, Any]:
+    """The non-auth settings make_server should use (auth comes from its own fixture)."""
+    return {
+        "citrus_server_url": settings.citrus_server_url,
+        "citrus_api_key": settings.citrus_api_key,
+    }

@@ -1,0 +1,213 @@
+"""ResourceService under faults: shard failover, Citrus down, refusing and blackholed shards."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from simplu.v1 import resource_pb2
+
+from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
+from simplu_grpc.devstack.moto_server import MotoServer
+from simplu_grpc.domain.business import Business
+from tests.fixtures.faultproxy import FaultProxy
+from tests.fixtures.server import MakeServer
+from tests.integration.resource_stack import ResourceStack, build_stack
+
+pytestmark = pytest.mark.integration
+
+MakeProxy = Callable[[str, int], FaultProxy]
+
+
+@pytest.fixture
+def make_stack(
+    make_server: MakeServer,
+    citrus: CitrusEmulator,
+    moto_server: MotoServer,
+    auth_settings: dict[str, Any],
+    admin_token: str,
+) -> Iterator[Callable[..., ResourceStack]]:
+    built: list[ResourceStack] = []
+
+    def make(**options: Any) -> ResourceStack:
+        stack = build_stack(
+            make_server=make_server,
+            citrus=citrus,
+            moto_server=moto_server,
+            auth_settings=auth_settings,
+            admin_token=admin_token,
+            **options,
+        )
+        built.append(stack)
+        return stack
+
+    yield make
+    for stack in built:
+        stack.server.stop(0)
+        stack.server.deps.close()
+
+
+def _failure(call: Callable[[], Any]) -> tuple[grpc.RpcError, float]:
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value, time.monotonic() - started
+
+
+def _reason(error: grpc.RpcError) -> str:
+    status = rpc_status.from_call(error)
+    if status is None:
+        return ""
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return str(info.reason)
+    return ""
+
+
+def _behind_proxy(stack: ResourceStack, business: Business, make_proxy: MakeProxy) -> tuple[str, FaultProxy]:
+    """Register the business with Citrus and route its shard through a new fault proxy."""
+    shard = stack.register(business)
+    direct = stack.citrus.pg.dsn(stack.citrus.shard(shard).database, password=stack.citrus.shard_password)
+    target = urlsplit(direct)
+    proxy = make_proxy(target.hostname or "127.0.0.1", target.port or 5432)
+    stack.citrus.move_shard(shard, proxy.dsn(direct))
+    return shard, proxy
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+def _succeeds(call: Callable[[], Any]) -> bool:
+    try:
+        call()
+    except grpc.RpcError:
+        return False
+    return True
+
+
+def test_moved_shard_is_followed_and_no_acknowledged_write_is_lost(
+    make_stack: Callable[..., ResourceStack], fault_proxy: MakeProxy
+) -> None:
+    """Citrus moves a shard to a new connection string and the old one dies: the next request
+    (a create) succeeds on the new one, the old pool is closed, and every acknowledged write is there."""
+    stack = make_stack()
+    business = stack.add_business()
+    neighbour = stack.add_business()
+    shard, old_route = _behind_proxy(stack, business, fault_proxy)
+    assert stack.register(neighbour) == shard
+    written = [stack.create(business, data={"i": i}).resource_id for i in range(5)]
+    written.append(stack.create(neighbour, data={"n": 1}).resource_id)
+    old_pool = stack.pools.pool(shard)
+    assert old_pool is not None
+
+    direct = stack.citrus.pg.dsn(stack.citrus.shard(shard).database, password=stack.citrus.shard_password)
+    target = urlsplit(direct)
+    new_route = fault_proxy(target.hostname or "127.0.0.1", target.port or 5432)
+    stack.citrus.move_shard(shard, new_route.dsn(direct))
+    old_route.refuse()
+
+    written.append(stack.create(business, data={"after": True}).resource_id)
+    assert stack.pools.pool(shard) is not old_pool
+    assert _eventually(lambda: old_pool.closed)
+    assert new_route.accepted >= 1
+    # The neighbour on the same shard follows without another Citrus lookup of its own.
+    written.append(stack.create(neighbour, data={"n": 2}).resource_id)
+    assert stack.pools.pools_created == 2
+    for owner, name in ((business, "patients"), (neighbour, "patients")):
+        listed = stack.stub.ListResources(
+            resource_pb2.ListResourcesRequest(business_id=owner.id, location_id="main", resource_name=name),
+            metadata=stack.md(),
+            timeout=10,
+        )
+        ids = {r.resource_id for r in listed.resources}
+        assert {w for w in written if w in ids} == ids
+    assert sum(1 for _ in written) == 8
+
+
+def test_citrus_down_known_tenants_keep_working_unknown_get_unavailable(
+    make_stack: Callable[..., ResourceStack],
+) -> None:
+    """With Citrus stopped, a tenant routed before keeps working (stale-while-error, TTL 0 here so every
+    request would ask Citrus), while a never-seen tenant gets UNAVAILABLE / CITRUS_UNAVAILABLE
+    within its deadline."""
+    stack = make_stack(routing_ttl=0.0, routing_stale_max=3600.0, citrus_timeout_ms=500)
+    known = stack.add_business()
+    stranger = stack.add_business()
+    created = stack.create(known)
+    stack.citrus.stop()
+    try:
+        for _ in range(5):
+            assert stack.get(known, created.resource_id, timeout=5).resource_id == created.resource_id
+        assert stack.create(known, data={"while": "citrus down"}).resource_id
+        error, elapsed = _failure(lambda: stack.create(stranger, timeout=3.0))
+        assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+        assert _reason(error) == "CITRUS_UNAVAILABLE"
+        assert elapsed < 3.0
+    finally:
+        stack.citrus.start()
+
+
+def test_refusing_shard_is_unavailable_while_other_shards_serve_and_it_heals(
+    make_stack: Callable[..., ResourceStack], fault_proxy: MakeProxy
+) -> None:
+    """A shard whose proxy refuses connections: its tenants get UNAVAILABLE / SHARD_UNAVAILABLE within
+    the deadline, tenants on other shards see 100% success, and after heal() it recovers without restart."""
+    stack = make_stack()
+    healthy = [stack.add_business() for _ in range(3)]
+    for business in healthy:
+        stack.register(business)
+    victim = stack.add_business()
+    shard, proxy = _behind_proxy(stack, victim, fault_proxy)
+    assert shard != stack.shard_of(healthy[0])
+    kept = [stack.create(b).resource_id for b in healthy]
+    victim_id = stack.create(victim).resource_id
+
+    proxy.refuse()
+    for _ in range(3):
+        error, elapsed = _failure(lambda: stack.get(victim, victim_id, timeout=3.0))
+        assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+        assert _reason(error) == "SHARD_UNAVAILABLE"
+        assert elapsed < 3.0
+        for business, resource_id in zip(healthy, kept, strict=True):
+            assert stack.get(business, resource_id, timeout=3.0).resource_id == resource_id
+    ok = sum(
+        _succeeds(functools.partial(stack.get, b, r, timeout=3.0))
+        for b, r in zip(healthy * 7, kept * 7, strict=True)
+    )
+    assert ok == 21
+
+    proxy.heal()
+    assert _eventually(lambda: _succeeds(lambda: stack.get(victim, victim_id, timeout=3.0)), timeout=10)
+
+
+def test_blackholed_shard_answers_at_the_deadline_never_hangs(
+    make_stack: Callable[..., ResourceStack], fault_proxy: MakeProxy
+) -> None:
+    """A shard that swallows every packet: requests end with DEADLINE_EXCEEDED or UNAVAILABLE at their
+    deadline (established connections and new connects alike), and the shard recovers after heal()."""
+    stack = make_stack()
+    business = stack.add_business()
+    _, proxy = _behind_proxy(stack, business, fault_proxy)
+    resource_id = stack.create(business).resource_id
+
+    proxy.blackhole()
+    for _ in range(2):
+        error, elapsed = _failure(lambda: stack.get(business, resource_id, timeout=1.5))
+        assert error.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+        assert elapsed < 2.5
+    proxy.heal()
+    assert _eventually(lambda: _succeeds(lambda: stack.get(business, resource_id, timeout=3.0)), timeout=15)

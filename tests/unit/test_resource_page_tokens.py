@@ -1,0 +1,68 @@
+"""Unit tests: page tokens are opaque, bound to their query, and refuse tampering."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from simplu_grpc.domain import page_tokens
+from simplu_grpc.domain.page_tokens import Position
+from simplu_grpc.errors import InvalidArgument
+
+QUERY = {"b": "biz", "l": "loc", "n": "patients", "f": None, "t": None, "c": None, "o": "START_DATE"}
+
+
+def test_round_trip_keeps_the_position() -> None:
+    """A token decodes, for the same query, to the position it was made from."""
+    position = Position(datetime(2026, 3, 1, 12, 30, 0, 123456, tzinfo=UTC), "01ABC")
+    token = page_tokens.encode(QUERY, position)
+    assert page_tokens.decode(token, QUERY) == position
+
+
+def test_missing_start_date_position_round_trips() -> None:
+    """A position of a resource without start_date (sorts last) survives the round trip."""
+    token = page_tokens.encode(QUERY, Position(None, "r1"))
+    assert page_tokens.decode(token, QUERY) == Position(None, "r1")
+
+
+def test_empty_token_is_the_first_page() -> None:
+    """An empty token means: start at the beginning."""
+    assert page_tokens.decode("", QUERY) is None
+
+
+def test_token_of_another_query_is_refused() -> None:
+    """A token replayed with a different filter is INVALID_ARGUMENT on page_token."""
+    token = page_tokens.encode(QUERY, Position(None, "r1"))
+    with pytest.raises(InvalidArgument) as caught:
+        page_tokens.decode(token, {**QUERY, "n": "appointments"})
+    assert caught.value.violations[0].field == "page_token"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "not a token!",
+        "eyJ2IjoxfQ",  # {"v":1} without query or key
+        base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+        "A" * 5000,
+        "'; DROP TABLE resources; --",
+    ],
+)
+def test_malformed_tokens_are_invalid_argument(token: str) -> None:
+    """Garbage, truncated, oversized or hostile tokens are INVALID_ARGUMENT, never a crash."""
+    with pytest.raises(InvalidArgument):
+        page_tokens.decode(token, QUERY)
+
+
+def test_tampered_position_is_refused() -> None:
+    """Editing the position inside a token to a non-timestamp or a bad id is refused."""
+    good = page_tokens.encode(QUERY, Position(None, "r1"))
+    body = json.loads(base64.urlsafe_b64decode(good + "=" * (-len(good) % 4)))
+    for key in (["yesterday", "r1"], [None, "x' OR 1=1 --"], [None, ""], [1, "r1"]):
+        body["k"] = key
+        forged = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+        with pytest.raises(InvalidArgument):
+            page_tokens.decode(forged, QUERY)
