@@ -1,0 +1,525 @@
+"""Business-info store on DynamoDB (boto3 client injected; one item per business, key ``id``).
+
+Library errors stop here (AWS Powertools style): a failed condition becomes the domain error
+(``AlreadyExists`` on create, ``Aborted`` on a stale version), throttling and an unreachable
+or misconfigured table become ``BusinessStoreUnavailable``. Nothing is ever returned that
+DynamoDB did not answer: a failed read raises, it never yields an empty or default business.
+
+Items follow the reference's ``BusinessInfo`` shape (``id``, ``name``, ``type`` lowercase,
+``locations``, ``settings``, ``permissions``, ``createdAt``, ``updatedAt``) plus ``kind``,
+``status``, ``version`` (optimistic concurrency), ``owner``, ``memberSubs`` (for listing a
+person's businesses) and ``unregisteredLocationIds`` (locations Citrus has not registered yet).
+Idempotent creates (AIP-155) keep a second item ``id = "request#<digest>"`` written in the
+same transaction as the business, so a retried create finds the first one's business id.
+Business ids never contain ``#``, so the two kinds of item cannot collide.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from simplu_grpc import context
+from simplu_grpc.domain.business import (
+    KIND_REQUEST,
+    Business,
+    BusinessPage,
+    BusinessSettings,
+    BusinessStatus,
+    BusinessType,
+    CreateOutcome,
+    Location,
+    Member,
+    Permissions,
+    Role,
+    WorkingHours,
+    request_key,
+)
+from simplu_grpc.domain.validation import settings_document
+from simplu_grpc.errors import Aborted, AlreadyExists, BusinessStoreUnavailable, InvalidArgument
+from simplu_grpc.metrics import Metrics
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+    from simplu_grpc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KIND_BUSINESS = "business"
+# A list page stops growing past this many bytes of items, well under gRPC's 4 MiB message.
+PAGE_BYTES = 2 * 1024 * 1024
+# How long an idempotency key is remembered (DynamoDB TTL attribute ``expiresAt``).
+REQUEST_KEY_TTL_SECONDS = 7 * 24 * 3600
+
+# Error codes that mean "try later", not "your request is wrong".
+_UNAVAILABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "LimitExceededException",
+        "ResourceNotFoundException",  # the table is missing: misconfiguration, nothing to serve
+        "UnrecognizedClientException",
+        "AccessDeniedException",
+        "TransactionInProgressException",
+    }
+)
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def make_dynamodb_client(settings: Settings) -> DynamoDBClient:
+    """A DynamoDB client with explicit timeouts and standard retries (3 attempts)."""
+    seconds = settings.dynamodb_timeout_ms / 1000.0
+    config = botocore.config.Config(
+        connect_timeout=seconds,
+        read_timeout=seconds,
+        # botocore's "max_attempts" counts retries (3 would mean 4 requests); the total is meant.
+        retries={"mode": "standard", "total_max_attempts": 3},
+        max_pool_connections=max(10, settings.grpc_max_workers),
+    )
+    session = boto3.session.Session(region_name=settings.aws_region)
+    key_id: str | None = None
+    secret: str | None = None
+    if settings.dynamodb_endpoint and session.get_credentials() is None:
+        # A local emulator (moto, DynamoDB Local) accepts any credentials; without some,
+        # boto3 would refuse to sign the request at all. Not a secret.
+        key_id, secret = "local", "local"
+    client: DynamoDBClient = session.client(
+        "dynamodb",
+        endpoint_url=settings.dynamodb_endpoint,
+        config=config,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+    )
+    return client
+
+
+class BusinessStore:
+    """get / create / update (conditional on version) / list (paginated scan) / probe."""
+
+    def __init__(
+        self,
+        *,
+        table: str,
+        client: DynamoDBClient,
+        metrics: Metrics,
+        clock: Any = None,
+        page_bytes: int = PAGE_BYTES,
+    ) -> None:
+        if not table:
+            raise ValueError("table must not be empty")
+        if page_bytes < 1:
+            raise ValueError("page_bytes must be positive")
+        self._page_bytes = page_bytes
+        self._table = table
+        self._client = client
+        self._metrics = metrics
+        self._now = clock or (lambda: datetime.now(UTC))
+
+    @property
+    def table(self) -> str:
+        return self._table
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def get(self, business_id: str, *, consistent: bool = True) -> Business | None:
+        """The business, or None when there is no such item. Raises when DynamoDB fails."""
+        with self._call("get_item"):
+            response = self._client.get_item(
+                TableName=self._table, Key={"id": {"S": business_id}}, ConsistentRead=consistent
+            )
+        item = response.get("Item")
+        if item is None or item.get("kind", {}).get("S") != KIND_BUSINESS:
+            return None
+        return _from_item(item)
+
+    def list(
+        self,
+        *,
+        page_size: int,
+        page_token: str,
+        member: str | None,
+        include_deleted: bool,
+    ) -> BusinessPage:
+        """One page of businesses in scan order; ``member`` limits it to that person's ones.
+
+        The token is opaque and bound to the query (member, include_deleted): used with
+        another query it is INVALID_ARGUMENT. It names the last business returned, so the
+        next scan starts right after it however many items the previous scan read.
+        """
+        query = _query_fingerprint(member, include_deleted)
+        start_after = _decode_token(page_token, query) if page_token else None
+        names = {"#kind": "kind"}
+        values: dict[str, Any] = {":business": {"S": KIND_BUSINESS}}
+        conditions = ["#kind = :business"]
+        if not include_deleted:
+            names["#status"] = "status"
+            values[":active"] = {"S": BusinessStatus.ACTIVE.value}
+            conditions.append("#status = :active")
+        if member is not None:
+            values[":member"] = {"S": member}
+            conditions.append("contains(memberSubs, :member)")
+        # Scan reads `Limit` items before filtering: read a little more than a page each time.
+        scan_limit = min(1000, max(page_size + 1, 100))
+        found: list[Business] = []
+        used = 0
+        exclusive_start: Mapping[str, Any] | None = {"id": {"S": start_after}} if start_after else None
+        while True:
+            context.deadline().check("listing businesses")
+            kwargs: dict[str, Any] = {
+                "TableName": self._table,
+                "FilterExpression": " AND ".join(conditions),
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+                "Limit": scan_limit,
+            }
+            if exclusive_start:
+                kwargs["ExclusiveStartKey"] = exclusive_start
+            with self._call("scan"):
+                response = self._client.scan(**kwargs)
+            items = response.get("Items", [])
+            last_key = response.get("LastEvaluatedKey")
+            for index, item in enumerate(items):
+                found.append(_from_item(item))
+                used += len(json.dumps(item, separators=(",", ":")))
+                # A page of large businesses ends early rather than outgrowing a gRPC message.
+                if len(found) == page_size or used >= self._page_bytes:
+                    more = index < len(items) - 1 or last_key is not None
+                    token = _encode_token(found[-1].id, query) if more else ""
+                    return BusinessPage(found, token)
+            if not last_key:
+                return BusinessPage(found, "")
+            exclusive_start = last_key
+
+    def find_request(self, request_key: str) -> str | None:
+        """The business id an earlier create with this idempotency key produced, if any."""
+        with self._call("get_item"):
+            response = self._client.get_item(
+                TableName=self._table, Key={"id": {"S": request_key}}, ConsistentRead=True
+            )
+        item = response.get("Item")
+        if item is None or item.get("kind", {}).get("S") != KIND_REQUEST:
+            return None
+        return item["businessId"]["S"]
+
+    # --- writes --------------------------------------------------------------------------
+
+    def create(self, business: Business, *, request_key: str | None = None) -> CreateOutcome:
+        """Create the business (version 1); AlreadyExists when the id is taken.
+
+        With ``request_key``, the key is written in the same transaction; if it already
+        exists the earlier create's business is returned instead (``replayed``).
+        """
+        now = self._now()
+        stored = replace(business, version=1, create_time=now, update_time=now)
+        item = _to_item(stored)
+        if request_key is None:
+            try:
+                with self._call("put_item"):
+                    self._client.put_item(
+                        TableName=self._table,
+                        Item=item,
+                        ConditionExpression="attribute_not_exists(id)",
+                    )
+            except _ConditionFailed:
+                raise _already_exists(business.id) from None
+            return CreateOutcome(stored, replayed=False)
+        marker = {
+            "id": {"S": request_key},
+            "kind": {"S": KIND_REQUEST},
+            "businessId": {"S": business.id},
+            "createdAt": {"S": _iso(now)},
+            "expiresAt": {"N": str(int(now.timestamp()) + REQUEST_KEY_TTL_SECONDS)},
+        }
+        try:
+            with self._call("transact_write_items"):
+                self._client.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Put": {
+                                "TableName": self._table,
+                                "Item": marker,
+                                "ConditionExpression": "attribute_not_exists(id)",
+                            }
+                        },
+                        {
+                            "Put": {
+                                "TableName": self._table,
+                                "Item": item,
+                                "ConditionExpression": "attribute_not_exists(id)",
+                            }
+                        },
+                    ]
+                )
+        except _TransactionCancelled as cancelled:
+            if cancelled.failed(0):
+                earlier = self.find_request(request_key)
+                previous = self.get(earlier) if earlier else None
+                if previous is None:
+                    # The key exists but its business does not: only a manual deletion does this.
+                    raise BusinessStoreUnavailable(
+                        "the earlier create with this request_id left no business; use a new request_id"
+                    ) from None
+                return CreateOutcome(previous, replayed=True)
+            if cancelled.failed(1):
+                raise _already_exists(business.id) from None
+            raise BusinessStoreUnavailable("DynamoDB cancelled the create; retry it") from None
+        return CreateOutcome(stored, replayed=False)
+
+    def update(self, business: Business) -> Business:
+        """Write ``business`` if the stored version is still ``business.version``; else Aborted."""
+        updated = replace(business, version=business.version + 1, update_time=self._now())
+        try:
+            with self._call("put_item"):
+                self._client.put_item(
+                    TableName=self._table,
+                    Item=_to_item(updated),
+                    ConditionExpression="attribute_exists(id) AND #version = :version",
+                    ExpressionAttributeNames={"#version": "version"},
+                    ExpressionAttributeValues={":version": {"N": str(business.version)}},
+                )
+        except _ConditionFailed:
+            raise Aborted(
+                f"business {business.id!r} was changed by another request; read it again and retry",
+                metadata={"business_id": business.id},
+            ) from None
+        return updated
+
+    def probe(self) -> None:
+        """A light call for readiness and dependency status: the table exists and answers."""
+        with self._call("describe_table"):
+            self._client.describe_table(TableName=self._table)
+
+    # --- error translation ---------------------------------------------------------------
+
+    @contextmanager
+    def _call(self, operation: str) -> Iterator[None]:
+        # botocore's timeouts are fixed per client; at least never start a call after the deadline.
+        context.deadline().check(f"calling DynamoDB ({operation})")
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            yield
+        except botocore.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ConditionalCheckFailedException":
+                outcome = "condition_failed"
+                raise _ConditionFailed() from exc
+            if code == "TransactionCanceledException":
+                outcome = "condition_failed"
+                reasons = [r.get("Code", "") for r in exc.response.get("CancellationReasons", [])]
+                raise _TransactionCancelled(reasons) from exc
+            outcome = "throttled" if "Throttl" in code or "Exceeded" in code else "error"
+            if code in _UNAVAILABLE_CODES:
+                log.warning("dynamodb %s failed: %s", operation, code)
+                raise BusinessStoreUnavailable(
+                    f"the business store is unavailable ({code})", metadata={"operation": operation}
+                ) from exc
+            if code == "ValidationException" and "size" in str(exc).lower():
+                raise InvalidArgument("the business is too large to store") from exc
+            raise
+        except botocore.exceptions.BotoCoreError as exc:
+            # EndpointConnectionError, Connect/ReadTimeoutError, ConnectionClosedError, NoCredentialsError...
+            outcome = "unreachable"
+            log.warning("dynamodb %s failed: %s", operation, type(exc).__name__)
+            raise BusinessStoreUnavailable(
+                f"the business store is unreachable ({type(exc).__name__})", metadata={"operation": operation}
+            ) from exc
+        finally:
+            self._metrics.dependency_call("dynamodb", operation, outcome, time.perf_counter() - started)
+
+
+class _ConditionFailed(Exception):
+    """A ConditionExpression was false (internal: callers see the domain error)."""
+
+
+class _TransactionCancelled(Exception):
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__(", ".join(reasons))
+        self.reasons = reasons
+
+    def failed(self, index: int) -> bool:
+        return index < len(self.reasons) and self.reasons[index] == "ConditionalCheckFailed"
+
+
+def _already_exists(business_id: str) -> AlreadyExists:
+    return AlreadyExists(f"business {business_id!r} already exists", metadata={"business_id": business_id})
+
+
+# --- page tokens ---------------------------------------------------------------------------
+
+
+def _query_fingerprint(member: str | None, include_deleted: bool) -> str:
+    raw = json.dumps([member or "*", include_deleted])
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _encode_token(last_id: str, query: str) -> str:
+    raw = json.dumps({"v": 1, "after": last_id, "q": query}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str, query: str) -> str:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument.field("page_token", "is not a token this service issued") from None
+    if (
+        not isinstance(data, dict)
+        or data.get("v") != 1
+        or not isinstance(data.get("after"), str)
+        or not data["after"]
+        or "#" in data["after"]
+    ):
+        raise InvalidArgument.field("page_token", "is not a token this service issued")
+    if data.get("q") != query:
+        raise InvalidArgument.field("page_token", "was issued for a different query")
+    after: str = data["after"]
+    return after
+
+
+# --- item <-> domain -----------------------------------------------------------------------
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _to_item(business: Business) -> dict[str, Any]:
+    settings = settings_document(business.settings)
+    # Struct numbers are doubles, which DynamoDB's serializer refuses: extras stay JSON text.
+    settings["extrasJson"] = json.dumps(settings.pop("extras"), separators=(",", ":"))
+    document: dict[str, Any] = {
+        "id": business.id,
+        "kind": KIND_BUSINESS,
+        "name": business.name,
+        "type": business.type.value,
+        "status": business.status.value,
+        "owner": business.owner,
+        "version": business.version,
+        "createdAt": _iso(business.create_time) if business.create_time else "",
+        "updatedAt": _iso(business.update_time) if business.update_time else "",
+        "locations": [
+            {
+                "id": loc.id,
+                "name": loc.name,
+                "address": loc.address,
+                "phone": loc.phone,
+                "email": loc.email,
+                "timezone": loc.timezone,
+                "active": loc.active,
+            }
+            for loc in business.locations
+        ],
+        "settings": settings,
+        "permissions": {
+            "roles": {name: list(role.permissions) for name, role in business.permissions.roles.items()},
+            "members": {
+                subject: {"role": member.role, "locationIds": list(member.location_ids)}
+                for subject, member in business.permissions.members.items()
+            },
+        },
+        "memberSubs": sorted(business.permissions.members),
+        "unregisteredLocationIds": list(business.unregistered_location_ids),
+    }
+    return {key: _serializer.serialize(value) for key, value in document.items()}
+
+
+def _plain(value: Any) -> Any:
+    """Deserialized DynamoDB values with Decimals turned back into ints."""
+    if isinstance(value, Decimal):
+        return int(value)
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _from_item(item: Mapping[str, Any]) -> Business:
+    doc = {key: _plain(_deserializer.deserialize(value)) for key, value in item.items()}
+    try:
+        settings = doc.get("settings", {})
+        permissions = doc.get("permissions", {})
+        return Business(
+            id=doc["id"],
+            name=doc["name"],
+            type=BusinessType(doc["type"]),
+            status=BusinessStatus(doc.get("status", BusinessStatus.ACTIVE.value)),
+            owner=doc.get("owner", ""),
+            version=int(doc.get("version", 0)),
+            create_time=_parse_time(doc.get("createdAt")),
+            update_time=_parse_time(doc.get("updatedAt")),
+            locations=tuple(
+                Location(
+                    id=loc["id"],
+                    name=loc.get("name", ""),
+                    address=loc.get("address", ""),
+                    phone=loc.get("phone", ""),
+                    email=loc.get("email", ""),
+                    timezone=loc.get("timezone", ""),
+                    active=bool(loc.get("active", True)),
+                )
+                for loc in doc.get("locations", [])
+            ),
+            settings=BusinessSettings(
+                currency=settings.get("currency", ""),
+                language=settings.get("language", ""),
+                timezone=settings.get("timezone", ""),
+                date_format=settings.get("dateFormat", ""),
+                time_format=settings.get("timeFormat", ""),
+                working_hours=tuple(
+                    WorkingHours(
+                        day=int(wh["day"]),
+                        open=wh.get("open", ""),
+                        close=wh.get("close", ""),
+                        closed=bool(wh.get("closed", False)),
+                    )
+                    for wh in settings.get("workingHours", [])
+                ),
+                features={str(k): bool(v) for k, v in settings.get("features", {}).items()},
+                extras=json.loads(settings.get("extrasJson") or "{}"),
+            ),
+            permissions=Permissions(
+                roles={
+                    name: Role(permissions=tuple(perms))
+                    for name, perms in permissions.get("roles", {}).items()
+                },
+                members={
+                    subject: Member(role=m["role"], location_ids=tuple(m.get("locationIds", [])))
+                    for subject, m in permissions.get("members", {}).items()
+                },
+            ),
+            unregistered_location_ids=tuple(doc.get("unregisteredLocationIds", [])),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        # Never guess: a malformed item is an internal error with the item's id in the log.
+        raise ValueError(f"business item {doc.get('id')!r} is malformed: {exc}") from exc
+
+
+__all__ = ["BusinessPage", "BusinessStore", "CreateOutcome", "make_dynamodb_client", "request_key"]

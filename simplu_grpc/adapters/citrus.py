@@ -1,0 +1,319 @@
+"""Citrus shard-server client (DESIGN §5): bearer key, JSON, keep-alive, bounded retries.
+
+Policy lives here, I/O in urllib3: one ``PoolManager`` keeps connections alive across calls
+(the seam for tests is the ``http`` argument). Each attempt gets at most ``timeout_ms`` and
+never more than the RPC's remaining deadline; transient failures (connect errors, timeouts,
+429, 5xx) are retried with jittered exponential backoff (tenacity) for at most
+``retry_attempts`` attempts and never past the deadline. Every failure becomes
+``CitrusUnavailable``; a 404 on a lookup is an answer (``None``), not a failure.
+
+Connection strings in responses are secrets: they travel in ``ShardAssignment`` (excluded
+from its repr) and never appear in a log line or an error message; neither does the API key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import tenacity
+import urllib3
+from tenacity.stop import stop_base
+
+from simplu_grpc import context
+from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
+from simplu_grpc.errors import CitrusUnavailable
+from simplu_grpc.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Below this much time left an attempt cannot do useful work (TCP connect + a small answer).
+_MIN_ATTEMPT_SECONDS = 0.05
+
+
+class _HttpStatusError(Exception):
+    """A non-2xx answer; ``transient`` for 429 and 5xx (worth retrying)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+    @property
+    def transient(self) -> bool:
+        return self.status == 429 or self.status >= 500
+
+
+class _MalformedResponse(Exception):
+    """Citrus answered 2xx with a body that is not the documented JSON."""
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, _HttpStatusError):
+        return exc.transient
+    return isinstance(
+        exc,
+        urllib3.exceptions.TimeoutError
+        | urllib3.exceptions.NewConnectionError
+        | urllib3.exceptions.ProtocolError
+        | ConnectionError,
+    )
+
+
+def _outcome(exc: BaseException) -> str:
+    """A bounded metric label for a failed attempt."""
+    if isinstance(exc, _HttpStatusError):
+        return "http_429" if exc.status == 429 else f"http_{exc.status // 100}xx"
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return "connect_error"
+    if isinstance(exc, urllib3.exceptions.TimeoutError):
+        return "timeout"
+    if isinstance(exc, _MalformedResponse):
+        return "malformed"
+    return "error"
+
+
+class _StopAtDeadline(stop_base):
+    """Stop when the next backoff would leave no time for another attempt before the deadline."""
+
+    def __init__(self, deadline: context.Deadline) -> None:
+        self._deadline = deadline
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self._deadline.remaining() <= retry_state.upcoming_sleep + _MIN_ATTEMPT_SECONDS
+
+
+class CitrusClient:
+    """Talks to the Citrus shard server; thread-safe (urllib3 pools are)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        timeout_ms: int,
+        retry_attempts: int,
+        metrics: Metrics,
+        http: urllib3.PoolManager | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        backoff_max_seconds: float = 2.0,
+        pool_maxsize: int = 16,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must be an http:// or https:// URL")
+        if not api_key:
+            raise ValueError("api_key must not be empty")
+        if timeout_ms <= 0:
+            raise ValueError("timeout_ms must be positive")
+        if retry_attempts < 1:
+            raise ValueError("retry_attempts must be at least 1")
+        self._base_url = base_url.rstrip("/")
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+        self._timeout = timeout_ms / 1000.0
+        self._attempts = retry_attempts
+        self._metrics = metrics
+        self._sleep = sleep
+        self._backoff_max = backoff_max_seconds
+        # retries=False: tenacity owns the retry policy; urllib3 must not retry underneath it.
+        # maxsize bounds the idle sockets kept open to Citrus; a burst beyond it opens
+        # short-lived extra connections rather than queueing (block=False).
+        self._http = http or urllib3.PoolManager(
+            num_pools=4, maxsize=pool_maxsize, block=False, retries=False
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    # --- the four endpoints of DESIGN §5 ---------------------------------------------------
+
+    def get_shard(self, business_id: str, location_id: str) -> ShardAssignment | None:
+        """The shard of a registered business+location, or None when Citrus does not know it."""
+        key = quote(f"{business_id}-{location_id}", safe="")
+        body = self._call("get_shard", "GET", f"/api/shard/{key}", none_on_404=True)
+        return None if body is None else _assignment(body)
+
+    def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
+        """Register a business+location (idempotent at Citrus); ``business_type`` like ``dental``."""
+        payload = {
+            "businessId": business_id,
+            "locationId": location_id,
+            "businessType": business_type.lower(),
+            "shardKey": f"{business_id}-{location_id}",
+        }
+        body = self._call("register", "POST", "/api/register", payload=payload)
+        if body is None:  # pragma: no cover - none_on_404 is off, a 404 raises
+            raise CitrusUnavailable("Citrus did not register the location")
+        return _assignment(body)
+
+    def shards_health(self) -> list[ShardAssignment]:
+        """Every shard Citrus knows, with its health and usage."""
+        body = self._call("health", "GET", "/api/shards/health")
+        if not isinstance(body, list):
+            raise self._malformed("health")
+        return [_assignment(item) for item in body]
+
+    def capacity(self, shard_id: str) -> CapacityInfo | None:
+        """Whether ``shard_id`` can take another business; None for an unknown shard."""
+        body = self._call(
+            "capacity", "GET", f"/api/shard/{quote(shard_id, safe='')}/capacity", none_on_404=True
+        )
+        if body is None:
+            return None
+        if not isinstance(body, Mapping) or not isinstance(body.get("canAcceptNewBusiness"), bool):
+            raise self._malformed("capacity")
+        count = body.get("businessCount", body.get("currentBusinessCount"))
+        maximum = body.get("maxBusinesses")
+        return CapacityInfo(
+            shard_id=str(body.get("shardId", shard_id)),
+            can_accept_new_business=body["canAcceptNewBusiness"],
+            business_count=count if isinstance(count, int) else None,
+            max_businesses=maximum if isinstance(maximum, int) else None,
+        )
+
+    def probe(self) -> None:
+        """A light call for readiness / dependency status; raises CitrusUnavailable."""
+        self.shards_health()
+
+    def close(self) -> None:
+        self._http.clear()
+
+    # --- one call, with the retry policy -----------------------------------------------
+
+    def _call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        payload: Mapping[str, Any] | None = None,
+        none_on_404: bool = False,
+    ) -> Any:
+        deadline = context.deadline()
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self._attempts) | _StopAtDeadline(deadline),
+            wait=tenacity.wait_random_exponential(multiplier=0.1, max=self._backoff_max),
+            retry=tenacity.retry_if_exception(_is_transient),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        body = None if payload is None else json.dumps(payload).encode()
+        try:
+            return retrying(
+                self._attempt,
+                operation,
+                method,
+                path,
+                body=body,
+                deadline=deadline,
+                none_on_404=none_on_404,
+            )
+        except _HttpStatusError as exc:
+            if exc.status in {401, 403}:
+                raise CitrusUnavailable(
+                    f"Citrus refused the API key (HTTP {exc.status}); check CITRUS_API_KEY",
+                    metadata={"operation": operation},
+                ) from exc
+            raise CitrusUnavailable(
+                f"Citrus answered HTTP {exc.status} to {operation}", metadata={"operation": operation}
+            ) from exc
+        except _MalformedResponse as exc:
+            raise self._malformed(operation) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            kind = _outcome(exc)
+            raise CitrusUnavailable(
+                f"Citrus is unreachable ({kind.replace('_', ' ')}) during {operation}",
+                metadata={"operation": operation},
+            ) from exc
+
+    def _attempt(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None,
+        deadline: context.Deadline,
+        none_on_404: bool,
+    ) -> Any:
+        remaining = deadline.remaining()
+        if remaining < _MIN_ATTEMPT_SECONDS:
+            raise CitrusUnavailable(
+                f"no time left in the deadline to call Citrus ({operation})",
+                metadata={"operation": operation},
+            )
+        seconds = min(self._timeout, remaining)
+        started = time.perf_counter()
+        try:
+            response = self._http.request(
+                method,
+                self._base_url + path,
+                body=body,
+                headers=self._headers,
+                timeout=urllib3.Timeout(connect=seconds, read=seconds),
+                retries=False,
+                redirect=False,
+            )
+            if response.status == 404 and none_on_404:
+                self._metrics.dependency_call("citrus", operation, "not_found", time.perf_counter() - started)
+                return None
+            if not 200 <= response.status < 300:
+                raise _HttpStatusError(response.status)
+            try:
+                parsed = json.loads(response.data)
+            except ValueError as exc:
+                raise _MalformedResponse(operation) from exc
+        except Exception as exc:
+            self._metrics.dependency_call("citrus", operation, _outcome(exc), time.perf_counter() - started)
+            # The URL path names a tenant, never a secret; the response body is not logged.
+            log.warning("citrus %s attempt failed: %s", operation, _outcome(exc))
+            raise
+        self._metrics.dependency_call("citrus", operation, "ok", time.perf_counter() - started)
+        return parsed
+
+    @staticmethod
+    def _malformed(operation: str) -> CitrusUnavailable:
+        return CitrusUnavailable(
+            f"Citrus sent a malformed answer to {operation}", metadata={"operation": operation}
+        )
+
+
+def _assignment(body: Any) -> ShardAssignment:
+    """Parse a ``CitrusShardResponse``; raise ``CitrusUnavailable`` (never echoing it) when malformed."""
+    if not isinstance(body, Mapping):
+        raise CitrusClient._malformed("shard response")
+    shard_id = body.get("shardId")
+    connection_string = body.get("connectionString")
+    if not isinstance(shard_id, str) or not shard_id or not isinstance(connection_string, str):
+        raise CitrusClient._malformed("shard response")
+    return ShardAssignment(
+        shard_id=shard_id,
+        connection_string=connection_string,
+        is_active=bool(body.get("isActive", True)),
+        last_health_check=_timestamp(body.get("lastHealthCheck")),
+        business_count=_int(body.get("businessCount")),
+        max_businesses=_int(body.get("maxBusinesses")),
+    )
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -1,0 +1,252 @@
+"""Who may do what (DESIGN §7): platform admins, machine clients by scope, people as members.
+
+One module decides for all three services:
+
+- **Platform admins** — people in the Cognito group ``admin_group``, or machine clients with
+  the ``simplu/admin`` scope — may do everything, ShardAdmin included, and see deleted businesses.
+- **Machine clients** (client-credentials access tokens, no username) act by OAuth scopes:
+  ``simplu/businesses.read`` / ``.write`` and ``simplu/resources.read`` / ``.write`` across every
+  business (``write`` implies ``read``). Scopes on a person's token grant nothing: a person acts
+  only as a member.
+- **People** act in a business only as a member listed in its permissions: the role's
+  permission strings (``"<resource_name>:<action>"``, ``"<resource_name>:*"`` or ``"*"``) say what,
+  the member's ``location_ids`` say where (empty: every location). Business-wide changes
+  (``require_business_write`` with no location) need a membership that covers every location.
+
+Permission is checked before existence: a caller who is not a member gets PERMISSION_DENIED
+whether or not the business exists, so ids of other tenants reveal nothing. Only once the
+caller is allowed does a missing or deleted business answer NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simplu_grpc.domain.business import ALL_PERMISSIONS, Business, Location, Member
+from simplu_grpc.domain.principal import Principal
+from simplu_grpc.errors import FailedPrecondition, NotFound, PermissionDenied
+
+SCOPE_BUSINESSES_READ = "simplu/businesses.read"
+SCOPE_BUSINESSES_WRITE = "simplu/businesses.write"
+SCOPE_RESOURCES_READ = "simplu/resources.read"
+SCOPE_RESOURCES_WRITE = "simplu/resources.write"
+SCOPE_ADMIN = "simplu/admin"
+
+READ = "read"
+
+
+def permits(permissions: tuple[str, ...], resource_name: str, action: str) -> bool:
+    """Whether permission strings allow ``action`` on ``resource_name``."""
+    return any(p in (ALL_PERMISSIONS, f"{resource_name}:{action}", f"{resource_name}:*") for p in permissions)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Access:
+    """What a caller may do in one business (the answer of GetMyAccess)."""
+
+    platform_admin: bool
+    role: str = ""
+    permissions: tuple[str, ...] = ()
+    all_locations: bool = False
+    location_ids: tuple[str, ...] = ()
+
+    def may_act_in(self, location_id: str) -> bool:
+        return self.all_locations or location_id in self.location_ids
+
+
+class Authorizer:
+    """Authorization decisions; raises PermissionDenied first, then NotFound / FailedPrecondition."""
+
+    def __init__(self, *, admin_group: str) -> None:
+        if not admin_group:
+            raise ValueError("admin_group must not be empty")
+        self._admin_group = admin_group
+
+    # --- platform level ------------------------------------------------------------------
+
+    def is_admin(self, principal: Principal) -> bool:
+        if principal.is_machine:
+            return SCOPE_ADMIN in principal.scopes
+        return self._admin_group in principal.groups
+
+    def require_admin(self, principal: Principal) -> None:
+        """ShardAdmin and other operator calls."""
+        if not self.is_admin(principal):
+            raise PermissionDenied(
+                f"requires the {self._admin_group!r} group or the {SCOPE_ADMIN} scope",
+                metadata={"required": "admin"},
+            )
+
+    def has_scope(self, principal: Principal, *scopes: str) -> bool:
+        """A machine client holding any of ``scopes`` (people never act by scope)."""
+        return principal.is_machine and any(scope in principal.scopes for scope in scopes)
+
+    def may_list_all_businesses(self, principal: Principal) -> bool:
+        return self.is_admin(principal) or self.has_scope(
+            principal, SCOPE_BUSINESSES_READ, SCOPE_BUSINESSES_WRITE
+        )
+
+    def may_create_business(self, principal: Principal) -> None:
+        """Any person (who becomes the owner), platform admins, or businesses.write."""
+        if principal.is_machine and not (
+            self.is_admin(principal) or self.has_scope(principal, SCOPE_BUSINESSES_WRITE)
+        ):
+            raise _denied_scope(SCOPE_BUSINESSES_WRITE)
+
+    # --- business level ------------------------------------------------------------------
+
+    def access(self, principal: Principal, business: Business | None) -> Access:
+        """What ``principal`` may do in ``business`` (nothing when it is missing or deleted)."""
+        if self.is_admin(principal):
+            return Access(platform_admin=True, permissions=(ALL_PERMISSIONS,), all_locations=True)
+        if principal.is_machine:
+            granted: list[str] = []
+            if self.has_scope(principal, SCOPE_RESOURCES_READ, SCOPE_RESOURCES_WRITE):
+                granted.append("*:read")
+            if self.has_scope(principal, SCOPE_RESOURCES_WRITE):
+                granted.extend(("*:create", "*:update", "*:delete"))
+            return Access(platform_admin=False, permissions=tuple(granted), all_locations=bool(granted))
+        member = self._membership(principal, business)
+        if member is None or business is None:
+            return Access(platform_admin=False)
+        return Access(
+            platform_admin=False,
+            role=member.role,
+            permissions=business.role_permissions(member.role),
+            all_locations=member.all_locations,
+            location_ids=member.location_ids,
+        )
+
+    def require_business_read(
+        self, principal: Principal, business: Business | None, business_id: str
+    ) -> Business:
+        """Read business metadata: members, platform admins (deleted too), businesses.read."""
+        admin = self.is_admin(principal)
+        if not admin:
+            if principal.is_machine:
+                if not self.has_scope(principal, SCOPE_BUSINESSES_READ, SCOPE_BUSINESSES_WRITE):
+                    raise _denied_scope(SCOPE_BUSINESSES_READ)
+            elif self._membership(principal, business) is None:
+                raise _not_member(business_id)
+        if business is None or (not business.is_active and not admin):
+            raise _not_found(business_id)
+        return business
+
+    def require_business_write(
+        self,
+        principal: Principal,
+        business: Business | None,
+        business_id: str,
+        permission: str,
+        *,
+        location_id: str | None = None,
+    ) -> Business:
+        """Change a business: ``permission`` is ``"<resource>:<action>"`` or ``"*"`` (owner only).
+
+        With ``location_id`` the member must be allowed in that location; without it the change
+        is business-wide and the membership must cover every location.
+        """
+        admin = self.is_admin(principal)
+        if not admin:
+            if principal.is_machine:
+                if not self.has_scope(principal, SCOPE_BUSINESSES_WRITE):
+                    raise _denied_scope(SCOPE_BUSINESSES_WRITE)
+            else:
+                self._require_member_permission(principal, business, business_id, permission, location_id)
+        if business is None:
+            raise _not_found(business_id)
+        if not business.is_active:
+            if admin:
+                raise FailedPrecondition(f"business {business_id!r} is deleted", reason="BUSINESS_DELETED")
+            raise _not_found(business_id)
+        return business
+
+    def require_resource(
+        self,
+        principal: Principal,
+        business: Business | None,
+        business_id: str,
+        *,
+        location_id: str,
+        resource_name: str,
+        action: str,
+    ) -> tuple[Business, Location]:
+        """Act on resources of one business location; the business and location must be active."""
+        if not self.is_admin(principal):
+            if principal.is_machine:
+                needed = SCOPE_RESOURCES_READ if action == READ else SCOPE_RESOURCES_WRITE
+                if not self.has_scope(principal, needed, SCOPE_RESOURCES_WRITE):
+                    raise _denied_scope(needed)
+            else:
+                self._require_member_permission(
+                    principal, business, business_id, f"{resource_name}:{action}", location_id
+                )
+        if business is None or not business.is_active:
+            raise _not_found(business_id)
+        location = business.location(location_id)
+        if location is None:
+            raise NotFound(
+                f"location {location_id!r} not found in business {business_id!r}", reason="LOCATION_NOT_FOUND"
+            )
+        if not location.active:
+            raise FailedPrecondition(f"location {location_id!r} is inactive", reason="LOCATION_INACTIVE")
+        return business, location
+
+    # --- helpers -----------------------------------------------------------------------
+
+    @staticmethod
+    def _membership(principal: Principal, business: Business | None) -> Member | None:
+        if business is None or principal.is_machine:
+            return None
+        return business.member(principal.subject)
+
+    def _require_member_permission(
+        self,
+        principal: Principal,
+        business: Business | None,
+        business_id: str,
+        permission: str,
+        location_id: str | None,
+    ) -> None:
+        member = self._membership(principal, business)
+        if member is None or business is None:
+            raise _not_member(business_id)
+        granted = business.role_permissions(member.role)
+        if permission == ALL_PERMISSIONS:
+            allowed = ALL_PERMISSIONS in granted
+        else:
+            resource_name, _, action = permission.partition(":")
+            allowed = permits(granted, resource_name, action)
+        if not allowed:
+            raise PermissionDenied(
+                f"role {member.role!r} does not grant {permission!r} in business {business_id!r}",
+                reason="MISSING_PERMISSION",
+                metadata={"permission": permission},
+            )
+        if location_id is None:
+            if not member.all_locations:
+                raise PermissionDenied(
+                    f"{permission!r} applies to the whole business; your membership is limited to "
+                    "some locations",
+                    reason="LOCATION_NOT_ALLOWED",
+                    metadata={"permission": permission},
+                )
+        elif not member.may_act_in(location_id):
+            raise PermissionDenied(
+                f"your membership does not include location {location_id!r}",
+                reason="LOCATION_NOT_ALLOWED",
+                metadata={"location_id": location_id},
+            )
+
+
+def _not_member(business_id: str) -> PermissionDenied:
+    # Same words whether the business exists or not: nothing leaks about other tenants.
+    return PermissionDenied(f"not a member of business {business_id!r}", reason="NOT_A_MEMBER")
+
+
+def _denied_scope(scope: str) -> PermissionDenied:
+    return PermissionDenied(f"requires the {scope} scope", reason="MISSING_SCOPE", metadata={"scope": scope})
+
+
+def _not_found(business_id: str) -> NotFound:
+    return NotFound(f"business {business_id!r} not found", reason="BUSINESS_NOT_FOUND")

@@ -1,0 +1,358 @@
+"""Input validation: every bad field is collected and reported as one INVALID_ARGUMENT.
+
+Validators append to a ``Violations`` collector under the request's field path
+(``business.locations[1].id``) so a caller learns everything wrong at once; ``raise_if_any``
+turns the collection into ``errors.InvalidArgument`` with BadRequest field violations.
+Limits here also keep every business item well under DynamoDB's 400 KB item size.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import zoneinfo
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from simplu_grpc.domain.business import (
+    ALL_PERMISSIONS,
+    Business,
+    BusinessSettings,
+    Location,
+    Member,
+    Permissions,
+    Role,
+)
+from simplu_grpc.errors import FieldViolation, InvalidArgument
+
+# DESIGN §4: 1-64 characters of [A-Za-z0-9_.:-]; business ids never contain "-" because the
+# Citrus key "{businessId}-{locationId}" splits at its first "-".
+ID_MAX = 64
+_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_BUSINESS_ID = re.compile(r"[A-Za-z0-9_.:]{1,64}")
+# Cognito subs are UUIDs; client ids and usernames are similar. Bounded and printable.
+_SUBJECT = re.compile(r"[A-Za-z0-9_.:@+-]{1,128}")
+_ROLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+_RESOURCE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+ACTIONS = ("read", "create", "update", "delete")
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
+_PHONE = re.compile(r"\+?[0-9 ().-]{3,32}")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,4}")
+_HHMM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+_FEATURE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# Bidirectional overrides and isolates can make text display differently from what it is.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+NAME_MAX = 200
+ADDRESS_MAX = 500
+EMAIL_MAX = 254
+FORMAT_MAX = 32
+MAX_LOCATIONS = 100
+MAX_ROLES = 50
+MAX_PERMISSIONS_PER_ROLE = 100
+MAX_MEMBERS = 1000
+MAX_WORKING_HOURS = 21
+MAX_FEATURES = 200
+SETTINGS_MAX_BYTES = 64 * 1024
+PERMISSIONS_MAX_BYTES = 128 * 1024
+EXTRAS_MAX_DEPTH = 16
+PAGE_SIZE_DEFAULT = 50
+PAGE_SIZE_MAX = 1000
+
+
+class Violations:
+    """Collects field violations; ``raise_if_any`` reports them all in one error."""
+
+    def __init__(self) -> None:
+        self._items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self._items.append(FieldViolation(field, description))
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    @property
+    def items(self) -> list[FieldViolation]:
+        return list(self._items)
+
+    def raise_if_any(self) -> None:
+        if not self._items:
+            return
+        first = self._items[0]
+        more = f" (and {len(self._items) - 1} more)" if len(self._items) > 1 else ""
+        raise InvalidArgument(f"{first.field}: {first.description}{more}", violations=self._items)
+
+
+def has_control_characters(text: str) -> bool:
+    """True for C0/C1 controls (newlines and tabs included), line separators and bidi overrides."""
+    return any(
+        ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or ch in "\u2028\u2029" or ch in _BIDI_CONTROLS
+        for ch in text
+    )
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def is_timezone(name: str) -> bool:
+    """A real IANA zone name (never a path: ``../etc/passwd`` is not a zone)."""
+    zones = _zones()
+    if zones:
+        return name in zones
+    # No zone list on this system: fall back to loading it, with the name shape checked first.
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*", name):
+        return False
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _show(value: str) -> str:
+    """A short, safe rendering of a bad value for an error message."""
+    return repr(value[:40] + ("..." if len(value) > 40 else ""))
+
+
+def check_id(v: Violations, field: str, value: str) -> None:
+    """A location (or other) id: DESIGN §4."""
+    if not value:
+        v.add(field, "is required")
+    elif not _ID.fullmatch(value):
+        v.add(field, f"must be 1-{ID_MAX} characters of A-Z a-z 0-9 _ . : - (got {_show(value)})")
+
+
+def check_business_id(v: Violations, field: str, value: str) -> None:
+    """A business id: as ``check_id`` but never ``-`` (it separates the Citrus key)."""
+    if not value:
+        v.add(field, "is required")
+    elif "-" in value:
+        v.add(field, "must not contain '-' (it separates business and location in the shard key)")
+    elif not _BUSINESS_ID.fullmatch(value):
+        v.add(field, f"must be 1-{ID_MAX} characters of A-Z a-z 0-9 _ . : (got {_show(value)})")
+
+
+def check_subject(v: Violations, field: str, value: str) -> None:
+    """A Cognito ``sub`` (or client id) naming a member."""
+    if not value:
+        v.add(field, "is required")
+    elif not _SUBJECT.fullmatch(value):
+        v.add(field, "must be a Cognito subject: 1-128 characters of A-Z a-z 0-9 _ . : @ + -")
+
+
+def check_text(v: Violations, field: str, value: str, *, max_length: int, required: bool = False) -> None:
+    """Free text: bounded, no control characters; ``required`` means not blank."""
+    if required and not value.strip():
+        v.add(field, "is required")
+        return
+    if len(value) > max_length:
+        v.add(field, f"must be at most {max_length} characters (got {len(value)})")
+    elif has_control_characters(value):
+        v.add(field, "must not contain control characters")
+
+
+def check_email(v: Violations, field: str, value: str) -> None:
+    if not value:
+        return
+    if len(value) > EMAIL_MAX or has_control_characters(value) or not _EMAIL.fullmatch(value):
+        v.add(field, "must be an email address like name@example.com")
+
+
+def check_phone(v: Violations, field: str, value: str) -> None:
+    if not value:
+        return
+    digits = sum(ch.isdigit() for ch in value)
+    if not _PHONE.fullmatch(value) or digits < 3 or digits > 20:
+        v.add(field, "must be a phone number: digits, spaces, ( ) . - and an optional leading +")
+
+
+def check_timezone(v: Violations, field: str, value: str) -> None:
+    if value and (len(value) > 64 or not is_timezone(value)):
+        v.add(field, f"must be an IANA time zone such as Europe/Bucharest (got {_show(value)})")
+
+
+def check_location(v: Violations, prefix: str, location: Location) -> None:
+    check_id(v, f"{prefix}.id", location.id)
+    check_text(v, f"{prefix}.name", location.name, max_length=NAME_MAX, required=True)
+    check_text(v, f"{prefix}.address", location.address, max_length=ADDRESS_MAX)
+    check_phone(v, f"{prefix}.phone", location.phone)
+    check_email(v, f"{prefix}.email", location.email)
+    check_timezone(v, f"{prefix}.timezone", location.timezone)
+
+
+def check_locations(v: Violations, prefix: str, locations: Iterable[Location]) -> None:
+    """Each location valid; ids unique within the business; a bounded count."""
+    seen: set[str] = set()
+    items = list(locations)
+    if len(items) > MAX_LOCATIONS:
+        v.add(prefix, f"at most {MAX_LOCATIONS} locations per business (got {len(items)})")
+        return
+    for index, location in enumerate(items):
+        check_location(v, f"{prefix}[{index}]", location)
+        if location.id in seen:
+            v.add(f"{prefix}[{index}].id", f"duplicate location id {_show(location.id)}")
+        seen.add(location.id)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, Mapping):
+        return 1 + max((_depth(item) for item in value.values()), default=0)
+    if isinstance(value, list | tuple):
+        return 1 + max((_depth(item) for item in value), default=0)
+    return 0
+
+
+def serialized_size(value: Any) -> int:
+    """Bytes of the compact JSON form: the measure of every size limit here."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+
+
+def settings_document(settings: BusinessSettings) -> dict[str, Any]:
+    """The JSON-able form of settings (also what the store keeps)."""
+    return {
+        "currency": settings.currency,
+        "language": settings.language,
+        "timezone": settings.timezone,
+        "dateFormat": settings.date_format,
+        "timeFormat": settings.time_format,
+        "workingHours": [
+            {"day": wh.day, "open": wh.open, "close": wh.close, "closed": wh.closed}
+            for wh in settings.working_hours
+        ],
+        "features": dict(settings.features),
+        "extras": dict(settings.extras),
+    }
+
+
+def check_settings(v: Violations, prefix: str, settings: BusinessSettings) -> None:
+    size = serialized_size(settings_document(settings))
+    if size > SETTINGS_MAX_BYTES:
+        # Nothing else is worth checking in a document this large.
+        v.add(prefix, f"must be at most {SETTINGS_MAX_BYTES} bytes serialized (got {size})")
+        return
+    if settings.currency and not _CURRENCY.fullmatch(settings.currency):
+        v.add(f"{prefix}.currency", "must be an ISO 4217 code such as EUR")
+    if settings.language and not _LANGUAGE.fullmatch(settings.language):
+        v.add(f"{prefix}.language", "must be a BCP 47 language tag such as ro-RO")
+    check_timezone(v, f"{prefix}.timezone", settings.timezone)
+    check_text(v, f"{prefix}.date_format", settings.date_format, max_length=FORMAT_MAX)
+    check_text(v, f"{prefix}.time_format", settings.time_format, max_length=FORMAT_MAX)
+    if len(settings.working_hours) > MAX_WORKING_HOURS:
+        v.add(f"{prefix}.working_hours", f"at most {MAX_WORKING_HOURS} entries")
+    else:
+        for index, hours in enumerate(settings.working_hours):
+            field = f"{prefix}.working_hours[{index}]"
+            if not 1 <= hours.day <= 7:
+                v.add(f"{field}.day", "must be MONDAY..SUNDAY")
+            if hours.closed:
+                continue
+            for name, value in (("open", hours.open), ("close", hours.close)):
+                if not _HHMM.fullmatch(value):
+                    v.add(f"{field}.{name}", "must be a local time HH:MM (or set closed)")
+            if _HHMM.fullmatch(hours.open) and _HHMM.fullmatch(hours.close) and hours.open == hours.close:
+                v.add(f"{field}.close", "must differ from open")
+    if len(settings.features) > MAX_FEATURES:
+        v.add(f"{prefix}.features", f"at most {MAX_FEATURES} feature flags")
+    else:
+        for name in settings.features:
+            if not _FEATURE.fullmatch(name):
+                v.add(f"{prefix}.features", f"feature name {_show(name)} must be 1-64 of A-Z a-z 0-9 _ . : -")
+    if _depth(settings.extras) > EXTRAS_MAX_DEPTH:
+        v.add(f"{prefix}.extras", f"must nest at most {EXTRAS_MAX_DEPTH} levels")
+
+
+def check_permission_string(v: Violations, field: str, value: str) -> None:
+    """``"*"`` or ``"<resource_name>:<read|create|update|delete|*>"``."""
+    if value == ALL_PERMISSIONS:
+        return
+    resource, _, action = value.partition(":")
+    if not _RESOURCE_NAME.fullmatch(resource) or action not in (*ACTIONS, "*"):
+        v.add(field, f"must be '*' or '<resource_name>:<read|create|update|delete|*>' (got {_show(value)})")
+
+
+def check_role(v: Violations, prefix: str, name: str, role: Role) -> None:
+    if not _ROLE_NAME.fullmatch(name):
+        v.add(prefix, f"role name {_show(name)} must be 1-64 of A-Z a-z 0-9 _ . - starting with a letter")
+    if len(role.permissions) > MAX_PERMISSIONS_PER_ROLE:
+        v.add(f"{prefix}.permissions", f"at most {MAX_PERMISSIONS_PER_ROLE} permissions per role")
+        return
+    for index, permission in enumerate(role.permissions):
+        check_permission_string(v, f"{prefix}.permissions[{index}]", permission)
+
+
+def check_roles(v: Violations, prefix: str, roles: Mapping[str, Role]) -> None:
+    if len(roles) > MAX_ROLES:
+        v.add(prefix, f"at most {MAX_ROLES} roles")
+        return
+    for name, role in roles.items():
+        check_role(v, f"{prefix}[{name[:64]!r}]", name, role)
+
+
+def check_member(v: Violations, prefix: str, member: Member) -> None:
+    if not member.role:
+        v.add(f"{prefix}.role", "is required")
+    elif not _ROLE_NAME.fullmatch(member.role):
+        v.add(f"{prefix}.role", f"role name {_show(member.role)} is not valid")
+    if len(member.location_ids) > MAX_LOCATIONS:
+        v.add(f"{prefix}.location_ids", f"at most {MAX_LOCATIONS} locations")
+        return
+    for index, location_id in enumerate(member.location_ids):
+        check_id(v, f"{prefix}.location_ids[{index}]", location_id)
+    if len(set(member.location_ids)) != len(member.location_ids):
+        v.add(f"{prefix}.location_ids", "must not repeat a location id")
+
+
+def check_permissions(v: Violations, prefix: str, permissions: Permissions) -> None:
+    check_roles(v, f"{prefix}.roles", permissions.roles)
+    if len(permissions.members) > MAX_MEMBERS:
+        v.add(f"{prefix}.members", f"at most {MAX_MEMBERS} members")
+        return
+    for subject, member in permissions.members.items():
+        field = f"{prefix}.members[{subject[:64]!r}]"
+        check_subject(v, field, subject)
+        check_member(v, field, member)
+    document = {
+        "roles": {name: list(role.permissions) for name, role in permissions.roles.items()},
+        "members": {s: [m.role, *m.location_ids] for s, m in permissions.members.items()},
+    }
+    if serialized_size(document) > PERMISSIONS_MAX_BYTES:
+        v.add(prefix, f"must be at most {PERMISSIONS_MAX_BYTES} bytes serialized")
+
+
+def check_membership_refs(v: Violations, prefix: str, business: Business) -> None:
+    """Every member's role exists and every member location belongs to the business."""
+    location_ids = {loc.id for loc in business.locations}
+    for subject, member in business.permissions.members.items():
+        field = f"{prefix}.members[{subject[:64]!r}]"
+        if member.role and member.role not in business.permissions.roles:
+            v.add(f"{field}.role", f"role {_show(member.role)} is not defined in permissions.roles")
+        for index, location_id in enumerate(member.location_ids):
+            if location_id not in location_ids:
+                v.add(
+                    f"{field}.location_ids[{index}]", f"location {_show(location_id)} is not in the business"
+                )
+
+
+def check_new_business(v: Violations, prefix: str, business: Business) -> None:
+    """Everything a create needs: name, locations, settings, permissions and their references."""
+    check_text(v, f"{prefix}.name", business.name, max_length=NAME_MAX, required=True)
+    check_locations(v, f"{prefix}.locations", business.locations)
+    check_settings(v, f"{prefix}.settings", business.settings)
+    check_permissions(v, f"{prefix}.permissions", business.permissions)
+    if not v:
+        check_membership_refs(v, f"{prefix}.permissions", business)
+
+
+def page_size(v: Violations, field: str, requested: int) -> int:
+    """AIP-158: 0 means the default, above the maximum is coerced down, negative is an error."""
+    if requested < 0:
+        v.add(field, "must not be negative")
+        return PAGE_SIZE_DEFAULT
+    if requested == 0:
+        return PAGE_SIZE_DEFAULT
+    return min(requested, PAGE_SIZE_MAX)

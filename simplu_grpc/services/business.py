@@ -1,0 +1,173 @@
+"""BusinessService servicer: protobuf in, domain call, protobuf out (the rules live in the domain)."""
+
+from __future__ import annotations
+
+import grpc
+from simplu.v1 import business_pb2, business_pb2_grpc
+
+from simplu_grpc import context as rpc
+from simplu_grpc.domain.business import BusinessSettings
+from simplu_grpc.domain.business_ops import BusinessOps, Registered
+from simplu_grpc.domain.validation import Violations
+from simplu_grpc.services import business_proto as convert
+
+
+class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
+    """Every method: the caller from the request context, the request converted, one use case."""
+
+    def __init__(self, ops: BusinessOps) -> None:
+        self._ops = ops
+
+    def CreateBusiness(
+        self, request: business_pb2.CreateBusinessRequest, context: grpc.ServicerContext
+    ) -> business_pb2.CreateBusinessResponse:
+        v = Violations()
+        draft = convert.business_from_proto(v, "business", request.business)
+        done = self._ops.create(
+            rpc.principal(),
+            draft,
+            business_id=request.business_id,
+            request_id=request.request_id,
+            violations=v,
+        )
+        return business_pb2.CreateBusinessResponse(
+            business=convert.business_to_proto(done.business),
+            unregistered_location_ids=list(done.unregistered_location_ids),
+        )
+
+    def GetBusiness(
+        self, request: business_pb2.GetBusinessRequest, context: grpc.ServicerContext
+    ) -> business_pb2.Business:
+        return convert.business_to_proto(self._ops.get(rpc.principal(), request.business_id))
+
+    def ListBusinesses(
+        self, request: business_pb2.ListBusinessesRequest, context: grpc.ServicerContext
+    ) -> business_pb2.ListBusinessesResponse:
+        page = self._ops.list(
+            rpc.principal(),
+            size=request.page_size,
+            page_token=request.page_token,
+            show_deleted=request.show_deleted,
+        )
+        return business_pb2.ListBusinessesResponse(
+            businesses=[convert.business_to_proto(b) for b in page.businesses],
+            next_page_token=page.next_token,
+        )
+
+    def UpdateBusiness(
+        self, request: business_pb2.UpdateBusinessRequest, context: grpc.ServicerContext
+    ) -> business_pb2.Business:
+        v = Violations()
+        settings = convert.settings_from_proto(v, "business.settings", request.business.settings)
+        updated = self._ops.update(
+            rpc.principal(),
+            request.business.id,
+            etag=request.business.etag,
+            paths=list(request.update_mask.paths),
+            name=request.business.name,
+            settings=settings,
+            roles=convert.roles_from_proto(request.business.permissions),
+            violations=v,
+        )
+        return convert.business_to_proto(updated)
+
+    def UpdateBusinessSettings(
+        self, request: business_pb2.UpdateBusinessSettingsRequest, context: grpc.ServicerContext
+    ) -> business_pb2.Business:
+        v = Violations()
+        settings = (
+            convert.settings_from_proto(v, "settings", request.settings)
+            if request.HasField("settings")
+            else BusinessSettings()
+        )
+        updated = self._ops.update_settings(
+            rpc.principal(),
+            request.business_id,
+            etag=request.etag,
+            paths=list(request.update_mask.paths),
+            settings=settings,
+            violations=v,
+        )
+        return convert.business_to_proto(updated)
+
+    def DeleteBusiness(
+        self, request: business_pb2.DeleteBusinessRequest, context: grpc.ServicerContext
+    ) -> business_pb2.Business:
+        deleted = self._ops.delete(rpc.principal(), request.business_id, etag=request.etag)
+        return convert.business_to_proto(deleted)
+
+    def AddLocation(
+        self, request: business_pb2.AddLocationRequest, context: grpc.ServicerContext
+    ) -> business_pb2.AddLocationResponse:
+        done = self._ops.add_location(
+            rpc.principal(),
+            request.business_id,
+            convert.location_from_proto(request.location),
+            etag=request.etag,
+        )
+        business, unregistered = _registered(done)
+        return business_pb2.AddLocationResponse(business=business, unregistered_location_ids=unregistered)
+
+    def UpdateLocation(
+        self, request: business_pb2.UpdateLocationRequest, context: grpc.ServicerContext
+    ) -> business_pb2.UpdateLocationResponse:
+        done = self._ops.update_location(
+            rpc.principal(),
+            request.business_id,
+            convert.location_from_proto(request.location),
+            etag=request.etag,
+            paths=list(request.update_mask.paths),
+        )
+        business, unregistered = _registered(done)
+        return business_pb2.UpdateLocationResponse(business=business, unregistered_location_ids=unregistered)
+
+    def RemoveLocation(
+        self, request: business_pb2.RemoveLocationRequest, context: grpc.ServicerContext
+    ) -> business_pb2.Business:
+        updated = self._ops.remove_location(
+            rpc.principal(), request.business_id, request.location_id, etag=request.etag
+        )
+        return convert.business_to_proto(updated)
+
+    def SetMember(
+        self, request: business_pb2.SetMemberRequest, context: grpc.ServicerContext
+    ) -> business_pb2.Business:
+        updated = self._ops.set_member(
+            rpc.principal(),
+            request.business_id,
+            request.member,
+            convert.member_from_proto(request.membership),
+            etag=request.etag,
+        )
+        return convert.business_to_proto(updated)
+
+    def RemoveMember(
+        self, request: business_pb2.RemoveMemberRequest, context: grpc.ServicerContext
+    ) -> business_pb2.Business:
+        updated = self._ops.remove_member(
+            rpc.principal(), request.business_id, request.member, etag=request.etag
+        )
+        return convert.business_to_proto(updated)
+
+    def GetMyAccess(
+        self, request: business_pb2.GetMyAccessRequest, context: grpc.ServicerContext
+    ) -> business_pb2.GetMyAccessResponse:
+        principal = rpc.principal()
+        access, location_allowed = self._ops.my_access(principal, request.business_id, request.location_id)
+        return business_pb2.GetMyAccessResponse(
+            subject=principal.subject,
+            username=principal.username,
+            groups=sorted(principal.groups),
+            scopes=sorted(principal.scopes),
+            token_use=principal.token_use,
+            platform_admin=access.platform_admin,
+            role=access.role,
+            location_ids=list(access.location_ids),
+            all_locations=access.all_locations,
+            permissions=list(access.permissions),
+            location_allowed=location_allowed,
+        )
+
+
+def _registered(done: Registered) -> tuple[business_pb2.Business, list[str]]:
+    return convert.business_to_proto(done.business), list(done.unregistered_location_ids)

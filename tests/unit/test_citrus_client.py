@@ -1,0 +1,290 @@
+"""CitrusClient against a scripted local HTTP server: retries, timeouts, deadline, errors, keep-alive."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from simplu_grpc import context
+from simplu_grpc.adapters.citrus import CitrusClient
+from simplu_grpc.errors import CitrusUnavailable
+from simplu_grpc.metrics import Metrics
+
+API_KEY = "citrus-unit-key-0123456789"
+SECRET_DSN = "postgresql://postgres:s3cret-pw@127.0.0.1:5432/shard_01"
+SHARD = {
+    "shardId": "shard-01",
+    "connectionString": SECRET_DSN,
+    "isActive": True,
+    "lastHealthCheck": "2026-11-23T10:00:00Z",
+    "businessCount": 1,
+    "maxBusinesses": 3,
+}
+
+
+class Script:
+    """What the fake Citrus answers, one entry per request (the last one repeats)."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[int, Any, float]] = [(200, SHARD, 0.0)]
+        self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def set(self, *answers: tuple[int, Any] | tuple[int, Any, float]) -> None:
+        with self.lock:
+            self.answers = [(a[0], a[1], a[2] if len(a) > 2 else 0.0) for a in answers]
+
+    def next(self) -> tuple[int, Any, float]:
+        with self.lock:
+            return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+    server: Server
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        with self.server.script.lock:
+            self.server.script.requests.append(
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "auth": self.headers.get("Authorization"),
+                    "body": json.loads(body) if body else None,
+                    "peer": self.client_address[1],
+                }
+            )
+        status, payload, delay = self.server.script.next()
+        if delay:
+            time.sleep(delay)
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+        except OSError:
+            pass  # the client gave up (timeout test)
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.script = Script()
+
+
+@pytest.fixture
+def fake() -> Iterator[Server]:
+    server = Server()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def make_client(
+    fake: Server,
+    *,
+    attempts: int = 3,
+    timeout_ms: int = 2000,
+    metrics: Metrics | None = None,
+    sleeps: list[float] | None = None,
+) -> CitrusClient:
+    host, port = fake.server_address[:2]
+    recorded = sleeps if sleeps is not None else []
+    return CitrusClient(
+        base_url=f"http://{host!s}:{port}",
+        api_key=API_KEY,
+        timeout_ms=timeout_ms,
+        retry_attempts=attempts,
+        metrics=metrics or Metrics(),
+        sleep=recorded.append,
+    )
+
+
+def test_register_sends_the_documented_request(fake: Server) -> None:
+    """POST /api/register with the bearer key, lowercase type and shardKey "{b}-{l}"; parses the answer."""
+    client = make_client(fake)
+    assignment = client.register("biz1", "loc-1", "DENTAL")
+    request = fake.script.requests[0]
+    assert request["method"] == "POST"
+    assert request["path"] == "/api/register"
+    assert request["auth"] == f"Bearer {API_KEY}"
+    assert request["body"] == {
+        "businessId": "biz1",
+        "locationId": "loc-1",
+        "businessType": "dental",
+        "shardKey": "biz1-loc-1",
+    }
+    assert assignment.shard_id == "shard-01"
+    assert assignment.connection_string == SECRET_DSN
+    assert assignment.max_businesses == 3
+    assert assignment.last_health_check is not None
+    assert SECRET_DSN not in repr(assignment)
+
+
+def test_get_shard_url_encodes_the_key_and_404_is_none(fake: Server) -> None:
+    """The key is URL-encoded in the path; 404 means "not registered" (None), not an error, no retry."""
+    fake.script.set((404, {"error": "not_found"}))
+    sleeps: list[float] = []
+    assert make_client(fake, sleeps=sleeps).get_shard("b1", "a/b:c d") is None
+    assert fake.script.requests[0]["path"] == "/api/shard/b1-a%2Fb%3Ac%20d"
+    assert len(fake.script.requests) == 1
+    assert sleeps == []
+
+
+def test_transient_errors_are_retried_then_succeed(fake: Server) -> None:
+    """503 then 429 then 200: three attempts, two backoff sleeps through the injected sleep."""
+    fake.script.set((503, {}), (429, {}), (200, SHARD))
+    sleeps: list[float] = []
+    metrics = Metrics()
+    assert make_client(fake, sleeps=sleeps, metrics=metrics).get_shard("b1", "l1") is not None
+    assert len(fake.script.requests) == 3
+    assert len(sleeps) == 2
+    assert all(0 <= s <= 2.0 for s in sleeps)
+    sample = metrics.registry.get_sample_value
+    assert (
+        sample(
+            "simplu_dependency_calls_total",
+            {"dependency": "citrus", "operation": "get_shard", "outcome": "ok"},
+        )
+        == 1
+    )
+    assert (
+        sample(
+            "simplu_dependency_calls_total",
+            {"dependency": "citrus", "operation": "get_shard", "outcome": "http_5xx"},
+        )
+        == 1
+    )
+
+
+def test_attempts_are_bounded(fake: Server) -> None:
+    """Always 500: exactly retry_attempts requests, then CitrusUnavailable."""
+    fake.script.set((500, {}))
+    with pytest.raises(CitrusUnavailable) as raised:
+        make_client(fake, attempts=4).shards_health()
+    assert len(fake.script.requests) == 4
+    assert raised.value.reason == "CITRUS_UNAVAILABLE"
+
+
+def test_client_errors_are_not_retried(fake: Server) -> None:
+    """400 is not transient: one request."""
+    fake.script.set((400, {"error": "bad_request"}))
+    with pytest.raises(CitrusUnavailable):
+        make_client(fake).register("b", "l", "gym")
+    assert len(fake.script.requests) == 1
+
+
+def test_refused_key_says_so_without_the_key(fake: Server, caplog: pytest.LogCaptureFixture) -> None:
+    """401: CITRUS_UNAVAILABLE saying the API key was refused; the key appears in no message or log."""
+    fake.script.set((401, {"error": "unauthorized"}))
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(CitrusUnavailable) as raised:
+        make_client(fake).get_shard("b", "l")
+    assert "API key" in raised.value.message
+    assert API_KEY not in raised.value.message
+    assert API_KEY not in caplog.text
+    assert len(fake.script.requests) == 1
+
+
+def test_malformed_answer(fake: Server) -> None:
+    """A 200 whose body is not the documented JSON is CITRUS_UNAVAILABLE and never echoed."""
+    fake.script.set((200, b"<html>" + SECRET_DSN.encode()))
+    with pytest.raises(CitrusUnavailable) as raised:
+        make_client(fake).get_shard("b", "l")
+    assert SECRET_DSN not in raised.value.message
+    fake.script.set((200, {"shardId": 7}))
+    with pytest.raises(CitrusUnavailable):
+        make_client(fake).get_shard("b", "l")
+
+
+def test_connection_refused_is_retried_and_reported() -> None:
+    """Nobody listening: every attempt fails to connect; the error says Citrus is unreachable."""
+    sleeps: list[float] = []
+    client = CitrusClient(
+        base_url="http://127.0.0.1:1",
+        api_key=API_KEY,
+        timeout_ms=500,
+        retry_attempts=3,
+        metrics=Metrics(),
+        sleep=sleeps.append,
+    )
+    with pytest.raises(CitrusUnavailable) as raised:
+        client.get_shard("b", "l")
+    assert "unreachable" in raised.value.message
+    assert len(sleeps) == 2
+
+
+def test_read_timeout_per_attempt(fake: Server) -> None:
+    """An answer slower than CITRUS_TIMEOUT is a timeout, retried like any transient failure."""
+    fake.script.set((200, SHARD, 0.5), (200, SHARD))
+    started = time.monotonic()
+    assert make_client(fake, timeout_ms=150).get_shard("b", "l") is not None
+    assert len(fake.script.requests) == 2
+    assert time.monotonic() - started < 1.0
+
+
+def test_never_beyond_the_rpc_deadline(fake: Server) -> None:
+    """With 10 attempts of 1 s each allowed, a 0.4 s deadline still ends the call in about 0.4 s."""
+    fake.script.set((200, SHARD, 1.0))
+    client = CitrusClient(
+        base_url="http://{}:{}".format(*fake.server_address[:2]),
+        api_key=API_KEY,
+        timeout_ms=1000,
+        retry_attempts=10,
+        metrics=Metrics(),
+    )
+    started = time.monotonic()
+    with context.bind(deadline=context.Deadline.after(0.4)), pytest.raises(CitrusUnavailable):
+        client.get_shard("b", "l")
+    assert time.monotonic() - started < 0.8
+
+
+def test_connections_are_kept_alive(fake: Server) -> None:
+    """Several calls reuse one TCP connection (keep-alive)."""
+    client = make_client(fake)
+    for _ in range(5):
+        client.get_shard("b", "l")
+    assert len({r["peer"] for r in fake.script.requests}) == 1
+    client.close()
+
+
+def test_capacity_and_health_parsing(fake: Server) -> None:
+    """capacity() parses canAcceptNewBusiness (404 -> None); shards_health() parses a list."""
+    fake.script.set(
+        (200, {"canAcceptNewBusiness": False, "businessCount": 3, "maxBusinesses": 3, "shardId": "shard-01"})
+    )
+    info = make_client(fake).capacity("shard/01")
+    assert info is not None
+    assert not info.can_accept_new_business
+    assert info.business_count == 3
+    assert fake.script.requests[-1]["path"] == "/api/shard/shard%2F01/capacity"
+    fake.script.set((404, {}))
+    assert make_client(fake).capacity("nope") is None
+    fake.script.set((200, [SHARD, {**SHARD, "shardId": "shard-02", "isActive": False}]))
+    shards = make_client(fake).shards_health()
+    assert [s.shard_id for s in shards] == ["shard-01", "shard-02"]
+    assert not shards[1].is_active
