@@ -1,0 +1,489 @@
+"""ShardAdmin use cases: shard health and usage, routing, pools, migrations, dependency status.
+
+Every answer is bounded in time: calls to one dependency run under a deadline no longer
+than the RPC's and no longer than a few seconds, and answers that touch several
+dependencies probe them concurrently (``admin_status``). Connection strings never leave
+this module except as ``host:port/db`` targets; every error text is redacted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any, cast
+
+from simplu_grpc.adapters import migrator
+from simplu_grpc.domain.admin_consistency import BusinessReport, ConsistencyChecker
+from simplu_grpc.domain.admin_ports import Businesses, Pools, PoolStatsView, Routing, ShardSource
+from simplu_grpc.domain.admin_status import (
+    DependencyCheck,
+    DependencyProber,
+    describe_error,
+    run_bounded,
+    within,
+)
+from simplu_grpc.domain.business import Business, BusinessType
+from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.errors import InvalidArgument, NotFound, SimpluError
+from simplu_grpc.redact import dsn_target
+
+log = logging.getLogger(__name__)
+
+# How long one admin call may wait on Citrus or the business store (the RPC's deadline wins
+# when shorter): an operator in an incident wants "Citrus is down" now, not after retries.
+CALL_TIMEOUT_SECONDS = 5.0
+# ListShards: the Citrus health call may itself take ~2 s (Citrus probes every shard).
+LIST_SHARDS_TIMEOUT_SECONDS = 2.5
+# Per-shard reads (schema version) inside answers about many shards.
+SHARD_READ_TIMEOUT_SECONDS = 1.5
+# Migrations may legitimately take a while; still bounded.
+MIGRATE_TIMEOUT_SECONDS = 60.0
+
+
+# A shard id no Citrus has: its capacity lookup is a cheap authenticated 404.
+_PROBE_SHARD_ID = "simplu-dependency-probe"
+
+
+def usage_percentage(business_count: int, max_businesses: int) -> float:
+    """``business_count / max_businesses * 100`` rounded to 2 decimals; 0 when the maximum is unknown."""
+    if max_businesses <= 0:
+        return 0.0
+    return round(business_count / max_businesses * 100.0, 2)
+
+
+def is_near_capacity(usage: float, threshold_percent: float) -> bool:
+    """At or above the threshold (SHARD_NEAR_CAPACITY_PERCENT) counts as near capacity."""
+    return usage >= threshold_percent
+
+
+class UsageOrder(Enum):
+    BY_SHARD_ID = "shard_id"
+    USAGE_DESC = "usage_desc"
+    USAGE_ASC = "usage_asc"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardUsage:
+    shard_id: str
+    business_count: int
+    max_businesses: int
+    usage_percentage: float
+    is_active: bool
+    near_capacity: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ShardView:
+    """One line of ListShards: Citrus's view merged with this server's pool."""
+
+    shard_id: str
+    active: bool
+    last_health_check: datetime | None
+    business_count: int
+    max_businesses: int
+    usage_percentage: float
+    near_capacity: bool
+    listed_by_citrus: bool
+    pool: PoolStatsView | None
+    schema_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShardList:
+    shards: list[ShardView]
+    citrus_reachable: bool
+    citrus_error: str
+    near_capacity_threshold: float
+
+
+@dataclass(frozen=True, slots=True)
+class LocationShardView:
+    business_id: str
+    location_id: str
+    shard_id: str
+    active: bool
+    from_cache: bool
+    cache_age_seconds: float
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    shard_id: str
+    can_accept_new_business: bool
+    business_count: int
+    max_businesses: int
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationOutcome:
+    shard_id: str
+    version_before: int
+    version_after: int
+    applied: list[int] = field(default_factory=list)
+    error: str = ""
+
+
+class ShardAdminService:
+    """The operator's console over Citrus shards, this server's pools and its dependencies.
+
+    ``citrus_name`` is ``"citrus"`` with a Citrus server, ``""`` in single-database mode
+    (then ``shards`` answers for the one database and no Citrus probe is reported).
+    ``probes`` maps dependency names (``dynamodb``, ``jwks``, ...) to light probes; one probe
+    per shard pool is added at call time.
+    """
+
+    def __init__(
+        self,
+        *,
+        shards: ShardSource,
+        pools: Pools,
+        routing: Routing,
+        businesses: Businesses,
+        near_capacity_percent: float,
+        probes: Mapping[str, Callable[[], object]] | None = None,
+        citrus_name: str = "citrus",
+        secrets: tuple[str, ...] = (),
+        prober: DependencyProber | None = None,
+        migrate: Callable[[str], migrator.MigrationResult] | None = None,
+        target_version: Callable[[], int] = migrator.latest_version,
+        consistency: ConsistencyChecker | None = None,
+    ) -> None:
+        self._shards = shards
+        self._pools = pools
+        self._routing = routing
+        self._businesses = businesses
+        self.near_capacity_percent = near_capacity_percent
+        self._probes = dict(probes or {})
+        self._citrus_name = citrus_name
+        self._secrets = tuple(s for s in secrets if s)
+        self._prober = prober or DependencyProber(secrets=self._secrets)
+        self._migrate = migrate or migrator.migrate
+        self._target_version = target_version
+        self._consistency = consistency or ConsistencyChecker(
+            shards=shards, businesses=businesses, secrets=self._secrets, target_version=target_version
+        )
+
+    # --- Citrus views -----------------------------------------------------------------
+
+    def list_shards(self) -> ShardList:
+        """Citrus health merged with local pools; answers from local pools when Citrus is down."""
+        stats = {s.shard_id: s for s in self._pools.stats()}
+        calls: dict[str, Callable[[], object]] = {"citrus": self._shards.shards_health}
+        for shard_id in stats:
+            calls[f"schema/{shard_id}"] = self._schema_reader(shard_id)
+        outcomes = run_bounded(calls, timeout=LIST_SHARDS_TIMEOUT_SECONDS)
+        health = outcomes["citrus"]
+        citrus_error = ""
+        listed: list[ShardAssignment] = []
+        if isinstance(health, BaseException):
+            citrus_error = describe_error(health, self._secrets)
+            log.warning("ListShards: shard health unavailable: %s", citrus_error)
+        else:
+            listed = list(cast(list[ShardAssignment], health))
+        versions = {
+            shard_id: value if isinstance(value := outcomes[f"schema/{shard_id}"], int) else 0
+            for shard_id in stats
+        }
+        views: dict[str, ShardView] = {}
+        for shard in listed:
+            usage = usage_percentage(shard.business_count, shard.max_businesses)
+            views[shard.shard_id] = ShardView(
+                shard_id=shard.shard_id,
+                active=shard.is_active,
+                last_health_check=shard.last_health_check,
+                business_count=shard.business_count,
+                max_businesses=shard.max_businesses,
+                usage_percentage=usage,
+                near_capacity=is_near_capacity(usage, self.near_capacity_percent),
+                listed_by_citrus=True,
+                pool=stats.get(shard.shard_id),
+                schema_version=versions.get(shard.shard_id, 0),
+            )
+        for shard_id, pool in stats.items():
+            if shard_id not in views:
+                views[shard_id] = ShardView(
+                    shard_id=shard_id,
+                    active=False,
+                    last_health_check=None,
+                    business_count=0,
+                    max_businesses=0,
+                    usage_percentage=0.0,
+                    near_capacity=False,
+                    listed_by_citrus=False,
+                    pool=pool,
+                    schema_version=versions.get(shard_id, 0),
+                )
+        return ShardList(
+            shards=[views[k] for k in sorted(views)],
+            citrus_reachable=not citrus_error,
+            citrus_error=citrus_error,
+            near_capacity_threshold=self.near_capacity_percent,
+        )
+
+    def shard_usage(self, order: UsageOrder, near_capacity_only: bool) -> list[ShardUsage]:
+        """The reference's usage statistics, sorted and filtered; CITRUS_UNAVAILABLE when Citrus is down."""
+        with within(CALL_TIMEOUT_SECONDS):
+            listed = self._shards.shards_health()
+        rows = []
+        for shard in listed:
+            usage = usage_percentage(shard.business_count, shard.max_businesses)
+            rows.append(
+                ShardUsage(
+                    shard_id=shard.shard_id,
+                    business_count=shard.business_count,
+                    max_businesses=shard.max_businesses,
+                    usage_percentage=usage,
+                    is_active=shard.is_active,
+                    near_capacity=is_near_capacity(usage, self.near_capacity_percent),
+                )
+            )
+        if near_capacity_only:
+            rows = [row for row in rows if row.near_capacity]
+        rows.sort(key=lambda r: r.shard_id)
+        if order is UsageOrder.USAGE_DESC:
+            rows.sort(key=lambda r: r.usage_percentage, reverse=True)  # stable: ties stay by id
+        elif order is UsageOrder.USAGE_ASC:
+            rows.sort(key=lambda r: r.usage_percentage)
+        return rows
+
+    def check_capacity(self, shard_id: str) -> Capacity:
+        """Citrus's capacity answer for one shard; NOT_FOUND for an unknown shard."""
+        _require_id("shard_id", shard_id)
+        with within(CALL_TIMEOUT_SECONDS):
+            info = self._shards.capacity(shard_id)
+        if info is None:
+            raise NotFound(f"shard {shard_id!r} is unknown to Citrus", metadata={"shard_id": shard_id})
+        return Capacity(
+            shard_id=info.shard_id or shard_id,
+            can_accept_new_business=info.can_accept_new_business,
+            business_count=info.business_count or 0,
+            max_businesses=info.max_businesses or 0,
+        )
+
+    # --- locations --------------------------------------------------------------------
+
+    def location_shard(self, business_id: str, location_id: str, *, refresh: bool) -> LocationShardView:
+        """Where a location lives: from the routing cache unless ``refresh`` (or a miss); never registers."""
+        _require_id("business_id", business_id)
+        _require_id("location_id", location_id)
+        self._existing_location(business_id, location_id)
+        if not refresh:
+            cached = self._routing.peek(business_id, location_id)
+            if cached is not None:
+                return _location_view(
+                    business_id, location_id, cached.assignment, from_cache=True, age=cached.age_seconds
+                )
+        with within(CALL_TIMEOUT_SECONDS):
+            assignment_or_none = self._shards.get_shard(business_id, location_id)
+        if assignment_or_none is None:
+            raise NotFound(
+                f"location {business_id}/{location_id} is not registered with Citrus",
+                reason="LOCATION_NOT_REGISTERED",
+                metadata={"business_id": business_id, "location_id": location_id},
+            )
+        if refresh:
+            # The next resource request must see what Citrus says now, not the old entry. Only
+            # once Citrus answered: while it is down the cached route is what keeps tenants up.
+            self._routing.invalidate(business_id, location_id)
+        return _location_view(business_id, location_id, assignment_or_none, from_cache=False, age=0.0)
+
+    def register_location(
+        self, business_id: str, location_id: str, business_type: BusinessType | None
+    ) -> LocationShardView:
+        """Register with Citrus (idempotent there); the type comes from business info unless given."""
+        _require_id("business_id", business_id)
+        _require_id("location_id", location_id)
+        business = self._existing_location(business_id, location_id)
+        kind = business_type or business.type
+        with within(CALL_TIMEOUT_SECONDS):
+            assignment = self._shards.register(business_id, location_id, kind.value)
+        # A cached entry from before (e.g. another shard) must not outlive the registration.
+        self._routing.invalidate(business_id, location_id)
+        self._forget_pending(business, location_id)
+        log.info("registered %s/%s with Citrus on %s", business_id, location_id, assignment.shard_id)
+        return _location_view(business_id, location_id, assignment, from_cache=False, age=0.0)
+
+    def _forget_pending(self, business: Business, location_id: str) -> None:
+        """Take the location off the business's list of registrations still to do."""
+        if location_id not in business.unregistered_location_ids:
+            return
+        remaining = tuple(lid for lid in business.unregistered_location_ids if lid != location_id)
+        try:
+            with within(CALL_TIMEOUT_SECONDS):
+                self._businesses.update(business.with_unregistered(remaining))
+        except SimpluError as exc:
+            # The registration itself succeeded; a stale pending entry is only retried later
+            # (idempotently at Citrus), so this must not fail the call.
+            log.warning(
+                "registered %s/%s but could not update its pending list: %s",
+                business.id,
+                location_id,
+                describe_error(exc, self._secrets),
+            )
+
+    def _existing_location(self, business_id: str, location_id: str) -> Business:
+        with within(CALL_TIMEOUT_SECONDS):
+            business = self._businesses.get(business_id)
+        if business is None:
+            raise NotFound(f"business {business_id!r} not found", metadata={"business_id": business_id})
+        if business.location(location_id) is None:
+            raise NotFound(
+                f"location {location_id!r} not found in business {business_id!r}",
+                metadata={"business_id": business_id, "location_id": location_id},
+            )
+        return business
+
+    # --- pools and routing ------------------------------------------------------------
+
+    def list_pools(self) -> list[PoolStatsView]:
+        return sorted(self._pools.stats(), key=lambda s: s.shard_id)
+
+    def recycle_pool(self, shard_id: str) -> PoolStatsView:
+        """Replace every connection of the shard's pool; NOT_FOUND when there is none."""
+        _require_id("shard_id", shard_id)
+        if not self._pools.recycle(shard_id):
+            raise NotFound(f"this server has no pool for shard {shard_id!r}", metadata={"shard_id": shard_id})
+        log.info("recycled the pool of shard %s", shard_id)
+        for stats in self._pools.stats():
+            if stats.shard_id == shard_id:
+                return stats
+        raise NotFound(
+            f"the pool of shard {shard_id!r} was closed meanwhile", metadata={"shard_id": shard_id}
+        )
+
+    def invalidate_routing(self, business_id: str, location_id: str, everything: bool) -> int:
+        """Drop routing entries: one location, one business, or all; how many were dropped."""
+        if everything:
+            if business_id or location_id:
+                raise InvalidArgument.field("all", "must not be combined with business_id or location_id")
+            dropped = self._routing.invalidate()
+        elif business_id:
+            dropped = self._routing.invalidate(business_id, location_id or None)
+        elif location_id:
+            raise InvalidArgument.field("business_id", "is required with location_id")
+        else:
+            raise InvalidArgument.field("business_id", "give business_id (and location_id), or all = true")
+        log.info(
+            "routing invalidated (%s/%s all=%s): %d dropped", business_id, location_id, everything, dropped
+        )
+        return dropped
+
+    # --- migrations -------------------------------------------------------------------
+
+    @property
+    def target_version(self) -> int:
+        return self._target_version()
+
+    def migrate(self, shard_id: str, all_shards: bool) -> list[MigrationOutcome]:
+        """Apply pending migrations to one shard or every shard Citrus lists; per-shard results."""
+        if all_shards and shard_id:
+            raise InvalidArgument.field("all_shards", "must not be combined with shard_id")
+        if not all_shards:
+            _require_id("shard_id", shard_id)
+        with within(CALL_TIMEOUT_SECONDS):
+            listed = self._shards.shards_health()
+        if not all_shards:
+            listed = [s for s in listed if s.shard_id == shard_id]
+            if not listed:
+                raise NotFound(f"shard {shard_id!r} is unknown to Citrus", metadata={"shard_id": shard_id})
+        outcomes = run_bounded(
+            {s.shard_id: _bind_arg(self._migrate, s.connection_string) for s in listed},
+            timeout=MIGRATE_TIMEOUT_SECONDS,
+        )
+        results = []
+        for shard in sorted(listed, key=lambda s: s.shard_id):
+            outcome = outcomes[shard.shard_id]
+            if isinstance(outcome, migrator.MigrationResult):
+                results.append(
+                    MigrationOutcome(
+                        shard_id=shard.shard_id,
+                        version_before=outcome.before,
+                        version_after=outcome.after,
+                        applied=[int(name.split("_", 1)[0]) for name in outcome.applied],
+                    )
+                )
+            else:
+                error = describe_error(
+                    outcome if isinstance(outcome, BaseException) else RuntimeError("no result"),
+                    (*self._secrets, shard.connection_string),
+                )
+                log.warning("migration of shard %s failed: %s", shard.shard_id, error)
+                results.append(MigrationOutcome(shard.shard_id, 0, 0, error=error))
+        return results
+
+    # --- consistency ------------------------------------------------------------------
+
+    def check_consistency(
+        self, business_id: str, page_size: int, page_token: str
+    ) -> tuple[list[BusinessReport], str]:
+        """Business info vs Citrus vs shard contents for one business or a page; read-only."""
+        return self._consistency.check(business_id, page_size, page_token)
+
+    # --- dependency status ------------------------------------------------------------
+
+    def dependency_status(self) -> list[DependencyCheck]:
+        """DynamoDB, Citrus, JWKS and each shard pool, probed concurrently; answers within ~2 s."""
+        probes: dict[str, Callable[[], object]] = dict(self._probes)
+        if self._citrus_name:
+            probes[self._citrus_name] = self._citrus_probe
+        for stats in sorted(self._pools.stats(), key=lambda s: s.shard_id):
+            probes[f"shard/{stats.shard_id}"] = self._pool_probe(stats.shard_id)
+        return self._prober.run(probes)
+
+    def _citrus_probe(self) -> object:
+        # The lightest authenticated call: a capacity lookup of a shard id that cannot
+        # exist answers 404 at once, while shards/health makes Citrus probe every shard.
+        return self._shards.capacity(_PROBE_SHARD_ID)
+
+    def _pool_probe(self, shard_id: str) -> Callable[[], object]:
+        # Through the registry's own checkout: bounded by the probe's deadline, and a shard
+        # that stopped answering mid-query is cut off by its watchdog instead of hanging.
+        def probe() -> object:
+            assignment = self._pools.assignment(shard_id)
+            if assignment is None:
+                raise NotFound(f"the pool of shard {shard_id} was closed meanwhile")
+            with self._pools.connection(assignment) as session:
+                return session.run("SELECT 1")
+
+        return probe
+
+    def _schema_reader(self, shard_id: str) -> Callable[[], int]:
+        def read() -> int:
+            with within(SHARD_READ_TIMEOUT_SECONDS):
+                assignment = self._pools.assignment(shard_id)
+                if assignment is None:
+                    return 0
+                with (
+                    self._pools.connection(assignment) as session,
+                    session.guard("reading the schema version"),
+                ):
+                    return migrator.schema_version(session.conn)
+
+        return read
+
+
+def _location_view(
+    business_id: str, location_id: str, assignment: ShardAssignment, *, from_cache: bool, age: float
+) -> LocationShardView:
+    return LocationShardView(
+        business_id=business_id,
+        location_id=location_id,
+        shard_id=assignment.shard_id,
+        active=assignment.is_active,
+        from_cache=from_cache,
+        cache_age_seconds=max(0.0, age),
+        target=dsn_target(assignment.connection_string),
+    )
+
+
+def _require_id(name: str, value: str) -> None:
+    if not value:
+        raise InvalidArgument.field(name, "is required")
+
+
+def _bind_arg(fn: Callable[[str], Any], arg: str) -> Callable[[], Any]:
+    return lambda: fn(arg)

@@ -1,0 +1,243 @@
+"""ShardAdmin servicer: proto <-> domain only; every RPC first requires a platform admin."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import grpc
+from google.protobuf import duration_pb2, timestamp_pb2
+from simplu.v1 import business_pb2, shard_admin_pb2, shard_admin_pb2_grpc
+
+from simplu_grpc import context
+from simplu_grpc.domain.admin import (
+    LocationShardView,
+    ShardAdminService,
+    UsageOrder,
+)
+from simplu_grpc.domain.admin_consistency import FindingKind
+from simplu_grpc.domain.admin_ports import PoolStatsView
+from simplu_grpc.domain.authz import Authorizer
+from simplu_grpc.domain.business import BusinessType
+
+_ORDERS = {
+    shard_admin_pb2.SHARD_USAGE_ORDER_UNSPECIFIED: UsageOrder.BY_SHARD_ID,
+    shard_admin_pb2.SHARD_USAGE_ORDER_USAGE_DESC: UsageOrder.USAGE_DESC,
+    shard_admin_pb2.SHARD_USAGE_ORDER_USAGE_ASC: UsageOrder.USAGE_ASC,
+}
+_TYPES = {
+    business_pb2.BUSINESS_TYPE_DENTAL: BusinessType.DENTAL,
+    business_pb2.BUSINESS_TYPE_GYM: BusinessType.GYM,
+    business_pb2.BUSINESS_TYPE_HOTEL: BusinessType.HOTEL,
+}
+_FINDINGS = {
+    FindingKind.LOCATION_NOT_REGISTERED: shard_admin_pb2.FINDING_KIND_LOCATION_NOT_REGISTERED,
+    FindingKind.SHARD_UNREACHABLE: shard_admin_pb2.FINDING_KIND_SHARD_UNREACHABLE,
+    FindingKind.SHARD_NOT_MIGRATED: shard_admin_pb2.FINDING_KIND_SHARD_NOT_MIGRATED,
+    FindingKind.ORPHAN_RESOURCES: shard_admin_pb2.FINDING_KIND_ORPHAN_RESOURCES,
+    FindingKind.SHARD_INACTIVE: shard_admin_pb2.FINDING_KIND_SHARD_INACTIVE,
+    FindingKind.CITRUS_UNAVAILABLE: shard_admin_pb2.FINDING_KIND_CITRUS_UNAVAILABLE,
+}
+
+
+class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServicer):
+    """The operators' console; errors are domain errors, mapped to statuses by the interceptor."""
+
+    def __init__(self, *, admin: ShardAdminService, authorizer: Authorizer) -> None:
+        self._admin = admin
+        self._authorizer = authorizer
+
+    def _require_admin(self) -> None:
+        self._authorizer.require_admin(context.principal())
+
+    def ListShards(
+        self, request: shard_admin_pb2.ListShardsRequest, _: grpc.ServicerContext
+    ) -> shard_admin_pb2.ListShardsResponse:
+        self._require_admin()
+        result = self._admin.list_shards()
+        response = shard_admin_pb2.ListShardsResponse(
+            citrus_reachable=result.citrus_reachable,
+            citrus_error=result.citrus_error,
+            near_capacity_threshold=result.near_capacity_threshold,
+        )
+        for shard in result.shards:
+            info = response.shards.add(
+                shard_id=shard.shard_id,
+                active=shard.active,
+                business_count=shard.business_count,
+                max_businesses=shard.max_businesses,
+                usage_percentage=shard.usage_percentage,
+                near_capacity=shard.near_capacity,
+                listed_by_citrus=shard.listed_by_citrus,
+                schema_version=shard.schema_version,
+            )
+            if shard.last_health_check is not None:
+                info.last_health_check.CopyFrom(_timestamp(shard.last_health_check))
+            if shard.pool is not None:
+                info.pool.CopyFrom(_pool_stats(shard.pool))
+        return response
+
+    def GetShardUsage(
+        self, request: shard_admin_pb2.GetShardUsageRequest, _: grpc.ServicerContext
+    ) -> shard_admin_pb2.GetShardUsageResponse:
+        self._require_admin()
+        order = _ORDERS.get(request.order, UsageOrder.BY_SHARD_ID)
+        rows = self._admin.shard_usage(order, request.near_capacity_only)
+        return shard_admin_pb2.GetShardUsageResponse(
+            usage=[
+                shard_admin_pb2.ShardUsage(
+                    shard_id=row.shard_id,
+                    business_count=row.business_count,
+                    max_businesses=row.max_businesses,
+                    usage_percentage=row.usage_percentage,
+                    is_active=row.is_active,
+                    near_capacity=row.near_capacity,
+                )
+                for row in rows
+            ],
+            near_capacity_threshold=self._admin.near_capacity_percent,
+        )
+
+    def CheckShardCapacity(
+        self, request: shard_admin_pb2.CheckShardCapacityRequest, _: grpc.ServicerContext
+    ) -> shard_admin_pb2.CheckShardCapacityResponse:
+        self._require_admin()
+        capacity = self._admin.check_capacity(request.shard_id)
+        return shard_admin_pb2.CheckShardCapacityResponse(
+            shard_id=capacity.shard_id,
+            can_accept_new_business=capacity.can_accept_new_business,
+            business_count=capacity.business_count,
+            max_businesses=capacity.max_businesses,
+        )
+
+    def GetLocationShard(
+        self, request: shard_admin_pb2.GetLocationShardRequest, _: grpc.ServicerContext
+    ) -> shard_admin_pb2.LocationShard:
+        self._require_admin()
+        view = self._admin.location_shard(request.business_id, request.location_id, refresh=request.refresh)
+        return _location_shard(view)
+
+    def RegisterLocation(
+        self, request: shard_admin_pb2.RegisterLocationRequest, _: grpc.ServicerContext
+    ) -> shard_admin_pb2.LocationShard:
+        self._require_admin()
+        view = self._admin.register_location(
+            request.business_id, request.location_id, _TYPES.get(request.business_type)
+        )
+        return _location_shard(view)
+
+    def ListPools(
+        self, request: shard_admin_pb2.ListPoolsRequest, _: grpc.ServicerContext
+    ) -> shard_admin_pb2.ListPoolsResponse:
+        self._require_admin()
+        return shard_admin_pb2.ListPoolsResponse(pools=[_pool_stats(s) for s in self._admin.list_pools()])
+
+    def RecyclePool(
+        self, request: shard_admin_pb2.RecyclePoolRequest, _: grpc.ServicerContext
+    ) -> shard_admin_pb2.PoolStats:
+        self._require_admin()
+        return _pool_stats(self._admin.recycle_pool(request.shard_id))
+
+    def InvalidateRouting(
+        self, request: shard_admin_pb2.InvalidateRoutingRequest, _: grpc.ServicerContext
+    ) -> shard_admin_pb2.InvalidateRoutingResponse:
+        self._require_admin()
+        dropped = self._admin.invalidate_routing(request.business_id, request.location_id, request.all)
+        return shard_admin_pb2.InvalidateRoutingResponse(dropped=dropped)
+
+    def MigrateShard(
+        self, request: shard_admin_pb2.MigrateShardRequest, _: grpc.ServicerContext
+    ) -> shard_admin_pb2.MigrateShardResponse:
+        self._require_admin()
+        outcomes = self._admin.migrate(request.shard_id, request.all_shards)
+        return shard_admin_pb2.MigrateShardResponse(
+            shards=[
+                shard_admin_pb2.ShardMigration(
+                    shard_id=o.shard_id,
+                    version_before=o.version_before,
+                    version_after=o.version_after,
+                    applied=o.applied,
+                    error=o.error,
+                )
+                for o in outcomes
+            ],
+            target_version=self._admin.target_version,
+        )
+
+    def GetDependencyStatus(
+        self, request: shard_admin_pb2.GetDependencyStatusRequest, _: grpc.ServicerContext
+    ) -> shard_admin_pb2.GetDependencyStatusResponse:
+        self._require_admin()
+        checks = self._admin.dependency_status()
+        response = shard_admin_pb2.GetDependencyStatusResponse(all_up=all(c.up for c in checks))
+        for check in checks:
+            status = response.dependencies.add(name=check.name, up=check.up, error=check.error)
+            status.latency.CopyFrom(_duration(check.latency_seconds))
+            status.checked_time.CopyFrom(_timestamp(check.checked_at))
+        return response
+
+    def CheckConsistency(
+        self, request: shard_admin_pb2.CheckConsistencyRequest, _: grpc.ServicerContext
+    ) -> shard_admin_pb2.CheckConsistencyResponse:
+        self._require_admin()
+        reports, next_token = self._admin.check_consistency(
+            request.business_id, request.page_size, request.page_token
+        )
+        response = shard_admin_pb2.CheckConsistencyResponse(next_page_token=next_token)
+        for report in reports:
+            business = response.businesses.add(business_id=report.business_id, consistent=report.consistent)
+            for finding in report.findings:
+                business.findings.add(
+                    kind=_FINDINGS[finding.kind],
+                    location_id=finding.location_id,
+                    shard_id=finding.shard_id,
+                    count=finding.count,
+                    detail=finding.detail,
+                )
+        return response
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromNanoseconds(int(max(0.0, seconds) * 1e9))
+    return duration
+
+
+def _pool_stats(stats: PoolStatsView) -> shard_admin_pb2.PoolStats:
+    message = shard_admin_pb2.PoolStats(
+        shard_id=stats.shard_id,
+        target=stats.target,
+        pool_min=stats.pool_min,
+        pool_max=stats.pool_max,
+        pool_size=stats.pool_size,
+        pool_available=stats.pool_available,
+        requests_waiting=stats.requests_waiting,
+        requests_num=stats.requests_num,
+        requests_errors=stats.requests_errors,
+        connections_num=stats.connections_num,
+        connections_errors=stats.connections_errors,
+        connections_lost=stats.connections_lost,
+    )
+    if stats.create_time is not None:
+        message.create_time.CopyFrom(_timestamp(stats.create_time))
+    if stats.last_used_time is not None:
+        message.last_used_time.CopyFrom(_timestamp(stats.last_used_time))
+    return message
+
+
+def _location_shard(view: LocationShardView) -> shard_admin_pb2.LocationShard:
+    message = shard_admin_pb2.LocationShard(
+        business_id=view.business_id,
+        location_id=view.location_id,
+        shard_id=view.shard_id,
+        active=view.active,
+        from_cache=view.from_cache,
+        target=view.target,
+    )
+    message.cache_age.CopyFrom(_duration(view.cache_age_seconds))
+    return message

@@ -1,0 +1,215 @@
+"""ShardAdmin domain logic without servers: usage math, probe bounds, redaction, argument checks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from simplu_grpc import context
+from simplu_grpc.context import Deadline
+from simplu_grpc.domain.admin import ShardAdminService, UsageOrder, is_near_capacity, usage_percentage
+from simplu_grpc.domain.admin_status import DependencyProber, describe_error, run_bounded, scrub
+from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
+from simplu_grpc.errors import CitrusUnavailable, InvalidArgument, NotFound, ShardUnavailable
+
+SECRET_PW = "s3cr3t-pw-9f8e"
+API_KEY = "citrus-key-0123456789abcdef"
+
+
+def shard(shard_id: str, count: int, maximum: int = 3, active: bool = True) -> ShardAssignment:
+    return ShardAssignment(
+        shard_id=shard_id,
+        connection_string=f"postgresql://postgres:{SECRET_PW}@127.0.0.1:5432/{shard_id.replace('-', '_')}",
+        is_active=active,
+        business_count=count,
+        max_businesses=maximum,
+    )
+
+
+@dataclass
+class FakeShards:
+    shards: list[ShardAssignment]
+    down: bool = False
+
+    def get_shard(self, business_id: str, location_id: str) -> ShardAssignment | None:
+        return None
+
+    def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
+        return self.shards[0]
+
+    def shards_health(self) -> list[ShardAssignment]:
+        if self.down:
+            raise CitrusUnavailable("Citrus is unreachable")
+        return list(self.shards)
+
+    def capacity(self, shard_id: str) -> CapacityInfo | None:
+        return None
+
+
+class FakeRouting:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str | None, str | None]] = []
+
+    def peek(self, business_id: str, location_id: str) -> Any:
+        return None
+
+    def invalidate(self, business_id: str | None = None, location_id: str | None = None) -> int:
+        self.calls.append((business_id, location_id))
+        return 7
+
+
+class NoPools:
+    def connection(self, assignment: ShardAssignment) -> Any:
+        raise ShardUnavailable("no")
+
+    def stats(self) -> list[Any]:
+        return []
+
+    def recycle(self, shard_id: str) -> bool:
+        return False
+
+    def assignment(self, shard_id: str) -> ShardAssignment | None:
+        return None
+
+
+def service(shards: FakeShards, routing: FakeRouting | None = None) -> ShardAdminService:
+    return ShardAdminService(
+        shards=shards,
+        pools=NoPools(),
+        routing=routing or FakeRouting(),
+        businesses=None,  # type: ignore[arg-type]  # not used by these tests
+        near_capacity_percent=80.0,
+    )
+
+
+def test_usage_percentage_is_rounded_to_two_decimals() -> None:
+    """Usage % is count / max * 100 rounded to 2 decimals, and 0 when the maximum is unknown."""
+    assert usage_percentage(2, 3) == 66.67
+    assert usage_percentage(1, 3) == 33.33
+    assert usage_percentage(3, 3) == 100.0
+    assert usage_percentage(5, 0) == 0.0
+
+
+def test_near_capacity_starts_at_the_threshold() -> None:
+    """A shard at or above the threshold is near capacity; below it is not."""
+    assert is_near_capacity(80.0, 80.0)
+    assert is_near_capacity(100.0, 80.0)
+    assert not is_near_capacity(79.99, 80.0)
+
+
+def test_shard_usage_sorts_and_filters() -> None:
+    """GetShardUsage orders by usage either way (ties by id) and can keep only near-capacity shards."""
+    admin = service(FakeShards([shard("shard-02", 1), shard("shard-01", 3), shard("shard-03", 2)]))
+    by_id = admin.shard_usage(UsageOrder.BY_SHARD_ID, near_capacity_only=False)
+    assert [r.shard_id for r in by_id] == ["shard-01", "shard-02", "shard-03"]
+    desc = admin.shard_usage(UsageOrder.USAGE_DESC, near_capacity_only=False)
+    assert [(r.shard_id, r.usage_percentage) for r in desc] == [
+        ("shard-01", 100.0),
+        ("shard-03", 66.67),
+        ("shard-02", 33.33),
+    ]
+    asc = admin.shard_usage(UsageOrder.USAGE_ASC, near_capacity_only=False)
+    assert [r.shard_id for r in asc] == ["shard-02", "shard-03", "shard-01"]
+    near = admin.shard_usage(UsageOrder.BY_SHARD_ID, near_capacity_only=True)
+    assert [r.shard_id for r in near] == ["shard-01"]
+
+
+def test_list_shards_answers_without_citrus() -> None:
+    """ListShards with Citrus down says so (redacted) instead of failing."""
+    result = service(FakeShards([], down=True)).list_shards()
+    assert not result.citrus_reachable
+    assert "CITRUS_UNAVAILABLE" in result.citrus_error
+    assert result.shards == []
+
+
+def test_invalidate_routing_argument_rules() -> None:
+    """One location, one business or all; a location without business, or all with ids, is rejected."""
+    routing = FakeRouting()
+    admin = service(FakeShards([]), routing)
+    assert admin.invalidate_routing("b1", "l1", everything=False) == 7
+    assert admin.invalidate_routing("b1", "", everything=False) == 7
+    assert admin.invalidate_routing("", "", everything=True) == 7
+    assert routing.calls == [("b1", "l1"), ("b1", None), (None, None)]
+    for args in (("", "", False), ("", "l1", False), ("b1", "", True)):
+        with pytest.raises(InvalidArgument):
+            admin.invalidate_routing(*args)
+
+
+def test_recycle_unknown_pool_is_not_found() -> None:
+    """RecyclePool of a shard this server has no pool for is NOT_FOUND."""
+    with pytest.raises(NotFound):
+        service(FakeShards([])).recycle_pool("shard-09")
+
+
+def test_prober_reports_hung_probe_down_within_budget() -> None:
+    """A probe that never returns is reported down after the probe timeout; the others still report."""
+    release = threading.Event()
+    prober = DependencyProber(probe_timeout=0.3)
+
+    def hang() -> None:
+        release.wait(10)
+
+    def boom() -> None:
+        raise ShardUnavailable(f"cannot reach postgresql://u:{SECRET_PW}@h:1/db with key {API_KEY}")
+
+    started = time.monotonic()
+    try:
+        results = prober.run({"hung": hang, "ok": lambda: None, "broken": boom})
+    finally:
+        release.set()
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0
+    by_name = {r.name: r for r in results}
+    assert [r.name for r in results] == ["hung", "ok", "broken"]
+    assert not by_name["hung"].up
+    assert "no answer within" in by_name["hung"].error
+    assert by_name["ok"].up
+    assert by_name["ok"].error == ""
+    assert not by_name["broken"].up
+    assert SECRET_PW not in by_name["broken"].error
+    assert "SHARD_UNAVAILABLE" in by_name["broken"].error
+
+
+def test_prober_binds_a_deadline_in_the_probe_thread() -> None:
+    """Adapters inside a probe see a deadline no longer than the probe timeout."""
+    seen: list[float] = []
+    DependencyProber(probe_timeout=0.5).run({"x": lambda: seen.append(context.deadline().remaining())})
+    assert seen
+    assert 0 < seen[0] <= 0.5
+
+
+def test_prober_never_waits_past_the_rpc_deadline() -> None:
+    """With less RPC time left than the probe timeout, the budget shrinks to fit."""
+    release = threading.Event()
+    with context.bind(deadline=Deadline.after(0.4)):
+        started = time.monotonic()
+        results = DependencyProber(probe_timeout=5).run({"hung": lambda: release.wait(10)})
+    release.set()
+    assert time.monotonic() - started < 1.0
+    assert not results[0].up
+
+
+def test_error_texts_never_carry_secrets() -> None:
+    """DSN passwords, key=value passwords and named secrets are scrubbed from error texts."""
+    text = f"postgresql://postgres:{SECRET_PW}@db:5432/x password={SECRET_PW} key {API_KEY}"
+    cleaned = scrub(text, [API_KEY])
+    assert SECRET_PW not in cleaned
+    assert API_KEY not in cleaned
+    assert API_KEY not in describe_error(RuntimeError(f"bad key {API_KEY}"), [API_KEY])
+
+
+def test_run_bounded_returns_results_errors_and_timeouts() -> None:
+    """run_bounded maps each call to its value, its exception, or a TimeoutError when too slow."""
+    release = threading.Event()
+    out = run_bounded(
+        {"v": lambda: 3, "e": lambda: 1 / 0, "slow": lambda: release.wait(5)},
+        timeout=0.2,
+    )
+    release.set()
+    assert out["v"] == 3
+    assert isinstance(out["e"], ZeroDivisionError)
+    assert isinstance(out["slow"], TimeoutError)
