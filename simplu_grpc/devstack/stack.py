@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import (
@@ -44,6 +44,9 @@ from simplu_grpc.devstack.moto_server import (
 )
 from simplu_grpc.devstack.postgres import PgServer, ThrowawayCluster, valid_db_name
 from simplu_grpc.settings import Settings
+
+if TYPE_CHECKING:
+    from simplu_grpc.server import Service
 
 __all__ = ["DEV_CITRUS_API_KEY", "DevConfig", "DevStack", "DevStackError", "run_dev"]
 
@@ -160,7 +163,8 @@ class DevStack:
         self.grpc_port: int = 0
         self.admin_token: str = ""
         self.user_token: str = ""
-        self._service: object | None = None
+        # The running server, public so tools (the bench) can read its metrics registry.
+        self.service: Service | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> DevStack:
@@ -277,7 +281,7 @@ class DevStack:
             raise
         self._closers.append(("gRPC server", service.shutdown))
         service.start(metrics_port=settings.metrics_port)
-        self._service = service
+        self.service = service
         self.grpc_port = service.port
 
     # --- what the user sees ------------------------------------------------------------

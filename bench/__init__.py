@@ -1,0 +1,1 @@
+"""``python -m bench``: latency and throughput of the service on a real local stack (see bench/README.md)."""

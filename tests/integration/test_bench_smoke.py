@@ -1,0 +1,79 @@
+"""``python -m bench --quick`` runs end to end against a real stack and reports what it promises."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simplu_grpc.devstack.postgres import PgServer
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIOS = {
+    "create_business",
+    "seed_create",
+    "get",
+    "list",
+    "update",
+    "create",
+    "get_concurrent",
+    "cold_new_shard",
+}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_quick_bench_reports_every_scenario_and_a_warm_path_without_citrus(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    """The quick bench exits 0, writes JSON with every scenario (no RPC errors), counts zero Citrus,
+    DynamoDB and JWKS calls and one PostgreSQL round trip per warm request, and leaves no database
+    or temporary directory behind. Not a timing assertion: latencies are only checked to exist."""
+    out = tmp_path / "bench.json"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SIMPLU_", "CITRUS_", "COGNITO_", "DYNAMODB_", "GRPC_", "AWS_"))
+    }
+    env.update({"SIMPLU_BENCH_PG": pg.admin_dsn, "TMPDIR": str(scratch)})
+    args = ["--quick", "--requests", "8", "--duration", "0.5", "--concurrency", "2", "--seed", "3"]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", *args, "--cold", "1", "--json", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+
+    assert set(report["scenarios"]) >= SCENARIOS
+    for name, scenario in report["scenarios"].items():
+        assert scenario["errors"] == {}, name
+        assert scenario["count"] >= 1, name
+        assert {"p50", "p95", "p99"} <= set(scenario["latency_ms"]), name
+    warm = report["warm_phase"]
+    assert warm["citrus_request_path_calls"] == 0
+    assert warm["citrus_calls"].get("get_shard", 0) == 0
+    assert report["stack"]["metrics_available"] is True
+    assert warm["dynamodb_request_path_calls"] == 0
+    assert warm["jwks_calls"] == 0
+    assert [s["kind"] for s in report["cold"]["samples"]].count("new_shard") == 1
+    # DESIGN §1: one PostgreSQL round trip per warm request (a count from the wire, not a timing).
+    assert report["pg_round_trips"]["per_request"] == {"get": 1.0, "list": 1.0, "update": 1.0, "create": 1.0}
+    assert "GetResource warm, sequential" in result.stdout
+
+    assert pg.list_databases(report["stack"]["db_prefix"]) == []
+    for name, port in report["stack"]["ports"].items():
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, f"{name} still listening on {port}"
+    assert list(scratch.iterdir()) == []
