@@ -324,7 +324,9 @@ def test_deadline_is_the_callers_or_the_default(core_server: Any, bearer: Any) -
     """Servicers see the caller's deadline, or DEFAULT_DEADLINE_SECONDS when the caller set none."""
     server = core_server(default_deadline_seconds=7.0)
     with_deadline = float(get(server, "deadline", bearer(), timeout=3).name)
-    assert 1.0 < with_deadline <= 3.0
+    # The grpc-timeout header is rounded up on the wire, so the server may see a few ms more
+    # than the caller's 3 s; what matters is that it is the caller's, far from the 7 s default.
+    assert 1.0 < with_deadline < 3.1
     without = float(get(server, "deadline", bearer(), timeout=None).name)
     assert 6.0 < without <= 7.0
 
