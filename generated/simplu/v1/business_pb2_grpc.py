@@ -133,7 +133,8 @@ class BusinessServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateBusiness(self, request, context):
-        """Members whose role has "business:update", platform admins, businesses.write.
+        """Members whose role has "business:update" in every location (changing "permissions.roles"
+        needs "*"), platform admins, businesses.write.
         INVALID_ARGUMENT, NOT_FOUND, ABORTED (etag mismatch), PERMISSION_DENIED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -176,7 +177,8 @@ class BusinessServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetMember(self, request, context):
-        """"members:update". FAILED_PRECONDITION when the role does not exist.
+        """"members:update". FAILED_PRECONDITION when the role does not exist or the member is the
+        owner; PERMISSION_DENIED when the role grants permissions the caller does not hold (no escalation).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

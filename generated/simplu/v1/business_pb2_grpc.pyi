@@ -49,7 +49,8 @@ class BusinessServiceStub:
     INVALID_ARGUMENT (bad page token or size).
     """
     UpdateBusiness: _grpc.UnaryUnaryMultiCallable[_business_pb2.UpdateBusinessRequest, _business_pb2.Business]
-    """Members whose role has "business:update", platform admins, businesses.write.
+    """Members whose role has "business:update" in every location (changing "permissions.roles"
+    needs "*"), platform admins, businesses.write.
     INVALID_ARGUMENT, NOT_FOUND, ABORTED (etag mismatch), PERMISSION_DENIED.
     """
     UpdateBusinessSettings: _grpc.UnaryUnaryMultiCallable[_business_pb2.UpdateBusinessSettingsRequest, _business_pb2.Business]
@@ -63,7 +64,9 @@ class BusinessServiceStub:
     RemoveLocation: _grpc.UnaryUnaryMultiCallable[_business_pb2.RemoveLocationRequest, _business_pb2.Business]
     """"locations:delete". Deactivates; resource data stays. NOT_FOUND for an unknown location."""
     SetMember: _grpc.UnaryUnaryMultiCallable[_business_pb2.SetMemberRequest, _business_pb2.Business]
-    """"members:update". FAILED_PRECONDITION when the role does not exist."""
+    """"members:update". FAILED_PRECONDITION when the role does not exist or the member is the
+    owner; PERMISSION_DENIED when the role grants permissions the caller does not hold (no escalation).
+    """
     RemoveMember: _grpc.UnaryUnaryMultiCallable[_business_pb2.RemoveMemberRequest, _business_pb2.Business]
     """"members:delete". NOT_FOUND for a non-member; FAILED_PRECONDITION when removing the owner."""
     GetMyAccess: _grpc.UnaryUnaryMultiCallable[_business_pb2.GetMyAccessRequest, _business_pb2.GetMyAccessResponse]
@@ -92,7 +95,8 @@ class BusinessServiceAsyncStub(BusinessServiceStub):
     INVALID_ARGUMENT (bad page token or size).
     """
     UpdateBusiness: _aio.UnaryUnaryMultiCallable[_business_pb2.UpdateBusinessRequest, _business_pb2.Business]  # type: ignore[assignment]
-    """Members whose role has "business:update", platform admins, businesses.write.
+    """Members whose role has "business:update" in every location (changing "permissions.roles"
+    needs "*"), platform admins, businesses.write.
     INVALID_ARGUMENT, NOT_FOUND, ABORTED (etag mismatch), PERMISSION_DENIED.
     """
     UpdateBusinessSettings: _aio.UnaryUnaryMultiCallable[_business_pb2.UpdateBusinessSettingsRequest, _business_pb2.Business]  # type: ignore[assignment]
@@ -106,7 +110,9 @@ class BusinessServiceAsyncStub(BusinessServiceStub):
     RemoveLocation: _aio.UnaryUnaryMultiCallable[_business_pb2.RemoveLocationRequest, _business_pb2.Business]  # type: ignore[assignment]
     """"locations:delete". Deactivates; resource data stays. NOT_FOUND for an unknown location."""
     SetMember: _aio.UnaryUnaryMultiCallable[_business_pb2.SetMemberRequest, _business_pb2.Business]  # type: ignore[assignment]
-    """"members:update". FAILED_PRECONDITION when the role does not exist."""
+    """"members:update". FAILED_PRECONDITION when the role does not exist or the member is the
+    owner; PERMISSION_DENIED when the role grants permissions the caller does not hold (no escalation).
+    """
     RemoveMember: _aio.UnaryUnaryMultiCallable[_business_pb2.RemoveMemberRequest, _business_pb2.Business]  # type: ignore[assignment]
     """"members:delete". NOT_FOUND for a non-member; FAILED_PRECONDITION when removing the owner."""
     GetMyAccess: _aio.UnaryUnaryMultiCallable[_business_pb2.GetMyAccessRequest, _business_pb2.GetMyAccessResponse]  # type: ignore[assignment]
@@ -156,7 +162,8 @@ class BusinessServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _business_pb2.UpdateBusinessRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_business_pb2.Business, _abc.Awaitable[_business_pb2.Business]]:
-        """Members whose role has "business:update", platform admins, businesses.write.
+        """Members whose role has "business:update" in every location (changing "permissions.roles"
+        needs "*"), platform admins, businesses.write.
         INVALID_ARGUMENT, NOT_FOUND, ABORTED (etag mismatch), PERMISSION_DENIED.
         """
 
@@ -206,7 +213,9 @@ class BusinessServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _business_pb2.SetMemberRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_business_pb2.Business, _abc.Awaitable[_business_pb2.Business]]:
-        """"members:update". FAILED_PRECONDITION when the role does not exist."""
+        """"members:update". FAILED_PRECONDITION when the role does not exist or the member is the
+        owner; PERMISSION_DENIED when the role grants permissions the caller does not hold (no escalation).
+        """
 
     @_abc_1.abstractmethod
     def RemoveMember(
