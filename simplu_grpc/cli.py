@@ -7,11 +7,14 @@ Configuration comes from the environment (DESIGN §9); a bad value stops the com
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from simplu_grpc.errors import SimpluError
+from simplu_grpc.logs import configure_logging
 from simplu_grpc.settings import Settings, SettingsError
 
 EXIT_FAILURE = 1
@@ -85,11 +88,32 @@ def _serve(settings: Settings, *, workers: int | None, port: int | None) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _errors_only_logging() -> Iterator[None]:
+    """Log only errors, as scrubbed JSON lines, for the duration; then restore the previous setup.
+
+    ``migrate`` prints every outcome itself, one line each; without a handler, Python's
+    last-resort handler would print each retry warning of the Citrus client, unscrubbed.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    configure_logging("ERROR")
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+
+
 def _migrate(settings: Settings) -> int:
     from simplu_grpc.adapters.migrator import migrate_all
 
     failed = False
-    outcomes = migrate_all(settings)
+    with _errors_only_logging():
+        outcomes = migrate_all(settings)
     for outcome in outcomes:
         if outcome.result is None:
             failed = True

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import psycopg
 
 from simplu_grpc.errors import ShardUnavailable
-from simplu_grpc.redact import dsn_target
+from simplu_grpc.redact import dsn_target, redact
 
 if TYPE_CHECKING:
     from simplu_grpc.domain.shards import ShardAssignment
@@ -109,8 +109,11 @@ def migrate(conn_or_dsn: psycopg.Connection[Any] | str, *, connect_timeout: floa
     return _migrate(conn_or_dsn)
 
 
-def _migrate(conn: psycopg.Connection[Any]) -> MigrationResult:
+def _migrate(conn: psycopg.Connection[Any], timeout_ms: int | None = None) -> MigrationResult:
     with conn.transaction():
+        if timeout_ms is not None:
+            # Bounds the wait for another replica's lock and the upgrade itself (the RPC deadline).
+            conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(timeout_ms),))
         # Taken first so that a concurrent replica's upgrade is fully visible (committed)
         # before this one reads the version; released by the commit.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
@@ -156,8 +159,11 @@ def migrate_all(
         try:
             result = migrate(shard.connection_string, connect_timeout=settings.shard_connect_timeout_seconds)
         except psycopg.Error as exc:
-            # The message of a psycopg error may quote the conninfo: report the class only.
-            outcomes.append(ShardMigration(shard.shard_id, target, None, type(exc).__name__))
+            # The operator needs the reason (refused? auth? timeout?); the message may quote
+            # the conninfo, so it is redacted and cut to its first line.
+            reason = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+            error = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+            outcomes.append(ShardMigration(shard.shard_id, target, None, error[:300]))
             continue
         outcomes.append(ShardMigration(shard.shard_id, target, result))
     return outcomes
@@ -189,10 +195,16 @@ def _default_shard_lister(settings: Settings) -> Callable[[], list[ShardAssignme
     return from_citrus
 
 
-def ensure_migrated(conn: psycopg.Connection[Any], shard_id: str) -> MigrationResult:
-    """Used by the pool registry on a shard's first use; errors become SHARD_UNAVAILABLE."""
+def ensure_migrated(
+    conn: psycopg.Connection[Any], shard_id: str, *, timeout_ms: int | None = None
+) -> MigrationResult:
+    """Used by the pool registry on a shard's first use, within ``timeout_ms`` (the RPC's time
+    left); a timeout propagates as QueryCanceled (the caller's deadline), other connection
+    errors become SHARD_UNAVAILABLE."""
     try:
-        return migrate(conn)
+        return _migrate(conn, timeout_ms)
+    except psycopg.errors.QueryCanceled:
+        raise
     except psycopg.OperationalError as exc:
         raise ShardUnavailable(
             f"shard {shard_id} is unavailable (migration failed)", metadata={"shard_id": shard_id}

@@ -22,9 +22,12 @@ Why it is shaped this way (DESIGN §6):
   RESOURCE_EXHAUSTED (``pool_error(shard, "exhausted")``); one that fails because
   connecting to the shard fails is UNAVAILABLE / SHARD_UNAVAILABLE (``"unavailable"``).
   Connection attempts are observed through the pool's ``connection_class``.
-* The liveness check of an idle connection (``ConnectionPool.check_connection``) is done
-  here rather than by the pool, so that it is bounded by the deadline and skipped for a
-  connection used in the last few seconds: a warm request costs one round trip.
+* The liveness check of a pooled connection costs no round trip: its socket is polled, and
+  only a connection with something to read (usually: the server or a proxy closed it) goes
+  through ``ConnectionPool.check_connection``, bounded by the deadline. A ping before every
+  reuse would double the warm path's round trips and catch nothing more: a peer that
+  vanished silently makes the ping hang just like the statement, and once TCP keepalives
+  (below) give up on it the socket polls readable too. A warm request costs one round trip.
 * Each query runs in one pipeline (BEGIN, statement_timeout, the statement, COMMIT): one
   network round trip.
 * Schema migrations run once per pool, on its first checkout.
@@ -74,9 +77,6 @@ _WAIT_SLICE = 0.1
 # after it builds a fresh pool (fresh connection attempts, no inherited backoff): a healed
 # shard is used again within about this long, with no restart.
 _RETRY_AFTER_FAILURE = 1.0
-# A connection used this recently is not pinged before reuse (it just worked); only its socket
-# is polled, which catches a server or proxy that closed it, at no round trip.
-_CHECK_AFTER_IDLE = 5.0
 # The watchdog cuts a silent connection this long after the deadline: statement_timeout
 # (set to the deadline) normally answers first, with a clean error.
 _CUT_GRACE = 0.05
@@ -166,8 +166,6 @@ def _connection_class(health: _Health) -> type[psycopg.Connection[Any]]:
     """A Connection subclass that reports each connection attempt of one pool to its health."""
 
     class ShardConnection(psycopg.Connection[Any]):
-        used_at: float = 0.0
-
         @classmethod
         def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
             health.attempt()
@@ -263,10 +261,13 @@ def _has_input(conn: psycopg.Connection[Any]) -> bool:
     as EOF. Anything pending sends the connection through the full check.
     """
     try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        # poll(), not select(): select() refuses descriptors above FD_SETSIZE (1024), which a
+        # busy server reaches, and every checkout would then pay the full check.
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
     except (OSError, ValueError, psycopg.Error):
         return True
-    return bool(readable)
 
 
 def _cut(conn: psycopg.Connection[Any]) -> None:
@@ -434,7 +435,6 @@ class PoolRegistry:
                 self._ensure_migrated(entry, session)
             yield session
         finally:
-            conn.used_at = self._clock()  # type: ignore[attr-defined]  # set on our ShardConnection class
             _rollback(conn)
             with contextlib.suppress(Exception):
                 entry.pool.putconn(conn)
@@ -462,6 +462,7 @@ class PoolRegistry:
                 self._metrics.pool_error(entry.shard_id, "exhausted")
                 raise ResourceExhausted(
                     f"too many requests waiting for shard {entry.shard_id}",
+                    reason="SHARD_POOL_EXHAUSTED",
                     metadata={"shard_id": entry.shard_id},
                 ) from exc
             except PoolTimeout:
@@ -474,8 +475,9 @@ class PoolRegistry:
                 return entry, conn
 
     def _usable(self, entry: _PoolEntry, conn: psycopg.Connection[Any]) -> bool:
-        """ConnectionPool.check_connection for a connection idle a while, bounded by the deadline."""
-        if self._clock() - getattr(conn, "used_at", 0.0) < _CHECK_AFTER_IDLE and not _has_input(conn):
+        """Whether a checked-out connection may be used: its socket has nothing to read, or
+        ConnectionPool.check_connection (bounded by the deadline) passes (module docstring)."""
+        if not _has_input(conn):
             return True
         session = ShardSession(entry.shard_id, conn, self._watchdog, entry.health)
         try:
@@ -494,15 +496,22 @@ class PoolRegistry:
         return True
 
     def _ensure_migrated(self, entry: _PoolEntry, session: ShardSession) -> None:
-        # One request per pool migrates; concurrent first requests wait for it here, and
-        # other replicas wait on the advisory lock inside migrate().
-        with entry.migrate_lock:
+        # One request per pool migrates; concurrent first requests wait for it here (never
+        # past their own deadline), and other replicas wait on the advisory lock inside migrate().
+        if not entry.migrate_lock.acquire(timeout=context.deadline().remaining()):
+            raise DeadlineExceeded(
+                f"deadline exceeded while shard {entry.shard_id}'s schema was being migrated",
+                metadata={"shard_id": entry.shard_id},
+            )
+        try:
             if entry.migrated:
                 return
-            with session.guard("migrating the shard schema"):
-                result = migrator.ensure_migrated(session.conn, entry.shard_id)
+            with session.guard("migrating the shard schema") as millis:
+                result = migrator.ensure_migrated(session.conn, entry.shard_id, timeout_ms=millis)
             entry.schema_version = result.after
             entry.migrated = True
+        finally:
+            entry.migrate_lock.release()
 
     def _unavailable(self, entry: _PoolEntry) -> ShardUnavailable:
         self._metrics.pool_error(entry.shard_id, "unavailable")
@@ -555,6 +564,9 @@ class PoolRegistry:
 
     def _replace_failed(self, entry: _PoolEntry) -> _PoolEntry:
         with self._lock:
+            if self._closed:
+                # close() ran while this request waited: never open a pool nobody will close.
+                raise ShardUnavailable("the server is shutting down", metadata={"shard_id": entry.shard_id})
             current = self._pools.get(entry.shard_id)
             if current is not entry:
                 return current if current is not None else self._install(entry.shard_id, entry.conninfo, None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -45,11 +46,28 @@ RETURNING true AS created, {_COLUMNS}
 
 # The request id is claimed first: a concurrent retry blocks on the claim's unique index
 # until this statement commits, so exactly one resource is ever created per request id.
+# Request ids are remembered for a bounded time (``request_id_retention``, AIP-155's
+# window): an older claim is ignored (taken over by the new request) and a few expired
+# claims are purged by each idempotent create, in this same statement. The purge is
+# maintenance, not a tenant read: it returns nothing, and never touches this request's own
+# claim (one statement must not modify a row twice).
 _INSERT_IDEMPOTENT = f"""
-WITH claim AS (
+WITH purge AS (
+    DELETE FROM request_ids
+    WHERE (business_id, location_id, request_id) IN (
+        SELECT business_id, location_id, request_id FROM request_ids
+        WHERE create_time < now() - %(retention)s::interval
+          AND NOT (business_id = %(b)s AND location_id = %(l)s AND request_id = %(rq)s)
+        LIMIT %(purge)s
+        FOR UPDATE SKIP LOCKED)
+), claim AS (
     INSERT INTO request_ids (business_id, location_id, request_id, resource_name, resource_id)
     VALUES (%(b)s, %(l)s, %(rq)s, %(n)s, %(id)s)
-    ON CONFLICT (business_id, location_id, request_id) DO NOTHING
+    ON CONFLICT (business_id, location_id, request_id) DO UPDATE
+        SET resource_name = EXCLUDED.resource_name,
+            resource_id = EXCLUDED.resource_id,
+            create_time = EXCLUDED.create_time
+        WHERE request_ids.create_time < now() - %(retention)s::interval
     RETURNING resource_id
 ), created AS (
     INSERT INTO resources (business_id, location_id, resource_name, resource_id, business_type, data,
@@ -63,6 +81,7 @@ SELECT false AS created, {", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","
 FROM request_ids q
 JOIN resources r USING (business_id, location_id, resource_name, resource_id)
 WHERE q.business_id = %(b)s AND q.location_id = %(l)s AND q.request_id = %(rq)s
+  AND q.create_time >= now() - %(retention)s::interval
   AND NOT EXISTS (SELECT 1 FROM claim)
 """
 
@@ -71,6 +90,7 @@ SELECT false AS created, {", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","
 FROM request_ids q
 JOIN resources r USING (business_id, location_id, resource_name, resource_id)
 WHERE q.business_id = %(b)s AND q.location_id = %(l)s AND q.request_id = %(rq)s
+  AND q.create_time >= now() - %(retention)s::interval
 """
 
 _GET = f"SELECT {_COLUMNS} FROM resources WHERE {_PK}"
@@ -117,8 +137,21 @@ def _key_params(key: ResourceKey) -> dict[str, Any]:
     return {"b": key.business_id, "l": key.location_id, "n": key.resource_name, "id": key.resource_id}
 
 
-def _dates_violation(exc: psycopg.errors.CheckViolation) -> InvalidArgument:
+# How long a request id is remembered (AIP-155): a retry within it returns the first result.
+REQUEST_ID_RETENTION = timedelta(hours=24)
+# Expired request ids each idempotent create deletes at most (more than one per create, so
+# the purge outruns the claims; few, so a create never does much more than its own work).
+_PURGE_BATCH = 20
+
+
+def _check_violation(exc: psycopg.errors.CheckViolation, max_bytes: int | None = None) -> InvalidArgument:
     constraint = exc.diag.constraint_name or ""
+    if constraint == "resources_data_max_bytes":
+        limit = f"{max_bytes} bytes" if max_bytes is not None else "the size limit"
+        return InvalidArgument(
+            f"the update would make the document larger than {limit}",
+            violations=[FieldViolation("resource.data", f"the updated document would exceed {limit}")],
+        )
     if constraint == "resources_dates_ordered":
         return InvalidArgument(
             "end_date must not be before start_date",
@@ -130,6 +163,11 @@ def _dates_violation(exc: psycopg.errors.CheckViolation) -> InvalidArgument:
 class ShardStore:
     """Resource reads and writes on one shard session (see module docstring)."""
 
+    def __init__(self, *, request_id_retention: timedelta = REQUEST_ID_RETENTION) -> None:
+        if request_id_retention <= timedelta(0):
+            raise ValueError("request_id_retention must be positive")
+        self._retention = request_id_retention
+
     def create(self, session: ShardSession, new: NewResource) -> tuple[StoredResource, bool]:
         """Insert; with a request id, a retry returns the first result. Returns (resource, created)."""
         params = {
@@ -139,6 +177,8 @@ class ShardStore:
             "start": new.start_date,
             "end": new.end_date,
             "rq": new.request_id,
+            "retention": self._retention,
+            "purge": _PURGE_BATCH,
         }
         try:
             rows = session.run(_INSERT_IDEMPOTENT if new.request_id else _INSERT, params)
@@ -153,7 +193,7 @@ class ShardStore:
                 metadata={"resource_id": new.key.resource_id},
             ) from exc
         except psycopg.errors.CheckViolation as exc:
-            raise _dates_violation(exc) from exc
+            raise _check_violation(exc) from exc
         if not rows:
             raise Aborted(
                 "a concurrent create with the same request_id did not finish; retry", reason="CONFLICT"
@@ -228,8 +268,11 @@ class ShardStore:
         value = last.start_date if query.order_by.column == "start_date" else last.update_time
         return page, Position(value, last.key.resource_id)
 
-    def update(self, session: ShardSession, key: ResourceKey, plan: UpdatePlan) -> StoredResource:
-        """Apply the plan in one statement; NOT_FOUND, or ABORTED when the etag is stale."""
+    def update(
+        self, session: ShardSession, key: ResourceKey, plan: UpdatePlan, *, max_bytes: int | None = None
+    ) -> StoredResource:
+        """Apply the plan in one statement; NOT_FOUND, ABORTED when the etag is stale, and
+        INVALID_ARGUMENT (nothing changed) when the resulting document exceeds ``max_bytes``."""
         params: dict[str, Any] = _key_params(key)
         expression = "data"
         if plan.replace_data is not None:
@@ -242,6 +285,11 @@ class ShardStore:
         for index, path in enumerate(plan.remove_paths):
             params[f"rp{index}"] = list(path)
             expression = f"({expression} #- %(rp{index})s::text[])"
+        if max_bytes is not None and (plan.replace_data is not None or plan.set_paths):
+            # The result is measured on the row as locked (masked sets accumulate), in this
+            # statement; an oversized result raises and the statement changes nothing.
+            params["max_bytes"] = max_bytes
+            expression = f"simplu_jsonb_bounded({expression}, %(max_bytes)s::integer)"
         assignments = [f"data = {expression}"]
         if not isinstance(plan.start_date, Unset):
             assignments.append("start_date = %(start)s")
@@ -265,7 +313,7 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
         try:
             rows = session.run(statement, params)
         except psycopg.errors.CheckViolation as exc:
-            raise _dates_violation(exc) from exc
+            raise _check_violation(exc, max_bytes) from exc
         row = rows[0]
         if row["current_version"] is None:
             raise NotFound(

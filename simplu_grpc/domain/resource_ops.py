@@ -249,8 +249,12 @@ class ResourceOps:
             max_bytes=self._limits.max_bytes,
             max_depth=self._limits.max_depth,
         )
+        # The request alone is bounded above; the shard bounds the RESULT (masked sets add up).
         return self._on_shard(
-            business, key.location_id, lambda s: self._store.update(s, key, plan), idempotent=False
+            business,
+            key.location_id,
+            lambda s: self._store.update(s, key, plan, max_bytes=self._limits.max_bytes),
+            idempotent=False,
         )
 
     def delete(self, key: ResourceKey, *, etag: str) -> None:

@@ -6,12 +6,16 @@ already have an (expired) entry keep using it and callers with nothing cached wa
 that one answer. When the directory fails, an expired entry is still served for up to
 ``stale_max`` seconds past its TTL (stale-while-error): a Citrus outage does not stop
 tenants this server already knows. A forced ``refresh`` (after a shard connection failed:
-Citrus may have moved the shard) always asks and never falls back to the stale entry.
+Citrus may have moved the shard) asks and never falls back to the stale entry; but a key
+is force-refreshed at most once per ``min_refresh_interval``: while a shard is down every
+request to it fails and asks for a refresh, and those must not become one Citrus call
+each. Within the interval a refresh answers the entry the last refresh left.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -69,18 +73,21 @@ class RoutingCache:
         stale_max: float,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
+        min_refresh_interval: float = 1.0,
     ) -> None:
-        if ttl < 0 or stale_max < 0:
-            raise ValueError("ttl and stale_max must not be negative")
+        if ttl < 0 or stale_max < 0 or min_refresh_interval < 0:
+            raise ValueError("ttl, stale_max and min_refresh_interval must not be negative")
         self._directory = directory
         self._ttl = ttl
         self._stale_max = stale_max
+        self._min_refresh = min_refresh_interval
         self._metrics = metrics
         self._clock = clock
         # One lock for the maps; directory calls happen outside it (they can take seconds).
         self._lock = threading.Lock()
         self._entries: dict[Key, _Entry] = {}
         self._flights: dict[Key, _Flight] = {}
+        self._refreshed: dict[Key, float] = {}  # when a forced refresh of the key last finished
 
     def resolve(
         self, business_id: str, location_id: str, business_type: str, *, refresh: bool = False
@@ -94,6 +101,15 @@ class RoutingCache:
                 self._metrics.cache_lookup(_CACHE, "hit")
                 return Resolution(entry.assignment, True, now - entry.fetched_at)
             flight = self._flights.get(key)
+            if (
+                flight is None
+                and refresh
+                and entry is not None
+                and now - self._refreshed.get(key, -math.inf) < self._min_refresh
+            ):
+                # Refreshed a moment ago (module docstring): its answer is the entry.
+                self._metrics.cache_lookup(_CACHE, "hit")
+                return Resolution(entry.assignment, True, now - entry.fetched_at)
             leader = flight is None
             if flight is None:
                 flight = self._flights[key] = _Flight()
@@ -120,6 +136,8 @@ class RoutingCache:
             flight.error = exc
             with self._lock:
                 del self._flights[key]
+                if refresh:
+                    self._refreshed[key] = self._clock()
             flight.done.set()
             stale = None if refresh else self._stale_fallback(key)
             if stale is not None:
@@ -128,6 +146,8 @@ class RoutingCache:
         with self._lock:
             self._store(key, assignment)
             del self._flights[key]
+            if refresh:
+                self._refreshed[key] = self._clock()
         flight.result = assignment
         flight.done.set()
         return Resolution(assignment, False, 0.0)
@@ -187,6 +207,7 @@ class RoutingCache:
             if business_id is None:
                 dropped = len(self._entries)
                 self._entries.clear()
+                self._refreshed.clear()
                 return dropped
             doomed = [
                 key
@@ -195,6 +216,7 @@ class RoutingCache:
             ]
             for key in doomed:
                 del self._entries[key]
+                self._refreshed.pop(key, None)
             return len(doomed)
 
     def __len__(self) -> int:

@@ -23,8 +23,12 @@ _BUSINESS_TYPES = {
 }
 
 
-def _document(struct: struct_pb2.Struct) -> dict[str, Any]:
-    converted = json_format.MessageToDict(struct)
+def _document(struct: struct_pb2.Struct, field: str) -> dict[str, Any]:
+    try:
+        converted = json_format.MessageToDict(struct)
+    except ValueError:
+        # NaN and infinities have no JSON form: protobuf refuses them here, before validation.
+        raise InvalidArgument.field(field, "numbers must be finite") from None
     return converted if isinstance(converted, dict) else {}
 
 
@@ -65,7 +69,7 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
             resource_name=r.resource_name,
             # The request field wins; resource.resource_id is accepted as well (AIP-133 allows either).
             resource_id=request.resource_id or r.resource_id,
-            data=_document(r.data),
+            data=_document(r.data, "resource.data"),
             start_date=r.start_date,
             end_date=r.end_date,
             request_id=request.request_id,
@@ -105,7 +109,11 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
             resource_name=request.resource_name,
             start_from=request.start_from,
             start_to=request.start_to,
-            data_contains=_document(request.data_contains) if request.HasField("data_contains") else None,
+            data_contains=(
+                _document(request.data_contains, "data_contains")
+                if request.HasField("data_contains")
+                else None
+            ),
             order_by=request.order_by,
             page_size=request.page_size,
             page_token=request.page_token,
@@ -122,7 +130,7 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
         updated = self._ops.update(
             key,
             paths=list(request.update_mask.paths),
-            data=_document(r.data),
+            data=_document(r.data, "resource.data"),
             start_date=r.start_date,
             end_date=r.end_date,
             etag=r.etag,

@@ -32,7 +32,7 @@ def test_migrate_fresh_database_then_nothing(fresh_database: Callable[[], str]) 
         assert migrator.schema_version(conn) == 0
     first = migrator.migrate(dsn)
     assert (first.before, first.after) == (0, migrator.latest_version())
-    assert first.applied == ["0001_resources"]
+    assert first.applied == [f"{m.version:04d}_{m.name}" for m in migrator.migrations()]
     second = migrator.migrate(dsn)
     assert second == migrator.MigrationResult(migrator.latest_version(), migrator.latest_version(), [])
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -86,4 +86,5 @@ def test_migrate_all_reports_each_shard_and_hides_passwords(fresh_database: Call
     assert outcomes[0].error is None
     assert outcomes[1].result is None
     assert outcomes[1].error
+    assert outcomes[1].error.startswith("OperationalError: "), outcomes[1].error  # says why, too
     assert "topsecret" not in repr(outcomes)

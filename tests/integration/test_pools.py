@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -10,10 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 from prometheus_client import generate_latest
 
 from simplu_grpc import context
+from simplu_grpc.adapters import migrator
 from simplu_grpc.adapters.pools import PoolRegistry
 from simplu_grpc.context import Deadline
 from simplu_grpc.domain.shards import ShardAssignment
@@ -80,10 +83,12 @@ def test_concurrent_first_use_creates_one_pool_and_migrates_once(
     assert registry.pools_created == 1
     (stats,) = registry.stats()
     assert stats.shard_id == "shard-x"
-    assert stats.schema_version == 1
+    assert stats.schema_version == migrator.latest_version()
     assert stats.healthy is True
     assert stats.pool_max == 2
-    assert _run(registry, assignment, "SELECT max(version) AS v FROM schema_migrations") == [{"v": 1}]
+    assert _run(registry, assignment, "SELECT max(version) AS v FROM schema_migrations") == [
+        {"v": migrator.latest_version()}
+    ]
 
 
 def test_two_shard_ids_two_pools_stats_without_secrets(
@@ -119,9 +124,10 @@ def test_exhausted_pool_is_resource_exhausted(
     holding.wait(5)
     try:
         started = time.monotonic()
-        with context.bind(deadline=Deadline.after(0.5)), pytest.raises(ResourceExhausted):
+        with context.bind(deadline=Deadline.after(0.5)), pytest.raises(ResourceExhausted) as caught:
             _run(registry, assignment)
         assert time.monotonic() - started < 1.5
+        assert caught.value.reason == "SHARD_POOL_EXHAUSTED"
     finally:
         hold.set()
         for thread in threads:
@@ -257,3 +263,124 @@ def test_closed_registry_refuses(metrics: Metrics, shard_dsn: str) -> None:
     registry.close()
     with pytest.raises(ShardUnavailable):
         _run(registry, ShardAssignment(shard_id="late", connection_string=shard_dsn))
+
+
+@pytest.mark.parametrize("high_descriptors", [False, True], ids=["low-fds", "fds-above-1024"])
+def test_reusing_an_idle_connection_costs_one_round_trip(
+    metrics: Metrics, shard_dsn: str, high_descriptors: bool
+) -> None:
+    """A warm request on a connection idle for a minute is ONE PostgreSQL round trip (counted on the
+    wire): the socket is polled, not pinged (DESIGN §1) — also when its descriptor is above 1024,
+    where select() would refuse it."""
+    filler: list[int] = []
+    if high_descriptors:
+        with open(os.devnull, "rb") as devnull:
+            filler = [os.dup(devnull.fileno()) for _ in range(1100)]
+    try:
+        _count_warm_round_trips(metrics, shard_dsn)
+    finally:
+        for fd in filler:
+            os.close(fd)
+
+
+def _count_warm_round_trips(metrics: Metrics, shard_dsn: str) -> None:
+    from bench.pgwire import PgRoundTripCounter
+
+    target = urlsplit(shard_dsn)
+    counter = PgRoundTripCounter(target.hostname or "127.0.0.1", target.port or 5432).start()
+    clock = Clock()
+    registry = PoolRegistry(metrics=metrics, min_size=1, max_size=1, clock=clock)
+    try:
+        assignment = ShardAssignment(shard_id="warm", connection_string=counter.rewrite(shard_dsn))
+        _run(registry, assignment)  # opens the pool and migrates the shard
+        for idle in (0.0, 61.0, 600.0):
+            clock.now += idle
+            counter.reset()
+            assert _run(registry, assignment) == [{"one": 1}]
+            assert counter.round_trips() == 1, (idle, counter.messages())
+    finally:
+        registry.close()
+        counter.stop()
+
+
+def test_connection_closed_by_the_server_is_replaced_before_use(
+    registry: PoolRegistry, shard_dsn: str
+) -> None:
+    """A pooled connection whose backend was terminated is noticed at checkout (its socket reads EOF)
+    and replaced: the next request, a write, succeeds instead of failing UNAVAILABLE."""
+    assignment = ShardAssignment(shard_id="killed", connection_string=shard_dsn)
+    pid = _run(registry, assignment, "SELECT pg_backend_pid() AS pid")[0]["pid"]
+    with psycopg.connect(shard_dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + 10
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            assert time.monotonic() < deadline, "the backend never exited"
+            time.sleep(0.02)
+    rows = _run(
+        registry,
+        assignment,
+        "INSERT INTO resources (business_id, location_id, resource_name, resource_id, business_type)"
+        " VALUES ('b', 'l', 'patients', 'r', 'dental') RETURNING pg_backend_pid() AS pid",
+    )
+    assert rows[0]["pid"] != pid
+
+
+def test_first_use_migration_is_bounded_by_each_callers_deadline(
+    registry: PoolRegistry, shard_dsn: str
+) -> None:
+    """While another replica holds the migration lock, the migrating request ends at ITS deadline with
+    DEADLINE_EXCEEDED, and a request queued behind it in this process at its own (shorter) one."""
+    assignment = ShardAssignment(shard_id="locked", connection_string=shard_dsn)
+    with psycopg.connect(shard_dsn, autocommit=True) as other_replica:
+        other_replica.execute("SELECT pg_advisory_lock(%s)", (migrator.ADVISORY_LOCK_KEY,))
+        outcomes: dict[str, tuple[type[BaseException] | None, float]] = {}
+
+        def request(name: str, seconds: float) -> None:
+            started = time.monotonic()
+            try:
+                with context.bind(deadline=Deadline.after(seconds)):
+                    _run(registry, assignment)
+            except Exception as exc:
+                outcomes[name] = (type(exc), time.monotonic() - started)
+            else:
+                outcomes[name] = (None, time.monotonic() - started)
+
+        migrating = threading.Thread(target=request, args=("migrating", 1.5))
+        migrating.start()
+        deadline = time.monotonic() + 10
+        while not other_replica.execute(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone():
+            assert time.monotonic() < deadline, "the migration never waited for the lock"
+            time.sleep(0.02)
+        request("queued", 0.3)
+        migrating.join(10)
+        other_replica.execute("SELECT pg_advisory_unlock(%s)", (migrator.ADVISORY_LOCK_KEY,))
+    assert outcomes["queued"][0] is DeadlineExceeded
+    assert outcomes["queued"][1] < 0.8, outcomes
+    assert outcomes["migrating"][0] is DeadlineExceeded
+    assert outcomes["migrating"][1] < 2.5, outcomes
+    assert _run(registry, assignment) == [{"one": 1}]
+    assert registry.stats()[0].schema_version == migrator.latest_version()
+
+
+def test_a_request_racing_shutdown_never_opens_a_new_pool(metrics: Metrics) -> None:
+    """A request already past the closed-check when close() runs, on a failing shard whose pool it
+    would replace, gets UNAVAILABLE instead of opening a pool nobody will ever close."""
+    clock = Clock()
+    registry = PoolRegistry(metrics=metrics, connect_timeout=2.0, clock=clock)
+    assignment = ShardAssignment(
+        shard_id="racing", connection_string=f"postgresql://postgres@127.0.0.1:{_closed_port()}/x"
+    )
+    with context.bind(deadline=Deadline.after(5)), pytest.raises(ShardUnavailable):
+        _run(registry, assignment)
+    created = registry.pools_created
+    # The racing request looked its pool up before close(); past the fail-fast window its
+    # checkout loop then replaces the failing pool.
+    looked_up = registry._pools["racing"]
+    clock.now += 5
+    registry.close()
+    with pytest.raises(ShardUnavailable):
+        registry._replace_failed(looked_up)
+    assert registry.pools_created == created
+    assert registry.stats() == []

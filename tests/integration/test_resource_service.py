@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -15,9 +16,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from simplu.v1 import resource_pb2
 
+from simplu_grpc.adapters import migrator
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer
-from simplu_grpc.domain.business import BusinessType, Member, Role
+from simplu_grpc.domain.business import BusinessType, Location, Member, Role
 from tests.fixtures.server import MakeServer
 from tests.integration.resource_stack import ResourceStack, build_stack, struct
 
@@ -83,7 +85,7 @@ def test_businesses_spread_over_shards_with_one_pool_per_shard(stack: ResourceSt
     stats = stack.pools.stats()
     assert sorted(s.shard_id for s in stats) == sorted(shards)
     assert stack.pools.pools_created == len(shards)
-    assert all(s.schema_version == 1 for s in stats)
+    assert all(s.schema_version == migrator.latest_version() for s in stats)
 
 
 def test_identical_ids_in_two_tenants_are_isolated(
@@ -226,6 +228,38 @@ def test_masked_update_changes_only_the_named_keys(stack: ResourceStack) -> None
     before = stack.get(business, created.resource_id)
     error = _code(lambda: stack.stub.UpdateResource(request, metadata=stack.md(), timeout=10))
     assert error.code() == grpc.StatusCode.ABORTED
+    assert stack.get(business, created.resource_id) == before
+
+
+def test_masked_updates_cannot_grow_data_past_the_limit(stack: ResourceStack) -> None:
+    """Masked updates that are each small cannot grow a document past RESOURCE_DATA_MAX_BYTES:
+    the one whose result would exceed it is INVALID_ARGUMENT on resource.data and changes nothing."""
+    business = stack.add_business()
+    chunk = "x" * (100 * 1024)
+    created = stack.create(business, data={"a": chunk})
+
+    def put(key: str) -> resource_pb2.Resource:
+        return stack.stub.UpdateResource(
+            resource_pb2.UpdateResourceRequest(
+                resource=resource_pb2.Resource(
+                    business_id=business.id,
+                    location_id="main",
+                    resource_name="patients",
+                    resource_id=created.resource_id,
+                    data=struct({key: chunk}),
+                ),
+                update_mask=field_mask_pb2.FieldMask(paths=[f"data.{key}"]),
+            ),
+            metadata=stack.md(),
+            timeout=10,
+        )
+
+    grown = put("b")
+    before = stack.get(business, created.resource_id)
+    assert before.etag == grown.etag
+    error = _code(lambda: put("c"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert _violations(error) == ["resource.data"]
     assert stack.get(business, created.resource_id) == before
 
 
@@ -389,6 +423,8 @@ def test_hostile_input_is_invalid_argument_and_changes_nothing(stack: ResourceSt
         "evil resource_name": create(resource_name=evil),
         "evil request_id": create(request_id=evil),
         "300 KiB data": create(data={"blob": "x" * (300 * 1024)}),
+        "NaN in data": create(data={"n": float("nan")}),
+        "infinity in filter": listing(data_contains=struct({"n": float("inf")})),
         "nesting 40": create(data=deep),
         "hotel name on dental": create(resource_name="rooms"),
         "bad start_date": create(start_date="2026-02-30"),
@@ -437,8 +473,18 @@ def test_warm_path_calls_neither_citrus_nor_dynamodb(stack: ResourceStack) -> No
 
 
 def test_inactive_location_and_unknown_business_never_touch_a_shard(stack: ResourceStack) -> None:
-    """An admin asking for a missing business gets NOT_FOUND and Citrus is never asked."""
+    """An admin asking for a missing business gets NOT_FOUND, for an inactive location
+    FAILED_PRECONDITION, and for neither is Citrus asked or a shard pool opened."""
+    business = stack.add_business(locations=("main",))
+    closed = dataclasses.replace(
+        business,
+        id=f"{business.id}x",
+        locations=(*business.locations, Location(id="closed", name="closed", active=False)),
+    )
+    stack.store.create(closed)
     stack.citrus.reset_calls()
+    inactive = _code(lambda: stack.create(closed, location_id="closed"))
+    assert inactive.code() == grpc.StatusCode.FAILED_PRECONDITION, inactive.details()
     error = _code(
         lambda: stack.stub.GetResource(
             resource_pb2.GetResourceRequest(

@@ -210,3 +210,33 @@ def test_migrate_applies_the_schema_once_and_never_prints_the_password(
     second = capsys.readouterr().out
     assert "nothing to apply" in second
     assert env["DATABASE_PASSWORD"] not in first + second
+
+
+def test_migrate_with_citrus_down_prints_one_line_and_exits_1() -> None:
+    """`simplu-grpc migrate` when Citrus does not answer (retries included): exactly one
+    `error: ...` line on stderr, no traceback, no retry warnings, no API key, exit status 1."""
+    api_key = "citrus-key-never-printed"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CITRUS_", "DATABASE_", "COGNITO_"))}
+    env.update(
+        COGNITO_USER_POOL_ID=CORE_POOL_ID,
+        COGNITO_CLIENT_ID=CORE_CLIENT_ID,
+        CITRUS_SERVER_URL=f"http://127.0.0.1:{free_port()}",
+        CITRUS_API_KEY=api_key,
+        CITRUS_TIMEOUT="300",
+        CITRUS_RETRY_ATTEMPTS="2",
+    )
+    finished = subprocess.run(
+        [sys.executable, "-m", "simplu_grpc.cli", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert finished.returncode == 1, finished.stderr
+    assert finished.stdout == ""
+    lines = finished.stderr.splitlines()
+    assert len(lines) == 1, finished.stderr
+    assert lines[0].startswith("error: "), lines
+    assert "Citrus" in lines[0], lines
+    assert api_key not in finished.stderr

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from simplu_grpc.domain import routing
 from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import CitrusUnavailable
@@ -39,6 +40,40 @@ class FakeDirectory:
         if self.fail:
             raise CitrusUnavailable("citrus down")
         return ShardAssignment(shard_id=f"shard-{business_id}", connection_string=self.conn)
+
+
+class _CountingFlight(routing._Flight):
+    """A single-flight record that counts the followers waiting on it."""
+
+    followers = 0
+    lock = threading.Lock()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done = _CountedEvent()
+
+
+class _CountedEvent(threading.Event):
+    def wait(self, timeout: float | None = None) -> bool:
+        with _CountingFlight.lock:
+            _CountingFlight.followers += 1
+        return super().wait(timeout)
+
+
+@pytest.fixture
+def counting_flights(monkeypatch: pytest.MonkeyPatch) -> type[_CountingFlight]:
+    monkeypatch.setattr(_CountingFlight, "followers", 0)
+    monkeypatch.setattr(routing, "_Flight", _CountingFlight)
+    return _CountingFlight
+
+
+def _wait_parked(directory: FakeDirectory, flights: type[_CountingFlight], threads: int) -> None:
+    """Poll until one thread is inside the lookup and every other one follows it: only then does
+    releasing the lookup test single flight rather than thread start-up timing."""
+    deadline = time.monotonic() + 5
+    while directory.calls < 1 or flights.followers < threads - 1:
+        assert time.monotonic() < deadline, f"{directory.calls} lookups, {flights.followers} followers"
+        time.sleep(0.005)
 
 
 def _cache(
@@ -103,7 +138,39 @@ def test_forced_refresh_never_falls_back_to_stale() -> None:
         cache.resolve("b1", "l1", "dental", refresh=True)
 
 
-def test_single_flight_for_concurrent_misses() -> None:
+def test_forced_refreshes_of_a_key_ask_at_most_once_per_interval() -> None:
+    """While a shard is down every request asks for a refresh: within min_refresh_interval they get
+    the entry the last refresh left (one Citrus call, not one per request), after it they ask again;
+    a failed refresh counts too, and invalidation lifts the limit."""
+    directory, clock = FakeDirectory(), FakeClock()
+    cache = RoutingCache(
+        directory, ttl=60, stale_max=600, metrics=Metrics(), clock=clock, min_refresh_interval=1
+    )
+    cache.resolve("b1", "l1", "dental")
+    clock.now += 10
+    directory.conn = "postgresql://u:pw@moved/s1"
+    moved = cache.resolve("b1", "l1", "dental", refresh=True)
+    assert not moved.from_cache
+    assert moved.assignment.connection_string == directory.conn
+    for _ in range(50):
+        again = cache.resolve("b1", "l1", "dental", refresh=True)
+        assert again.from_cache
+        assert again.assignment.connection_string == directory.conn
+    assert directory.calls == 2
+    clock.now += 1.5
+    directory.fail = True
+    with pytest.raises(CitrusUnavailable):
+        cache.resolve("b1", "l1", "dental", refresh=True)
+    assert cache.resolve("b1", "l1", "dental", refresh=True).from_cache
+    assert directory.calls == 3
+    directory.fail = False
+    cache.invalidate("b1", "l1")
+    cache.resolve("b1", "l1", "dental")
+    assert not cache.resolve("b1", "l1", "dental", refresh=True).from_cache
+    assert directory.calls == 5
+
+
+def test_single_flight_for_concurrent_misses(counting_flights: type[_CountingFlight]) -> None:
     """20 threads missing the same key at once make exactly one directory call and all get its answer."""
     directory, clock = FakeDirectory(), FakeClock()
     directory.gate = threading.Event()
@@ -119,9 +186,7 @@ def test_single_flight_for_concurrent_misses() -> None:
     threads = [threading.Thread(target=work) for _ in range(20)]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + 5
-    while directory.calls < 1 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    _wait_parked(directory, counting_flights, len(threads))
     directory.gate.set()
     for thread in threads:
         thread.join(5)
@@ -129,7 +194,7 @@ def test_single_flight_for_concurrent_misses() -> None:
     assert results == ["shard-b1"] * 20
 
 
-def test_single_flight_error_reaches_every_waiter() -> None:
+def test_single_flight_error_reaches_every_waiter(counting_flights: type[_CountingFlight]) -> None:
     """If the one lookup fails, every waiter without a cached entry gets the error (one call in all)."""
     directory, clock = FakeDirectory(), FakeClock()
     directory.gate = threading.Event()
@@ -146,9 +211,7 @@ def test_single_flight_error_reaches_every_waiter() -> None:
     threads = [threading.Thread(target=work) for _ in range(10)]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + 5
-    while directory.calls < 1 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    _wait_parked(directory, counting_flights, len(threads))
     directory.gate.set()
     for thread in threads:
         thread.join(5)

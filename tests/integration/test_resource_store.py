@@ -1,0 +1,159 @@
+"""The shard store against real PostgreSQL: bounds on updated documents and request-id retention."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from simplu_grpc.adapters.pools import PoolRegistry
+from simplu_grpc.adapters.shard_store import ShardStore
+from simplu_grpc.domain.resources import NewResource, ResourceKey, UpdatePlan, document_size
+from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.errors import InvalidArgument
+from simplu_grpc.metrics import Metrics
+
+pytestmark = pytest.mark.integration
+
+MAX_BYTES = 2000
+
+
+@pytest.fixture
+def shard(fresh_database: Callable[[], str]) -> Iterator[tuple[PoolRegistry, ShardAssignment]]:
+    registry = PoolRegistry(metrics=Metrics(), min_size=1, max_size=4, connect_timeout=2.0)
+    yield registry, ShardAssignment(shard_id="s", connection_string=fresh_database())
+    registry.close()
+
+
+def _key(resource_id: str, business_id: str = "b1", location_id: str = "main") -> ResourceKey:
+    return ResourceKey(business_id, location_id, "patients", resource_id)
+
+
+def _new(resource_id: str, request_id: str | None = None, **key: str) -> NewResource:
+    return NewResource(
+        key=_key(resource_id, **key),
+        business_type="dental",
+        data={"v": resource_id},
+        start_date=None,
+        end_date=None,
+        request_id=request_id,
+    )
+
+
+def _sql(assignment: ShardAssignment, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(assignment.connection_string, autocommit=True) as conn:
+        cursor = conn.execute(query, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def test_masked_updates_cannot_grow_a_document_past_the_limit(
+    shard: tuple[PoolRegistry, ShardAssignment],
+) -> None:
+    """Each masked update is small, but the one whose RESULT would exceed max_bytes is refused
+    (INVALID_ARGUMENT on resource.data) and changes nothing; the earlier ones landed."""
+    registry, assignment = shard
+    store = ShardStore()
+    with registry.connection(assignment) as session:
+        store.create(session, _new("r1"))
+    landed = 0
+    refused: InvalidArgument | None = None
+    for index in range(10):
+        plan = UpdatePlan(set_paths=(((f"k{index}",), "x" * 400),), paths=(f"data.k{index}",))
+        try:
+            with registry.connection(assignment) as session:
+                store.update(session, _key("r1"), plan, max_bytes=MAX_BYTES)
+        except InvalidArgument as exc:
+            refused = exc
+            break
+        landed += 1
+    assert refused is not None
+    assert [v.field for v in refused.violations] == ["resource.data"]
+    assert 0 < landed < 10
+    with registry.connection(assignment) as session:
+        stored = store.get(session, _key("r1"))
+    assert sorted(stored.data) == sorted(["v", *(f"k{i}" for i in range(landed))])
+    assert stored.version == 1 + landed
+    (size,) = _sql(assignment, "SELECT octet_length(data::text) FROM resources")[0]
+    assert size <= MAX_BYTES
+    # Removing keys and changing dates still works on a document at the limit.
+    with registry.connection(assignment) as session:
+        shrunk = store.update(session, _key("r1"), UpdatePlan(remove_paths=(("k0",),)), max_bytes=MAX_BYTES)
+    assert "k0" not in shrunk.data
+
+
+def test_concurrent_masked_updates_never_exceed_the_limit(
+    shard: tuple[PoolRegistry, ShardAssignment],
+) -> None:
+    """Racing updates are each checked on the row as locked: together they cannot overshoot."""
+    registry, assignment = shard
+    store = ShardStore()
+    with registry.connection(assignment) as session:
+        store.create(session, _new("r1"))
+
+    def grow(index: int) -> bool:
+        plan = UpdatePlan(set_paths=(((f"k{index}",), "y" * 300),), paths=(f"data.k{index}",))
+        try:
+            with registry.connection(assignment) as session:
+                store.update(session, _key("r1"), plan, max_bytes=MAX_BYTES)
+        except InvalidArgument:
+            return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(grow, range(12)))
+    (size, keys) = _sql(
+        assignment,
+        "SELECT octet_length(data::text), (SELECT count(*) FROM jsonb_object_keys(data)) FROM resources",
+    )[0]
+    assert size <= MAX_BYTES
+    assert keys == 1 + sum(outcomes)
+    assert 0 < sum(outcomes) < 12
+
+
+def test_request_ids_expire_and_are_purged(shard: tuple[PoolRegistry, ShardAssignment]) -> None:
+    """Within the retention a retry returns the first resource; after it the request id creates anew;
+    each idempotent create purges expired claims (of any tenant), a bounded number at a time."""
+    registry, assignment = shard
+    store = ShardStore()
+    with registry.connection(assignment) as session:
+        first, created = store.create(session, _new("r1", "rq-1"))
+        assert created
+        again, created = store.create(session, _new("r2", "rq-1"))
+        assert (again.key, created) == (first.key, False)
+        for index in range(30):
+            store.create(session, _new(f"other-{index}", f"rq-o{index}", business_id="b2"))
+    _sql(assignment, "UPDATE request_ids SET create_time = create_time - interval '25 hours'")
+    with registry.connection(assignment) as session:
+        renewed, created = store.create(session, _new("r3", "rq-1"))
+    assert created
+    assert renewed.key.resource_id == "r3"
+    # 31 expired claims: rq-1 was taken over, 20 of the other tenant's were purged by that create.
+    counts = dict(_sql(assignment, "SELECT business_id, count(*) FROM request_ids GROUP BY 1"))
+    assert counts == {"b1": 1, "b2": 10}
+    with registry.connection(assignment) as session:
+        store.create(session, _new("r4", "rq-2"))
+    assert dict(_sql(assignment, "SELECT business_id, count(*) FROM request_ids GROUP BY 1")) == {"b1": 2}
+    # The resources themselves are untouched by the purge.
+    assert _sql(assignment, "SELECT count(*) FROM resources") == [(33,)]
+
+
+def test_the_server_measures_documents_as_the_shard_does(fresh_database: Callable[[], str]) -> None:
+    """document_size (requests) equals octet_length(jsonb::text) (update results) for documents with
+    nesting, lists, unicode, escapes and numbers: a document accepted at create is not refused for
+    the same size when updated."""
+    documents: list[dict[str, Any]] = [
+        {},
+        {"a": 1, "b": [1, 2.5, None, True, False], "c": {"d": {"e": "f"}}},
+        {"name": "Zoë 🦷 Ștefan", "quote": 'say "hi"\n\ttab\\slash/', "ctl": "\x01\x1f\x7f"},
+        {"n": -0.25, "big": 12345678901234, "empty": {}, "list": [], "s": ""},
+    ]
+    dsn = fresh_database()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for document in documents:
+            row = conn.execute("SELECT octet_length(%s::jsonb::text)", (Jsonb(document),)).fetchone()
+            assert row is not None
+            assert document_size(document) == row[0], document
