@@ -50,8 +50,16 @@ from simplu_grpc.domain.business import (
     WorkingHours,
     request_key,
 )
-from simplu_grpc.domain.validation import settings_document
-from simplu_grpc.errors import Aborted, AlreadyExists, BusinessStoreUnavailable, InvalidArgument
+from simplu_grpc.domain.validation import Violations, check_business_id, settings_document
+from simplu_grpc.errors import (
+    Aborted,
+    AlreadyExists,
+    BusinessStoreUnavailable,
+    DeadlineExceeded,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+)
 from simplu_grpc.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -135,6 +143,13 @@ class BusinessStore:
         self._client = client
         self._metrics = metrics
         self._now = clock or (lambda: datetime.now(UTC))
+        # botocore retries inside one API call (standard mode); this hook runs before every
+        # attempt, so no attempt (first or retry) starts once the RPC's deadline has passed.
+        # botocore's timeouts are per client, so an attempt already started may still run up to
+        # DYNAMODB_TIMEOUT past it; that bound is what the setting is for.
+        client.meta.events.register(
+            "before-send.dynamodb", _refuse_past_deadline, unique_id="simplu-dynamodb-deadline"
+        )
 
     @property
     def table(self) -> str:
@@ -243,6 +258,8 @@ class BusinessStore:
                     )
             except _ConditionFailed:
                 raise _already_exists(business.id) from None
+            except _ItemTooLarge:
+                raise _too_large_to_create(business.id) from None
             return CreateOutcome(stored, replayed=False)
         marker = {
             "id": {"S": request_key},
@@ -271,6 +288,8 @@ class BusinessStore:
                         },
                     ]
                 )
+        except _ItemTooLarge:
+            raise _too_large_to_create(business.id) from None
         except _TransactionCancelled as cancelled:
             if cancelled.failed(0):
                 earlier = self.find_request(request_key)
@@ -303,6 +322,13 @@ class BusinessStore:
                 f"business {business.id!r} was changed by another request; read it again and retry",
                 metadata={"business_id": business.id},
             ) from None
+        except _ItemTooLarge:
+            raise FailedPrecondition(
+                f"this change would make business {business.id!r} larger than DynamoDB's 400 KB item "
+                "limit; remove members, roles, locations or settings first",
+                reason="BUSINESS_TOO_LARGE",
+                metadata={"business_id": business.id},
+            ) from None
         return updated
 
     def probe(self) -> None:
@@ -314,29 +340,55 @@ class BusinessStore:
 
     @contextmanager
     def _call(self, operation: str) -> Iterator[None]:
-        # botocore's timeouts are fixed per client; at least never start a call after the deadline.
+        # botocore's timeouts are fixed per client; never start a call after the deadline
+        # (retries inside the call are stopped by the before-send hook).
         context.deadline().check(f"calling DynamoDB ({operation})")
         started = time.perf_counter()
         outcome = "ok"
         try:
             yield
+        except DeadlineExceeded:
+            outcome = "deadline"
+            raise
         except botocore.exceptions.ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
             if code == "ConditionalCheckFailedException":
                 outcome = "condition_failed"
                 raise _ConditionFailed() from exc
             if code == "TransactionCanceledException":
-                outcome = "condition_failed"
-                reasons = [r.get("Code", "") for r in exc.response.get("CancellationReasons", [])]
-                raise _TransactionCancelled(reasons) from exc
+                reasons = exc.response.get("CancellationReasons", [])
+                codes = [str(r.get("Code", "")) for r in reasons]
+                if any(_is_size_error(str(r.get("Message", ""))) for r in reasons):
+                    outcome = "too_large"
+                    raise _ItemTooLarge() from exc
+                outcome = "condition_failed" if "ConditionalCheckFailed" in codes else "cancelled"
+                raise _TransactionCancelled(codes) from exc
+            if code == "ValidationException" and _is_size_error(str(error.get("Message", ""))):
+                outcome = "too_large"
+                raise _ItemTooLarge() from exc
             outcome = "throttled" if "Throttl" in code or "Exceeded" in code else "error"
-            if code in _UNAVAILABLE_CODES:
+            if code == "ResourceNotFoundException":
+                # A missing table is a deployment mistake, not "no such business": answer
+                # UNAVAILABLE (readiness fails too) and say loudly what to fix.
+                log.error(
+                    "dynamodb %s failed: table %r not found (check DYNAMODB_BUSINESS_INFO_TABLE)",
+                    operation,
+                    self._table,
+                )
+            elif code in _UNAVAILABLE_CODES:
                 log.warning("dynamodb %s failed: %s", operation, code)
+            if code in _UNAVAILABLE_CODES:
                 raise BusinessStoreUnavailable(
                     f"the business store is unavailable ({code})", metadata={"operation": operation}
                 ) from exc
-            if code == "ValidationException" and "size" in str(exc).lower():
-                raise InvalidArgument("the business is too large to store") from exc
+            # Anything else is a bug in how this adapter calls DynamoDB: INTERNAL for the
+            # caller (generic message), the code and traceback in the log.
+            log.error("dynamodb %s failed with unexpected %s", operation, code or "error")
+            raise
+        except botocore.exceptions.ParamValidationError:
+            # The request never left: a bug in this adapter, not an outage (INTERNAL, logged).
+            outcome = "error"
             raise
         except botocore.exceptions.BotoCoreError as exc:
             # EndpointConnectionError, Connect/ReadTimeoutError, ConnectionClosedError, NoCredentialsError...
@@ -351,6 +403,32 @@ class BusinessStore:
 
 class _ConditionFailed(Exception):
     """A ConditionExpression was false (internal: callers see the domain error)."""
+
+
+class _ItemTooLarge(Exception):
+    """DynamoDB refused an item over its 400 KB limit (internal: create and update say what it means)."""
+
+
+def _is_size_error(message: str) -> bool:
+    # "Item size has exceeded the maximum allowed size" (PutItem and TransactWriteItems alike).
+    return "item size" in message.lower()
+
+
+def _refuse_past_deadline(**_: Any) -> None:
+    """botocore ``before-send`` hook: no DynamoDB attempt starts once the RPC's deadline passed."""
+    context.deadline().check("calling DynamoDB")
+
+
+def _too_large_to_create(business_id: str) -> InvalidArgument:
+    description = (
+        "is larger than DynamoDB's 400 KB item limit; use fewer or shorter locations, members or settings"
+    )
+    return InvalidArgument(
+        f"business: {description}",
+        violations=[FieldViolation("business", description)],
+        reason="BUSINESS_TOO_LARGE",
+        metadata={"business_id": business_id},
+    )
 
 
 class _TransactionCancelled(Exception):
@@ -390,13 +468,19 @@ def _decode_token(token: str, query: str) -> str:
         or data.get("v") != 1
         or not isinstance(data.get("after"), str)
         or not data["after"]
-        or "#" in data["after"]
+        or _not_a_business_id(data["after"])
     ):
         raise InvalidArgument.field("page_token", "is not a token this service issued")
     if data.get("q") != query:
         raise InvalidArgument.field("page_token", "was issued for a different query")
     after: str = data["after"]
     return after
+
+
+def _not_a_business_id(value: str) -> bool:
+    check = Violations()
+    check_business_id(check, "after", value)
+    return bool(check)
 
 
 # --- item <-> domain -----------------------------------------------------------------------

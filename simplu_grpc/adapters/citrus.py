@@ -36,6 +36,10 @@ T = TypeVar("T")
 
 # Below this much time left an attempt cannot do useful work (TCP connect + a small answer).
 _MIN_ATTEMPT_SECONDS = 0.05
+# A shard id no Citrus has (its capacity lookup is the cheapest authenticated call).
+_PROBE_SHARD_ID = "simplu-readiness-probe"
+# No Citrus answer is anywhere near this big (a health list of a thousand shards is ~300 KB).
+_MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 class _HttpStatusError(Exception):
@@ -48,6 +52,10 @@ class _HttpStatusError(Exception):
     @property
     def transient(self) -> bool:
         return self.status == 429 or self.status >= 500
+
+
+class _SlowAnswer(urllib3.exceptions.TimeoutError):
+    """The answer kept coming for longer than one attempt may take (a timeout, so retried)."""
 
 
 class _MalformedResponse(Exception):
@@ -141,7 +149,7 @@ class CitrusClient:
         """The shard of a registered business+location, or None when Citrus does not know it."""
         key = quote(f"{business_id}-{location_id}", safe="")
         body = self._call("get_shard", "GET", f"/api/shard/{key}", none_on_404=True)
-        return None if body is None else _assignment(body)
+        return None if body is None else _assignment(body, operation="get_shard")
 
     def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
         """Register a business+location (idempotent at Citrus); ``business_type`` like ``dental``."""
@@ -154,14 +162,14 @@ class CitrusClient:
         body = self._call("register", "POST", "/api/register", payload=payload)
         if body is None:  # pragma: no cover - none_on_404 is off, a 404 raises
             raise CitrusUnavailable("Citrus did not register the location")
-        return _assignment(body)
+        return _assignment(body, operation="register")
 
     def shards_health(self) -> list[ShardAssignment]:
         """Every shard Citrus knows, with its health and usage."""
         body = self._call("health", "GET", "/api/shards/health")
         if not isinstance(body, list):
             raise self._malformed("health")
-        return [_assignment(item) for item in body]
+        return [_assignment(item, operation="health", require_connection=False) for item in body]
 
     def capacity(self, shard_id: str) -> CapacityInfo | None:
         """Whether ``shard_id`` can take another business; None for an unknown shard."""
@@ -182,8 +190,12 @@ class CitrusClient:
         )
 
     def probe(self) -> None:
-        """A light call for readiness / dependency status; raises CitrusUnavailable."""
-        self.shards_health()
+        """A light call for readiness / dependency status; raises CitrusUnavailable.
+
+        The capacity of a shard id no Citrus has: an authenticated 404 at once. ``shards_health``
+        would make Citrus probe every shard on each readiness tick of every replica.
+        """
+        self.capacity(_PROBE_SHARD_ID)
 
     def close(self) -> None:
         self._http.clear()
@@ -224,8 +236,17 @@ class CitrusClient:
                     f"Citrus refused the API key (HTTP {exc.status}); check CITRUS_API_KEY",
                     metadata={"operation": operation},
                 ) from exc
+            if exc.transient:
+                raise CitrusUnavailable(
+                    f"Citrus answered HTTP {exc.status} to {operation} (retried until the limit)",
+                    metadata={"operation": operation, "http_status": str(exc.status)},
+                ) from exc
+            # Any other 4xx: Citrus understood and refused; retrying would not help. Never
+            # echo its body (it may quote the request's secrets back).
             raise CitrusUnavailable(
-                f"Citrus answered HTTP {exc.status} to {operation}", metadata={"operation": operation}
+                f"Citrus rejected {operation} with HTTP {exc.status}; check CITRUS_SERVER_URL and "
+                "the Citrus version (not retried)",
+                metadata={"operation": operation, "http_status": str(exc.status)},
             ) from exc
         except _MalformedResponse as exc:
             raise self._malformed(operation) from exc
@@ -263,15 +284,19 @@ class CitrusClient:
                 timeout=urllib3.Timeout(connect=seconds, read=seconds),
                 retries=False,
                 redirect=False,
+                preload_content=False,
             )
+            # urllib3's read timeout is per socket read: a server dripping bytes could stretch an
+            # attempt without end, so the body is read against this attempt's own clock.
+            data = _read_body(response, until=time.monotonic() + seconds)
             if response.status == 404 and none_on_404:
                 self._metrics.dependency_call("citrus", operation, "not_found", time.perf_counter() - started)
                 return None
             if not 200 <= response.status < 300:
                 raise _HttpStatusError(response.status)
             try:
-                parsed = json.loads(response.data)
-            except ValueError as exc:
+                parsed = json.loads(data)
+            except (ValueError, RecursionError) as exc:
                 raise _MalformedResponse(operation) from exc
         except Exception as exc:
             self._metrics.dependency_call("citrus", operation, _outcome(exc), time.perf_counter() - started)
@@ -288,18 +313,57 @@ class CitrusClient:
         )
 
 
-def _assignment(body: Any) -> ShardAssignment:
-    """Parse a ``CitrusShardResponse``; raise ``CitrusUnavailable`` (never echoing it) when malformed."""
+def _read_body(response: urllib3.BaseHTTPResponse, *, until: float) -> bytes:
+    """The whole body, read before ``until`` (monotonic) and within ``_MAX_BODY_BYTES``.
+
+    On success the connection goes back to the pool (keep-alive); on failure it is closed,
+    since a half-read answer would corrupt the next request on it.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            if time.monotonic() > until:
+                raise _SlowAnswer("Citrus did not finish its answer within the attempt timeout")
+            chunk = response.read1(65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > _MAX_BODY_BYTES:
+                raise _MalformedResponse("answer too large")
+            chunks.append(chunk)
+    except BaseException:
+        response.close()
+        response.release_conn()
+        raise
+    response.release_conn()
+    return b"".join(chunks)
+
+
+def _assignment(body: Any, *, operation: str, require_connection: bool = True) -> ShardAssignment:
+    """Parse a ``CitrusShardResponse``; raise ``CitrusUnavailable`` (never echoing it) when malformed.
+
+    Routing answers (``get_shard``, ``register``) must carry a connection string: an empty one
+    would make libpq connect to a local default database, i.e. invent a shard. Health lists
+    may omit it (only their counts are needed there).
+    """
     if not isinstance(body, Mapping):
-        raise CitrusClient._malformed("shard response")
+        raise CitrusClient._malformed(operation)
     shard_id = body.get("shardId")
-    connection_string = body.get("connectionString")
-    if not isinstance(shard_id, str) or not shard_id or not isinstance(connection_string, str):
-        raise CitrusClient._malformed("shard response")
+    connection_string = body.get("connectionString", None if require_connection else "")
+    is_active = body.get("isActive", True)
+    if (
+        not isinstance(shard_id, str)
+        or not shard_id
+        or not isinstance(connection_string, str)
+        or (require_connection and not connection_string.strip())
+        or not isinstance(is_active, bool)
+    ):
+        raise CitrusClient._malformed(operation)
     return ShardAssignment(
         shard_id=shard_id,
         connection_string=connection_string,
-        is_active=bool(body.get("isActive", True)),
+        is_active=is_active,
         last_health_check=_timestamp(body.get("lastHealthCheck")),
         business_count=_int(body.get("businessCount")),
         max_businesses=_int(body.get("maxBusinesses")),

@@ -27,6 +27,7 @@ from simplu_grpc.domain.admin_status import (
 )
 from simplu_grpc.domain.business import Business, BusinessType
 from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.validation import Violations, check_business_id, check_id, check_text
 from simplu_grpc.errors import InvalidArgument, NotFound, SimpluError
 from simplu_grpc.redact import dsn_target
 
@@ -42,6 +43,8 @@ SHARD_READ_TIMEOUT_SECONDS = 1.5
 # Migrations may legitimately take a while; still bounded.
 MIGRATE_TIMEOUT_SECONDS = 60.0
 
+
+SHARD_ID_MAX = 128
 
 # A shard id no Citrus has: its capacity lookup is a cheap authenticated 404.
 _PROBE_SHARD_ID = "simplu-dependency-probe"
@@ -252,7 +255,7 @@ class ShardAdminService:
 
     def check_capacity(self, shard_id: str) -> Capacity:
         """Citrus's capacity answer for one shard; NOT_FOUND for an unknown shard."""
-        _require_id("shard_id", shard_id)
+        _require_shard_id(shard_id)
         with within(CALL_TIMEOUT_SECONDS):
             info = self._shards.capacity(shard_id)
         if info is None:
@@ -268,8 +271,7 @@ class ShardAdminService:
 
     def location_shard(self, business_id: str, location_id: str, *, refresh: bool) -> LocationShardView:
         """Where a location lives: from the routing cache unless ``refresh`` (or a miss); never registers."""
-        _require_id("business_id", business_id)
-        _require_id("location_id", location_id)
+        _require_location_key(business_id, location_id)
         self._existing_location(business_id, location_id)
         if not refresh:
             cached = self._routing.peek(business_id, location_id)
@@ -295,8 +297,7 @@ class ShardAdminService:
         self, business_id: str, location_id: str, business_type: BusinessType | None
     ) -> LocationShardView:
         """Register with Citrus (idempotent there); the type comes from business info unless given."""
-        _require_id("business_id", business_id)
-        _require_id("location_id", location_id)
+        _require_location_key(business_id, location_id)
         business = self._existing_location(business_id, location_id)
         kind = business_type or business.type
         with within(CALL_TIMEOUT_SECONDS):
@@ -344,7 +345,7 @@ class ShardAdminService:
 
     def recycle_pool(self, shard_id: str) -> PoolStatsView:
         """Replace every connection of the shard's pool; NOT_FOUND when there is none."""
-        _require_id("shard_id", shard_id)
+        _require_shard_id(shard_id)
         if not self._pools.recycle(shard_id):
             raise NotFound(f"this server has no pool for shard {shard_id!r}", metadata={"shard_id": shard_id})
         log.info("recycled the pool of shard %s", shard_id)
@@ -362,6 +363,7 @@ class ShardAdminService:
                 raise InvalidArgument.field("all", "must not be combined with business_id or location_id")
             dropped = self._routing.invalidate()
         elif business_id:
+            _require_location_key(business_id, location_id, location_required=False)
             dropped = self._routing.invalidate(business_id, location_id or None)
         elif location_id:
             raise InvalidArgument.field("business_id", "is required with location_id")
@@ -383,7 +385,7 @@ class ShardAdminService:
         if all_shards and shard_id:
             raise InvalidArgument.field("all_shards", "must not be combined with shard_id")
         if not all_shards:
-            _require_id("shard_id", shard_id)
+            _require_shard_id(shard_id)
         with within(CALL_TIMEOUT_SECONDS):
             listed = self._shards.shards_health()
         if not all_shards:
@@ -480,9 +482,20 @@ def _location_view(
     )
 
 
-def _require_id(name: str, value: str) -> None:
-    if not value:
-        raise InvalidArgument.field(name, "is required")
+def _require_location_key(business_id: str, location_id: str, *, location_required: bool = True) -> None:
+    """DESIGN §4 ids, as everywhere else: a malformed id is INVALID_ARGUMENT, not "not found"."""
+    v = Violations()
+    check_business_id(v, "business_id", business_id)
+    if location_id or location_required:
+        check_id(v, "location_id", location_id)
+    v.raise_if_any()
+
+
+def _require_shard_id(shard_id: str) -> None:
+    # Shard ids are Citrus's to choose: bounded printable text, not our id grammar.
+    v = Violations()
+    check_text(v, "shard_id", shard_id, max_length=SHARD_ID_MAX, required=True)
+    v.raise_if_any()
 
 
 def _bind_arg(fn: Callable[[str], Any], arg: str) -> Callable[[], Any]:

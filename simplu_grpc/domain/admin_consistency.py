@@ -29,6 +29,7 @@ from simplu_grpc.domain.admin_ports import Businesses, ShardSource
 from simplu_grpc.domain.admin_status import describe_error, run_bounded, within
 from simplu_grpc.domain.business import Business
 from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.validation import Violations, check_business_id
 from simplu_grpc.errors import CitrusUnavailable, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,9 @@ class ConsistencyChecker:
         if page_size < 0:
             raise InvalidArgument.field("page_size", "must not be negative")
         if business_id:
+            v = Violations()
+            check_business_id(v, "business_id", business_id)
+            v.raise_if_any()
             if page_token:
                 raise InvalidArgument.field("page_token", "must be empty when business_id is given")
             with within(CALL_TIMEOUT_SECONDS):

@@ -82,14 +82,15 @@ class BusinessCache:
             return
         with self._lock:
             current = self._entries.get(business_id)
-            # Never replace a newer version with an older read that raced with our own write.
-            if (
-                current is not None
-                and current[1] is not None
-                and business is not None
-                and current[1].version > business.version
-            ):
-                return
+            if current is not None:
+                # Never replace what this server wrote with a read that raced with the write:
+                # neither an older version nor a "does not exist" read that began before a create
+                # (``now`` is when that read began; an entry stored since then is fresher).
+                stored_at = current[0] - self._ttl
+                if business is None and current[1] is not None and stored_at >= now:
+                    return
+                if current[1] is not None and business is not None and current[1].version > business.version:
+                    return
             self._entries[business_id] = (now + self._ttl, business)
             self._entries.move_to_end(business_id)
             while len(self._entries) > self._max_entries:

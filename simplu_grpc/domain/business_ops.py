@@ -63,6 +63,7 @@ from simplu_grpc.errors import (
     FailedPrecondition,
     NotFound,
     PermissionDenied,
+    SimpluError,
 )
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ class BusinessOps:
         request_id: str = "",
         violations: Violations | None = None,
     ) -> Registered:
-        v = violations or Violations()
+        v = Violations() if violations is None else violations
         if draft.id and business_id and draft.id != business_id:
             v.add("business.id", "must be empty or equal to business_id")
         elif draft.id and not business_id:
@@ -182,11 +183,31 @@ class BusinessOps:
         if self._citrus is not None:
             business = business.with_unregistered(tuple(loc.id for loc in business.locations))
         key = request_key(principal.subject, request_id) if request_id else None
-        outcome = self._store.create(business, request_key=key)
+        try:
+            outcome = self._store.create(business, request_key=key)
+        except AlreadyExists:
+            self._deny_unless_visible(principal, business.id)
+            raise
         self._cache.put(outcome.business)
         if outcome.replayed:
             log.info("create replayed for request id; business %s", outcome.business.id)
         return self.register_pending(outcome.business)
+
+    def _deny_unless_visible(self, principal: Principal, business_id: str) -> None:
+        """A taken id answers ALREADY_EXISTS only to callers who may read that business.
+
+        Anyone else gets the same PERMISSION_DENIED as for any other tenant's id (AIP-133), so a
+        client-chosen id cannot be used to probe which businesses exist.
+        """
+        existing = self._store.get(business_id)
+        if existing is None:
+            return
+        try:
+            self._authz.require_business_read(principal, existing, business_id)
+        except PermissionDenied:
+            raise
+        except SimpluError:
+            return  # visible to the caller, e.g. a member of a deleted business: ALREADY_EXISTS
 
     def _with_owner(self, principal: Principal, draft: Business) -> Business:
         """A person who creates a business becomes its owner: a member with the "*" role."""
@@ -265,7 +286,7 @@ class BusinessOps:
         roles: dict[str, Role],
         violations: Violations | None = None,
     ) -> Business:
-        v = violations or Violations()
+        v = Violations() if violations is None else violations
         check_business_id(v, "business.id", business_id)
         mask = _mask(v, "update_mask", paths, BUSINESS_PATHS, _IMMUTABLE_BUSINESS_PATHS) or (
             "name",
@@ -278,8 +299,14 @@ class BusinessOps:
         if "permissions.roles" in mask:
             check_roles(v, "business.permissions.roles", roles)
         v.raise_if_any()
-        # Changing roles changes what everyone may do: only the owner role ("*") may.
-        permission = ALL_PERMISSIONS if "permissions.roles" in mask else "business:update"
+        # Changing roles changes what everyone may do: only the owner role ("*") may. Settings
+        # need "settings:update" here too, or UpdateBusiness would bypass UpdateBusinessSettings' rule.
+        needed: list[str] = ["business:update"]
+        if "settings" in mask:
+            needed.append("settings:update")
+        if "permissions.roles" in mask:
+            needed.append(ALL_PERMISSIONS)
+        permission = tuple(needed)
 
         def change(business: Business) -> Business:
             updated = business
@@ -304,7 +331,7 @@ class BusinessOps:
         settings: BusinessSettings,
         violations: Violations | None = None,
     ) -> Business:
-        v = violations or Violations()
+        v = Violations() if violations is None else violations
         check_business_id(v, "business_id", business_id)
         mask = _mask(v, "update_mask", paths, SETTINGS_PATHS, {})
         if not mask:
@@ -347,7 +374,7 @@ class BusinessOps:
         etag: str,
         violations: Violations | None = None,
     ) -> Registered:
-        v = violations or Violations()
+        v = Violations() if violations is None else violations
         check_business_id(v, "business_id", business_id)
         check_location(v, "location", location)
         v.raise_if_any()
@@ -381,7 +408,7 @@ class BusinessOps:
         paths: Iterable[str],
         violations: Violations | None = None,
     ) -> Registered:
-        v = violations or Violations()
+        v = Violations() if violations is None else violations
         check_business_id(v, "business_id", business_id)
         check_id(v, "location.id", location.id)
         mask = _mask(v, "update_mask", paths, LOCATION_PATHS, {"id": "the location id never changes"})
@@ -428,7 +455,7 @@ class BusinessOps:
         etag: str,
         violations: Violations | None = None,
     ) -> Business:
-        v = violations or Violations()
+        v = Violations() if violations is None else violations
         check_business_id(v, "business_id", business_id)
         check_subject(v, "member", subject)
         check_member(v, "membership", membership)
@@ -451,6 +478,10 @@ class BusinessOps:
                         reason="LOCATION_NOT_FOUND",
                     )
             self._forbid_escalation(principal, business, membership.role)
+            current = business.member(subject)
+            if current is not None:
+                # Changing someone's membership is acting on their role: no demoting a superior.
+                self._forbid_escalation(principal, business, current.role, target=subject)
             members = dict(business.permissions.members)
             if subject not in members and len(members) >= MAX_MEMBERS:
                 raise FailedPrecondition(f"a business has at most {MAX_MEMBERS} members")
@@ -472,6 +503,9 @@ class BusinessOps:
                 )
             if subject == business.owner:
                 raise FailedPrecondition("the owner cannot be removed", reason="OWNER_MEMBERSHIP")
+            self._forbid_escalation(
+                principal, business, business.permissions.members[subject].role, target=subject
+            )
             members = {s: m for s, m in business.permissions.members.items() if s != subject}
             return replace(business, permissions=replace(business.permissions, members=members))
 
@@ -546,16 +580,18 @@ class BusinessOps:
         principal: Principal,
         business_id: str,
         etag: str,
-        permission: str,
+        permission: str | tuple[str, ...],
         *,
         location_id: str | None,
         change: Callable[[Business], Business],
     ) -> Business:
+        permissions = (permission,) if isinstance(permission, str) else permission
         for attempt in range(_WRITE_ATTEMPTS):
             found = self._store.get(business_id)
-            business = self._authz.require_business_write(
-                principal, found, business_id, permission, location_id=location_id
-            )
+            for needed in permissions:
+                business = self._authz.require_business_write(
+                    principal, found, business_id, needed, location_id=location_id
+                )
             if etag and etag != business.etag:
                 raise Aborted(
                     f"etag {etag!r} is not the current one for business {business_id!r}; read it again",
@@ -575,8 +611,11 @@ class BusinessOps:
             return saved
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _forbid_escalation(self, principal: Principal, business: Business, role: str) -> None:
-        """A person may only hand out permissions they hold themselves."""
+    def _forbid_escalation(
+        self, principal: Principal, business: Business, role: str, *, target: str = ""
+    ) -> None:
+        """A person may only hand out permissions they hold themselves, and may only change or
+        remove the membership of someone whose role grants nothing beyond their own."""
         if principal.is_machine or self._authz.is_admin(principal):
             return
         caller = business.member(principal.subject)
@@ -588,8 +627,9 @@ class BusinessOps:
                 resource_name, _, action = permission.partition(":")
                 allowed = permits(mine, resource_name, action)
             if not allowed:
+                whose = f"the membership of {target!r} (role {role!r})" if target else f"role {role!r}"
                 raise PermissionDenied(
-                    f"role {role!r} grants {permission!r}, which your own role does not have",
+                    f"{whose} grants {permission!r}, which your own role does not have",
                     reason="ESCALATION",
                 )
 

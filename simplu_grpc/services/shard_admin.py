@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import TypeVar
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -18,13 +20,16 @@ from simplu_grpc.domain.admin_consistency import FindingKind
 from simplu_grpc.domain.admin_ports import PoolStatsView
 from simplu_grpc.domain.authz import Authorizer
 from simplu_grpc.domain.business import BusinessType
+from simplu_grpc.errors import InvalidArgument
 
-_ORDERS = {
+T = TypeVar("T")
+
+_ORDERS: dict[int, UsageOrder] = {
     shard_admin_pb2.SHARD_USAGE_ORDER_UNSPECIFIED: UsageOrder.BY_SHARD_ID,
     shard_admin_pb2.SHARD_USAGE_ORDER_USAGE_DESC: UsageOrder.USAGE_DESC,
     shard_admin_pb2.SHARD_USAGE_ORDER_USAGE_ASC: UsageOrder.USAGE_ASC,
 }
-_TYPES = {
+_TYPES: dict[int, BusinessType] = {
     business_pb2.BUSINESS_TYPE_DENTAL: BusinessType.DENTAL,
     business_pb2.BUSINESS_TYPE_GYM: BusinessType.GYM,
     business_pb2.BUSINESS_TYPE_HOTEL: BusinessType.HOTEL,
@@ -80,7 +85,7 @@ class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServicer):
         self, request: shard_admin_pb2.GetShardUsageRequest, _: grpc.ServicerContext
     ) -> shard_admin_pb2.GetShardUsageResponse:
         self._require_admin()
-        order = _ORDERS.get(request.order, UsageOrder.BY_SHARD_ID)
+        order = _known(_ORDERS, request.order, "order")
         rows = self._admin.shard_usage(order, request.near_capacity_only)
         return shard_admin_pb2.GetShardUsageResponse(
             usage=[
@@ -120,9 +125,9 @@ class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServicer):
         self, request: shard_admin_pb2.RegisterLocationRequest, _: grpc.ServicerContext
     ) -> shard_admin_pb2.LocationShard:
         self._require_admin()
-        view = self._admin.register_location(
-            request.business_id, request.location_id, _TYPES.get(request.business_type)
-        )
+        # Unset: the business's own type; a number proto3 let through but the enum lacks: rejected.
+        kind = _known(_TYPES, request.business_type, "business_type") if request.business_type else None
+        view = self._admin.register_location(request.business_id, request.location_id, kind)
         return _location_shard(view)
 
     def ListPools(
@@ -194,6 +199,14 @@ class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServicer):
                     detail=finding.detail,
                 )
         return response
+
+
+def _known(mapping: Mapping[int, T], value: int, field: str) -> T:
+    """An enum value this server knows; proto3 accepts any number, so unknown ones are INVALID_ARGUMENT."""
+    found = mapping.get(int(value))
+    if found is None:
+        raise InvalidArgument.field(field, f"unknown value {int(value)}")
+    return found
 
 
 def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:

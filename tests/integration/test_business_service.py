@@ -472,6 +472,24 @@ def test_member_of_a_cannot_touch_b_even_ids_that_do_not_exist(
         )
 
 
+def test_a_taken_client_id_does_not_reveal_another_tenants_business(
+    server: RunningServer, person: Callable[[], tuple[str, Bearer]], moto_server: MotoServer, table: str
+) -> None:
+    """CreateBusiness with an id another tenant holds: PERMISSION_DENIED like any other id of theirs
+    (not ALREADY_EXISTS); the holder retrying gets ALREADY_EXISTS; nothing is written."""
+    _, holder = person()
+    _, stranger = person()
+    taken = unique_id("taken")
+    create(server, holder, new_business("Mine", "L1"), business_id=taken)
+    before = scan_table(moto_server.url, table)
+    error = rpc_error(lambda: create(server, stranger, new_business("Probe", "L1"), business_id=taken))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert reason_of(error) == "NOT_A_MEMBER"
+    again = rpc_error(lambda: create(server, holder, new_business("Mine", "L1"), business_id=taken))
+    assert again.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert scan_table(moto_server.url, table) == before
+
+
 def test_role_without_update_reads_and_location_limits_hold(
     server: RunningServer, person: Callable[[], tuple[str, Bearer]]
 ) -> None:
@@ -771,6 +789,57 @@ def test_hostile_input_is_invalid_argument_and_changes_nothing(
         (
             lambda: svc.GetBusiness(pb.GetBusinessRequest(business_id="a-b"), metadata=md, timeout=10),
             "business_id",
+        ),
+        # proto3 carries enum numbers the enum does not define; they are rejected, not defaulted.
+        (
+            lambda: create(
+                server,
+                md,
+                pb.Business(
+                    name="Hours",
+                    type=pb.BUSINESS_TYPE_GYM,
+                    settings=pb.BusinessSettings(
+                        working_hours=[pb.WorkingHours(day=99, open="08:00", close="10:00")]  # type: ignore[arg-type]  # an undefined enum number on purpose
+                    ),
+                ),
+            ),
+            "business.settings.working_hours[0].day",
+        ),
+        (
+            lambda: svc.UpdateBusinessSettings(
+                pb.UpdateBusinessSettingsRequest(
+                    business_id=existing.id,
+                    settings=pb.BusinessSettings(currency="USD"),
+                    update_mask=field_mask_pb2.FieldMask(paths=["currency", "nonsense"]),
+                ),
+                metadata=md,
+                timeout=10,
+            ),
+            "update_mask.paths[1]",
+        ),
+        (
+            lambda: svc.UpdateLocation(
+                pb.UpdateLocationRequest(
+                    business_id=existing.id,
+                    location=pb.Location(id="L1", name="x"),
+                    update_mask=field_mask_pb2.FieldMask(paths=["name", "shard"]),
+                ),
+                metadata=md,
+                timeout=10,
+            ),
+            "update_mask.paths[1]",
+        ),
+        (
+            lambda: svc.SetMember(
+                pb.SetMemberRequest(
+                    business_id=existing.id,
+                    member="someone\x00",
+                    membership=pb.Member(role="owner", location_ids=["L1", "L1"]),
+                ),
+                metadata=md,
+                timeout=10,
+            ),
+            "membership.location_ids",
         ),
     ]
     for call, field in cases:

@@ -26,7 +26,13 @@ from simplu_grpc.domain.business import (
     Role,
     WorkingHours,
 )
-from simplu_grpc.errors import Aborted, AlreadyExists, BusinessStoreUnavailable, InvalidArgument
+from simplu_grpc.errors import (
+    Aborted,
+    AlreadyExists,
+    BusinessStoreUnavailable,
+    FailedPrecondition,
+    InvalidArgument,
+)
 from simplu_grpc.metrics import Metrics
 
 pytestmark = pytest.mark.integration
@@ -161,6 +167,22 @@ def test_page_tokens_are_bound_to_the_query(store: BusinessStore) -> None:
     for garbage in ("%%%", "eyJ2IjoxfQ", "bm90IGpzb24"):
         with pytest.raises(InvalidArgument):
             store.list(page_size=1, page_token=garbage, member=None, include_deleted=False)
+
+
+def test_oversized_items_are_a_clear_client_error(store: BusinessStore) -> None:
+    """Over DynamoDB's 400 KB item limit: INVALID_ARGUMENT (create) / FAILED_PRECONDITION (update),
+    reason BUSINESS_TOO_LARGE, never INTERNAL; nothing is stored."""
+    huge = replace(sample("huge1"), settings=BusinessSettings(extras={"blob": "x" * 450_000}))
+    for key in (None, request_key("someone", "r1")):
+        with pytest.raises(InvalidArgument) as raised:
+            store.create(huge, request_key=key)
+        assert raised.value.reason == "BUSINESS_TOO_LARGE"
+    assert store.get("huge1") is None
+    created = store.create(sample("huge2")).business
+    with pytest.raises(FailedPrecondition) as grown:
+        store.update(replace(created, settings=huge.settings))
+    assert grown.value.reason == "BUSINESS_TOO_LARGE"
+    assert store.get("huge2") == created
 
 
 def test_missing_table_is_unavailable(moto_server: MotoServer) -> None:

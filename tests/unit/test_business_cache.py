@@ -84,3 +84,16 @@ def test_zero_ttl_disables_caching_and_size_is_bounded() -> None:
     for name in ("a", "b", "c"):
         small.get(name)
     assert small.invalidate() == 2
+
+
+def test_a_miss_read_racing_with_a_create_never_hides_the_new_business() -> None:
+    """A "no such business" read that began before this server's create does not overwrite it."""
+    store, clock = CountingStore(), Clock()
+    cache = BusinessCache(store, ttl_seconds=30, metrics=Metrics(), clock=clock)
+    read_began = clock()
+    clock.now += 1
+    created = Business(id="b5", name="Fresh", type=BusinessType.HOTEL, version=1)
+    cache.put(created)
+    cache._remember("b5", None, read_began)
+    assert cache.get("b5") == created
+    assert store.reads == 0

@@ -312,3 +312,98 @@ def test_note_registered_clears_a_pending_location(
     ops.note_registered(business.id, "L9")
     ops.note_registered("nope", "L1")
     assert repo.items[business.id].unregistered_location_ids == ("L2",)
+
+
+def test_members_cannot_demote_or_remove_someone_above_them(ops: BusinessOps) -> None:
+    """A member with members:update/delete cannot change or remove a member whose role exceeds theirs."""
+    business = ops.create(person("a"), draft("L1")).business
+    business = ops.update(
+        person("a"),
+        business.id,
+        etag="",
+        paths=["permissions.roles"],
+        name="",
+        settings=BusinessSettings(),
+        roles={
+            "owner": Role(permissions=("*",)),
+            "manager": Role(permissions=("*",)),
+            "desk": Role(permissions=("patients:read", "members:update", "members:delete")),
+        },
+    )
+    ops.set_member(person("a"), business.id, "boss", Member(role="manager"), etag="")
+    ops.set_member(person("a"), business.id, "desk1", Member(role="desk"), etag="")
+    ops.set_member(person("a"), business.id, "desk2", Member(role="desk"), etag="")
+    before = ops.get(person("a"), business.id)
+    with pytest.raises(PermissionDenied) as demote:
+        ops.set_member(person("desk1"), business.id, "boss", Member(role="desk"), etag="")
+    assert demote.value.reason == "ESCALATION"
+    with pytest.raises(PermissionDenied) as remove:
+        ops.remove_member(person("desk1"), business.id, "boss", etag="")
+    assert remove.value.reason == "ESCALATION"
+    assert ops.get(person("a"), business.id) == before
+    # Peers with the same role remain manageable.
+    ops.remove_member(person("desk1"), business.id, "desk2", etag="")
+    assert ops.get(person("a"), business.id).member("desk2") is None
+
+
+def test_taken_id_of_another_tenant_is_permission_denied_not_already_exists(
+    ops: BusinessOps, repo: MemoryRepository
+) -> None:
+    """Creating with a client id another tenant holds says PERMISSION_DENIED (no existence probe);
+    the owner who retries with the same id is told ALREADY_EXISTS."""
+    ops.create(person("a"), draft("L1"), business_id="taken")
+    writes = repo.writes
+    with pytest.raises(PermissionDenied) as stranger:
+        ops.create(person("b"), draft("L1"), business_id="taken")
+    assert stranger.value.reason == "NOT_A_MEMBER"
+    with pytest.raises(PermissionDenied) as ghost:
+        ops.get(person("b"), "nosuchid")
+    assert (ghost.value.reason, ghost.value.message.replace("nosuchid", "taken")) == (
+        stranger.value.reason,
+        stranger.value.message,
+    )
+    with pytest.raises(AlreadyExists):
+        ops.create(person("a"), draft("L1"), business_id="taken")
+    assert repo.writes == writes
+
+
+def test_update_business_cannot_bypass_the_settings_permission(
+    ops: BusinessOps, repo: MemoryRepository
+) -> None:
+    """A role with business:update but not settings:update renames the business, yet cannot change
+    settings through UpdateBusiness (which would sidestep UpdateBusinessSettings' rule)."""
+    business = ops.create(person("a"), draft("L1")).business
+    ops.update(
+        person("a"),
+        business.id,
+        etag="",
+        paths=["permissions.roles"],
+        name="",
+        settings=BusinessSettings(),
+        roles={"owner": Role(permissions=("*",)), "editor": Role(permissions=("business:update",))},
+    )
+    ops.set_member(person("a"), business.id, "ed", Member(role="editor"), etag="")
+    renamed = ops.update(
+        person("ed"),
+        business.id,
+        etag="",
+        paths=["name"],
+        name="Renamed",
+        settings=BusinessSettings(),
+        roles={},
+    )
+    assert renamed.name == "Renamed"
+    writes = repo.writes
+    for paths in (["settings"], []):
+        with pytest.raises(PermissionDenied) as raised:
+            ops.update(
+                person("ed"),
+                business.id,
+                etag="",
+                paths=paths,
+                name="Renamed",
+                settings=BusinessSettings(currency="USD"),
+                roles={},
+            )
+        assert raised.value.metadata == {"permission": "settings:update"}
+    assert repo.writes == writes

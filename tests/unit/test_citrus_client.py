@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -288,3 +289,106 @@ def test_capacity_and_health_parsing(fake: Server) -> None:
     shards = make_client(fake).shards_health()
     assert [s.shard_id for s in shards] == ["shard-01", "shard-02"]
     assert not shards[1].is_active
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**SHARD, "connectionString": ""},
+        {key: value for key, value in SHARD.items() if key != "connectionString"},
+        {**SHARD, "isActive": "false"},
+        {**SHARD, "shardId": ""},
+        [SHARD],
+        b"[" * 100_000,
+        b"\xff\xfe not utf-8",
+    ],
+)
+def test_malformed_routing_answers_are_citrus_unavailable_without_the_body(
+    fake: Server, body: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A shard answer without a usable connection string, with a non-boolean isActive, or not even
+    JSON is CITRUS_UNAVAILABLE (never a guessed shard, never INTERNAL); the body is not echoed."""
+    fake.script.set((200, body))
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(CitrusUnavailable) as raised:
+        make_client(fake).get_shard("b", "l")
+    assert "malformed" in raised.value.message
+    assert SECRET_DSN not in raised.value.message
+    assert SECRET_DSN not in caplog.text
+    assert API_KEY not in caplog.text
+
+
+def test_health_may_omit_connection_strings(fake: Server) -> None:
+    """shards/health without connection strings still lists the shards (only counts are needed)."""
+    fake.script.set((200, [{key: value for key, value in SHARD.items() if key != "connectionString"}]))
+    [shard] = make_client(fake).shards_health()
+    assert (shard.shard_id, shard.connection_string, shard.business_count) == ("shard-01", "", 1)
+
+
+@pytest.mark.parametrize("status", [400, 403, 409, 422])
+def test_other_client_errors_are_clear_and_not_retried(fake: Server, status: int) -> None:
+    """4xx other than 404/429: one attempt, CITRUS_UNAVAILABLE naming the status, never the body."""
+    fake.script.set((status, {"error": SECRET_DSN}))
+    sleeps: list[float] = []
+    with pytest.raises(CitrusUnavailable) as raised:
+        make_client(fake, sleeps=sleeps).register("b", "l", "dental")
+    assert len(fake.script.requests) == 1
+    assert sleeps == []
+    assert str(status) in raised.value.message
+    assert SECRET_DSN not in raised.value.message
+    assert API_KEY not in raised.value.message
+
+
+def test_a_dripping_answer_is_cut_at_the_attempt_timeout() -> None:
+    """A server that sends its answer one byte at a time cannot stretch an attempt past CITRUS_TIMEOUT."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    stop = threading.Event()
+
+    def drip() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+                try:
+                    conn.sendall(head)
+                    while not stop.wait(0.05):
+                        conn.sendall(b" ")
+                except OSError:
+                    continue
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    client = CitrusClient(
+        base_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
+        api_key=API_KEY,
+        timeout_ms=300,
+        retry_attempts=1,
+        metrics=Metrics(),
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(CitrusUnavailable):
+            client.get_shard("b", "l")
+        assert time.monotonic() - started < 1.5
+    finally:
+        stop.set()
+        listener.close()
+        client.close()
+
+
+def test_probe_is_one_light_authenticated_call(fake: Server) -> None:
+    """probe(): a single capacity lookup (404 is "up"), never shards/health; a refused key is down."""
+    fake.script.set((404, {}))
+    make_client(fake).probe()
+    assert [(r["method"], r["path"], r["auth"]) for r in fake.script.requests] == [
+        ("GET", "/api/shard/simplu-readiness-probe/capacity", f"Bearer {API_KEY}")
+    ]
+    fake.script.set((401, {}))
+    with pytest.raises(CitrusUnavailable):
+        make_client(fake).probe()

@@ -213,3 +213,56 @@ def test_run_bounded_returns_results_errors_and_timeouts() -> None:
     assert out["v"] == 3
     assert isinstance(out["e"], ZeroDivisionError)
     assert isinstance(out["slow"], TimeoutError)
+
+
+def test_malformed_ids_are_invalid_argument_before_any_lookup() -> None:
+    """Ids that break DESIGN §4 (a '-' in a business id, control characters, 65+ characters) are
+    INVALID_ARGUMENT with the field named, on every admin call that takes them; nothing is looked up."""
+    routing = FakeRouting()
+    admin = service(FakeShards([shard("shard-01", 1)]), routing)
+    cases = [
+        (lambda: admin.location_shard("a-b", "l1", refresh=False), "business_id"),
+        (lambda: admin.location_shard("b1", "bad id", refresh=True), "location_id"),
+        (lambda: admin.register_location("b1", "l" * 65, None), "location_id"),
+        (lambda: admin.register_location("", "l1", None), "business_id"),
+        (lambda: admin.invalidate_routing("a-b", "", everything=False), "business_id"),
+        (lambda: admin.invalidate_routing("b1", "l\n1", everything=False), "location_id"),
+        (lambda: admin.check_capacity("shard\x00"), "shard_id"),
+        (lambda: admin.recycle_pool("s" * 200), "shard_id"),
+        (lambda: admin.migrate("", all_shards=False), "shard_id"),
+        (lambda: admin.check_consistency("a-b", 0, ""), "business_id"),
+    ]
+    for call, field in cases:
+        with pytest.raises(InvalidArgument) as raised:
+            call()
+        assert [v.field for v in raised.value.violations] == [field]
+    assert routing.calls == []
+
+
+def test_unknown_enum_numbers_are_invalid_argument() -> None:
+    """proto3 lets any number through an enum field: an unknown order or business type is rejected,
+    not silently replaced by a default."""
+    from simplu.v1 import shard_admin_pb2
+
+    from simplu_grpc.domain.authz import Authorizer
+    from simplu_grpc.domain.principal import Principal
+    from simplu_grpc.services.shard_admin import ShardAdminServicer
+
+    servicer = ShardAdminServicer(
+        admin=service(FakeShards([shard("shard-01", 1)])), authorizer=Authorizer(admin_group="admin")
+    )
+    operator = Principal(
+        subject="op", username="op", token_use="access", client_id="app", groups=frozenset({"admin"})
+    )
+    with context.bind(principal=operator):
+        with pytest.raises(InvalidArgument) as order:
+            servicer.GetShardUsage(shard_admin_pb2.GetShardUsageRequest(order=99), None)  # type: ignore[arg-type]  # the servicer ignores its context
+        assert [v.field for v in order.value.violations] == ["order"]
+        with pytest.raises(InvalidArgument) as kind:
+            servicer.RegisterLocation(
+                shard_admin_pb2.RegisterLocationRequest(business_id="b1", location_id="l1", business_type=42),
+                None,  # type: ignore[arg-type]  # the servicer ignores its context
+            )
+        assert [v.field for v in kind.value.violations] == ["business_type"]
+        usage = servicer.GetShardUsage(shard_admin_pb2.GetShardUsageRequest(), None)  # type: ignore[arg-type]  # the servicer ignores its context
+        assert [row.shard_id for row in usage.usage] == ["shard-01"]
