@@ -187,6 +187,12 @@ def create_business_table(endpoint: str, region: str, table: str) -> None:
         if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
             raise
     dynamodb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    # Idempotency markers carry expiresAt; as in production, the table expires them by TTL.
+    ttl = dynamodb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+    if ttl.get("TimeToLiveStatus") not in {"ENABLED", "ENABLING"}:
+        dynamodb.update_time_to_live(
+            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"}
+        )
 
 
 @dataclass(frozen=True)

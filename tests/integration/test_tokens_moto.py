@@ -80,13 +80,15 @@ def test_a_token_for_another_app_client_of_the_same_pool_is_rejected(
 
 
 def test_business_table_is_created_once(moto_server: MotoServer) -> None:
-    """create_business_table makes a table keyed by id and tolerates being called again."""
+    """create_business_table makes a table keyed by id, expiring items by expiresAt, and tolerates a rerun."""
     create_business_table(moto_server.url, "us-east-1", "auth-test-business-info")
     create_business_table(moto_server.url, "us-east-1", "auth-test-business-info")
-    table = client("dynamodb", moto_server.url, "us-east-1").describe_table(
-        TableName="auth-test-business-info"
-    )
+    dynamodb = client("dynamodb", moto_server.url, "us-east-1")
+    table = dynamodb.describe_table(TableName="auth-test-business-info")
     assert table["Table"]["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    ttl = dynamodb.describe_time_to_live(TableName="auth-test-business-info")["TimeToLiveDescription"]
+    assert ttl["TimeToLiveStatus"] == "ENABLED"
+    assert ttl["AttributeName"] == "expiresAt"
 
 
 def _alive(pid: int) -> bool:

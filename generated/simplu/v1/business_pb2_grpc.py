@@ -111,7 +111,9 @@ class BusinessServiceServicer:
 
     def CreateBusiness(self, request, context):
         """Any authenticated person (becomes the owner, with an all-permissions role), platform
-        admins, or businesses.write. INVALID_ARGUMENT, ALREADY_EXISTS (client id taken).
+        admins, or businesses.write. INVALID_ARGUMENT (BUSINESS_TOO_LARGE for a business over
+        DynamoDB's item limit), ALREADY_EXISTS (client id taken by a business the caller may read;
+        another tenant's id answers PERMISSION_DENIED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,8 +135,8 @@ class BusinessServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateBusiness(self, request, context):
-        """Members whose role has "business:update" in every location (changing "permissions.roles"
-        needs "*"), platform admins, businesses.write.
+        """Members whose role has "business:update" in every location (the "settings" path also needs
+        "settings:update"; "permissions.roles" needs "*"), platform admins, businesses.write.
         INVALID_ARGUMENT, NOT_FOUND, ABORTED (etag mismatch), PERMISSION_DENIED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

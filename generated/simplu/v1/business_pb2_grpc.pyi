@@ -40,7 +40,9 @@ class BusinessServiceStub:
     def __new__(cls, channel: _aio.Channel) -> BusinessServiceAsyncStub: ...
     CreateBusiness: _grpc.UnaryUnaryMultiCallable[_business_pb2.CreateBusinessRequest, _business_pb2.CreateBusinessResponse]
     """Any authenticated person (becomes the owner, with an all-permissions role), platform
-    admins, or businesses.write. INVALID_ARGUMENT, ALREADY_EXISTS (client id taken).
+    admins, or businesses.write. INVALID_ARGUMENT (BUSINESS_TOO_LARGE for a business over
+    DynamoDB's item limit), ALREADY_EXISTS (client id taken by a business the caller may read;
+    another tenant's id answers PERMISSION_DENIED).
     """
     GetBusiness: _grpc.UnaryUnaryMultiCallable[_business_pb2.GetBusinessRequest, _business_pb2.Business]
     """Members, platform admins, businesses.read. NOT_FOUND, PERMISSION_DENIED."""
@@ -49,8 +51,8 @@ class BusinessServiceStub:
     INVALID_ARGUMENT (bad page token or size).
     """
     UpdateBusiness: _grpc.UnaryUnaryMultiCallable[_business_pb2.UpdateBusinessRequest, _business_pb2.Business]
-    """Members whose role has "business:update" in every location (changing "permissions.roles"
-    needs "*"), platform admins, businesses.write.
+    """Members whose role has "business:update" in every location (the "settings" path also needs
+    "settings:update"; "permissions.roles" needs "*"), platform admins, businesses.write.
     INVALID_ARGUMENT, NOT_FOUND, ABORTED (etag mismatch), PERMISSION_DENIED.
     """
     UpdateBusinessSettings: _grpc.UnaryUnaryMultiCallable[_business_pb2.UpdateBusinessSettingsRequest, _business_pb2.Business]
@@ -86,7 +88,9 @@ class BusinessServiceAsyncStub(BusinessServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateBusiness: _aio.UnaryUnaryMultiCallable[_business_pb2.CreateBusinessRequest, _business_pb2.CreateBusinessResponse]  # type: ignore[assignment]
     """Any authenticated person (becomes the owner, with an all-permissions role), platform
-    admins, or businesses.write. INVALID_ARGUMENT, ALREADY_EXISTS (client id taken).
+    admins, or businesses.write. INVALID_ARGUMENT (BUSINESS_TOO_LARGE for a business over
+    DynamoDB's item limit), ALREADY_EXISTS (client id taken by a business the caller may read;
+    another tenant's id answers PERMISSION_DENIED).
     """
     GetBusiness: _aio.UnaryUnaryMultiCallable[_business_pb2.GetBusinessRequest, _business_pb2.Business]  # type: ignore[assignment]
     """Members, platform admins, businesses.read. NOT_FOUND, PERMISSION_DENIED."""
@@ -95,8 +99,8 @@ class BusinessServiceAsyncStub(BusinessServiceStub):
     INVALID_ARGUMENT (bad page token or size).
     """
     UpdateBusiness: _aio.UnaryUnaryMultiCallable[_business_pb2.UpdateBusinessRequest, _business_pb2.Business]  # type: ignore[assignment]
-    """Members whose role has "business:update" in every location (changing "permissions.roles"
-    needs "*"), platform admins, businesses.write.
+    """Members whose role has "business:update" in every location (the "settings" path also needs
+    "settings:update"; "permissions.roles" needs "*"), platform admins, businesses.write.
     INVALID_ARGUMENT, NOT_FOUND, ABORTED (etag mismatch), PERMISSION_DENIED.
     """
     UpdateBusinessSettings: _aio.UnaryUnaryMultiCallable[_business_pb2.UpdateBusinessSettingsRequest, _business_pb2.Business]  # type: ignore[assignment]
@@ -135,7 +139,9 @@ class BusinessServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_business_pb2.CreateBusinessResponse, _abc.Awaitable[_business_pb2.CreateBusinessResponse]]:
         """Any authenticated person (becomes the owner, with an all-permissions role), platform
-        admins, or businesses.write. INVALID_ARGUMENT, ALREADY_EXISTS (client id taken).
+        admins, or businesses.write. INVALID_ARGUMENT (BUSINESS_TOO_LARGE for a business over
+        DynamoDB's item limit), ALREADY_EXISTS (client id taken by a business the caller may read;
+        another tenant's id answers PERMISSION_DENIED).
         """
 
     @_abc_1.abstractmethod
@@ -162,8 +168,8 @@ class BusinessServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _business_pb2.UpdateBusinessRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_business_pb2.Business, _abc.Awaitable[_business_pb2.Business]]:
-        """Members whose role has "business:update" in every location (changing "permissions.roles"
-        needs "*"), platform admins, businesses.write.
+        """Members whose role has "business:update" in every location (the "settings" path also needs
+        "settings:update"; "permissions.roles" needs "*"), platform admins, businesses.write.
         INVALID_ARGUMENT, NOT_FOUND, ABORTED (etag mismatch), PERMISSION_DENIED.
         """
 
