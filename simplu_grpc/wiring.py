@@ -79,7 +79,7 @@ def build_deps(settings: Settings) -> Deps:
         )
         # --- ResourceService adapters (E) ---
         deps.shard_directory = (
-            CitrusDirectory(deps.citrus)
+            CitrusDirectory(deps.citrus, on_registered=deps.business_ops.note_registered)
             if deps.citrus is not None
             else SingleDatabaseDirectory(single_database_dsn(settings))
         )

@@ -10,16 +10,21 @@ one shard, ``default``, built from the ``DATABASE_*`` settings.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from psycopg.conninfo import make_conninfo
 
 from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
+from simplu_grpc.errors import SimpluError
 
 if TYPE_CHECKING:
     from simplu_grpc.settings import Settings
 
 DEFAULT_SHARD_ID = "default"
+
+log = logging.getLogger(__name__)
 
 
 class CitrusLookup(Protocol):
@@ -33,8 +38,16 @@ class CitrusLookup(Protocol):
 class CitrusDirectory:
     """Routing through Citrus; errors stay CitrusUnavailable (the routing cache may serve stale)."""
 
-    def __init__(self, citrus: CitrusLookup) -> None:
+    def __init__(
+        self,
+        citrus: CitrusLookup,
+        *,
+        on_registered: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._citrus = citrus
+        # Told after a lazy registration so business info stops listing the location as
+        # unregistered; best effort (re-registering later is harmless).
+        self._on_registered = on_registered
 
     def get_shard(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
         found = self._citrus.get_shard(business_id, location_id)
@@ -42,7 +55,19 @@ class CitrusDirectory:
             return found
         # Registration is idempotent at Citrus: a race with another replica (or with
         # BusinessService) registering the same location returns the same shard.
-        return self._citrus.register(business_id, location_id, business_type.lower())
+        assignment = self._citrus.register(business_id, location_id, business_type.lower())
+        if self._on_registered is not None:
+            try:
+                self._on_registered(business_id, location_id)
+            except SimpluError as exc:
+                # The route is good; only the bookkeeping failed, so the request goes on.
+                log.warning(
+                    "registered %s/%s lazily but could not record it: %s",
+                    business_id,
+                    location_id,
+                    exc.message,
+                )
+        return assignment
 
 
 def single_database_dsn(settings: Settings) -> str:

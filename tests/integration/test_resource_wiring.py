@@ -82,6 +82,41 @@ def test_wired_server_serves_resources_on_citrus_shards(
     assert [s.shard_id for s in server.deps.pools.stats()] == [shard]
 
 
+def test_first_resource_use_registers_a_pending_location_and_records_it(
+    make_server: MakeServer,
+    moto_server: MotoServer,
+    citrus: CitrusEmulator,
+    make_user_token: Callable[..., tuple[str, str]],
+) -> None:
+    """Citrus down at create: the first resource request registers the location once and business
+    info stops listing it as unregistered."""
+    server = _server(
+        make_server,
+        moto_server,
+        citrus_server_url=citrus.url,
+        citrus_api_key=CITRUS_API_KEY,
+        citrus_retry_attempts=1,
+    )
+    _, owner_token = make_user_token("lazy-owner")
+    citrus.stop()
+    try:
+        business_id = _business(server, owner_token)
+    finally:
+        citrus.start()
+    assert server.deps.business_store is not None
+    stored = server.deps.business_store.get(business_id)
+    assert stored is not None
+    assert stored.unregistered_location_ids == ("main",)
+    assert f"{business_id}-main" not in citrus.registrations()
+
+    _round_trip(server, owner_token, business_id)
+
+    assert f"{business_id}-main" in citrus.registrations()
+    stored = server.deps.business_store.get(business_id)
+    assert stored is not None
+    assert stored.unregistered_location_ids == ()
+
+
 def test_wired_server_single_database_mode(
     make_server: MakeServer,
     moto_server: MotoServer,
