@@ -90,18 +90,18 @@ class Deps:
     # Readiness is SERVING while any of these answers True (DESIGN §3: NOT_SERVING only when
     # DynamoDB and Citrus are both unreachable). Each must be quick and never raise.
     readiness_checks: list[ReadinessCheck] = field(default_factory=list)
-    # --- BusinessService components (D): business store, Citrus client, cache, authorizer ---
+    # --- BusinessService components: business store, Citrus client, cache, authorizer ---
     authorizer: Authorizer | None = None
     business_store: BusinessStore | None = None
     business_cache: BusinessCache | None = None
     citrus: CitrusClient | None = None  # None in single-database mode (no CITRUS_SERVER_URL)
     business_ops: BusinessOps | None = None
-    # --- ResourceService components (E): pool registry, routing cache, directory -------------
+    # --- ResourceService components: pool registry, routing cache, directory -------------
     pools: PoolRegistry | None = None
     routing: RoutingCache | None = None
     shard_directory: ShardDirectory | None = None
     resource_ops: ResourceOps | None = None
-    # --- ShardAdmin components (F) -------------------------------------------------------------
+    # --- ShardAdmin components -------------------------------------------------------------
     shard_admin: ShardAdminService | None = None
 
     def close(self) -> None:
@@ -126,9 +126,8 @@ class Registration:
 def simplu_services(settings: Settings, deps: Deps) -> list[Registration]:
     """The simplu.v1 services this server answers.
 
-    Until a feature supplies its servicer, the generated base servicer stands in and
-    answers UNIMPLEMENTED. D/E/F: replace the third argument with your servicer built from
-    ``settings`` and ``deps`` (import it at the top of this module).
+    A service whose components are missing from ``deps`` (a test server built with only the
+    core) is served by the generated base servicer, which answers UNIMPLEMENTED.
     """
     return [
         Registration(

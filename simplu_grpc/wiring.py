@@ -50,7 +50,7 @@ def build_deps(settings: Settings) -> Deps:
     try:
         # A failed load is tolerated (logged): the first token with an unknown kid retries.
         jwks.load()
-        # --- BusinessService adapters (D) ---
+        # --- BusinessService adapters ---
         deps.authorizer = Authorizer(admin_group=settings.admin_group)
         dynamodb = make_dynamodb_client(settings)
         deps.closers.append(dynamodb.close)
@@ -77,7 +77,7 @@ def build_deps(settings: Settings) -> Deps:
             authorizer=deps.authorizer,
             citrus=deps.citrus,
         )
-        # --- ResourceService adapters (E) ---
+        # --- ResourceService adapters ---
         deps.shard_directory = (
             CitrusDirectory(deps.citrus, on_registered=deps.business_ops.note_registered)
             if deps.citrus is not None
@@ -102,7 +102,7 @@ def build_deps(settings: Settings) -> Deps:
                 max_bytes=settings.resource_data_max_bytes, max_depth=settings.resource_data_max_depth
             ),
         )
-        # --- ShardAdmin components (F) ---
+        # --- ShardAdmin components ---
         deps.shard_admin = ShardAdminService(
             # Single-database mode: the one database answers the Citrus questions ShardAdmin asks.
             shards=deps.citrus

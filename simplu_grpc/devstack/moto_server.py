@@ -77,7 +77,7 @@ class MotoServer:
             self.port = free_port(self.host)
         # werkzeug logs every request to stderr: a file, not a pipe nobody drains.
         # Open as long as the child runs (no with-block can span that); closed in stop().
-        self._log = tempfile.TemporaryFile(prefix="moto-server-")  # noqa: SIM115
+        self._log = tempfile.TemporaryFile(prefix="moto-server-")  # noqa: SIM115 - outlives any with-block
         self._process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
             stdin=subprocess.DEVNULL,

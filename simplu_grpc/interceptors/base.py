@@ -44,6 +44,7 @@ class ServerInterceptor(grpc.ServerInterceptor, abc.ABC):
         def wrapped(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
             return self.intercept(behavior, request_or_iterator, context, method_name)
 
+        # grpc's handler factories are typed loosely in types-grpcio; the result is a handler.
         return factory(  # type: ignore[no-any-return]
             wrapped,
             request_deserializer=handler.request_deserializer,
