@@ -31,6 +31,8 @@ Why it is shaped this way (DESIGN §6):
 * Each query runs in one pipeline (BEGIN, statement_timeout, the statement, COMMIT): one
   network round trip.
 * Schema migrations run once per pool, on its first checkout.
+* A pool nobody used for ``idle_close_seconds`` is closed by a background sweeper thread,
+  so a replica that goes quiet gives its connections back; the next request opens a new one.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ _CUT_GRACE = 0.05
 # An old connection string that was just replaced keeps resolving to the new pool for this
 # long, so requests already routed with it do not flip the shard back.
 _RETIRED_GRACE = 60.0
-# How often (at most) a request sweeps pools nobody used for shard_pool_idle_close_seconds.
+# How often the background sweeper looks for pools nobody used for shard_pool_idle_close_seconds.
 _SWEEP_INTERVAL = 30.0
 
 
@@ -380,13 +382,14 @@ class PoolRegistry:
         migrate: bool = True,
         application_name: str = "simplu-grpc",
         clock: Callable[[], float] = time.monotonic,
+        sweep_interval: float = _SWEEP_INTERVAL,
     ) -> None:
         if min_size < 0 or max_size < 1 or min_size > max_size:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
         if max_waiting < 0:
             raise ValueError("max_waiting must not be negative")
-        if connect_timeout <= 0 or idle_close_seconds <= 0:
-            raise ValueError("connect_timeout and idle_close_seconds must be positive")
+        if connect_timeout <= 0 or idle_close_seconds <= 0 or sweep_interval <= 0:
+            raise ValueError("connect_timeout, idle_close_seconds and sweep_interval must be positive")
         self._metrics = metrics
         self._min_size = min_size
         self._max_size = max_size
@@ -403,7 +406,12 @@ class PoolRegistry:
         self._lock = threading.Lock()
         self._pools: dict[str, _PoolEntry] = {}
         self._watchdog = _Watchdog()
-        self._last_sweep = clock()
+        # Idle pools are closed by a background thread, not by requests: a replica that goes
+        # quiet must still give back its connections to every shard it once used. Started
+        # with the first pool, so a registry that never connects owns no thread.
+        self._sweep_interval = sweep_interval
+        self._sweep_stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
         self._closed = False
         self.pools_created = 0  # for tests and ListPools: how many pools this registry opened
 
@@ -427,7 +435,6 @@ class PoolRegistry:
         """A session on the assignment's shard, migrated, bounded by the RPC's deadline."""
         if self._closed:
             raise ShardUnavailable("the server is shutting down", metadata={"shard_id": assignment.shard_id})
-        self._maybe_sweep()
         entry, conn = self._checkout(assignment)
         session = ShardSession(entry.shard_id, conn, self._watchdog, entry.health)
         try:
@@ -576,6 +583,7 @@ class PoolRegistry:
         self, shard_id: str, conninfo: str, previous: _PoolEntry | None, *, keep_migrated: bool = False
     ) -> _PoolEntry:
         """Caller holds ``_lock``. Open a new pool for the shard; retire the previous one."""
+        self._start_sweeper()
         health = _Health(self._clock)
         pool: ConnectionPool[Any] = ConnectionPool(
             conninfo,
@@ -634,12 +642,19 @@ class PoolRegistry:
         except Exception:
             logger.exception("closing a shard pool failed", extra={"shard_id": pool.name})
 
-    def _maybe_sweep(self) -> None:
-        now = self._clock()
-        if now - self._last_sweep < _SWEEP_INTERVAL:
-            return
-        self._last_sweep = now
-        self.close_idle()
+    def _start_sweeper(self) -> None:
+        """Caller holds ``_lock``."""
+        if self._sweeper is None:
+            self._sweeper = threading.Thread(target=self._sweep, name="shard-pool-sweeper", daemon=True)
+            self._sweeper.start()
+
+    def _sweep(self) -> None:
+        while not self._sweep_stop.wait(self._sweep_interval):
+            try:
+                self.close_idle()
+            except Exception:
+                # A sweep that fails must not end the sweeper: the next one tries again.
+                logger.exception("sweeping idle shard pools failed")
 
     def close_idle(self) -> list[str]:
         """Close pools nobody used for ``idle_close_seconds``; returns their shard ids."""
@@ -727,4 +742,7 @@ class PoolRegistry:
         for entry in entries:
             # Short: at shutdown a worker stuck connecting to a dead shard must not hold the exit.
             self._close_pool(entry.pool, timeout=2.0)
+        self._sweep_stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=5)
         self._watchdog.stop()

@@ -213,6 +213,28 @@ def test_new_connection_string_replaces_the_pool_and_closes_the_old(
     assert registry.stats()[0].target.endswith(f":{proxy.port}{target.path}")
 
 
+def test_idle_pools_are_closed_in_the_background_without_requests(metrics: Metrics, shard_dsn: str) -> None:
+    """A quiet registry closes a pool once it has been idle long enough, with no request arriving."""
+    clock = Clock()
+    registry = PoolRegistry(metrics=metrics, idle_close_seconds=60, clock=clock, sweep_interval=0.05)
+    try:
+        _run(registry, ShardAssignment(shard_id="quiet", connection_string=shard_dsn))
+        pool = registry.pool("quiet")
+        assert pool is not None
+        clock.now += 30
+        time.sleep(0.3)  # several sweeps run; the pool is not idle long enough yet
+        assert registry.pool("quiet") is pool
+        clock.now += 31
+        deadline = time.monotonic() + 10
+        while not pool.closed:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert registry.stats() == []
+    finally:
+        registry.close()
+    assert not any(t.name == "shard-pool-sweeper" and t.is_alive() for t in threading.enumerate())
+
+
 def test_idle_pools_are_closed(metrics: Metrics, shard_dsn: str) -> None:
     """A pool unused for idle_close_seconds is closed; the next request opens a fresh one."""
     clock = Clock()
