@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.tokens",
     "tests.fixtures.server",
     "tests.fixtures.faultproxy",
+    "tests.fixtures.clock",
 ]

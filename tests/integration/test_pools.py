@@ -22,22 +22,10 @@ from simplu_grpc.context import Deadline
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import DeadlineExceeded, ResourceExhausted, ShardUnavailable
 from simplu_grpc.metrics import Metrics
+from tests.fixtures.clock import FakeClock
 from tests.fixtures.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.integration
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.monotonic()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics()
 
 
 @pytest.fixture
@@ -215,7 +203,7 @@ def test_new_connection_string_replaces_the_pool_and_closes_the_old(
 
 def test_idle_pools_are_closed_in_the_background_without_requests(metrics: Metrics, shard_dsn: str) -> None:
     """A quiet registry closes a pool once it has been idle long enough, with no request arriving."""
-    clock = Clock()
+    clock = FakeClock(start=time.monotonic())
     registry = PoolRegistry(metrics=metrics, idle_close_seconds=60, clock=clock, sweep_interval=0.05)
     try:
         _run(registry, ShardAssignment(shard_id="quiet", connection_string=shard_dsn))
@@ -237,7 +225,7 @@ def test_idle_pools_are_closed_in_the_background_without_requests(metrics: Metri
 
 def test_idle_pools_are_closed(metrics: Metrics, shard_dsn: str) -> None:
     """A pool unused for idle_close_seconds is closed; the next request opens a fresh one."""
-    clock = Clock()
+    clock = FakeClock(start=time.monotonic())
     registry = PoolRegistry(metrics=metrics, idle_close_seconds=60, clock=clock)
     try:
         assignment = ShardAssignment(shard_id="idle", connection_string=shard_dsn)
@@ -310,7 +298,7 @@ def _count_warm_round_trips(metrics: Metrics, shard_dsn: str) -> None:
 
     target = urlsplit(shard_dsn)
     counter = PgRoundTripCounter(target.hostname or "127.0.0.1", target.port or 5432).start()
-    clock = Clock()
+    clock = FakeClock(start=time.monotonic())
     registry = PoolRegistry(metrics=metrics, min_size=1, max_size=1, clock=clock)
     try:
         assignment = ShardAssignment(shard_id="warm", connection_string=counter.rewrite(shard_dsn))
@@ -389,7 +377,7 @@ def test_first_use_migration_is_bounded_by_each_callers_deadline(
 def test_a_request_racing_shutdown_never_opens_a_new_pool(metrics: Metrics) -> None:
     """A request already past the closed-check when close() runs, on a failing shard whose pool it
     would replace, gets UNAVAILABLE instead of opening a pool nobody will ever close."""
-    clock = Clock()
+    clock = FakeClock(start=time.monotonic())
     registry = PoolRegistry(metrics=metrics, connect_timeout=2.0, clock=clock)
     assignment = ShardAssignment(
         shard_id="racing", connection_string=f"postgresql://postgres@127.0.0.1:{_closed_port()}/x"

@@ -7,6 +7,7 @@ from dataclasses import replace
 from simplu_grpc.domain.business import Business, BusinessType
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.metrics import Metrics
+from tests.fixtures.clock import FakeClock
 
 
 class CountingStore:
@@ -19,14 +20,6 @@ class CountingStore:
         return self.items.get(business_id)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def lookups(metrics: Metrics, result: str) -> float:
     value = metrics.registry.get_sample_value(
         "simplu_cache_lookups_total", {"cache": "business", "result": result}
@@ -36,7 +29,7 @@ def lookups(metrics: Metrics, result: str) -> float:
 
 def test_hits_within_ttl_and_refetch_after() -> None:
     """A second lookup within the TTL is a hit (no store read); after the TTL the store is read again."""
-    store, clock, metrics = CountingStore(), Clock(), Metrics()
+    store, clock, metrics = CountingStore(), FakeClock(start=100.0), Metrics()
     store.items["b1"] = Business(id="b1", name="One", type=BusinessType.GYM, version=1)
     cache = BusinessCache(store, ttl_seconds=30, metrics=metrics, clock=clock)
     assert cache.get("b1") is not None
@@ -51,7 +44,7 @@ def test_hits_within_ttl_and_refetch_after() -> None:
 
 def test_missing_business_is_cached_and_invalidated_by_create() -> None:
     """A miss is remembered; put() after this server's own create replaces it at once."""
-    store, clock = CountingStore(), Clock()
+    store, clock = CountingStore(), FakeClock(start=100.0)
     cache = BusinessCache(store, ttl_seconds=30, metrics=Metrics(), clock=clock)
     assert cache.get("b2") is None
     assert cache.get("b2") is None
@@ -65,7 +58,7 @@ def test_missing_business_is_cached_and_invalidated_by_create() -> None:
 
 def test_an_older_read_never_replaces_a_newer_own_write() -> None:
     """put(v3) then a racing read of v2 keeps v3."""
-    store, clock = CountingStore(), Clock()
+    store, clock = CountingStore(), FakeClock(start=100.0)
     cache = BusinessCache(store, ttl_seconds=30, metrics=Metrics(), clock=clock)
     newer = Business(id="b3", name="New", type=BusinessType.GYM, version=3)
     cache.put(newer)
@@ -75,7 +68,7 @@ def test_an_older_read_never_replaces_a_newer_own_write() -> None:
 
 def test_zero_ttl_disables_caching_and_size_is_bounded() -> None:
     """ttl 0 reads through every time; max_entries evicts the least recently used."""
-    store, clock = CountingStore(), Clock()
+    store, clock = CountingStore(), FakeClock(start=100.0)
     cache = BusinessCache(store, ttl_seconds=0, metrics=Metrics(), clock=clock)
     cache.get("x")
     cache.get("x")
@@ -88,7 +81,7 @@ def test_zero_ttl_disables_caching_and_size_is_bounded() -> None:
 
 def test_a_miss_read_racing_with_a_create_never_hides_the_new_business() -> None:
     """A "no such business" read that began before this server's create does not overwrite it."""
-    store, clock = CountingStore(), Clock()
+    store, clock = CountingStore(), FakeClock(start=100.0)
     cache = BusinessCache(store, ttl_seconds=30, metrics=Metrics(), clock=clock)
     read_began = clock()
     clock.now += 1

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
@@ -28,65 +26,24 @@ from simplu_grpc.errors import (
     InvalidArgument,
 )
 from simplu_grpc.metrics import Metrics
+from tests.fixtures.scripted_http import ScriptedHTTPServer, serve
 
 _PREFIX = "com.amazonaws.dynamodb.v20120810#"
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: FakeDynamo
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
-        with self.server.lock:
-            self.server.requests.append(self.headers.get("X-Amz-Target", ""))
-            status, body, delay = self.server.answer
-        if delay:
-            time.sleep(delay)
-        raw = json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/x-amz-json-1.0")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-        except OSError:
-            pass  # the client gave up (read timeout)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
-
-
-class FakeDynamo(ThreadingHTTPServer):
-    """Answers every request the same scripted way and records the operations asked for."""
-
-    daemon_threads = True
+class FakeDynamo(ScriptedHTTPServer):
+    """DynamoDB's JSON protocol, scripted: ``fail`` makes every call answer that error."""
 
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.lock = threading.Lock()
-        self.requests: list[str] = []
-        self.answer: tuple[int, Any, float] = (200, {}, 0.0)
+        super().__init__(content_type="application/x-amz-json-1.0")
 
     def fail(self, code: str, message: str = "no", delay: float = 0.0, **extra: Any) -> None:
-        with self.lock:
-            self.answer = (400, {"__type": _PREFIX + code, "message": message, **extra}, delay)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
+        self.set((400, {"__type": _PREFIX + code, "message": message, **extra}, delay))
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeDynamo]:
-    server = FakeDynamo()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from serve(FakeDynamo())
 
 
 def make_store(url: str, *, attempts: int = 1, read_timeout: float = 2.0) -> BusinessStore:
@@ -209,7 +166,7 @@ def test_unreachable_and_read_timeout_are_unavailable(fake: FakeDynamo) -> None:
     with pytest.raises(BusinessStoreUnavailable) as refused:
         make_store(f"http://127.0.0.1:{closed_port}").get("b1")
     assert "EndpointConnectionError" in refused.value.message
-    fake.answer = (200, {}, 1.0)
+    fake.set((200, {}, 1.0))
     with pytest.raises(BusinessStoreUnavailable) as slow:
         make_store(fake.url, read_timeout=0.2).get("b1")
     assert "ReadTimeout" in slow.value.message

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -17,6 +15,7 @@ from simplu_grpc import context
 from simplu_grpc.adapters.citrus import CitrusClient
 from simplu_grpc.errors import CitrusUnavailable
 from simplu_grpc.metrics import Metrics
+from tests.fixtures.scripted_http import ScriptedHTTPServer, serve
 
 API_KEY = "citrus-unit-key-0123456789"
 SECRET_DSN = "postgresql://postgres:s3cret-pw@127.0.0.1:5432/shard_01"
@@ -30,83 +29,13 @@ SHARD = {
 }
 
 
-class Script:
-    """What the fake Citrus answers, one entry per request (the last one repeats)."""
-
-    def __init__(self) -> None:
-        self.answers: list[tuple[int, Any, float]] = [(200, SHARD, 0.0)]
-        self.requests: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-
-    def set(self, *answers: tuple[int, Any] | tuple[int, Any, float]) -> None:
-        with self.lock:
-            self.answers = [(a[0], a[1], a[2] if len(a) > 2 else 0.0) for a in answers]
-
-    def next(self) -> tuple[int, Any, float]:
-        with self.lock:
-            return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive
-    server: Server
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        with self.server.script.lock:
-            self.server.script.requests.append(
-                {
-                    "method": self.command,
-                    "path": self.path,
-                    "auth": self.headers.get("Authorization"),
-                    "body": json.loads(body) if body else None,
-                    "peer": self.client_address[1],
-                }
-            )
-        status, payload, delay = self.server.script.next()
-        if delay:
-            time.sleep(delay)
-        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-        except OSError:
-            pass  # the client gave up (timeout test)
-
-    def do_GET(self) -> None:
-        self._answer()
-
-    def do_POST(self) -> None:
-        self._answer()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
-
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.script = Script()
-
-
 @pytest.fixture
-def fake() -> Iterator[Server]:
-    server = Server()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def fake() -> Iterator[ScriptedHTTPServer]:
+    yield from serve(ScriptedHTTPServer((200, SHARD)))
 
 
 def make_client(
-    fake: Server,
+    fake: ScriptedHTTPServer,
     *,
     attempts: int = 3,
     timeout_ms: int = 2000,
@@ -125,11 +54,11 @@ def make_client(
     )
 
 
-def test_register_sends_the_documented_request(fake: Server) -> None:
+def test_register_sends_the_documented_request(fake: ScriptedHTTPServer) -> None:
     """POST /api/register with the bearer key, lowercase type and shardKey "{b}-{l}"; parses the answer."""
     client = make_client(fake)
     assignment = client.register("biz1", "loc-1", "DENTAL")
-    request = fake.script.requests[0]
+    request = fake.requests[0]
     assert request["method"] == "POST"
     assert request["path"] == "/api/register"
     assert request["auth"] == f"Bearer {API_KEY}"
@@ -146,23 +75,23 @@ def test_register_sends_the_documented_request(fake: Server) -> None:
     assert SECRET_DSN not in repr(assignment)
 
 
-def test_get_shard_url_encodes_the_key_and_404_is_none(fake: Server) -> None:
+def test_get_shard_url_encodes_the_key_and_404_is_none(fake: ScriptedHTTPServer) -> None:
     """The key is URL-encoded in the path; 404 means "not registered" (None), not an error, no retry."""
-    fake.script.set((404, {"error": "not_found"}))
+    fake.set((404, {"error": "not_found"}))
     sleeps: list[float] = []
     assert make_client(fake, sleeps=sleeps).get_shard("b1", "a/b:c d") is None
-    assert fake.script.requests[0]["path"] == "/api/shard/b1-a%2Fb%3Ac%20d"
-    assert len(fake.script.requests) == 1
+    assert fake.requests[0]["path"] == "/api/shard/b1-a%2Fb%3Ac%20d"
+    assert len(fake.requests) == 1
     assert sleeps == []
 
 
-def test_transient_errors_are_retried_then_succeed(fake: Server) -> None:
+def test_transient_errors_are_retried_then_succeed(fake: ScriptedHTTPServer) -> None:
     """503 then 429 then 200: three attempts, two backoff sleeps through the injected sleep."""
-    fake.script.set((503, {}), (429, {}), (200, SHARD))
+    fake.set((503, {}), (429, {}), (200, SHARD))
     sleeps: list[float] = []
     metrics = Metrics()
     assert make_client(fake, sleeps=sleeps, metrics=metrics).get_shard("b1", "l1") is not None
-    assert len(fake.script.requests) == 3
+    assert len(fake.requests) == 3
     assert len(sleeps) == 2
     assert all(0 <= s <= 2.0 for s in sleeps)
     sample = metrics.registry.get_sample_value
@@ -182,42 +111,44 @@ def test_transient_errors_are_retried_then_succeed(fake: Server) -> None:
     )
 
 
-def test_attempts_are_bounded(fake: Server) -> None:
+def test_attempts_are_bounded(fake: ScriptedHTTPServer) -> None:
     """Always 500: exactly retry_attempts requests, then CitrusUnavailable."""
-    fake.script.set((500, {}))
+    fake.set((500, {}))
     with pytest.raises(CitrusUnavailable) as raised:
         make_client(fake, attempts=4).shards_health()
-    assert len(fake.script.requests) == 4
+    assert len(fake.requests) == 4
     assert raised.value.reason == "CITRUS_UNAVAILABLE"
 
 
-def test_client_errors_are_not_retried(fake: Server) -> None:
+def test_client_errors_are_not_retried(fake: ScriptedHTTPServer) -> None:
     """400 is not transient: one request."""
-    fake.script.set((400, {"error": "bad_request"}))
+    fake.set((400, {"error": "bad_request"}))
     with pytest.raises(CitrusUnavailable):
         make_client(fake).register("b", "l", "gym")
-    assert len(fake.script.requests) == 1
+    assert len(fake.requests) == 1
 
 
-def test_refused_key_says_so_without_the_key(fake: Server, caplog: pytest.LogCaptureFixture) -> None:
+def test_refused_key_says_so_without_the_key(
+    fake: ScriptedHTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
     """401: CITRUS_UNAVAILABLE saying the API key was refused; the key appears in no message or log."""
-    fake.script.set((401, {"error": "unauthorized"}))
+    fake.set((401, {"error": "unauthorized"}))
     caplog.set_level(logging.DEBUG)
     with pytest.raises(CitrusUnavailable) as raised:
         make_client(fake).get_shard("b", "l")
     assert "API key" in raised.value.message
     assert API_KEY not in raised.value.message
     assert API_KEY not in caplog.text
-    assert len(fake.script.requests) == 1
+    assert len(fake.requests) == 1
 
 
-def test_malformed_answer(fake: Server) -> None:
+def test_malformed_answer(fake: ScriptedHTTPServer) -> None:
     """A 200 whose body is not the documented JSON is CITRUS_UNAVAILABLE and never echoed."""
-    fake.script.set((200, b"<html>" + SECRET_DSN.encode()))
+    fake.set((200, b"<html>" + SECRET_DSN.encode()))
     with pytest.raises(CitrusUnavailable) as raised:
         make_client(fake).get_shard("b", "l")
     assert SECRET_DSN not in raised.value.message
-    fake.script.set((200, {"shardId": 7}))
+    fake.set((200, {"shardId": 7}))
     with pytest.raises(CitrusUnavailable):
         make_client(fake).get_shard("b", "l")
 
@@ -239,18 +170,18 @@ def test_connection_refused_is_retried_and_reported() -> None:
     assert len(sleeps) == 2
 
 
-def test_read_timeout_per_attempt(fake: Server) -> None:
+def test_read_timeout_per_attempt(fake: ScriptedHTTPServer) -> None:
     """An answer slower than CITRUS_TIMEOUT is a timeout, retried like any transient failure."""
-    fake.script.set((200, SHARD, 0.5), (200, SHARD))
+    fake.set((200, SHARD, 0.5), (200, SHARD))
     started = time.monotonic()
     assert make_client(fake, timeout_ms=150).get_shard("b", "l") is not None
-    assert len(fake.script.requests) == 2
+    assert len(fake.requests) == 2
     assert time.monotonic() - started < 1.0
 
 
-def test_never_beyond_the_rpc_deadline(fake: Server) -> None:
+def test_never_beyond_the_rpc_deadline(fake: ScriptedHTTPServer) -> None:
     """With 10 attempts of 1 s each allowed, a 0.4 s deadline still ends the call in about 0.4 s."""
-    fake.script.set((200, SHARD, 1.0))
+    fake.set((200, SHARD, 1.0))
     client = CitrusClient(
         base_url="http://{}:{}".format(*fake.server_address[:2]),
         api_key=API_KEY,
@@ -264,28 +195,28 @@ def test_never_beyond_the_rpc_deadline(fake: Server) -> None:
     assert time.monotonic() - started < 0.8
 
 
-def test_connections_are_kept_alive(fake: Server) -> None:
+def test_connections_are_kept_alive(fake: ScriptedHTTPServer) -> None:
     """Several calls reuse one TCP connection (keep-alive)."""
     client = make_client(fake)
     for _ in range(5):
         client.get_shard("b", "l")
-    assert len({r["peer"] for r in fake.script.requests}) == 1
+    assert len({r["peer"] for r in fake.requests}) == 1
     client.close()
 
 
-def test_capacity_and_health_parsing(fake: Server) -> None:
+def test_capacity_and_health_parsing(fake: ScriptedHTTPServer) -> None:
     """capacity() parses canAcceptNewBusiness (404 -> None); shards_health() parses a list."""
-    fake.script.set(
+    fake.set(
         (200, {"canAcceptNewBusiness": False, "businessCount": 3, "maxBusinesses": 3, "shardId": "shard-01"})
     )
     info = make_client(fake).capacity("shard/01")
     assert info is not None
     assert not info.can_accept_new_business
     assert info.business_count == 3
-    assert fake.script.requests[-1]["path"] == "/api/shard/shard%2F01/capacity"
-    fake.script.set((404, {}))
+    assert fake.requests[-1]["path"] == "/api/shard/shard%2F01/capacity"
+    fake.set((404, {}))
     assert make_client(fake).capacity("nope") is None
-    fake.script.set((200, [SHARD, {**SHARD, "shardId": "shard-02", "isActive": False}]))
+    fake.set((200, [SHARD, {**SHARD, "shardId": "shard-02", "isActive": False}]))
     shards = make_client(fake).shards_health()
     assert [s.shard_id for s in shards] == ["shard-01", "shard-02"]
     assert not shards[1].is_active
@@ -304,11 +235,11 @@ def test_capacity_and_health_parsing(fake: Server) -> None:
     ],
 )
 def test_malformed_routing_answers_are_citrus_unavailable_without_the_body(
-    fake: Server, body: Any, caplog: pytest.LogCaptureFixture
+    fake: ScriptedHTTPServer, body: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A shard answer without a usable connection string, with a non-boolean isActive, or not even
     JSON is CITRUS_UNAVAILABLE (never a guessed shard, never INTERNAL); the body is not echoed."""
-    fake.script.set((200, body))
+    fake.set((200, body))
     caplog.set_level(logging.DEBUG)
     with pytest.raises(CitrusUnavailable) as raised:
         make_client(fake).get_shard("b", "l")
@@ -318,21 +249,21 @@ def test_malformed_routing_answers_are_citrus_unavailable_without_the_body(
     assert API_KEY not in caplog.text
 
 
-def test_health_may_omit_connection_strings(fake: Server) -> None:
+def test_health_may_omit_connection_strings(fake: ScriptedHTTPServer) -> None:
     """shards/health without connection strings still lists the shards (only counts are needed)."""
-    fake.script.set((200, [{key: value for key, value in SHARD.items() if key != "connectionString"}]))
+    fake.set((200, [{key: value for key, value in SHARD.items() if key != "connectionString"}]))
     [shard] = make_client(fake).shards_health()
     assert (shard.shard_id, shard.connection_string, shard.business_count) == ("shard-01", "", 1)
 
 
 @pytest.mark.parametrize("status", [400, 403, 409, 422])
-def test_other_client_errors_are_clear_and_not_retried(fake: Server, status: int) -> None:
+def test_other_client_errors_are_clear_and_not_retried(fake: ScriptedHTTPServer, status: int) -> None:
     """4xx other than 404/429: one attempt, CITRUS_UNAVAILABLE naming the status, never the body."""
-    fake.script.set((status, {"error": SECRET_DSN}))
+    fake.set((status, {"error": SECRET_DSN}))
     sleeps: list[float] = []
     with pytest.raises(CitrusUnavailable) as raised:
         make_client(fake, sleeps=sleeps).register("b", "l", "dental")
-    assert len(fake.script.requests) == 1
+    assert len(fake.requests) == 1
     assert sleeps == []
     assert str(status) in raised.value.message
     assert SECRET_DSN not in raised.value.message
@@ -382,13 +313,13 @@ def test_a_dripping_answer_is_cut_at_the_attempt_timeout() -> None:
         client.close()
 
 
-def test_probe_is_one_light_authenticated_call(fake: Server) -> None:
+def test_probe_is_one_light_authenticated_call(fake: ScriptedHTTPServer) -> None:
     """probe(): a single capacity lookup (404 is "up"), never shards/health; a refused key is down."""
-    fake.script.set((404, {}))
+    fake.set((404, {}))
     make_client(fake).probe()
-    assert [(r["method"], r["path"], r["auth"]) for r in fake.script.requests] == [
+    assert [(r["method"], r["path"], r["auth"]) for r in fake.requests] == [
         ("GET", "/api/shard/simplu-readiness-probe/capacity", f"Bearer {API_KEY}")
     ]
-    fake.script.set((401, {}))
+    fake.set((401, {}))
     with pytest.raises(CitrusUnavailable):
         make_client(fake).probe()

@@ -12,14 +12,7 @@ from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import CitrusUnavailable
 from simplu_grpc.metrics import Metrics
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fixtures.clock import FakeClock
 
 
 class FakeDirectory:

@@ -17,22 +17,13 @@ from simplu_grpc.domain import tokens
 from simplu_grpc.domain.tokens import TokenVerifier
 from simplu_grpc.errors import Unauthenticated, Unavailable
 from simplu_grpc.metrics import Metrics
+from tests.fixtures.clock import FakeClock
 from tests.fixtures.tokens import LocalIssuer, b64url_json
 
 ISSUER = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_unitpool"
 CLIENT = "unit-app-client"
 OTHER_CLIENT = "second-app-client"
 LEEWAY = 10
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand (JWKS refetch budget)."""
-
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +36,7 @@ def issuer() -> Iterator[LocalIssuer]:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics()
+    return FakeClock(start=5000.0)
 
 
 @pytest.fixture

@@ -12,22 +12,10 @@ import pytest
 from simplu_grpc.adapters.jwks import JWKS_UNAVAILABLE, JwksClient
 from simplu_grpc.errors import Unavailable
 from simplu_grpc.metrics import Metrics
+from tests.fixtures.clock import FakeClock
 from tests.fixtures.tokens import LocalIssuer
 
 ISSUER = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_unit"
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -41,11 +29,6 @@ def issuer() -> Iterator[LocalIssuer]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics()
 
 
 @pytest.fixture
