@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 from simplu_grpc import context
@@ -127,15 +127,7 @@ class ResourceOps:
             max_depth=self._limits.max_depth,
         )
         if generate:
-            key = new.key
-            new = rules.NewResource(
-                key=ResourceKey(key.business_id, key.location_id, key.resource_name, self._new_id()),
-                business_type=new.business_type,
-                data=new.data,
-                start_date=new.start_date,
-                end_date=new.end_date,
-                request_id=new.request_id,
-            )
+            new = replace(new, key=replace(new.key, resource_id=self._new_id()))
         return self._on_shard(business, location_id, lambda s: self._store.create(s, new), idempotent=False)
 
     def get(self, key: ResourceKey) -> StoredResource:
