@@ -550,7 +550,7 @@ def test_shutdown_closes_dependencies_after_the_server_stopped(core_auth: Any) -
         events.append("server stopped")
         return original_stop(grace)
 
-    service.server.stop = stop  # type: ignore[method-assign]
+    service.server.stop = stop  # type: ignore[method-assign]  # observe the stop the service makes
     service.start()
     service.shutdown(grace=0)
     service.shutdown(grace=0)

@@ -126,7 +126,7 @@ def test_abort_with_keeps_earlier_trailing_metadata() -> None:
     """abort_with adds the details to trailing metadata already set instead of replacing it."""
     context = FakeContext(trailing=(("x-request-id", "r1"),))
     with pytest.raises(_Aborted):
-        abort_with(context, errors.NotFound("x"))  # type: ignore[arg-type]
+        abort_with(context, errors.NotFound("x"))  # type: ignore[arg-type]  # a recording stand-in for the context
     assert context.aborted_with is not None
     keys = [key for key, _ in context.aborted_with.trailing_metadata]
     assert keys == ["x-request-id", "grpc-status-details-bin"]
