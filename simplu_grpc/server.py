@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from simplu.v1 import (
@@ -52,7 +53,8 @@ from simplu_grpc.interceptors.metrics import MetricsInterceptor
 from simplu_grpc.logs import configure_logging
 from simplu_grpc.metrics import Metrics
 from simplu_grpc.services.business import BusinessServicer
-from simplu_grpc.services.resource import ResourceServicer, add_resource_service
+from simplu_grpc.services.registration import add_service
+from simplu_grpc.services.resource import ResourceServicer
 from simplu_grpc.services.shard_admin import ShardAdminServicer
 from simplu_grpc.settings import Settings
 
@@ -116,11 +118,19 @@ class Deps:
 
 @dataclass(frozen=True)
 class Registration:
-    """One simplu.v1 service: its full name, the generated ``add_*_to_server`` and the servicer."""
+    """One simplu.v1 service: its descriptor and the servicer.
 
-    name: str
-    add_to_server: Callable[[Any, grpc.Server], None]
+    Registered with ``services.registration.add_service``, not the generated ``add_*``: an
+    undecodable request (a Struct nested past protobuf's parser limit) must be
+    INVALID_ARGUMENT, not grpcio's INTERNAL.
+    """
+
+    service: ServiceDescriptor
     servicer: Any
+
+    @property
+    def name(self) -> str:
+        return self.service.full_name
 
 
 def simplu_services(settings: Settings, deps: Deps) -> list[Registration]:
@@ -131,24 +141,19 @@ def simplu_services(settings: Settings, deps: Deps) -> list[Registration]:
     """
     return [
         Registration(
-            BUSINESS_SERVICE,
-            business_pb2_grpc.add_BusinessServiceServicer_to_server,
+            business_pb2.DESCRIPTOR.services_by_name["BusinessService"],
             BusinessServicer(deps.business_ops)
             if deps.business_ops is not None
             else unimplemented(business_pb2_grpc.BusinessServiceServicer),
         ),
         Registration(
-            RESOURCE_SERVICE,
-            # Not the generated add_*: an undecodable request (data nested past protobuf's
-            # parser limit) must be INVALID_ARGUMENT, not grpcio's INTERNAL.
-            add_resource_service,
+            resource_pb2.DESCRIPTOR.services_by_name["ResourceService"],
             ResourceServicer(deps.resource_ops)
             if deps.resource_ops is not None
             else unimplemented(resource_pb2_grpc.ResourceServiceServicer),
         ),
         Registration(
-            SHARD_ADMIN_SERVICE,
-            shard_admin_pb2_grpc.add_ShardAdminServicer_to_server,
+            shard_admin_pb2.DESCRIPTOR.services_by_name["ShardAdmin"],
             ShardAdminServicer(
                 admin=deps.shard_admin,
                 authorizer=deps.authorizer or Authorizer(admin_group=settings.admin_group),
@@ -231,7 +236,7 @@ def build_server(
         maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
     )
     for registration in registrations:
-        registration.add_to_server(overrides.get(registration.name, registration.servicer), server)
+        add_service(registration.service, overrides.get(registration.name, registration.servicer), server)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     if extra_handlers:
         server.add_generic_rpc_handlers(tuple(extra_handlers))

@@ -4,6 +4,12 @@ The key set is loaded once at start and refetched only when a token names a kid 
 know (Cognito publishes a new key before it signs with it), at most once per
 ``min_refetch_interval`` so a flood of forged kids cannot turn into a flood of fetches. A
 failed fetch keeps the keys we had: an unreachable JWKS endpoint must not log everyone out.
+
+A failed refetch is an outage, not an answer: the token's kid is then Unavailable
+(JWKS_UNAVAILABLE), never "unknown key". It does not spend the refetch allowance, so the
+first call after the endpoint recovers fetches again; failed attempts are themselves spaced
+(at most one per second) so a dead endpoint is not stampeded. The fetch uses the client's
+own timeout (it serves every waiter), and each waiter gives up at its RPC's deadline.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
 from simplu_grpc import context
-from simplu_grpc.errors import Unavailable
+from simplu_grpc.errors import DeadlineExceeded, Unavailable
 from simplu_grpc.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -33,6 +39,11 @@ _MAX_BODY_BYTES = 256 * 1024
 # The only key kind Cognito publishes and the only one the verifier accepts.
 _KEY_TYPE = "RSA"
 _ALGORITHM = "RS256"
+# After a failed fetch the next attempt waits this long, so a dead endpoint is not stampeded;
+# a failure does not spend the (much longer) refetch allowance, so recovery is immediate.
+_FAILED_RETRY_SECONDS = 1.0
+# A fetch serves every RPC waiting for it, so it gets the client's timeout, never less than this.
+_MIN_FETCH_SECONDS = 0.05
 
 
 class JwksFetchError(Exception):
@@ -73,9 +84,11 @@ class JwksClient:
         # Replaced wholesale on each successful fetch, so readers never need the lock.
         self._keys: Mapping[str, PyJWK] = {}
         # Serialises fetches: when many RPCs meet a new kid at once, one fetches, the rest
-        # wait and then find the key (or find the refetch budget spent).
+        # wait (up to their deadline) and then find the key, or the budget spent, or the outage.
         self._fetch_lock = threading.Lock()
+        # When a refetch last succeeded (the allowance) and when a fetch last failed (the backoff).
         self._last_refetch: float | None = None
+        self._last_failure: float | None = None
         self.last_error: str | None = None
 
     # --- public -------------------------------------------------------------------------
@@ -100,27 +113,51 @@ class JwksClient:
         return frozenset(self._keys)
 
     def get_key(self, kid: str) -> PyJWK | None:
-        """The key for ``kid``; an unknown kid refetches the set, at most once per interval."""
+        """The key for ``kid``; an unknown kid refetches the set, at most once per interval.
+
+        None means the key set was fetched successfully (now or within the interval) and does
+        not hold ``kid``. Unavailable(JWKS_UNAVAILABLE) means we could not find out: the refetch
+        failed, or the last fetch failed and the next attempt is still being held back.
+        DeadlineExceeded when the RPC's deadline passes while another thread fetches.
+        """
         key = self._keys.get(kid)
         if key is not None:
             self._metrics.cache_lookup("jwks", "hit")
             return key
         self._metrics.cache_lookup("jwks", "miss")
-        with self._fetch_lock:
+        if not self._fetch_lock.acquire(timeout=context.deadline().remaining()):
+            raise DeadlineExceeded("deadline exceeded while waiting for the JWKS refetch")
+        try:
             # Another thread may have fetched while this one waited for the lock.
             key = self._keys.get(kid)
             if key is not None:
                 return key
             now = self._clock()
+            last_failure = self._last_failure
+            if last_failure is not None and now - last_failure < _FAILED_RETRY_SECONDS:
+                raise self._unavailable()
             if self._last_refetch is not None and now - self._last_refetch < self._min_refetch_interval:
+                if last_failure is not None:
+                    raise self._unavailable()
                 return None
-            self._last_refetch = now
             try:
                 self._fetch("refetch")
             except JwksFetchError as exc:
+                # A failure does not spend the allowance: the next call after the backoff retries.
+                self._last_failure = self._clock()
                 log.warning("JWKS refetch for an unknown kid failed (%s); keeping the old keys", exc)
-                return None
+                raise self._unavailable() from exc
+            self._last_refetch = now
+            self._last_failure = None
             return self._keys.get(kid)
+        finally:
+            self._fetch_lock.release()
+
+    def _unavailable(self) -> Unavailable:
+        return Unavailable(
+            "the user pool's signing keys could not be fetched; try again shortly",
+            reason=JWKS_UNAVAILABLE,
+        )
 
     def probe(self, timeout_seconds: float | None = None) -> None:
         """Fetch the key set now (for dependency status); raise Unavailable if that fails.
@@ -157,11 +194,12 @@ class JwksClient:
             self._metrics.dependency_call(DEPENDENCY, operation, outcome, time.perf_counter() - started)
 
     def _get(self, timeout_seconds: float | None) -> bytes:
-        # Never wait longer than the RPC that needs the key may wait.
-        budget = min(self._timeout, context.deadline().remaining())
+        # The client's own timeout, not the remaining deadline of whichever RPC happened to
+        # trigger the fetch: the result serves every waiter (they stop waiting at their deadline).
+        budget = self._timeout
         if timeout_seconds is not None:
             budget = min(budget, timeout_seconds)
-        budget = max(0.05, budget)
+        budget = max(_MIN_FETCH_SECONDS, budget)
         try:
             response = self._http.request(
                 "GET",

@@ -124,7 +124,8 @@ def _stored(row: Row) -> StoredResource:
     return StoredResource(
         key=ResourceKey(row["business_id"], row["location_id"], row["resource_name"], row["resource_id"]),
         business_type=row["business_type"],
-        data=row["data"] if isinstance(row["data"], dict) else {},
+        # A JSON object: the resources_data_is_object constraint guarantees it.
+        data=row["data"],
         start_date=row["start_date"],
         end_date=row["end_date"],
         create_time=row["create_time"],
@@ -144,13 +145,21 @@ REQUEST_ID_RETENTION = timedelta(hours=24)
 _PURGE_BATCH = 20
 
 
-def _check_violation(exc: psycopg.errors.CheckViolation, max_bytes: int | None = None) -> InvalidArgument:
+def _check_violation(
+    exc: psycopg.errors.CheckViolation, *, updating: bool, max_bytes: int | None = None
+) -> InvalidArgument:
+    """INVALID_ARGUMENT for a shard CHECK constraint a create or an update ran into."""
     constraint = exc.diag.constraint_name or ""
     if constraint == "resources_data_max_bytes":
         limit = f"{max_bytes} bytes" if max_bytes is not None else "the size limit"
+        if updating:
+            return InvalidArgument(
+                f"the update would make the document larger than {limit}",
+                violations=[FieldViolation("resource.data", f"the updated document would exceed {limit}")],
+            )
         return InvalidArgument(
-            f"the update would make the document larger than {limit}",
-            violations=[FieldViolation("resource.data", f"the updated document would exceed {limit}")],
+            f"the document is larger than {limit}",
+            violations=[FieldViolation("resource.data", f"exceeds {limit}")],
         )
     if constraint == "resources_dates_ordered":
         return InvalidArgument(
@@ -193,7 +202,7 @@ class ShardStore:
                 metadata={"resource_id": new.key.resource_id},
             ) from exc
         except psycopg.errors.CheckViolation as exc:
-            raise _check_violation(exc) from exc
+            raise _check_violation(exc, updating=False) from exc
         if not rows:
             raise Aborted(
                 "a concurrent create with the same request_id did not finish; retry", reason="CONFLICT"
@@ -298,7 +307,7 @@ class ShardStore:
             assignments.append("end_date = %(end)s")
             params["end"] = plan.end_date
         assignments += ["update_time = clock_timestamp()", "version = version + 1"]
-        params["v"] = _expected_version(plan)
+        params["v"] = plan.expected_version
         statement = f"""
 WITH current_row AS (
     SELECT version FROM resources WHERE {_PK}
@@ -313,7 +322,7 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
         try:
             rows = session.run(statement, params)
         except psycopg.errors.CheckViolation as exc:
-            raise _check_violation(exc, max_bytes) from exc
+            raise _check_violation(exc, updating=True, max_bytes=max_bytes) from exc
         row = rows[0]
         if row["current_version"] is None:
             raise NotFound(
@@ -323,10 +332,9 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
             raise Aborted("the etag does not match the resource's current version; read it again")
         return _stored(row)
 
-    def delete(
-        self, session: ShardSession, key: ResourceKey, *, etag_version: int | None, etag_given: bool
-    ) -> None:
-        params = {**_key_params(key), "v": -1 if etag_given and etag_version is None else etag_version}
+    def delete(self, session: ShardSession, key: ResourceKey, *, expected_version: int | None) -> None:
+        """Delete; ``expected_version`` (``resources.expected_version(etag)``) None deletes any version."""
+        params = {**_key_params(key), "v": expected_version}
         row = session.run(_DELETE, params)[0]
         if row["current_version"] is None:
             raise NotFound(
@@ -334,13 +342,6 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
             )
         if row["deleted_version"] is None:
             raise Aborted("the etag does not match the resource's current version; read it again")
-
-
-def _expected_version(plan: UpdatePlan) -> int | None:
-    if not plan.etag_given:
-        return None
-    # An etag we never issued names no version: it must not match (-1 never does).
-    return plan.expected_version if plan.expected_version is not None else -1
 
 
 def group_by_location(keys: Sequence[ResourceKey]) -> dict[str, list[ResourceKey]]:

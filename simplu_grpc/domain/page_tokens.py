@@ -15,7 +15,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from simplu_grpc.domain.resources import ID_PATTERN as _ID
@@ -73,10 +73,11 @@ def decode(token: str, binding: Mapping[str, Any]) -> Position | None:
     if key[0] is not None:
         try:
             sort_value = datetime.fromisoformat(key[0])
-        except ValueError:
+            if sort_value.tzinfo is None:
+                raise InvalidArgument.field(_FIELD, "is malformed")
+            sort_value.astimezone(UTC)  # an instant outside the datetime range is no position
+        except (ValueError, OverflowError):
             raise InvalidArgument.field(_FIELD, "is malformed") from None
-        if sort_value.tzinfo is None:
-            raise InvalidArgument.field(_FIELD, "is malformed")
     return Position(sort_value, key[1])
 
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 from simplu_grpc import context
 from simplu_grpc.adapters.pools import PoolRegistry, ShardSession, ShardUnreachable
-from simplu_grpc.adapters.shard_store import ShardStore
+from simplu_grpc.adapters.shard_store import ShardStore, group_by_location
 from simplu_grpc.domain import page_tokens
 from simplu_grpc.domain import resources as rules
 from simplu_grpc.domain.authz import READ, Authorizer
@@ -34,7 +34,7 @@ from simplu_grpc.domain.ids import new_resource_id
 from simplu_grpc.domain.resources import ResourceKey, StoredResource
 from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.domain.shards import ShardAssignment
-from simplu_grpc.errors import InvalidArgument, ShardUnavailable, SimpluError
+from simplu_grpc.errors import ShardUnavailable, SimpluError
 
 T = TypeVar("T")
 
@@ -63,15 +63,6 @@ class Page:
 class BatchResult:
     found: list[StoredResource]
     missing: list[ResourceKey]
-
-
-def _known_name(resource_name: str, field_name: str) -> None:
-    """Reject names no business type has before anything is looked up (leaks nothing)."""
-    if not resource_name:
-        raise InvalidArgument.field(field_name, "is required")
-    if not any(resource_name in names for names in rules.catalog().values()):
-        shown = resource_name if rules.ID_PATTERN.fullmatch(resource_name) else "the given name"
-        raise InvalidArgument.field(field_name, f"{shown} is not a resource name of any business type")
 
 
 class ResourceOps:
@@ -111,7 +102,7 @@ class ResourceOps:
         request_id: str,
     ) -> tuple[StoredResource, bool]:
         rules.validate_tenant(business_id, location_id, "resource.")
-        _known_name(resource_name, "resource.resource_name")
+        rules.require_known_name(resource_name, "resource.resource_name")
         business = self._allowed(business_id, location_id, resource_name, CREATE)
         new, generate = rules.validate_new(
             business_id=business_id,
@@ -135,17 +126,7 @@ class ResourceOps:
         return self._on_shard(business, key.location_id, lambda s: self._store.get(s, key), idempotent=True)
 
     def batch_get(self, business_id: str, keys: Sequence[ResourceKey]) -> BatchResult:
-        rules.require_id("business_id", business_id, business=True)
-        if not keys:
-            raise InvalidArgument.field("keys", "at least one key is required")
-        if len(keys) > rules.MAX_BATCH_KEYS:
-            raise InvalidArgument.field(
-                "keys", f"at most {rules.MAX_BATCH_KEYS} keys per call, got {len(keys)}"
-            )
-        for index, key in enumerate(keys):
-            rules.require_id(f"keys[{index}].location_id", key.location_id)
-            _known_name(key.resource_name, f"keys[{index}].resource_name")
-            rules.require_id(f"keys[{index}].resource_id", key.resource_id)
+        rules.validate_batch_shape(business_id, keys)
         principal = context.principal()
         business = self._businesses.get(business_id)
         # Every (location, name) pair must be allowed before anything is read.
@@ -159,23 +140,20 @@ class ResourceOps:
                 action=READ,
             )
         assert business is not None  # require_resource raised otherwise
-        rules.validate_batch(business.type.value, business_id, keys)
-        # Route every location, then one statement per shard for all its keys.
-        by_shard: dict[str, list[ResourceKey]] = {}
-        location_of_shard: dict[str, str] = {}
-        for location_id in dict.fromkeys(k.location_id for k in keys):
+        rules.validate_batch_names(business.type.value, keys)
+        # Route each location once, then one statement per shard for all its keys.
+        by_shard: dict[str, tuple[str, ShardAssignment, list[ResourceKey]]] = {}
+        for location_id, location_keys in group_by_location(keys).items():
             assignment = self._route(business, location_id)
-            by_shard.setdefault(assignment.shard_id, []).extend(
-                k for k in keys if k.location_id == location_id
-            )
-            location_of_shard.setdefault(assignment.shard_id, location_id)
+            by_shard.setdefault(assignment.shard_id, (location_id, assignment, []))[2].extend(location_keys)
         found: dict[ResourceKey, StoredResource] = {}
-        for shard_id, shard_keys in by_shard.items():
+        for location_id, assignment, shard_keys in by_shard.values():
             rows = self._on_shard(
                 business,
-                location_of_shard[shard_id],
+                location_id,
                 functools.partial(self._store.batch_get, business_id=business_id, keys=shard_keys),
                 idempotent=True,
+                assignment=assignment,
             )
             for row in rows:
                 found[row.key] = row
@@ -198,7 +176,7 @@ class ResourceOps:
         page_token: str,
     ) -> Page:
         rules.validate_tenant(business_id, location_id)
-        _known_name(resource_name, "resource_name")
+        rules.require_known_name(resource_name, "resource_name")
         business = self._allowed(business_id, location_id, resource_name, READ)
         query = rules.validate_list(
             business_type=business.type.value,
@@ -251,11 +229,11 @@ class ResourceOps:
 
     def delete(self, key: ResourceKey, *, etag: str) -> None:
         business = self._checked_key(key, DELETE)
-        version = rules.version_from_etag(etag) if etag else None
+        version = rules.expected_version(etag)
         self._on_shard(
             business,
             key.location_id,
-            lambda s: self._store.delete(s, key, etag_version=version, etag_given=bool(etag)),
+            lambda s: self._store.delete(s, key, expected_version=version),
             idempotent=False,
         )
 
@@ -263,7 +241,7 @@ class ResourceOps:
 
     def _checked_key(self, key: ResourceKey, action: str, prefix: str = "") -> Business:
         rules.validate_tenant(key.business_id, key.location_id, prefix)
-        _known_name(key.resource_name, f"{prefix}resource_name")
+        rules.require_known_name(key.resource_name, f"{prefix}resource_name")
         rules.require_id(f"{prefix}resource_id", key.resource_id)
         business = self._allowed(key.business_id, key.location_id, key.resource_name, action)
         rules.require_resource_name(business.type.value, key.resource_name, f"{prefix}resource_name")
@@ -286,9 +264,18 @@ class ResourceOps:
         ).assignment
 
     def _on_shard(
-        self, business: Business, location_id: str, work: Callable[[ShardSession], T], *, idempotent: bool
+        self,
+        business: Business,
+        location_id: str,
+        work: Callable[[ShardSession], T],
+        *,
+        idempotent: bool,
+        assignment: ShardAssignment | None = None,
     ) -> T:
-        assignment = self._route(business, location_id)
+        """Run ``work`` on the location's shard (``assignment`` when the caller already routed
+        it); once more on a fresh route when the shard cannot be reached."""
+        if assignment is None:
+            assignment = self._route(business, location_id)
         try:
             return self._run(assignment, work)
         except ShardUnavailable as failure:

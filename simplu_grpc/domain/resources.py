@@ -92,6 +92,20 @@ def version_from_etag(etag: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+# A version no row ever has (versions start at 1): what an etag we never issued expects.
+NO_VERSION: Final = -1
+
+
+def expected_version(etag: str) -> int | None:
+    """The version a conditional write (update, delete) must find: None when no etag was
+    sent (any version), the etag's version, or NO_VERSION for an etag we never issued, so
+    that it matches nothing (ABORTED) rather than being ignored."""
+    if not etag:
+        return None
+    version = version_from_etag(etag)
+    return NO_VERSION if version is None else version
+
+
 class OrderBy(Enum):
     """ListResources orderings: a sort column and a direction."""
 
@@ -153,8 +167,8 @@ class UpdatePlan:
     remove_paths: tuple[tuple[str, ...], ...] = ()
     start_date: datetime | Unset | None = UNSET
     end_date: datetime | Unset | None = UNSET
+    # None: unconditional; otherwise the version the row must have (see expected_version()).
     expected_version: int | None = None
-    etag_given: bool = False
     paths: tuple[str, ...] = field(default=())
 
 
@@ -173,15 +187,35 @@ def catalog() -> dict[str, frozenset[str]]:
     }
 
 
+# Every name of every business type, computed once: the shape check before authorisation.
+KNOWN_RESOURCE_NAMES: Final[frozenset[str]] = frozenset().union(*catalog().values())
+
+
+def _shown_name(resource_name: str) -> str:
+    return resource_name if ID_PATTERN.fullmatch(resource_name) else "the given name"
+
+
+def require_known_name(resource_name: str, field_name: str = "resource_name") -> str:
+    """The name if SOME business type has it; checked before the business is looked up, so it
+    leaks nothing about the business (its own catalog is checked after authorisation)."""
+    if not resource_name:
+        raise InvalidArgument.field(field_name, "is required")
+    if resource_name not in KNOWN_RESOURCE_NAMES:
+        raise InvalidArgument.field(
+            field_name, f"{_shown_name(resource_name)} is not a resource name of any business type"
+        )
+    return resource_name
+
+
 def require_resource_name(business_type: str, resource_name: str, field_name: str = "resource_name") -> str:
     """The name if the business type's catalog has it; INVALID_ARGUMENT otherwise."""
     if not resource_name:
         raise InvalidArgument.field(field_name, "is required")
     names = catalog().get(business_type.lower(), frozenset())
     if resource_name not in names:
-        shown = resource_name if ID_PATTERN.fullmatch(resource_name) else "the given name"
         raise InvalidArgument.field(
-            field_name, f"{shown} is not a resource of a {business_type.lower()} business"
+            field_name,
+            f"{_shown_name(resource_name)} is not a resource of a {business_type.lower()} business",
         )
     return resource_name
 
@@ -275,15 +309,19 @@ def parse_date(field_name: str, value: str) -> datetime | None:
     if len(text) == 10:
         try:
             return datetime.combine(date.fromisoformat(text), time(0, 0), tzinfo=UTC)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise InvalidArgument.field(field_name, "is not a valid ISO 8601 date") from None
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise InvalidArgument.field(field_name, "is not an ISO 8601 date or date-time") from None
     if parsed.tzinfo is None:
         raise InvalidArgument.field(field_name, "a date-time needs an offset (e.g. Z or +02:00)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+01:00 or 9999-12-31T23:00:00-02:00: valid text, no UTC instant.
+        raise InvalidArgument.field(field_name, "is outside the supported range of dates") from None
 
 
 def format_timestamp(value: datetime) -> str:
@@ -325,8 +363,11 @@ def validate_new(
     max_bytes: int,
     max_depth: int,
 ) -> tuple[NewResource, bool]:
-    """A CreateResource after validation, and whether the id still has to be generated."""
-    validate_tenant(business_id, location_id, "resource.")
+    """A CreateResource after validation, and whether the id still has to be generated.
+
+    The checks that need the business type; the ids were shape-checked (``validate_tenant``,
+    ``require_known_name``) before authorisation, which this follows.
+    """
     require_resource_name(business_type, resource_name, "resource.resource_name")
     generate = not resource_id
     if not generate:
@@ -346,28 +387,24 @@ def validate_new(
     return new, generate
 
 
-def validate_key(
-    business_type: str, key: ResourceKey, prefix: str = "", *, tenant_checked: bool = False
-) -> ResourceKey:
-    if not tenant_checked:
-        validate_tenant(key.business_id, key.location_id, prefix)
-    else:
-        require_id(f"{prefix}location_id", key.location_id)
-    require_resource_name(business_type, key.resource_name, f"{prefix}resource_name")
-    require_id(f"{prefix}resource_id", key.resource_id)
-    return key
-
-
-def validate_batch(business_type: str, business_id: str, keys: Sequence[ResourceKey]) -> list[ResourceKey]:
+def validate_batch_shape(business_id: str, keys: Sequence[ResourceKey]) -> None:
+    """A BatchGet's ids and names, before authorisation: 1-100 keys, every id well formed,
+    every name one some business type has."""
     require_id("business_id", business_id, business=True)
     if not keys:
         raise InvalidArgument.field("keys", "at least one key is required")
     if len(keys) > MAX_BATCH_KEYS:
         raise InvalidArgument.field("keys", f"at most {MAX_BATCH_KEYS} keys per call, got {len(keys)}")
-    return [
-        validate_key(business_type, key, f"keys[{index}].", tenant_checked=True)
-        for index, key in enumerate(keys)
-    ]
+    for index, key in enumerate(keys):
+        require_id(f"keys[{index}].location_id", key.location_id)
+        require_known_name(key.resource_name, f"keys[{index}].resource_name")
+        require_id(f"keys[{index}].resource_id", key.resource_id)
+
+
+def validate_batch_names(business_type: str, keys: Sequence[ResourceKey]) -> None:
+    """After authorisation: every key's name is in the business type's catalog."""
+    for index, key in enumerate(keys):
+        require_resource_name(business_type, key.resource_name, f"keys[{index}].resource_name")
 
 
 _ORDERINGS: Final = {
@@ -395,7 +432,7 @@ def validate_list(
     max_bytes: int,
     max_depth: int,
 ) -> ListQuery:
-    validate_tenant(business_id, location_id)
+    # Ids were shape-checked before authorisation (validate_tenant, require_known_name).
     require_resource_name(business_type, resource_name)
     lower = parse_date("start_from", start_from)
     upper = parse_date("start_to", start_to)
@@ -478,8 +515,7 @@ def validate_update(
         remove_paths=tuple(removes),
         start_date=start,
         end_date=end,
-        expected_version=version_from_etag(etag) if etag else None,
-        etag_given=bool(etag),
+        expected_version=expected_version(etag),
         paths=tuple(mask),
     )
 

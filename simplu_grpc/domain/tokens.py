@@ -152,14 +152,16 @@ class TokenVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise _reject(MALFORMED_TOKEN, "the token header has no key id (kid)")
+        # Unavailable(JWKS_UNAVAILABLE) when the key set could not be fetched: we cannot tell a
+        # good token from a bad one, and that is our outage, not the caller's.
         key = self._jwks.get_key(kid)
         if key is None:
             if not self._jwks.has_keys:
-                # We cannot tell a good token from a bad one: that is our outage, not the caller's.
                 raise Unavailable(
                     "the user pool's signing keys could not be fetched; try again shortly",
                     reason=JWKS_UNAVAILABLE,
                 )
+            # The key set was fetched (now or within the refetch interval) and lacks this kid.
             raise _reject(
                 UNKNOWN_KEY,
                 f"the token was signed with key {_shown(kid)}, which the user pool does not publish",

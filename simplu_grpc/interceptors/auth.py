@@ -15,11 +15,11 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
-from simplu_grpc import context
+from simplu_grpc import context, logs
 from simplu_grpc.domain.tokens import MALFORMED_TOKEN, MISSING_TOKEN, TokenVerifier
 from simplu_grpc.errors import SimpluError, Unauthenticated
 from simplu_grpc.interceptors.base import Behavior, ServerInterceptor
-from simplu_grpc.interceptors.errors import abort_with
+from simplu_grpc.interceptors.errors import abort_with, fail
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,12 @@ class AuthInterceptor(ServerInterceptor):
             # Reason only: the message may name a kid or issuer, never the token.
             log.info("rejected %s: %s", method_name, err.reason)
             abort_with(context_, err)
+        except Exception as exc:
+            # A bug or an unexpected library error: INTERNAL with a generic message, never
+            # grpcio's UNKNOWN carrying str(exc) (which could quote the token).
+            fail(exc, context_, method_name)
+        # The access log (outermost) writes its line after the principal is unbound below.
+        logs.note_principal(principal)
         # Every simplu.v1 RPC is unary-response, so the servicer has finished (and the
         # principal is no longer needed) when ``method`` returns.
         with context.bind(principal=principal):

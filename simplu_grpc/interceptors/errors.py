@@ -20,7 +20,6 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from simplu_grpc import context as request_context
-from simplu_grpc import logs
 from simplu_grpc.errors import ERROR_DOMAIN, InvalidArgument, SimpluError
 from simplu_grpc.interceptors.base import Behavior, ServerInterceptor
 from simplu_grpc.redact import redact
@@ -112,6 +111,30 @@ def _pack(status: Any, detail: Any) -> None:
     status.details.append(packed)
 
 
+def fail(exc: Exception, context: grpc.ServicerContext, method_name: str) -> NoReturn:
+    """End the RPC for an exception raised while serving it; always raises.
+
+    A ``SimpluError`` becomes its status with details. Anything else becomes INTERNAL with a
+    generic message carrying only the request id (``str(exc)`` may hold secrets and is never
+    sent); the traceback goes to the log, where the formatter redacts it. An RPC that already
+    chose its status, or whose caller is gone, is left to grpc.
+    """
+    if isinstance(exc, SimpluError):
+        abort_with(context, exc)
+    chosen = chosen_code(context)
+    if isinstance(exc, NotImplementedError) and chosen == grpc.StatusCode.UNIMPLEMENTED:
+        # A generated base servicer (a server built without that service's components): answer
+        # cleanly instead of letting grpc log the NotImplementedError as a crash.
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method_name} is not implemented yet")
+    if chosen is not None or not context.is_active():
+        # Already aborted (grpc's abort raises a bare Exception after choosing the
+        # status) or the caller went away: nothing to add, let grpc finish the call.
+        raise exc
+    request_id = request_context.request_id() or "unknown"
+    _log.error("unhandled error in %s", method_name, exc_info=exc)
+    abort_with(context, SimpluError(f"internal error (request id {request_id})"))
+
+
 class ErrorMappingInterceptor(ServerInterceptor):
     """Innermost interceptor: turns exceptions from servicers into statuses with details."""
 
@@ -122,39 +145,20 @@ class ErrorMappingInterceptor(ServerInterceptor):
         context: grpc.ServicerContext,
         method_name: str,
     ) -> Any:
-        # Innermost, so the principal bound by the auth interceptor is visible here; the
-        # access log (outermost) reads it after the auth interceptor has unbound it.
-        logs.note_principal(request_context.principal_or_none())
         try:
             result = method(request_or_iterator, context)
         except Exception as exc:
-            self._fail(exc, context, method_name)
+            fail(exc, context, method_name)
         if isinstance(result, Iterator):
             return self._stream(result, context, method_name)
         return result
 
-    def _stream(self, responses: Iterator[Any], context: grpc.ServicerContext, method_name: str) -> Any:
+    @staticmethod
+    def _stream(responses: Iterator[Any], context: grpc.ServicerContext, method_name: str) -> Any:
         try:
             yield from responses
         except Exception as exc:
-            self._fail(exc, context, method_name)
-
-    @staticmethod
-    def _fail(exc: Exception, context: grpc.ServicerContext, method_name: str) -> NoReturn:
-        if isinstance(exc, SimpluError):
-            abort_with(context, exc)
-        chosen = chosen_code(context)
-        if isinstance(exc, NotImplementedError) and chosen == grpc.StatusCode.UNIMPLEMENTED:
-            # A generated base servicer (a server built without that service's components): answer
-            # cleanly instead of letting grpc log the NotImplementedError as a crash.
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method_name} is not implemented yet")
-        if chosen is not None or not context.is_active():
-            # Already aborted (grpc's abort raises a bare Exception after choosing the
-            # status) or the caller went away: nothing to add, let grpc finish the call.
-            raise exc
-        request_id = request_context.request_id() or "unknown"
-        _log.error("unhandled error in %s", method_name, exc_info=exc)
-        abort_with(context, SimpluError(f"internal error (request id {request_id})"))
+            fail(exc, context, method_name)
 
 
 def violations_of(status: Any) -> Sequence[tuple[str, str]]:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import grpc
-from google.protobuf import empty_pb2, json_format, message_factory, struct_pb2
-from google.protobuf.message import DecodeError
+from google.protobuf import empty_pb2, json_format, struct_pb2
 from simplu.v1 import business_pb2, resource_pb2, resource_pb2_grpc
 
 from simplu_grpc.domain.resource_ops import ResourceOps
@@ -29,7 +27,8 @@ def _document(struct: struct_pb2.Struct, field: str) -> dict[str, Any]:
     except ValueError:
         # NaN and infinities have no JSON form: protobuf refuses them here, before validation.
         raise InvalidArgument.field(field, "numbers must be finite") from None
-    return converted if isinstance(converted, dict) else {}
+    # A Struct always converts to a JSON object.
+    return converted
 
 
 def to_proto(stored: StoredResource) -> resource_pb2.Resource:
@@ -145,49 +144,3 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
         )
         self._ops.delete(key, etag=request.etag)
         return empty_pb2.Empty()
-
-
-class _Undecodable:
-    """Stands in for a request protobuf could not parse (e.g. data nested past its depth limit)."""
-
-    def __init__(self, type_name: str) -> None:
-        self.type_name = type_name
-
-
-def _tolerant_parser(message_class: Any) -> Callable[[bytes], Any]:
-    def parse(raw: bytes) -> Any:
-        try:
-            return message_class.FromString(raw)
-        except DecodeError:
-            return _Undecodable(message_class.DESCRIPTOR.full_name)
-
-    return parse
-
-
-def _refusing_undecodable(behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
-    def handle(request: Any, context: grpc.ServicerContext) -> Any:
-        if isinstance(request, _Undecodable):
-            raise InvalidArgument.field(
-                "resource.data", "the request cannot be decoded (data nested too deeply or malformed)"
-            )
-        return behavior(request, context)
-
-    return handle
-
-
-def add_resource_service(servicer: resource_pb2_grpc.ResourceServiceServicer, server: grpc.Server) -> None:
-    """Like the generated ``add_ResourceServiceServicer_to_server``, but an undecodable request is
-    INVALID_ARGUMENT (through the interceptors, with a field violation) instead of grpcio's
-    INTERNAL "Exception deserializing request!": protobuf refuses Structs nested deeper than
-    its parser's limit before any validation could run."""
-    handlers = {}
-    for method in SERVICE.methods:
-        request_class = message_factory.GetMessageClass(method.input_type)
-        response_class = message_factory.GetMessageClass(method.output_type)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _refusing_undecodable(getattr(servicer, method.name)),
-            request_deserializer=_tolerant_parser(request_class),
-            response_serializer=response_class.SerializeToString,
-        )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
-    server.add_registered_method_handlers(SERVICE.full_name, handlers)

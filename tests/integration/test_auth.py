@@ -273,3 +273,61 @@ def test_key_rotation_is_picked_up_and_unknown_kids_do_not_hammer_the_jwks(
     late_token = local_issuer.sign(local_issuer.claims(), kid=later)
     assert rejected(running, bearer(late_token))[1] == tokens.UNKNOWN_KEY
     assert local_issuer.fetches == before + 1
+
+
+def test_a_new_kid_while_the_jwks_is_down_is_unavailable_then_accepted_once_it_is_back(
+    make_server: MakeServer, auth_settings: dict[str, Any], local_issuer: LocalIssuer
+) -> None:
+    """A correctly signed token with a kid published after start, while the JWKS endpoint fails,
+    is UNAVAILABLE (JWKS_UNAVAILABLE), not UNAUTHENTICATED/UNKNOWN_KEY; the failure does not
+    spend the 10 s refetch allowance, so the token is accepted soon after the endpoint heals."""
+    settings = settings_for(**auth_settings)
+    deps = core_deps(settings)
+    assert deps.jwks is not None
+    assert deps.jwks.load()
+    running = make_server(deps=deps, auth=auth_settings, servicers={BUSINESS_SERVICE: WhoAmI()})
+    kid = f"outage-{uuid.uuid4().hex[:8]}"
+    local_issuer.add_key(kid)
+    token = local_issuer.sign(local_issuer.claims(username="outage-user"), kid=kid)
+    local_issuer.fail(503)
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            who(running, bearer(token))
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        info = error_info_of(rpc_status.from_call(caught.value))
+        assert info is not None
+        assert info.reason == "JWKS_UNAVAILABLE"
+    finally:
+        local_issuer.heal()
+    time.sleep(1.1)
+    assert who(running, bearer(token)).username == "outage-user"
+
+
+def test_an_unexpected_error_in_verification_is_internal_and_never_echoes_it(
+    make_server: MakeServer,
+    auth_settings: dict[str, Any],
+    local_issuer: LocalIssuer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A non-domain exception from the verifier is INTERNAL with a generic message naming the
+    request id (not grpcio's UNKNOWN carrying str(exc)), and the traceback is logged."""
+    settings = settings_for(**auth_settings)
+    deps = core_deps(settings)
+    assert deps.verifier is not None
+
+    def broken(token: str) -> Any:
+        raise RuntimeError(f"library bug while reading {token}")
+
+    monkeypatch.setattr(deps.verifier, "verify", broken)
+    running = make_server(deps=deps, auth=auth_settings, servicers={BUSINESS_SERVICE: WhoAmI()})
+    token = local_issuer.user_token()
+    metadata = [*bearer(token), ("x-request-id", "auth-bug-1")]
+    with caplog.at_level(logging.ERROR), pytest.raises(grpc.RpcError) as caught:
+        running.business.GetMyAccess(business_pb2.GetMyAccessRequest(), metadata=metadata, timeout=10)
+    error = caught.value
+    assert error.code() == grpc.StatusCode.INTERNAL, (error.code(), error.details())
+    assert "library bug" not in (error.details() or "")
+    assert token not in (error.details() or "")
+    assert "auth-bug-1" in (error.details() or "")
+    assert any("library bug" in str(record.exc_info[1]) for record in caplog.records if record.exc_info)

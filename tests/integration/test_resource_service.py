@@ -19,6 +19,7 @@ from simplu.v1 import resource_pb2
 from simplu_grpc.adapters import migrator
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer
+from simplu_grpc.domain import resources as rules
 from simplu_grpc.domain.business import BusinessType, Location, Member, Role
 from tests.fixtures.server import MakeServer
 from tests.integration.resource_stack import ResourceStack, build_stack, struct
@@ -455,6 +456,33 @@ def test_hostile_input_is_invalid_argument_and_changes_nothing(stack: ResourceSt
     assert dict(stack.get(business, existing.resource_id).data) == {"keep": True}
 
 
+def test_dates_without_a_utc_instant_are_invalid_argument_not_internal(stack: ResourceStack) -> None:
+    """Well-formed date-times whose UTC instant falls outside year 1..9999 are INVALID_ARGUMENT
+    naming the field, on Create and on List (they used to escape as OverflowError: INTERNAL)."""
+    business = stack.add_business()
+    before = stack.count_rows()
+    early, late = "0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-02:00"
+    for field, value in (("start_date", early), ("end_date", late), ("start_date", late)):
+        resource = resource_pb2.Resource(
+            business_id=business.id, location_id="main", resource_name="patients", **{field: value}
+        )
+        error = _code(
+            lambda r=resource: stack.stub.CreateResource(
+                resource_pb2.CreateResourceRequest(resource=r), metadata=stack.md(), timeout=10
+            )
+        )
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, value, error.details())
+        assert any(field in name for name in _violations(error)), _violations(error)
+    for field, value in (("start_from", early), ("start_to", late)):
+        request = resource_pb2.ListResourcesRequest(
+            business_id=business.id, location_id="main", resource_name="patients", **{field: value}
+        )
+        error = _code(lambda r=request: stack.stub.ListResources(r, metadata=stack.md(), timeout=10))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, value, error.details())
+        assert any(field in name for name in _violations(error)), _violations(error)
+    assert stack.count_rows() == before
+
+
 # --- the warm path --------------------------------------------------------------------------
 
 
@@ -526,3 +554,95 @@ def test_concurrent_masked_updates_lose_nothing(stack: ResourceStack) -> None:
     final = stack.get(business, created.resource_id)
     assert json_format.MessageToDict(final.data) == {"base": True, **{f"k{i}": i for i in range(20)}}
     assert final.etag == "v21"
+
+
+def test_each_check_and_each_route_happens_once_per_request(
+    stack: ResourceStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Create and List shape-check each id once (then authorise, then the type's catalog once);
+    BatchGet validates each key once and routes each location once (not again per shard)."""
+    business = stack.add_business(locations=("main", "annex"))
+    created = stack.create(business, location_id="annex")
+    ids: list[str] = []
+    names: list[str] = []
+    routed: list[tuple[str, bool]] = []
+    real_require_id, real_require_name = rules.require_id, rules.require_resource_name
+    real_resolve = stack.routing.resolve
+
+    def require_id(field_name: str, value: str, **kwargs: Any) -> str:
+        ids.append(field_name)
+        return real_require_id(field_name, value, **kwargs)
+
+    def require_resource_name(
+        business_type: str, resource_name: str, field_name: str = "resource_name"
+    ) -> str:
+        names.append(field_name)
+        return real_require_name(business_type, resource_name, field_name)
+
+    def resolve(business_id: str, location_id: str, *args: Any, refresh: bool = False, **kwargs: Any) -> Any:
+        routed.append((location_id, refresh))
+        return real_resolve(business_id, location_id, *args, refresh=refresh, **kwargs)
+
+    monkeypatch.setattr(rules, "require_id", require_id)
+    monkeypatch.setattr(rules, "require_resource_name", require_resource_name)
+    monkeypatch.setattr(stack.routing, "resolve", resolve)
+
+    stack.create(business)
+    assert ids == ["resource.business_id", "resource.location_id"]
+    assert names == ["resource.resource_name"]
+    ids.clear()
+    names.clear()
+    stack.stub.ListResources(
+        resource_pb2.ListResourcesRequest(
+            business_id=business.id, location_id="main", resource_name="patients"
+        ),
+        metadata=stack.md(),
+        timeout=10,
+    )
+    assert ids == ["business_id", "location_id"]
+    assert names == ["resource_name"]
+    ids.clear()
+    names.clear()
+    routed.clear()
+    keys = [
+        resource_pb2.ResourceKey(
+            location_id="annex", resource_name="patients", resource_id=created.resource_id
+        ),
+        resource_pb2.ResourceKey(location_id="main", resource_name="patients", resource_id="nope"),
+        resource_pb2.ResourceKey(location_id="annex", resource_name="patients", resource_id="gone"),
+    ]
+    batch = stack.stub.BatchGetResources(
+        resource_pb2.BatchGetResourcesRequest(business_id=business.id, keys=keys),
+        metadata=stack.md(),
+        timeout=10,
+    )
+    assert [r.resource_id for r in batch.resources] == [created.resource_id]
+    assert sorted(ids) == sorted(
+        ["business_id"] + [f"keys[{i}].{part}_id" for i in range(3) for part in ("location", "resource")]
+    )
+    assert names == [f"keys[{i}].resource_name" for i in range(3)]
+    assert sorted(routed) == [("annex", False), ("main", False)]
+
+
+def test_an_etag_we_never_issued_is_aborted_on_update_and_delete_alike(stack: ResourceStack) -> None:
+    """Update and Delete read an etag the same way: one that names no version of ours matches
+    nothing (ABORTED, the row untouched) instead of being ignored."""
+    business = stack.add_business()
+    created = stack.create(business, data={"keep": True})
+    key = {
+        "business_id": business.id,
+        "location_id": "main",
+        "resource_name": "patients",
+        "resource_id": created.resource_id,
+    }
+    for etag in ('W/"v1"', "v1x", "v" + "9" * 30):
+        update = resource_pb2.UpdateResourceRequest(
+            resource=resource_pb2.Resource(**key, data=struct({"keep": False}), etag=etag),
+            update_mask=field_mask_pb2.FieldMask(paths=["data"]),
+        )
+        error = _code(lambda r=update: stack.stub.UpdateResource(r, metadata=stack.md(), timeout=10))
+        assert error.code() == grpc.StatusCode.ABORTED, (etag, error.details())
+        delete = resource_pb2.DeleteResourceRequest(**key, etag=etag)
+        error = _code(lambda r=delete: stack.stub.DeleteResource(r, metadata=stack.md(), timeout=10))
+        assert error.code() == grpc.StatusCode.ABORTED, (etag, error.details())
+    assert dict(stack.get(business, created.resource_id).data) == {"keep": True}

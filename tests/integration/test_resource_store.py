@@ -157,3 +157,34 @@ def test_the_server_measures_documents_as_the_shard_does(fresh_database: Callabl
             row = conn.execute("SELECT octet_length(%s::jsonb::text)", (Jsonb(document),)).fetchone()
             assert row is not None
             assert document_size(document) == row[0], document
+
+
+def test_a_create_refused_for_size_by_the_shard_does_not_speak_of_an_update(
+    shard: tuple[PoolRegistry, ShardAssignment],
+) -> None:
+    """A create that runs into the shard's document-size bound (here a trigger applying the
+    bound to inserts) is INVALID_ARGUMENT on resource.data, worded for a create."""
+    registry, assignment = shard
+    store = ShardStore()
+    with registry.connection(assignment) as session:  # the first connection migrates the shard
+        store.create(session, _new("small"))
+    _sql(
+        assignment,
+        """
+CREATE FUNCTION bounded_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM simplu_jsonb_bounded(NEW.data, 16);
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER bounded_insert BEFORE INSERT ON resources FOR EACH ROW EXECUTE FUNCTION bounded_insert();
+""",
+    )
+    big = NewResource(
+        key=_key("big"), business_type="dental", data={"v": "x" * 100}, start_date=None, end_date=None
+    )
+    with pytest.raises(InvalidArgument) as caught, registry.connection(assignment) as session:
+        store.create(session, big)
+    assert [v.field for v in caught.value.violations] == ["resource.data"]
+    assert "update" not in caught.value.message
+    assert "update" not in caught.value.violations[0].description

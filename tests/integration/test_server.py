@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import socket
+import struct
 import threading
 import time
 import urllib.request
@@ -576,3 +577,50 @@ def test_the_default_fixture_serves_real_dependencies_and_accepts_moto_tokens(
     except grpc.RpcError as exc:
         code = exc.code()  # e.g. INVALID_ARGUMENT: the servicer answered, so auth let it through
     assert code != grpc.StatusCode.UNAUTHENTICATED
+
+
+def _length_delimited(field_number: int, payload: bytes) -> bytes:
+    """One protobuf length-delimited field (tag, varint length, bytes), encoded by hand."""
+    tag = (field_number << 3) | 2
+    length = len(payload)
+    varint = bytearray()
+    while True:
+        byte = length & 0x7F
+        length >>= 7
+        varint.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    return bytes([tag]) + bytes(varint) + payload
+
+
+def _struct_nested(levels: int) -> bytes:
+    """A google.protobuf.Struct {"k": {"k": ... {"leaf": 1.0}}} ``levels`` deep, as bytes: the
+    Python protobuf would refuse to build (or re-parse) it past its own recursion limit."""
+    value = b"\x11" + struct.pack("<d", 1.0)  # Value.number_value = 1.0
+    body = _length_delimited(1, _length_delimited(1, b"leaf") + _length_delimited(2, value))
+    for _ in range(levels):
+        value = _length_delimited(5, body)  # Value.struct_value
+        body = _length_delimited(1, _length_delimited(1, b"k") + _length_delimited(2, value))  # fields entry
+    return body
+
+
+def test_an_undecodable_request_is_invalid_argument_on_every_simplu_service(
+    core_server: Any, bearer: Any
+) -> None:
+    """A CreateBusiness whose settings.extras is nested 200 levels (past protobuf's parser limit)
+    is INVALID_ARGUMENT with a violation on the request, through the interceptors, not grpcio's
+    INTERNAL "Exception deserializing request!"; so is a CreateResource with such data."""
+    server = core_server()
+    settings = _length_delimited(8, _struct_nested(200))  # BusinessSettings.extras
+    business = _length_delimited(2, b"Deep") + _length_delimited(5, settings)  # Business.name, .settings
+    cases = {"/simplu.v1.BusinessService/CreateBusiness": _length_delimited(1, business)}
+    resource_data_field = resource_pb2.Resource.DESCRIPTOR.fields_by_name["data"].number
+    resource = _length_delimited(resource_data_field, _struct_nested(200))
+    cases["/simplu.v1.ResourceService/CreateResource"] = _length_delimited(1, resource)
+    for method, raw in cases.items():
+        call = server.channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        error = rpc_error(lambda call=call, raw=raw: call(raw, metadata=bearer(), timeout=10))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, error.code(), error.details())
+        status = rpc_status.from_call(error)
+        assert status is not None
+        assert [field for field, _ in violations_of(status)] == ["request"], method

@@ -66,3 +66,15 @@ def test_tampered_position_is_refused() -> None:
         forged = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
         with pytest.raises(InvalidArgument):
             page_tokens.decode(forged, QUERY)
+
+
+@pytest.mark.parametrize("sort_value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-02:00"])
+def test_a_position_with_no_utc_instant_is_malformed_not_an_overflow(sort_value: str) -> None:
+    """A hand-made token whose sort value has no UTC instant (year 0 or 10000 in UTC) is
+    INVALID_ARGUMENT on page_token, not an OverflowError (INTERNAL) further down."""
+    binding = {"q": "any"}
+    body = {"v": 1, "q": page_tokens.query_hash(binding), "k": [sort_value, "r1"]}
+    token = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+    with pytest.raises(InvalidArgument) as caught:
+        page_tokens.decode(token, binding)
+    assert caught.value.violations[0].field == "page_token"

@@ -71,9 +71,18 @@ def test_unknown_resource_name_for_the_type_is_rejected() -> None:
     ],
 )
 def test_ids_follow_design_section_4(field: str, value: str) -> None:
-    """Ids are 1-64 chars of [A-Za-z0-9_.:-]; business ids without "-"."""
+    """Ids are 1-64 chars of [A-Za-z0-9_.:-]; business ids without "-" (the tenant ids are
+    checked before authorisation by validate_tenant, the resource id by validate_new)."""
+    tenant = {"business_id": "biz1", "location_id": "loc-1", field: value}
+
+    def check() -> None:
+        if field == "resource_id":
+            _new(resource_id=value)
+        else:
+            rules.validate_tenant(tenant["business_id"], tenant["location_id"])
+
     with pytest.raises(InvalidArgument):
-        _new(**{field: value})
+        check()
 
 
 def test_document_size_and_depth_are_bounded() -> None:
@@ -165,9 +174,16 @@ def test_bad_update_masks_are_rejected(paths: list[str]) -> None:
 def test_etag_parsing() -> None:
     """Our etags name a version; anything else names none (and will not match)."""
     assert _plan(["data"], etag=rules.etag_for(7)).expected_version == 7
-    plan = _plan(["data"], etag="W/whatever")
-    assert plan.etag_given
-    assert plan.expected_version is None
+    assert _plan(["data"], etag="W/whatever").expected_version == rules.NO_VERSION
+    assert _plan(["data"], etag="").expected_version is None
+
+
+def test_expected_version_is_one_rule_for_update_and_delete() -> None:
+    """No etag: unconditional; our etag: its version; any other etag: a version no row has."""
+    assert rules.expected_version("") is None
+    assert rules.expected_version(rules.etag_for(3)) == 3
+    assert rules.expected_version("v99999999999999999999") == rules.NO_VERSION
+    assert rules.expected_version('"abc"') == rules.NO_VERSION
 
 
 def _list(**overrides: Any) -> rules.ListQuery:
@@ -206,7 +222,20 @@ def test_batch_limits() -> None:
     """BatchGet needs 1-100 keys."""
     key = rules.ResourceKey("biz1", "loc1", "patients", "r1")
     with pytest.raises(InvalidArgument):
-        rules.validate_batch("dental", "biz1", [])
+        rules.validate_batch_shape("biz1", [])
     with pytest.raises(InvalidArgument):
-        rules.validate_batch("dental", "biz1", [key] * 101)
-    assert rules.validate_batch("dental", "biz1", [key] * 100) == [key] * 100
+        rules.validate_batch_shape("biz1", [key] * 101)
+    rules.validate_batch_shape("biz1", [key] * 100)
+    rules.validate_batch_names("dental", [key] * 100)
+    with pytest.raises(InvalidArgument) as caught:
+        rules.validate_batch_names("hotel", [key, key])
+    assert _field(caught) == "keys[0].resource_name"
+
+
+def test_known_names_are_the_union_of_every_catalog() -> None:
+    """The pre-authorisation name check accepts a name of any business type, nothing else."""
+    union: frozenset[str] = frozenset().union(*rules.catalog().values())
+    assert union == rules.KNOWN_RESOURCE_NAMES
+    assert rules.require_known_name("rooms") == "rooms"
+    with pytest.raises(InvalidArgument, match="any business type"):
+        rules.require_known_name("nonsense", "keys[3].resource_name")

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from simplu_grpc import context as request_context
 from simplu_grpc.adapters.jwks import JWKS_UNAVAILABLE, JwksClient
-from simplu_grpc.errors import Unavailable
+from simplu_grpc.errors import DeadlineExceeded, Unavailable
 from simplu_grpc.metrics import Metrics
 from tests.fixtures.clock import FakeClock
 from tests.fixtures.tokens import LocalIssuer
@@ -108,20 +109,83 @@ def test_concurrent_unknown_kids_make_a_single_fetch(jwks: JwksClient, issuer: L
 def test_failed_refetch_keeps_the_old_keys(
     jwks: JwksClient, issuer: LocalIssuer, clock: FakeClock, metrics: Metrics
 ) -> None:
-    """When the endpoint fails, known keys keep working and the failure is recorded in metrics."""
+    """When the endpoint fails, known keys keep working, the unknown kid is an outage
+    (Unavailable, not "no such key") and the failure is recorded in metrics."""
     jwks.load()
     issuer.fail(503)
-    assert jwks.get_key("unknown") is None
+    with pytest.raises(Unavailable) as caught:
+        jwks.get_key("unknown")
+    assert caught.value.reason == JWKS_UNAVAILABLE
     assert calls(metrics, "refetch", "http_503") == 1
     assert jwks.last_error is not None
     assert "503" in jwks.last_error
     assert jwks.get_key(issuer.kid) is not None
     issuer.heal()
     issuer.add_key("later")
-    clock.advance(10)
+    clock.advance(1)
     assert jwks.get_key("later") is not None
     assert jwks.get_key(issuer.kid) is not None
     assert jwks.last_error is None
+
+
+def test_a_failed_refetch_does_not_spend_the_allowance_but_is_itself_held_back(
+    jwks: JwksClient, issuer: LocalIssuer, clock: FakeClock, metrics: Metrics
+) -> None:
+    """After a failed refetch, calls within a second answer Unavailable without fetching (no
+    stampede on a dead endpoint); a second later the next call fetches again, and once the
+    endpoint is back the key is found, without waiting out the 10 s allowance."""
+    jwks.load()
+    issuer.fail(503)
+    issuer.add_key("rotated")
+    with pytest.raises(Unavailable):
+        jwks.get_key("rotated")
+    fetches = issuer.fetches
+    clock.advance(0.5)
+    with pytest.raises(Unavailable):
+        jwks.get_key("rotated")
+    assert issuer.fetches == fetches, "a failed fetch holds the next attempt back"
+    issuer.heal()
+    clock.advance(0.5)
+    assert jwks.get_key("rotated") is not None
+    assert issuer.fetches == fetches + 1
+    # That success spends the allowance: an unknown kid right after is "no such key", no fetch.
+    assert jwks.get_key("nope") is None
+    assert issuer.fetches == fetches + 1
+
+
+def test_the_refetch_uses_the_client_timeout_not_the_callers_tiny_deadline(
+    jwks: JwksClient, issuer: LocalIssuer, metrics: Metrics
+) -> None:
+    """An RPC with almost no deadline left still triggers a fetch with the client's own timeout:
+    the endpoint answering a little slowly is not a timeout."""
+    jwks.load()
+    issuer.add_key("rotated")
+    original = issuer.answer
+
+    def slow(path: str) -> tuple[int, bytes]:
+        time.sleep(0.2)
+        return original(path)
+
+    issuer.answer = slow  # type: ignore[method-assign]
+    with request_context.bind(request_id="r", deadline=request_context.Deadline.after(0.01)):
+        assert jwks.get_key("rotated") is not None
+    assert calls(metrics, "refetch", "timeout") == 0
+
+
+def test_a_waiter_stops_waiting_for_the_fetch_lock_at_its_deadline(jwks: JwksClient) -> None:
+    """While another thread holds the fetch, a caller waits at most its remaining deadline."""
+    jwks.load()
+    assert jwks._fetch_lock.acquire()
+    try:
+        started = time.monotonic()
+        with (
+            request_context.bind(request_id="r", deadline=request_context.Deadline.after(0.2)),
+            pytest.raises(DeadlineExceeded),
+        ):
+            jwks.get_key("unknown")
+        assert time.monotonic() - started < 2.0
+    finally:
+        jwks._fetch_lock.release()
 
 
 @pytest.mark.parametrize(
@@ -142,7 +206,8 @@ def test_a_key_set_that_is_not_usable_is_refused_and_the_old_one_kept(
     jwks.load()
     issuer.fail(200, body)
     clock.advance(10)
-    assert jwks.get_key("other") is None
+    with pytest.raises(Unavailable):
+        jwks.get_key("other")
     assert calls(metrics, "refetch", "invalid") == 1
     assert what in (jwks.last_error or "")
     assert jwks.get_key(issuer.kid) is not None
