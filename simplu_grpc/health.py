@@ -69,7 +69,6 @@ class ServerHealth:
 
     def __init__(self, *, readiness_checks: Sequence[ReadinessCheck] = ()) -> None:
         self.servicer = _HealthServicer()
-        self.service_names: list[str] = []
         self._checks = tuple(readiness_checks)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -81,12 +80,7 @@ class ServerHealth:
     def add_services(self, names: Iterable[str]) -> None:
         """Report each service (by its full name) SERVING while the server runs."""
         for name in names:
-            self.service_names.append(name)
             self.servicer.set(name, SERVING)
-
-    @property
-    def shutting_down(self) -> bool:
-        return self._stop.is_set()
 
     def evaluate_readiness(self) -> bool:
         """Run the checks once (stopping at the first that passes) and publish the result."""

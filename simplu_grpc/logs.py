@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import traceback
 from collections.abc import Iterator
@@ -41,14 +40,6 @@ _rpc: ContextVar[RpcLogContext | None] = ContextVar("simplu_rpc_log", default=No
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 _FIELDS = ("request_id", "method", "principal", "code", "duration_ms")
 
-_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-_BEARER = re.compile(r"(?i)\b(bearer\s+)\S+")
-
-
-def scrub(text: str) -> str:
-    """Mask tokens and DSN passwords in ``text``."""
-    return redact(_BEARER.sub(r"\1[redacted]", _JWT.sub("[token]", text)))
-
 
 @contextmanager
 def bind_rpc(method: str) -> Iterator[RpcLogContext]:
@@ -75,7 +66,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": scrub(record.getMessage()),
+            "message": redact(record.getMessage()),
         }
         entry.update(self._request_fields(record))
         for key, value in record.__dict__.items():
@@ -83,9 +74,9 @@ class JsonFormatter(logging.Formatter):
                 continue
             entry[key] = _plain(value)
         if record.exc_info:
-            entry["exception"] = scrub("".join(traceback.format_exception(*record.exc_info)))
+            entry["exception"] = redact("".join(traceback.format_exception(*record.exc_info)))
         elif record.exc_text:
-            entry["exception"] = scrub(record.exc_text)
+            entry["exception"] = redact(record.exc_text)
         return json.dumps(entry, default=str, ensure_ascii=False)
 
     @staticmethod
@@ -109,10 +100,10 @@ class JsonFormatter(logging.Formatter):
 
 def _plain(value: Any) -> Any:
     if isinstance(value, str):
-        return scrub(value)
+        return redact(value)
     if isinstance(value, bool | int | float) or value is None:
         return value
-    return scrub(str(value))
+    return redact(str(value))
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -1,18 +1,29 @@
-"""Redaction of secrets (connection-string passwords, API keys) before anything is logged or returned."""
+"""Redaction of secrets (connection-string passwords, tokens, API keys) before logging or answering."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@", re.I)
 _KV_PASSWORD = re.compile(r"(?P<key>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+# RFC 6750 b64token after "Bearer": masks credentials, not the "Bearer <JWT>" or "Bearer scheme"
+# of the auth interceptor's own error messages.
+_BEARER = re.compile(r"(?i)\b(bearer\s+)(?!scheme\b)[A-Za-z0-9._~+/-]+=*")
 
 REDACTED = "***"
 
 
-def redact(text: str) -> str:
-    """Replace every password in URL (``user:pw@``) or key=value (``password=pw``) form."""
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without any secret: each of ``secrets`` (an API key, a configured password),
+    passwords in URL (``user:pw@``) or key=value (``password=pw``) form, anything shaped like
+    a JWT (``[token]``) and bearer credentials."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    text = _JWT.sub("[token]", text)
+    text = _BEARER.sub(rf"\1{REDACTED}", text)
     text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
     return _KV_PASSWORD.sub(lambda m: f"{m['key']}{REDACTED}", text)
 

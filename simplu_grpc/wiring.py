@@ -78,11 +78,17 @@ def build_deps(settings: Settings) -> Deps:
             citrus=deps.citrus,
         )
         # --- ResourceService adapters ---
-        deps.shard_directory = (
-            CitrusDirectory(deps.citrus, on_registered=deps.business_ops.note_registered)
-            if deps.citrus is not None
-            else SingleDatabaseDirectory(single_database_dsn(settings))
-        )
+        # Single-database mode: the one database also answers the Citrus questions ShardAdmin asks.
+        admin_shards: CitrusClient | SingleDatabaseDirectory
+        admin_probes = {"dynamodb": deps.business_store.probe, "jwks": jwks.probe}
+        if deps.citrus is not None:
+            deps.shard_directory = CitrusDirectory(
+                deps.citrus, on_registered=deps.business_ops.note_registered
+            )
+            admin_shards = deps.citrus
+            admin_probes["citrus"] = deps.citrus.probe
+        else:
+            deps.shard_directory = admin_shards = SingleDatabaseDirectory(single_database_dsn(settings))
         deps.routing = RoutingCache(
             deps.shard_directory,
             ttl=settings.routing_cache_ttl_seconds,
@@ -104,16 +110,13 @@ def build_deps(settings: Settings) -> Deps:
         )
         # --- ShardAdmin components ---
         deps.shard_admin = ShardAdminService(
-            # Single-database mode: the one database answers the Citrus questions ShardAdmin asks.
-            shards=deps.citrus
-            if deps.citrus is not None
-            else SingleDatabaseDirectory(single_database_dsn(settings)),
+            shards=admin_shards,
             pools=deps.pools,
             routing=deps.routing,
             businesses=deps.business_store,
             near_capacity_percent=settings.shard_near_capacity_percent,
-            probes={"dynamodb": deps.business_store.probe, "jwks": jwks.probe},
-            citrus_name="citrus" if deps.citrus is not None else "",
+            probes=admin_probes,
+            on_registered=deps.business_ops.note_registered,
             secrets=(settings.citrus_api_key, settings.database_password),
         )
     except BaseException:

@@ -151,10 +151,6 @@ class BusinessStore:
             "before-send.dynamodb", _refuse_past_deadline, unique_id="simplu-dynamodb-deadline"
         )
 
-    @property
-    def table(self) -> str:
-        return self._table
-
     # --- reads ---------------------------------------------------------------------------
 
     def get(self, business_id: str, *, consistent: bool = True) -> Business | None:
@@ -296,8 +292,10 @@ class BusinessStore:
                 previous = self.get(earlier) if earlier else None
                 if previous is None:
                     # The key exists but its business does not: only a manual deletion does this.
-                    raise BusinessStoreUnavailable(
-                        "the earlier create with this request_id left no business; use a new request_id"
+                    # Not UNAVAILABLE: retrying the same request_id can never succeed.
+                    raise FailedPrecondition(
+                        "the earlier create with this request_id left no business; use a new request_id",
+                        reason="REQUEST_ID_ORPHANED",
                     ) from None
                 return CreateOutcome(previous, replayed=True)
             if cancelled.failed(1):

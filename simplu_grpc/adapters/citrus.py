@@ -139,10 +139,6 @@ class CitrusClient:
             num_pools=4, maxsize=pool_maxsize, block=False, retries=False
         )
 
-    @property
-    def base_url(self) -> str:
-        return self._base_url
-
     # --- the four endpoints of DESIGN §5 ---------------------------------------------------
 
     def get_shard(self, business_id: str, location_id: str) -> ShardAssignment | None:
@@ -345,13 +341,15 @@ def _assignment(body: Any, *, operation: str, require_connection: bool = True) -
 
     Routing answers (``get_shard``, ``register``) must carry a connection string: an empty one
     would make libpq connect to a local default database, i.e. invent a shard. Health lists
-    may omit it (only their counts are needed there).
+    may omit it (only their counts are needed there). ``isActive`` must be a boolean in every
+    answer: assuming "active" would be inventing it (DESIGN §8). Counts Citrus did not give
+    (or gave as non-integers) are ``None``, never 0.
     """
     if not isinstance(body, Mapping):
         raise CitrusClient._malformed(operation)
     shard_id = body.get("shardId")
     connection_string = body.get("connectionString", None if require_connection else "")
-    is_active = body.get("isActive", True)
+    is_active = body.get("isActive")
     if (
         not isinstance(shard_id, str)
         or not shard_id
@@ -365,8 +363,8 @@ def _assignment(body: Any, *, operation: str, require_connection: bool = True) -
         connection_string=connection_string,
         is_active=is_active,
         last_health_check=_timestamp(body.get("lastHealthCheck")),
-        business_count=_int(body.get("businessCount")),
-        max_businesses=_int(body.get("maxBusinesses")),
+        business_count=_count(body.get("businessCount")),
+        max_businesses=_count(body.get("maxBusinesses")),
     )
 
 
@@ -379,5 +377,6 @@ def _timestamp(value: Any) -> datetime | None:
         return None
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+def _count(value: Any) -> int | None:
+    """A count Citrus reported, or None when it is missing or not an integer (unknown, not 0)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

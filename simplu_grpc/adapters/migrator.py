@@ -99,14 +99,23 @@ def schema_version(conn: Executor) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(conn_or_dsn: psycopg.Connection[Any] | str, *, connect_timeout: float = 5.0) -> MigrationResult:
-    """Apply every pending migration in one transaction under the advisory lock; idempotent."""
+def migrate(
+    conn_or_dsn: psycopg.Connection[Any] | str,
+    *,
+    connect_timeout: float = 5.0,
+    timeout_ms: int | None = None,
+) -> MigrationResult:
+    """Apply every pending migration in one transaction under the advisory lock; idempotent.
+
+    With ``timeout_ms``, each statement (the wait for another replica's lock included) is
+    cut after that long (QueryCanceled) instead of waiting forever.
+    """
     if isinstance(conn_or_dsn, str):
         with psycopg.connect(
             conn_or_dsn, autocommit=True, connect_timeout=max(2, int(connect_timeout))
         ) as conn:
-            return _migrate(conn)
-    return _migrate(conn_or_dsn)
+            return _migrate(conn, timeout_ms)
+    return _migrate(conn_or_dsn, timeout_ms)
 
 
 def _migrate(conn: psycopg.Connection[Any], timeout_ms: int | None = None) -> MigrationResult:

@@ -13,8 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any, cast
+from typing import cast
 
+from simplu_grpc import context
 from simplu_grpc.adapters import migrator
 from simplu_grpc.domain.admin_consistency import BusinessReport, ConsistencyChecker
 from simplu_grpc.domain.admin_ports import Businesses, Pools, PoolStatsView, Routing, ShardSource
@@ -46,20 +47,26 @@ MIGRATE_TIMEOUT_SECONDS = 60.0
 
 SHARD_ID_MAX = 128
 
-# A shard id no Citrus has: its capacity lookup is a cheap authenticated 404.
-_PROBE_SHARD_ID = "simplu-dependency-probe"
 
+def usage_percentage(business_count: int | None, max_businesses: int | None) -> float | None:
+    """``business_count / max_businesses * 100`` rounded to 2 decimals.
 
-def usage_percentage(business_count: int, max_businesses: int) -> float:
-    """``business_count / max_businesses * 100`` rounded to 2 decimals; 0 when the maximum is unknown."""
+    None when Citrus did not report either count (unknown usage is not 0 % usage); 0 when it
+    reported a maximum of 0.
+    """
+    if business_count is None or max_businesses is None:
+        return None
     if max_businesses <= 0:
         return 0.0
     return round(business_count / max_businesses * 100.0, 2)
 
 
-def is_near_capacity(usage: float, threshold_percent: float) -> bool:
-    """At or above the threshold (SHARD_NEAR_CAPACITY_PERCENT) counts as near capacity."""
-    return usage >= threshold_percent
+def is_near_capacity(usage: float | None, threshold_percent: float) -> bool:
+    """At or above the threshold (SHARD_NEAR_CAPACITY_PERCENT) counts as near capacity.
+
+    An unknown usage is never flagged: that would be a guess either way.
+    """
+    return usage is not None and usage >= threshold_percent
 
 
 class UsageOrder(Enum):
@@ -70,10 +77,12 @@ class UsageOrder(Enum):
 
 @dataclass(frozen=True, slots=True)
 class ShardUsage:
+    """None counts / usage: Citrus did not report them (unknown, never invented)."""
+
     shard_id: str
-    business_count: int
-    max_businesses: int
-    usage_percentage: float
+    business_count: int | None
+    max_businesses: int | None
+    usage_percentage: float | None
     is_active: bool
     near_capacity: bool
 
@@ -85,9 +94,9 @@ class ShardView:
     shard_id: str
     active: bool
     last_health_check: datetime | None
-    business_count: int
-    max_businesses: int
-    usage_percentage: float
+    business_count: int | None  # None: unknown (Citrus did not report it, or did not list the shard)
+    max_businesses: int | None
+    usage_percentage: float | None
     near_capacity: bool
     listed_by_citrus: bool
     pool: PoolStatsView | None
@@ -117,8 +126,8 @@ class LocationShardView:
 class Capacity:
     shard_id: str
     can_accept_new_business: bool
-    business_count: int
-    max_businesses: int
+    business_count: int | None  # None: Citrus did not report it
+    max_businesses: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +142,10 @@ class MigrationOutcome:
 class ShardAdminService:
     """The operator's console over Citrus shards, this server's pools and its dependencies.
 
-    ``citrus_name`` is ``"citrus"`` with a Citrus server, ``""`` in single-database mode
-    (then ``shards`` answers for the one database and no Citrus probe is reported).
-    ``probes`` maps dependency names (``dynamodb``, ``jwks``, ...) to light probes; one probe
-    per shard pool is added at call time.
+    In single-database mode ``shards`` answers for the one database. ``probes`` maps
+    dependency names (``dynamodb``, ``citrus`` when there is one, ``jwks``, ...) to light
+    probes; one probe per shard pool is added at call time. ``on_registered(business_id,
+    location_id)`` records a registration made here in business info (BusinessOps.note_registered).
     """
 
     def __init__(
@@ -148,10 +157,10 @@ class ShardAdminService:
         businesses: Businesses,
         near_capacity_percent: float,
         probes: Mapping[str, Callable[[], object]] | None = None,
-        citrus_name: str = "citrus",
+        on_registered: Callable[[str, str], None] | None = None,
         secrets: tuple[str, ...] = (),
         prober: DependencyProber | None = None,
-        migrate: Callable[[str], migrator.MigrationResult] | None = None,
+        migrate: Callable[[str, int], migrator.MigrationResult] | None = None,
         target_version: Callable[[], int] = migrator.latest_version,
         consistency: ConsistencyChecker | None = None,
     ) -> None:
@@ -161,10 +170,10 @@ class ShardAdminService:
         self._businesses = businesses
         self.near_capacity_percent = near_capacity_percent
         self._probes = dict(probes or {})
-        self._citrus_name = citrus_name
+        self._on_registered = on_registered
         self._secrets = tuple(s for s in secrets if s)
         self._prober = prober or DependencyProber(secrets=self._secrets)
-        self._migrate = migrate or migrator.migrate
+        self._migrate = migrate or _migrate_within
         self._target_version = target_version
         self._consistency = consistency or ConsistencyChecker(
             shards=shards, businesses=businesses, secrets=self._secrets, target_version=target_version
@@ -212,9 +221,9 @@ class ShardAdminService:
                     shard_id=shard_id,
                     active=False,
                     last_health_check=None,
-                    business_count=0,
-                    max_businesses=0,
-                    usage_percentage=0.0,
+                    business_count=None,
+                    max_businesses=None,
+                    usage_percentage=None,
                     near_capacity=False,
                     listed_by_citrus=False,
                     pool=pool,
@@ -245,12 +254,14 @@ class ShardAdminService:
                 )
             )
         if near_capacity_only:
+            # A shard of unknown usage is not known to be near capacity: left out.
             rows = [row for row in rows if row.near_capacity]
         rows.sort(key=lambda r: r.shard_id)
+        # Stable sorts: ties stay by id; shards of unknown usage come last in either order.
         if order is UsageOrder.USAGE_DESC:
-            rows.sort(key=lambda r: r.usage_percentage, reverse=True)  # stable: ties stay by id
+            rows.sort(key=lambda r: -1.0 if r.usage_percentage is None else r.usage_percentage, reverse=True)
         elif order is UsageOrder.USAGE_ASC:
-            rows.sort(key=lambda r: r.usage_percentage)
+            rows.sort(key=lambda r: (r.usage_percentage is None, r.usage_percentage or 0.0))
         return rows
 
     def check_capacity(self, shard_id: str) -> Capacity:
@@ -263,8 +274,8 @@ class ShardAdminService:
         return Capacity(
             shard_id=info.shard_id or shard_id,
             can_accept_new_business=info.can_accept_new_business,
-            business_count=info.business_count or 0,
-            max_businesses=info.max_businesses or 0,
+            business_count=info.business_count,
+            max_businesses=info.max_businesses,
         )
 
     # --- locations --------------------------------------------------------------------
@@ -304,24 +315,23 @@ class ShardAdminService:
             assignment = self._shards.register(business_id, location_id, kind.value)
         # A cached entry from before (e.g. another shard) must not outlive the registration.
         self._routing.invalidate(business_id, location_id)
-        self._forget_pending(business, location_id)
+        self._note_registered(business_id, location_id)
         log.info("registered %s/%s with Citrus on %s", business_id, location_id, assignment.shard_id)
         return _location_view(business_id, location_id, assignment, from_cache=False, age=0.0)
 
-    def _forget_pending(self, business: Business, location_id: str) -> None:
-        """Take the location off the business's list of registrations still to do."""
-        if location_id not in business.unregistered_location_ids:
+    def _note_registered(self, business_id: str, location_id: str) -> None:
+        """Tell business info (through ``on_registered``) that the location is registered."""
+        if self._on_registered is None:
             return
-        remaining = tuple(lid for lid in business.unregistered_location_ids if lid != location_id)
         try:
             with within(CALL_TIMEOUT_SECONDS):
-                self._businesses.update(business.with_unregistered(remaining))
+                self._on_registered(business_id, location_id)
         except SimpluError as exc:
             # The registration itself succeeded; a stale pending entry is only retried later
             # (idempotently at Citrus), so this must not fail the call.
             log.warning(
                 "registered %s/%s but could not update its pending list: %s",
-                business.id,
+                business_id,
                 location_id,
                 describe_error(exc, self._secrets),
             )
@@ -393,7 +403,7 @@ class ShardAdminService:
             if not listed:
                 raise NotFound(f"shard {shard_id!r} is unknown to Citrus", metadata={"shard_id": shard_id})
         outcomes = run_bounded(
-            {s.shard_id: _bind_arg(self._migrate, s.connection_string) for s in listed},
+            {s.shard_id: self._migration(s.connection_string) for s in listed},
             timeout=MIGRATE_TIMEOUT_SECONDS,
         )
         results = []
@@ -417,6 +427,16 @@ class ShardAdminService:
                 results.append(MigrationOutcome(shard.shard_id, 0, 0, error=error))
         return results
 
+    def _migration(self, dsn: str) -> Callable[[], migrator.MigrationResult]:
+        # Runs inside run_bounded, whose deadline is the call's budget: the migration's
+        # statements (the advisory-lock wait included) are cut when it runs out, so no
+        # thread is left waiting on another replica's lock after the answer went out.
+        def run() -> migrator.MigrationResult:
+            timeout_ms = max(1, int(context.deadline().remaining() * 1000))
+            return self._migrate(dsn, timeout_ms)
+
+        return run
+
     # --- consistency ------------------------------------------------------------------
 
     def check_consistency(
@@ -430,16 +450,9 @@ class ShardAdminService:
     def dependency_status(self) -> list[DependencyCheck]:
         """DynamoDB, Citrus, JWKS and each shard pool, probed concurrently; answers within ~2 s."""
         probes: dict[str, Callable[[], object]] = dict(self._probes)
-        if self._citrus_name:
-            probes[self._citrus_name] = self._citrus_probe
         for stats in sorted(self._pools.stats(), key=lambda s: s.shard_id):
             probes[f"shard/{stats.shard_id}"] = self._pool_probe(stats.shard_id)
         return self._prober.run(probes)
-
-    def _citrus_probe(self) -> object:
-        # The lightest authenticated call: a capacity lookup of a shard id that cannot
-        # exist answers 404 at once, while shards/health makes Citrus probe every shard.
-        return self._shards.capacity(_PROBE_SHARD_ID)
 
     def _pool_probe(self, shard_id: str) -> Callable[[], object]:
         # Through the registry's own checkout: bounded by the probe's deadline, and a shard
@@ -498,5 +511,6 @@ def _require_shard_id(shard_id: str) -> None:
     v.raise_if_any()
 
 
-def _bind_arg(fn: Callable[[str], Any], arg: str) -> Callable[[], Any]:
-    return lambda: fn(arg)
+def _migrate_within(dsn: str, timeout_ms: int) -> migrator.MigrationResult:
+    """Migrate one shard, connecting and running its statements within ``timeout_ms``."""
+    return migrator.migrate(dsn, connect_timeout=timeout_ms / 1000, timeout_ms=timeout_ms)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from simplu_grpc import context
 from simplu_grpc.context import Deadline
 from simplu_grpc.errors import SimpluError
-from simplu_grpc.redact import REDACTED, redact
+from simplu_grpc.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +46,16 @@ class DependencyCheck:
     checked_at: datetime
 
 
-def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` without DSN passwords (``redact``) nor any of ``secrets``, cut to a readable length."""
-    cleaned = redact(text)
-    for secret in secrets:
-        if secret:
-            cleaned = cleaned.replace(secret, REDACTED)
-    if len(cleaned) > _MAX_ERROR_CHARS:
-        cleaned = cleaned[: _MAX_ERROR_CHARS - 3] + "..."
-    return cleaned
-
-
 def describe_error(exc: BaseException, secrets: Iterable[str] = ()) -> str:
     """A one-line, secret-free description of ``exc`` for an operator."""
     if isinstance(exc, SimpluError):
         text = f"{exc.reason}: {exc.message}"
     else:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return scrub(" ".join(text.split()), secrets)
+    cleaned = redact(" ".join(text.split()), secrets)
+    if len(cleaned) > _MAX_ERROR_CHARS:
+        cleaned = cleaned[: _MAX_ERROR_CHARS - 3] + "..."
+    return cleaned
 
 
 class DependencyProber:

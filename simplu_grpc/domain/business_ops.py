@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import builtins
 import logging
-import re
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -39,6 +38,7 @@ from simplu_grpc.domain.business import (
 )
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.principal import Principal
+from simplu_grpc.domain.resources import REQUEST_ID_PATTERN
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.domain.validation import (
     MAX_LOCATIONS,
@@ -68,7 +68,6 @@ from simplu_grpc.errors import (
 
 log = logging.getLogger(__name__)
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _WRITE_ATTEMPTS = 3
 
 BUSINESS_PATHS = ("name", "settings", "permissions.roles")
@@ -167,7 +166,7 @@ class BusinessOps:
             business_id = draft.id
         elif business_id:
             check_business_id(v, "business_id", business_id)
-        if request_id and not _REQUEST_ID.fullmatch(request_id):
+        if request_id and not REQUEST_ID_PATTERN.fullmatch(request_id):
             v.add("request_id", "must be 1-128 characters of A-Z a-z 0-9 _ . : - (a UUID is ideal)")
         check_new_business(v, "business", draft)
         v.raise_if_any()

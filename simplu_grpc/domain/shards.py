@@ -18,15 +18,9 @@ class ShardAssignment:
     connection_string: str = field(repr=False)
     is_active: bool = True
     last_health_check: datetime | None = None
-    business_count: int = 0
-    max_businesses: int = 0
-
-    @property
-    def usage_percent(self) -> float:
-        """Business count as a percentage of the maximum (0 when the maximum is unknown)."""
-        if self.max_businesses <= 0:
-            return 0.0
-        return 100.0 * self.business_count / self.max_businesses
+    # None when Citrus did not report them (unknown, not 0).
+    business_count: int | None = None
+    max_businesses: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

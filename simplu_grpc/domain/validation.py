@@ -24,13 +24,12 @@ from simplu_grpc.domain.business import (
     Permissions,
     Role,
 )
+from simplu_grpc.domain.resources import BUSINESS_ID_PATTERN, ID_PATTERN
 from simplu_grpc.errors import FieldViolation, InvalidArgument
 
 # DESIGN §4: 1-64 characters of [A-Za-z0-9_.:-]; business ids never contain "-" because the
 # Citrus key "{businessId}-{locationId}" splits at its first "-".
 ID_MAX = 64
-_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-_BUSINESS_ID = re.compile(r"[A-Za-z0-9_.:]{1,64}")
 # Cognito subs are UUIDs; client ids and usernames are similar. Bounded and printable.
 _SUBJECT = re.compile(r"[A-Za-z0-9_.:@+-]{1,128}")
 _ROLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
@@ -123,7 +122,7 @@ def check_id(v: Violations, field: str, value: str) -> None:
     """A location (or other) id: DESIGN §4."""
     if not value:
         v.add(field, "is required")
-    elif not _ID.fullmatch(value):
+    elif not ID_PATTERN.fullmatch(value):
         v.add(field, f"must be 1-{ID_MAX} characters of A-Z a-z 0-9 _ . : - (got {_show(value)})")
 
 
@@ -133,7 +132,7 @@ def check_business_id(v: Violations, field: str, value: str) -> None:
         v.add(field, "is required")
     elif "-" in value:
         v.add(field, "must not contain '-' (it separates business and location in the shard key)")
-    elif not _BUSINESS_ID.fullmatch(value):
+    elif not BUSINESS_ID_PATTERN.fullmatch(value):
         v.add(field, f"must be 1-{ID_MAX} characters of A-Z a-z 0-9 _ . : (got {_show(value)})")
 
 
@@ -248,7 +247,7 @@ def check_settings(v: Violations, prefix: str, settings: BusinessSettings) -> No
         for index, hours in enumerate(settings.working_hours):
             field = f"{prefix}.working_hours[{index}]"
             if not 1 <= hours.day <= 7:
-                v.add(f"{field}.day", "must be MONDAY..SUNDAY")
+                v.add(f"{field}.day", f"must be MONDAY..SUNDAY (got {hours.day})")
             if hours.closed:
                 continue
             for name, value in (("open", hours.open), ("close", hours.close)):

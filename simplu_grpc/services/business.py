@@ -57,8 +57,7 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
     def UpdateBusiness(
         self, request: business_pb2.UpdateBusinessRequest, context: grpc.ServicerContext
     ) -> business_pb2.Business:
-        v = Violations()
-        settings = convert.settings_from_proto(v, "business.settings", request.business.settings)
+        settings = convert.settings_from_proto(request.business.settings)
         updated = self._ops.update(
             rpc.principal(),
             request.business.id,
@@ -67,16 +66,14 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
             name=request.business.name,
             settings=settings,
             roles=convert.roles_from_proto(request.business.permissions),
-            violations=v,
         )
         return convert.business_to_proto(updated)
 
     def UpdateBusinessSettings(
         self, request: business_pb2.UpdateBusinessSettingsRequest, context: grpc.ServicerContext
     ) -> business_pb2.Business:
-        v = Violations()
         settings = (
-            convert.settings_from_proto(v, "settings", request.settings)
+            convert.settings_from_proto(request.settings)
             if request.HasField("settings")
             else BusinessSettings()
         )
@@ -86,7 +83,6 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
             etag=request.etag,
             paths=list(request.update_mask.paths),
             settings=settings,
-            violations=v,
         )
         return convert.business_to_proto(updated)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from simplu.v1 import business_pb2
@@ -61,16 +61,16 @@ def location_from_proto(pb: business_pb2.Location) -> Location:
     )
 
 
-def settings_from_proto(v: Violations, field: str, pb: business_pb2.BusinessSettings) -> BusinessSettings:
+def settings_from_proto(pb: business_pb2.BusinessSettings) -> BusinessSettings:
     extras: dict[str, Any] = {}
     if pb.HasField("extras"):
         extras = json_format.MessageToDict(pb.extras)
-    hours = []
-    for index, wh in enumerate(pb.working_hours):
-        day = int(wh.day)
-        if day not in range(1, 8):
-            v.add(f"{field}.working_hours[{index}].day", f"must be MONDAY..SUNDAY (got {day})")
-        hours.append(WorkingHours(day=day, open=wh.open, close=wh.close, closed=wh.closed))
+    # The day (an enum number proto3 lets through unchecked) is validated by the domain
+    # (check_settings), like every other settings field: one violation per field.
+    hours = [
+        WorkingHours(day=int(wh.day), open=wh.open, close=wh.close, closed=wh.closed)
+        for wh in pb.working_hours
+    ]
     return BusinessSettings(
         currency=pb.currency,
         language=pb.language,
@@ -98,7 +98,7 @@ def business_from_proto(v: Violations, field: str, pb: business_pb2.Business) ->
         name=pb.name,
         type=business_type(v, f"{field}.type", pb.type),
         locations=tuple(location_from_proto(loc) for loc in pb.locations),
-        settings=settings_from_proto(v, f"{field}.settings", pb.settings),
+        settings=settings_from_proto(pb.settings),
         permissions=Permissions(
             roles=roles_from_proto(pb.permissions),
             members={sub: member_from_proto(m) for sub, m in pb.permissions.members.items()},
@@ -106,7 +106,12 @@ def business_from_proto(v: Violations, field: str, pb: business_pb2.Business) ->
     )
 
 
-def _timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+@overload
+def timestamp(moment: datetime) -> timestamp_pb2.Timestamp: ...
+@overload
+def timestamp(moment: None) -> None: ...
+def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """A protobuf Timestamp of ``moment`` (None stays None)."""
     if moment is None:
         return None
     stamp = timestamp_pb2.Timestamp()
@@ -172,10 +177,10 @@ def business_to_proto(business: Business) -> business_pb2.Business:
         etag=business.etag,
         owner=business.owner,
     )
-    created = _timestamp(business.create_time)
+    created = timestamp(business.create_time)
     if created is not None:
         pb.create_time.CopyFrom(created)
-    updated = _timestamp(business.update_time)
+    updated = timestamp(business.update_time)
     if updated is not None:
         pb.update_time.CopyFrom(updated)
     return pb

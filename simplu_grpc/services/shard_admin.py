@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import TypeVar
 
 import grpc
-from google.protobuf import duration_pb2, timestamp_pb2
-from simplu.v1 import business_pb2, shard_admin_pb2, shard_admin_pb2_grpc
+from google.protobuf import duration_pb2
+from simplu.v1 import shard_admin_pb2, shard_admin_pb2_grpc
 
 from simplu_grpc import context
 from simplu_grpc.domain.admin import (
@@ -19,20 +18,16 @@ from simplu_grpc.domain.admin import (
 from simplu_grpc.domain.admin_consistency import FindingKind
 from simplu_grpc.domain.admin_ports import PoolStatsView
 from simplu_grpc.domain.authz import Authorizer
-from simplu_grpc.domain.business import BusinessType
 from simplu_grpc.errors import InvalidArgument
+from simplu_grpc.services.business_proto import TYPE_FROM_PROTO, timestamp
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 _ORDERS: dict[int, UsageOrder] = {
     shard_admin_pb2.SHARD_USAGE_ORDER_UNSPECIFIED: UsageOrder.BY_SHARD_ID,
     shard_admin_pb2.SHARD_USAGE_ORDER_USAGE_DESC: UsageOrder.USAGE_DESC,
     shard_admin_pb2.SHARD_USAGE_ORDER_USAGE_ASC: UsageOrder.USAGE_ASC,
-}
-_TYPES: dict[int, BusinessType] = {
-    business_pb2.BUSINESS_TYPE_DENTAL: BusinessType.DENTAL,
-    business_pb2.BUSINESS_TYPE_GYM: BusinessType.GYM,
-    business_pb2.BUSINESS_TYPE_HOTEL: BusinessType.HOTEL,
 }
 _FINDINGS = {
     FindingKind.LOCATION_NOT_REGISTERED: shard_admin_pb2.FINDING_KIND_LOCATION_NOT_REGISTERED,
@@ -68,15 +63,15 @@ class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServicer):
             info = response.shards.add(
                 shard_id=shard.shard_id,
                 active=shard.active,
-                business_count=shard.business_count,
-                max_businesses=shard.max_businesses,
-                usage_percentage=shard.usage_percentage,
+                business_count=_or_zero(shard.business_count),
+                max_businesses=_or_zero(shard.max_businesses),
+                usage_percentage=_or_zero(shard.usage_percentage),
                 near_capacity=shard.near_capacity,
                 listed_by_citrus=shard.listed_by_citrus,
                 schema_version=shard.schema_version,
             )
             if shard.last_health_check is not None:
-                info.last_health_check.CopyFrom(_timestamp(shard.last_health_check))
+                info.last_health_check.CopyFrom(timestamp(shard.last_health_check))
             if shard.pool is not None:
                 info.pool.CopyFrom(_pool_stats(shard.pool))
         return response
@@ -91,9 +86,9 @@ class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServicer):
             usage=[
                 shard_admin_pb2.ShardUsage(
                     shard_id=row.shard_id,
-                    business_count=row.business_count,
-                    max_businesses=row.max_businesses,
-                    usage_percentage=row.usage_percentage,
+                    business_count=_or_zero(row.business_count),
+                    max_businesses=_or_zero(row.max_businesses),
+                    usage_percentage=_or_zero(row.usage_percentage),
                     is_active=row.is_active,
                     near_capacity=row.near_capacity,
                 )
@@ -110,8 +105,8 @@ class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServicer):
         return shard_admin_pb2.CheckShardCapacityResponse(
             shard_id=capacity.shard_id,
             can_accept_new_business=capacity.can_accept_new_business,
-            business_count=capacity.business_count,
-            max_businesses=capacity.max_businesses,
+            business_count=_or_zero(capacity.business_count),
+            max_businesses=_or_zero(capacity.max_businesses),
         )
 
     def GetLocationShard(
@@ -126,7 +121,9 @@ class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServicer):
     ) -> shard_admin_pb2.LocationShard:
         self._require_admin()
         # Unset: the business's own type; a number proto3 let through but the enum lacks: rejected.
-        kind = _known(_TYPES, request.business_type, "business_type") if request.business_type else None
+        kind = (
+            _known(TYPE_FROM_PROTO, request.business_type, "business_type") if request.business_type else None
+        )
         view = self._admin.register_location(request.business_id, request.location_id, kind)
         return _location_shard(view)
 
@@ -177,7 +174,7 @@ class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServicer):
         for check in checks:
             status = response.dependencies.add(name=check.name, up=check.up, error=check.error)
             status.latency.CopyFrom(_duration(check.latency_seconds))
-            status.checked_time.CopyFrom(_timestamp(check.checked_at))
+            status.checked_time.CopyFrom(timestamp(check.checked_at))
         return response
 
     def CheckConsistency(
@@ -209,10 +206,13 @@ def _known(mapping: Mapping[int, T], value: int, field: str) -> T:
     return found
 
 
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+def _or_zero(value: N | None) -> N | int:
+    """The proto has no optional counts: an unknown count or usage (None) is sent as 0.
+
+    Such a shard is never flagged ``near_capacity`` (the domain does not guess), and
+    GetShardUsage's ``near_capacity_only`` leaves it out; 0 here is "unknown", not "empty".
+    """
+    return 0 if value is None else value
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -237,9 +237,9 @@ def _pool_stats(stats: PoolStatsView) -> shard_admin_pb2.PoolStats:
         connections_lost=stats.connections_lost,
     )
     if stats.create_time is not None:
-        message.create_time.CopyFrom(_timestamp(stats.create_time))
+        message.create_time.CopyFrom(timestamp(stats.create_time))
     if stats.last_used_time is not None:
-        message.last_used_time.CopyFrom(_timestamp(stats.last_used_time))
+        message.last_used_time.CopyFrom(timestamp(stats.last_used_time))
     return message
 
 

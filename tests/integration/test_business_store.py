@@ -125,6 +125,19 @@ def test_request_key_replays_the_first_create(store: BusinessStore) -> None:
     assert request_key("someone-else", "req-1") != key
 
 
+def test_orphaned_request_key_is_a_failed_precondition_not_unavailable(store: BusinessStore) -> None:
+    """A request key whose business was deleted by hand: FAILED_PRECONDITION (REQUEST_ID_ORPHANED),
+    not UNAVAILABLE, which clients would retry forever with the same request_id."""
+    key = request_key("caller-sub", "req-orphan")
+    store.create(sample("orphan1"), request_key=key)
+    store._client.delete_item(TableName=store._table, Key={"id": {"S": "orphan1"}})
+    with pytest.raises(FailedPrecondition) as raised:
+        store.create(sample("orphan2"), request_key=key)
+    assert raised.value.reason == "REQUEST_ID_ORPHANED"
+    assert "new request_id" in raised.value.message
+    assert store.get("orphan2") is None
+
+
 def test_list_pages_through_everything_once_and_filters(store: BusinessStore) -> None:
     """Paging by 2 over 7 businesses returns each once; deleted ones and request markers are hidden."""
     ids = {f"p{i}" for i in range(7)}

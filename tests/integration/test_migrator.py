@@ -88,3 +88,49 @@ def test_migrate_all_reports_each_shard_and_hides_passwords(fresh_database: Call
     assert outcomes[1].error
     assert outcomes[1].error.startswith("OperationalError: "), outcomes[1].error  # says why, too
     assert "topsecret" not in repr(outcomes)
+
+
+def test_admin_migrate_gives_up_on_a_held_lock_within_the_deadline(fresh_database: Callable[[], str]) -> None:
+    """MigrateShard while another session holds the migration lock: the shard is reported failed
+    within the RPC's deadline and no session is left waiting on the lock afterwards."""
+    import time
+
+    from simplu_grpc import context
+    from simplu_grpc.context import Deadline
+    from simplu_grpc.domain.admin import ShardAdminService
+
+    dsn = fresh_database()
+    shard = ShardAssignment(shard_id="locked", connection_string=dsn)
+
+    class OneShard:
+        def shards_health(self) -> list[ShardAssignment]:
+            return [shard]
+
+    admin = ShardAdminService(
+        shards=OneShard(),  # type: ignore[arg-type]  # only shards_health is used
+        pools=None,  # type: ignore[arg-type]
+        routing=None,  # type: ignore[arg-type]
+        businesses=None,  # type: ignore[arg-type]
+        near_capacity_percent=80.0,
+    )
+    with psycopg.connect(dsn, autocommit=True) as holder:
+        holder.execute("BEGIN")
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (migrator.ADVISORY_LOCK_KEY,))
+        started = time.monotonic()
+        with context.bind(deadline=Deadline.after(1.5)):
+            (outcome,) = admin.migrate("locked", all_shards=False)
+        assert time.monotonic() - started < 4.0
+        assert outcome.error
+        # The migration's statement was cancelled by its timeout, not abandoned in a thread.
+        waiting = 1
+        for _ in range(30):
+            row = holder.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchone()
+            waiting = row[0] if row else 0
+            if not waiting:
+                break
+            time.sleep(0.1)
+        assert waiting == 0
+        holder.execute("ROLLBACK")

@@ -213,3 +213,42 @@ def test_page_size_rules() -> None:
     assert not v
     page_size(v, "page_size", -1)
     assert v
+
+
+def test_an_undefined_working_day_is_one_violation() -> None:
+    """A working-hours day outside MONDAY..SUNDAY coming off the wire is reported once (by the domain
+    check), not once by the proto conversion and again by the domain."""
+    from simplu.v1 import business_pb2
+
+    from simplu_grpc.domain.validation import Violations, check_settings
+    from simplu_grpc.services.business_proto import settings_from_proto
+
+    v = Violations()
+    pb = business_pb2.BusinessSettings(
+        working_hours=[business_pb2.WorkingHours(day=99, open="08:00", close="10:00")]  # type: ignore[arg-type]  # an undefined enum number on purpose
+    )
+    settings = settings_from_proto(pb)
+    check_settings(v, "settings", settings)
+    found = [item for item in v.items if item.field == "settings.working_hours[0].day"]
+    assert len(found) == 1
+    assert "99" in found[0].description
+    assert len(v.items) == 1
+
+
+@pytest.mark.parametrize(
+    "value", ["a", "a-b", "a.b:c_d", "x" * 64, "x" * 65, "a b", "a/b", "ä", "a\n", "-", "a-"]
+)
+def test_business_and_resource_id_rules_agree(value: str) -> None:
+    """BusinessService and ResourceService accept exactly the same location and business ids (DESIGN §4)."""
+    from simplu_grpc.domain.resources import require_id
+    from simplu_grpc.domain.validation import Violations, check_business_id, check_id
+
+    for business in (False, True):
+        v = Violations()
+        (check_business_id if business else check_id)(v, "id", value)
+        try:
+            require_id("id", value, business=business)
+            resource_ok = True
+        except InvalidArgument:
+            resource_ok = False
+        assert (not v) == resource_ok, (value, business)

@@ -228,6 +228,8 @@ def test_capacity_and_health_parsing(fake: ScriptedHTTPServer) -> None:
         {**SHARD, "connectionString": ""},
         {key: value for key, value in SHARD.items() if key != "connectionString"},
         {**SHARD, "isActive": "false"},
+        {key: value for key, value in SHARD.items() if key != "isActive"},
+        {**SHARD, "isActive": None},
         {**SHARD, "shardId": ""},
         [SHARD],
         b"[" * 100_000,
@@ -254,6 +256,27 @@ def test_health_may_omit_connection_strings(fake: ScriptedHTTPServer) -> None:
     fake.set((200, [{key: value for key, value in SHARD.items() if key != "connectionString"}]))
     [shard] = make_client(fake).shards_health()
     assert (shard.shard_id, shard.connection_string, shard.business_count) == ("shard-01", "", 1)
+
+
+def test_missing_or_non_integer_counts_are_unknown_not_zero(fake: ScriptedHTTPServer) -> None:
+    """businessCount / maxBusinesses Citrus did not give (or gave as non-integers) are None, not 0."""
+    without = {key: value for key, value in SHARD.items() if key not in ("businessCount", "maxBusinesses")}
+    fake.set((200, without))
+    assignment = make_client(fake).get_shard("b", "l")
+    assert assignment is not None
+    assert (assignment.business_count, assignment.max_businesses) == (None, None)
+    fake.set((200, [{**SHARD, "businessCount": "3", "maxBusinesses": True}]))
+    [shard] = make_client(fake).shards_health()
+    assert (shard.business_count, shard.max_businesses) == (None, None)
+
+
+def test_register_without_is_active_is_malformed(fake: ScriptedHTTPServer) -> None:
+    """A register answer without isActive is CITRUS_UNAVAILABLE, not an assumed-active shard."""
+    fake.set((200, {key: value for key, value in SHARD.items() if key != "isActive"}))
+    with pytest.raises(CitrusUnavailable) as raised:
+        make_client(fake).register("b", "l", "dental")
+    assert "malformed" in raised.value.message
+    assert SECRET_DSN not in raised.value.message
 
 
 @pytest.mark.parametrize("status", [400, 403, 409, 422])

@@ -12,7 +12,7 @@ import pytest
 from simplu_grpc import context
 from simplu_grpc.context import Deadline
 from simplu_grpc.domain.admin import ShardAdminService, UsageOrder, is_near_capacity, usage_percentage
-from simplu_grpc.domain.admin_status import DependencyProber, describe_error, run_bounded, scrub
+from simplu_grpc.domain.admin_status import DependencyProber, describe_error, run_bounded
 from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
 from simplu_grpc.errors import CitrusUnavailable, InvalidArgument, NotFound, ShardUnavailable
 
@@ -20,7 +20,7 @@ SECRET_PW = "s3cr3t-pw-9f8e"
 API_KEY = "citrus-key-0123456789abcdef"
 
 
-def shard(shard_id: str, count: int, maximum: int = 3, active: bool = True) -> ShardAssignment:
+def shard(shard_id: str, count: int | None, maximum: int | None = 3, active: bool = True) -> ShardAssignment:
     return ShardAssignment(
         shard_id=shard_id,
         connection_string=f"postgresql://postgres:{SECRET_PW}@127.0.0.1:5432/{shard_id.replace('-', '_')}",
@@ -118,6 +118,39 @@ def test_shard_usage_sorts_and_filters() -> None:
     assert [r.shard_id for r in near] == ["shard-01"]
 
 
+def test_unknown_usage_is_reported_as_unknown_not_invented() -> None:
+    """Counts Citrus did not report stay unknown: no usage %, never near capacity, left out of
+    near_capacity_only, sorted after the known shards; CheckShardCapacity keeps them unknown too."""
+    admin = service(
+        FakeShards([shard("shard-01", None, 3), shard("shard-02", 3, None), shard("shard-03", 3)])
+    )
+    rows = admin.shard_usage(UsageOrder.USAGE_DESC, near_capacity_only=False)
+    assert [
+        (r.shard_id, r.business_count, r.max_businesses, r.usage_percentage, r.near_capacity) for r in rows
+    ] == [
+        ("shard-03", 3, 3, 100.0, True),
+        ("shard-01", None, 3, None, False),
+        ("shard-02", 3, None, None, False),
+    ]
+    assert [r.shard_id for r in admin.shard_usage(UsageOrder.USAGE_ASC, near_capacity_only=False)] == [
+        "shard-03",
+        "shard-01",
+        "shard-02",
+    ]
+    assert [r.shard_id for r in admin.shard_usage(UsageOrder.BY_SHARD_ID, near_capacity_only=True)] == [
+        "shard-03"
+    ]
+    listed = {v.shard_id: v for v in admin.list_shards().shards}
+    assert (listed["shard-01"].usage_percentage, listed["shard-01"].near_capacity) == (None, False)
+
+    class UnknownCapacity(FakeShards):
+        def capacity(self, shard_id: str) -> CapacityInfo | None:
+            return CapacityInfo(shard_id=shard_id, can_accept_new_business=True)
+
+    capacity = service(UnknownCapacity([])).check_capacity("shard-01")
+    assert (capacity.business_count, capacity.max_businesses) == (None, None)
+
+
 def test_list_shards_answers_without_citrus() -> None:
     """ListShards with Citrus down says so (redacted) instead of failing."""
     result = service(FakeShards([], down=True)).list_shards()
@@ -196,10 +229,12 @@ def test_prober_never_waits_past_the_rpc_deadline() -> None:
 def test_error_texts_never_carry_secrets() -> None:
     """DSN passwords, key=value passwords and named secrets are scrubbed from error texts."""
     text = f"postgresql://postgres:{SECRET_PW}@db:5432/x password={SECRET_PW} key {API_KEY}"
-    cleaned = scrub(text, [API_KEY])
+    cleaned = describe_error(RuntimeError(text), [API_KEY])
     assert SECRET_PW not in cleaned
     assert API_KEY not in cleaned
+    assert cleaned.startswith("RuntimeError: postgresql://postgres:***@db:5432/x")
     assert API_KEY not in describe_error(RuntimeError(f"bad key {API_KEY}"), [API_KEY])
+    assert len(describe_error(RuntimeError("x" * 1000))) == 300
 
 
 def test_run_bounded_returns_results_errors_and_timeouts() -> None:
@@ -266,3 +301,75 @@ def test_unknown_enum_numbers_are_invalid_argument() -> None:
         assert [v.field for v in kind.value.violations] == ["business_type"]
         usage = servicer.GetShardUsage(shard_admin_pb2.GetShardUsageRequest(), None)  # type: ignore[arg-type]  # the servicer ignores its context
         assert [row.shard_id for row in usage.usage] == ["shard-01"]
+
+
+def test_register_location_reports_the_registration_through_on_registered() -> None:
+    """RegisterLocation hands the registration to on_registered (BusinessOps.note_registered, which
+    also refreshes the business cache) instead of writing business info itself; a failing callback
+    does not fail the registration."""
+    from simplu_grpc.domain.business import Business, BusinessType, Location
+    from simplu_grpc.errors import BusinessStoreUnavailable
+
+    business = Business(
+        id="b1",
+        name="B",
+        type=BusinessType.DENTAL,
+        locations=(Location(id="l1", name="l1"),),
+        unregistered_location_ids=("l1",),
+    )
+
+    class Businesses:
+        def get(self, business_id: str) -> Business | None:
+            return business if business_id == "b1" else None
+
+        def update(self, updated: Business) -> Business:
+            raise AssertionError("ShardAdmin must not write business info itself")
+
+    noted: list[tuple[str, str]] = []
+    admin = ShardAdminService(
+        shards=FakeShards([shard("shard-01", 1)]),
+        pools=NoPools(),
+        routing=FakeRouting(),
+        businesses=Businesses(),  # type: ignore[arg-type]  # get/update only
+        near_capacity_percent=80.0,
+        on_registered=lambda b, loc: noted.append((b, loc)),
+    )
+    view = admin.register_location("b1", "l1", None)
+    assert view.shard_id == "shard-01"
+    assert noted == [("b1", "l1")]
+
+    def fail(business_id: str, location_id: str) -> None:
+        raise BusinessStoreUnavailable("DynamoDB is down")
+
+    failing = ShardAdminService(
+        shards=FakeShards([shard("shard-01", 1)]),
+        pools=NoPools(),
+        routing=FakeRouting(),
+        businesses=Businesses(),  # type: ignore[arg-type]  # get/update only
+        near_capacity_percent=80.0,
+        on_registered=fail,
+    )
+    assert failing.register_location("b1", "l1", None).shard_id == "shard-01"
+
+
+def test_dependency_status_uses_the_given_citrus_probe() -> None:
+    """The Citrus check is the probe wiring passes (CitrusClient.probe), like every other probe;
+    without one (single-database mode) no Citrus line is reported."""
+    calls: list[str] = []
+
+    def citrus_probe() -> None:
+        calls.append("citrus")
+        raise CitrusUnavailable("Citrus is unreachable")
+
+    admin = ShardAdminService(
+        shards=FakeShards([]),
+        pools=NoPools(),
+        routing=FakeRouting(),
+        businesses=None,  # type: ignore[arg-type]  # not used
+        near_capacity_percent=80.0,
+        probes={"dynamodb": lambda: None, "citrus": citrus_probe},
+    )
+    status = {check.name: check.up for check in admin.dependency_status()}
+    assert status == {"dynamodb": True, "citrus": False}
+    assert calls == ["citrus"]
+    assert [c.name for c in service(FakeShards([])).dependency_status()] == []
