@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf import field_mask_pb2
+from google.protobuf import field_mask_pb2, timestamp_pb2
 from simplu.v1 import (
     business_pb2,
     business_pb2_grpc,
@@ -25,7 +25,7 @@ from simplu.v1 import (
     shard_admin_pb2_grpc,
 )
 
-RESOURCE_NAME = "patients"
+RESOURCE_TYPE = "patients"
 CALL_TIMEOUT_SECONDS = 10.0
 STATUSES = ("new", "confirmed", "done")
 
@@ -130,7 +130,7 @@ def _call(kind: str, workload: Workload, i: int) -> Callable[[], Any]:
         request = resource_pb2.GetResourceRequest(
             business_id=workload.business_id,
             location_id=location,
-            resource_name=RESOURCE_NAME,
+            resource_type=RESOURCE_TYPE,
             resource_id=ids[(i // len(workload.location_ids)) % len(ids)],
         )
         return lambda: client.resource.GetResource(request, metadata=md, timeout=CALL_TIMEOUT_SECONDS)
@@ -138,7 +138,7 @@ def _call(kind: str, workload: Workload, i: int) -> Callable[[], Any]:
         list_request = resource_pb2.ListResourcesRequest(
             business_id=workload.business_id,
             location_id=location,
-            resource_name=RESOURCE_NAME,
+            resource_type=RESOURCE_TYPE,
             page_size=workload.page_size,
         )
         return lambda: client.resource.ListResources(list_request, metadata=md, timeout=CALL_TIMEOUT_SECONDS)
@@ -147,7 +147,7 @@ def _call(kind: str, workload: Workload, i: int) -> Callable[[], Any]:
         resource = resource_pb2.Resource(
             business_id=workload.business_id,
             location_id=location,
-            resource_name=RESOURCE_NAME,
+            resource_type=RESOURCE_TYPE,
             resource_id=ids[(i // len(workload.location_ids)) % len(ids)],
         )
         resource.data.update({"status": STATUSES[i % len(STATUSES)]})
@@ -161,8 +161,8 @@ def _call(kind: str, workload: Workload, i: int) -> Callable[[], Any]:
         resource = resource_pb2.Resource(
             business_id=workload.business_id,
             location_id=location,
-            resource_name=RESOURCE_NAME,
-            start_date=f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T09:00:00+00:00",
+            resource_type=RESOURCE_TYPE,
+            start_time=timestamp_pb2.Timestamp(seconds=1_767_258_000 + (i % 336) * 86_400),
         )
         resource.data.update({"name": f"Patient {i}", "status": "new", "phone": f"+40 700 {i:06d}"})
         create_request = resource_pb2.CreateResourceRequest(resource=resource)

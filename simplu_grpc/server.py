@@ -148,7 +148,7 @@ def simplu_services(settings: Settings, deps: Deps) -> list[Registration]:
         ),
         Registration(
             resource_pb2.DESCRIPTOR.services_by_name["ResourceService"],
-            ResourceServicer(deps.resource_ops)
+            ResourceServicer(deps.resource_ops, response_max_bytes=settings.response_max_bytes)
             if deps.resource_ops is not None
             else unimplemented(resource_pb2_grpc.ResourceServiceServicer),
         ),

@@ -81,6 +81,9 @@ class Settings:
     # --- Limits ------------------------------------------------------------------------
     resource_data_max_bytes: int = 256 * 1024
     resource_data_max_depth: int = 32
+    # A List/BatchGet response stops before it would pass this many bytes (clients refuse
+    # messages over 4 MiB by default); the rest comes with next_page_token.
+    response_max_bytes: int = 3 * 1024 * 1024
     shard_near_capacity_percent: float = 80.0
 
     @property
@@ -255,7 +258,10 @@ class _Reader:
                 "BUSINESS_CACHE_TTL_SECONDS", d.business_cache_ttl_seconds, minimum=0, maximum=3600
             ),
             resource_data_max_bytes=self.int_(
-                "RESOURCE_DATA_MAX_BYTES", d.resource_data_max_bytes, minimum=1024, maximum=4 * 1024 * 1024
+                "RESOURCE_DATA_MAX_BYTES", d.resource_data_max_bytes, minimum=1024, maximum=3 * 1024 * 1024
+            ),
+            response_max_bytes=self.int_(
+                "RESPONSE_MAX_BYTES", d.response_max_bytes, minimum=64 * 1024, maximum=3840 * 1024
             ),
             resource_data_max_depth=self.int_(
                 "RESOURCE_DATA_MAX_DEPTH", d.resource_data_max_depth, minimum=1, maximum=100

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import grpc_tools
+from google.api import field_behavior_pb2
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,10 +23,14 @@ def generate(out_dir: Path) -> list[Path]:
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "simplu" / "v1").glob("*.proto"))
     plugin = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
     well_known = Path(grpc_tools.__file__).parent / "_proto"
+    # google/api/*.proto and google/type/*.proto ship with googleapis-common-protos (whose
+    # generated modules the stubs import at run time).
+    common_protos = Path(field_behavior_pb2.__file__).parent.parent.parent
     args = [
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
         f"-I{well_known}",
+        f"-I{common_protos}",
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",

@@ -32,14 +32,14 @@ from simplu_grpc.domain.resources import (
 from simplu_grpc.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 
 _COLUMNS = (
-    "business_id, location_id, resource_name, resource_id, business_type, data,"
-    " start_date, end_date, create_time, update_time, version"
+    "business_id, location_id, resource_type, resource_id, business_type, data,"
+    " start_time, end_time, create_time, update_time, version"
 )
-_PK = "business_id = %(b)s AND location_id = %(l)s AND resource_name = %(n)s AND resource_id = %(id)s"
+_PK = "business_id = %(b)s AND location_id = %(l)s AND resource_type = %(n)s AND resource_id = %(id)s"
 
 _INSERT = f"""
-INSERT INTO resources (business_id, location_id, resource_name, resource_id, business_type, data,
-                       start_date, end_date)
+INSERT INTO resources (business_id, location_id, resource_type, resource_id, business_type, data,
+                       start_time, end_time)
 VALUES (%(b)s, %(l)s, %(n)s, %(id)s, %(type)s, %(data)s, %(start)s, %(end)s)
 RETURNING true AS created, {_COLUMNS}
 """
@@ -61,17 +61,17 @@ WITH purge AS (
         LIMIT %(purge)s
         FOR UPDATE SKIP LOCKED)
 ), claim AS (
-    INSERT INTO request_ids (business_id, location_id, request_id, resource_name, resource_id)
+    INSERT INTO request_ids (business_id, location_id, request_id, resource_type, resource_id)
     VALUES (%(b)s, %(l)s, %(rq)s, %(n)s, %(id)s)
     ON CONFLICT (business_id, location_id, request_id) DO UPDATE
-        SET resource_name = EXCLUDED.resource_name,
+        SET resource_type = EXCLUDED.resource_type,
             resource_id = EXCLUDED.resource_id,
             create_time = EXCLUDED.create_time
         WHERE request_ids.create_time < now() - %(retention)s::interval
     RETURNING resource_id
 ), created AS (
-    INSERT INTO resources (business_id, location_id, resource_name, resource_id, business_type, data,
-                           start_date, end_date)
+    INSERT INTO resources (business_id, location_id, resource_type, resource_id, business_type, data,
+                           start_time, end_time)
     SELECT %(b)s, %(l)s, %(n)s, %(id)s, %(type)s, %(data)s, %(start)s, %(end)s FROM claim
     RETURNING {_COLUMNS}
 )
@@ -79,7 +79,7 @@ SELECT true AS created, {_COLUMNS} FROM created
 UNION ALL
 SELECT false AS created, {", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","))}
 FROM request_ids q
-JOIN resources r USING (business_id, location_id, resource_name, resource_id)
+JOIN resources r USING (business_id, location_id, resource_type, resource_id)
 WHERE q.business_id = %(b)s AND q.location_id = %(l)s AND q.request_id = %(rq)s
   AND q.create_time >= now() - %(retention)s::interval
   AND NOT EXISTS (SELECT 1 FROM claim)
@@ -88,7 +88,7 @@ WHERE q.business_id = %(b)s AND q.location_id = %(l)s AND q.request_id = %(rq)s
 _REPLAY = f"""
 SELECT false AS created, {", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","))}
 FROM request_ids q
-JOIN resources r USING (business_id, location_id, resource_name, resource_id)
+JOIN resources r USING (business_id, location_id, resource_type, resource_id)
 WHERE q.business_id = %(b)s AND q.location_id = %(l)s AND q.request_id = %(rq)s
   AND q.create_time >= now() - %(retention)s::interval
 """
@@ -98,7 +98,7 @@ _GET = f"SELECT {_COLUMNS} FROM resources WHERE {_PK}"
 _BATCH_GET = f"""
 SELECT {_COLUMNS} FROM resources
 WHERE business_id = %(b)s
-  AND (location_id, resource_name, resource_id) IN (
+  AND (location_id, resource_type, resource_id) IN (
       SELECT * FROM unnest(%(l)s::text[], %(n)s::text[], %(id)s::text[]))
 """
 
@@ -112,22 +112,22 @@ WITH current_row AS (
 SELECT (SELECT version FROM current_row) AS current_version, (SELECT version FROM deleted) AS deleted_version
 """
 
-# ListResources sort keys. A missing start_date sorts last ('infinity'), so the keyset
-# comparison never meets NULL; the expression matches the index resources_by_start_date.
+# ListResources sort keys. A missing start_time sorts last ('infinity'), so the keyset
+# comparison never meets NULL; the expression matches the index resources_by_start_time.
 _SORT_KEYS = {
-    "start_date": "COALESCE(start_date, 'infinity'::timestamptz)",
+    "start_time": "COALESCE(start_time, 'infinity'::timestamptz)",
     "update_time": "update_time",
 }
 
 
 def _stored(row: Row) -> StoredResource:
     return StoredResource(
-        key=ResourceKey(row["business_id"], row["location_id"], row["resource_name"], row["resource_id"]),
+        key=ResourceKey(row["business_id"], row["location_id"], row["resource_type"], row["resource_id"]),
         business_type=row["business_type"],
         # A JSON object: the resources_data_is_object constraint guarantees it.
         data=row["data"],
-        start_date=row["start_date"],
-        end_date=row["end_date"],
+        start_time=row["start_time"],
+        end_time=row["end_time"],
         create_time=row["create_time"],
         update_time=row["update_time"],
         version=int(row["version"]),
@@ -135,7 +135,7 @@ def _stored(row: Row) -> StoredResource:
 
 
 def _key_params(key: ResourceKey) -> dict[str, Any]:
-    return {"b": key.business_id, "l": key.location_id, "n": key.resource_name, "id": key.resource_id}
+    return {"b": key.business_id, "l": key.location_id, "n": key.resource_type, "id": key.resource_id}
 
 
 # How long a request id is remembered (AIP-155): a retry within it returns the first result.
@@ -163,8 +163,8 @@ def _check_violation(
         )
     if constraint == "resources_dates_ordered":
         return InvalidArgument(
-            "end_date must not be before start_date",
-            violations=[FieldViolation("resource.end_date", "is before start_date")],
+            "end_time must not be before start_time",
+            violations=[FieldViolation("resource.end_time", "is before start_time")],
         )
     return InvalidArgument("the resource violates a shard constraint")
 
@@ -183,8 +183,8 @@ class ShardStore:
             **_key_params(new.key),
             "type": new.business_type,
             "data": Jsonb(new.data),
-            "start": new.start_date,
-            "end": new.end_date,
+            "start": new.start_time,
+            "end": new.end_time,
             "rq": new.request_id,
             "retention": self._retention,
             "purge": _PURGE_BATCH,
@@ -209,7 +209,7 @@ class ShardStore:
             )
         row = rows[0]
         stored = _stored(row)
-        if not row["created"] and stored.key.resource_name != new.key.resource_name:
+        if not row["created"] and stored.key.resource_type != new.key.resource_type:
             raise InvalidArgument.field("request_id", "was already used for a different request")
         return stored, bool(row["created"])
 
@@ -217,7 +217,7 @@ class ShardStore:
         rows = session.run(_GET, _key_params(key))
         if not rows:
             raise NotFound(
-                f"resource {key.resource_name}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"
+                f"resource {key.resource_type}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"
             )
         return _stored(rows[0])
 
@@ -232,7 +232,7 @@ class ShardStore:
             {
                 "b": business_id,
                 "l": [k.location_id for k in keys],
-                "n": [k.resource_name for k in keys],
+                "n": [k.resource_type for k in keys],
                 "id": [k.resource_id for k in keys],
             },
         )
@@ -240,24 +240,36 @@ class ShardStore:
 
     def list_page(
         self, session: ShardSession, query: ListQuery, after: Position | None
-    ) -> tuple[list[StoredResource], Position | None]:
-        """One page in keyset order, and the position to resume from (None on the last page)."""
+    ) -> tuple[list[StoredResource], bool]:
+        """One page in keyset order, and whether more rows follow it."""
         sort_key = _SORT_KEYS[query.order_by.column]
         direction = "DESC" if query.order_by.descending else "ASC"
         comparison = "<" if query.order_by.descending else ">"
-        where = ["business_id = %(b)s", "location_id = %(l)s", "resource_name = %(n)s"]
+        where = ["business_id = %(b)s", "location_id = %(l)s", "resource_type = %(n)s"]
         params: dict[str, Any] = {
             "b": query.business_id,
             "l": query.location_id,
-            "n": query.resource_name,
+            "n": query.resource_type,
             "limit": query.page_size + 1,
         }
-        if query.start_from is not None:
-            where.append("start_date >= %(from)s")
-            params["from"] = query.start_from
-        if query.start_to is not None:
-            where.append("start_date < %(to)s")
-            params["to"] = query.start_to
+        if query.start_range.start is not None:
+            where.append("start_time >= %(from)s")
+            params["from"] = query.start_range.start
+        if query.start_range.end is not None:
+            where.append("start_time < %(to)s")
+            params["to"] = query.start_range.end
+        # Overlap with [overlap_from, overlap_to): an end-less resource is the instant start_time,
+        # a start-less one overlaps nothing.
+        if not query.overlaps.is_open:
+            where.append("start_time IS NOT NULL")
+        if query.overlaps.end is not None:
+            where.append("start_time < %(overlap_to)s")
+            params["overlap_to"] = query.overlaps.end
+        if query.overlaps.start is not None:
+            where.append(
+                "(end_time > %(overlap_from)s OR (end_time IS NULL AND start_time >= %(overlap_from)s))"
+            )
+            params["overlap_from"] = query.overlaps.start
         if query.data_contains:
             where.append("data @> %(contains)s")
             params["contains"] = Jsonb(query.data_contains)
@@ -270,12 +282,7 @@ class ShardStore:
             f" ORDER BY {sort_key} {direction}, resource_id {direction} LIMIT %(limit)s"
         )
         rows = session.run(statement, params)
-        page = [_stored(row) for row in rows[: query.page_size]]
-        if len(rows) <= query.page_size:
-            return page, None
-        last = page[-1]
-        value = last.start_date if query.order_by.column == "start_date" else last.update_time
-        return page, Position(value, last.key.resource_id)
+        return [_stored(row) for row in rows[: query.page_size]], len(rows) > query.page_size
 
     def update(
         self, session: ShardSession, key: ResourceKey, plan: UpdatePlan, *, max_bytes: int | None = None
@@ -300,12 +307,12 @@ class ShardStore:
             params["max_bytes"] = max_bytes
             expression = f"simplu_jsonb_bounded({expression}, %(max_bytes)s::integer)"
         assignments = [f"data = {expression}"]
-        if not isinstance(plan.start_date, Unset):
-            assignments.append("start_date = %(start)s")
-            params["start"] = plan.start_date
-        if not isinstance(plan.end_date, Unset):
-            assignments.append("end_date = %(end)s")
-            params["end"] = plan.end_date
+        if not isinstance(plan.start_time, Unset):
+            assignments.append("start_time = %(start)s")
+            params["start"] = plan.start_time
+        if not isinstance(plan.end_time, Unset):
+            assignments.append("end_time = %(end)s")
+            params["end"] = plan.end_time
         assignments += ["update_time = clock_timestamp()", "version = version + 1"]
         params["v"] = plan.expected_version
         statement = f"""
@@ -326,7 +333,7 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
         row = rows[0]
         if row["current_version"] is None:
             raise NotFound(
-                f"resource {key.resource_name}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"
+                f"resource {key.resource_type}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"
             )
         if row["version"] is None:
             raise Aborted("the etag does not match the resource's current version; read it again")
@@ -338,7 +345,7 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
         row = session.run(_DELETE, params)[0]
         if row["current_version"] is None:
             raise NotFound(
-                f"resource {key.resource_name}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"
+                f"resource {key.resource_type}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"
             )
         if row["deleted_version"] is None:
             raise Aborted("the etag does not match the resource's current version; read it again")

@@ -9,7 +9,7 @@ One module decides for all three services:
   business (``write`` implies ``read``). Scopes on a person's token grant nothing: a person acts
   only as a member.
 - **People** act in a business only as a member listed in its permissions: the role's
-  permission strings (``"<resource_name>:<action>"``, ``"<resource_name>:*"`` or ``"*"``) say what,
+  permission strings (``"<resource_type>:<action>"``, ``"<resource_type>:*"`` or ``"*"``) say what,
   the member's ``location_ids`` say where (empty: every location). Business-wide changes
   (``require_business_write`` with no location) need a membership that covers every location.
 
@@ -35,9 +35,9 @@ SCOPE_ADMIN = "simplu/admin"
 READ = "read"
 
 
-def permits(permissions: tuple[str, ...], resource_name: str, action: str) -> bool:
-    """Whether permission strings allow ``action`` on ``resource_name``."""
-    return any(p in (ALL_PERMISSIONS, f"{resource_name}:{action}", f"{resource_name}:*") for p in permissions)
+def permits(permissions: tuple[str, ...], resource_type: str, action: str) -> bool:
+    """Whether permission strings allow ``action`` on ``resource_type``."""
+    return any(p in (ALL_PERMISSIONS, f"{resource_type}:{action}", f"{resource_type}:*") for p in permissions)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,7 +168,7 @@ class Authorizer:
         business_id: str,
         *,
         location_id: str,
-        resource_name: str,
+        resource_type: str,
         action: str,
     ) -> tuple[Business, Location]:
         """Act on resources of one business location; the business and location must be active."""
@@ -179,7 +179,7 @@ class Authorizer:
                     raise _denied_scope(needed)
             else:
                 self._require_member_permission(
-                    principal, business, business_id, f"{resource_name}:{action}", location_id
+                    principal, business, business_id, f"{resource_type}:{action}", location_id
                 )
         if business is None or not business.is_active:
             raise _not_found(business_id)
@@ -215,8 +215,8 @@ class Authorizer:
         if permission == ALL_PERMISSIONS:
             allowed = ALL_PERMISSIONS in granted
         else:
-            resource_name, _, action = permission.partition(":")
-            allowed = permits(granted, resource_name, action)
+            resource_type, _, action = permission.partition(":")
+            allowed = permits(granted, resource_type, action)
         if not allowed:
             raise PermissionDenied(
                 f"role {member.role!r} does not grant {permission!r} in business {business_id!r}",

@@ -17,7 +17,7 @@ KIND_REQUEST = "request"
 
 
 class BusinessType(enum.StrEnum):
-    """The kind of business; it selects the catalog of resource names. Lowercase on the wire."""
+    """The kind of business; it selects the catalog of resource types. Lowercase on the wire."""
 
     DENTAL = "dental"
     GYM = "gym"
@@ -68,7 +68,7 @@ class BusinessSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Role:
-    """A named set of permission strings: ``"<resource_name>:<action>"`` or ``"*"``."""
+    """A named set of permission strings: ``"<resource_type>:<action>"`` or ``"*"``."""
 
     permissions: tuple[str, ...] = ()
 

@@ -623,8 +623,8 @@ class BusinessOps:
             if permission == ALL_PERMISSIONS:
                 allowed = ALL_PERMISSIONS in mine
             else:
-                resource_name, _, action = permission.partition(":")
-                allowed = permits(mine, resource_name, action)
+                resource_type, _, action = permission.partition(":")
+                allowed = permits(mine, resource_type, action)
             if not allowed:
                 whose = f"the membership of {target!r} (role {role!r})" if target else f"role {role!r}"
                 raise PermissionDenied(

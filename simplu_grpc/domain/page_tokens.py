@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from simplu_grpc.domain.resources import ID_PATTERN as _ID
+from simplu_grpc.domain.resources import ListQuery, StoredResource
 from simplu_grpc.errors import InvalidArgument
 
 _VERSION: Final = 1
@@ -28,10 +29,16 @@ _FIELD: Final = "page_token"
 
 @dataclass(frozen=True, slots=True)
 class Position:
-    """The last row of a page: its sort value (None for "no start_date") and its id."""
+    """The last row of a page: its sort value (None for "no start_time") and its id."""
 
     sort_value: datetime | None
     resource_id: str
+
+
+def position_after(query: ListQuery, row: StoredResource) -> Position:
+    """Where the page after ``row`` starts, in the query's ordering."""
+    value = row.start_time if query.order_by.column == "start_time" else row.update_time
+    return Position(value, row.key.resource_id)
 
 
 def query_hash(binding: Mapping[str, Any]) -> str:
@@ -49,15 +56,7 @@ def decode(token: str, binding: Mapping[str, Any]) -> Position | None:
     """The position a token names for this query; None for ""; INVALID_ARGUMENT when not ours."""
     if not token:
         return None
-    if len(token) > _MAX_TOKEN_LENGTH:
-        raise InvalidArgument.field(_FIELD, "is not a page token of this query")
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        body = json.loads(raw.decode("ascii"))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise InvalidArgument.field(_FIELD, "is malformed") from None
-    if not isinstance(body, dict) or body.get("v") != _VERSION:
-        raise InvalidArgument.field(_FIELD, "is malformed")
+    body = _body(token)
     if body.get("q") != query_hash(binding):
         raise InvalidArgument.field(_FIELD, "was issued for a different query")
     key = body.get("k")
@@ -83,3 +82,36 @@ def decode(token: str, binding: Mapping[str, Any]) -> Position | None:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def encode_offset(binding: Mapping[str, Any], offset: int) -> str:
+    """A token naming the next item of a fixed request (BatchGet's keys), bound to that request."""
+    body = {"v": _VERSION, "q": query_hash(binding), "i": offset}
+    raw = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_offset(token: str, binding: Mapping[str, Any], limit: int) -> int:
+    """The offset a token names (0 for ""), below ``limit``; INVALID_ARGUMENT when not ours."""
+    if not token:
+        return 0
+    body = _body(token)
+    if body.get("q") != query_hash(binding):
+        raise InvalidArgument.field(_FIELD, "was issued for a different request")
+    offset = body.get("i")
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 < offset < limit:
+        raise InvalidArgument.field(_FIELD, "is malformed")
+    return offset
+
+
+def _body(token: str) -> dict[str, Any]:
+    if len(token) > _MAX_TOKEN_LENGTH:
+        raise InvalidArgument.field(_FIELD, "is not a page token of this query")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        body = json.loads(raw.decode("ascii"))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidArgument.field(_FIELD, "is malformed") from None
+    if not isinstance(body, dict) or body.get("v") != _VERSION:
+        raise InvalidArgument.field(_FIELD, "is malformed")
+    return body

@@ -2,7 +2,7 @@
 
 Every call follows the same path, in this order (the order is the contract):
 
-1. input shape (ids, a resource name some catalog has) -> INVALID_ARGUMENT, touching nothing;
+1. input shape (ids, a resource type some catalog has) -> INVALID_ARGUMENT, touching nothing;
 2. the business, through the short-lived business cache (no DynamoDB call when warm);
 3. permission (``Authorizer.require_resource``) BEFORE existence: a stranger gets
    PERMISSION_DENIED whether or not the business exists; then the business must be active
@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from simplu_grpc import context
@@ -53,6 +54,22 @@ class Limits:
     max_depth: int = 32
 
 
+class ResponseBudget(Protocol):
+    """Takes the resources of one response until the next would not fit (the transport's
+    message size is the servicer's business; the use case only stops where it says)."""
+
+    def admit(self, resource: StoredResource) -> bool:
+        """Take ``resource`` into the response; False (taking nothing) when it does not fit."""
+        ...
+
+
+class Unbounded:
+    """A budget that takes everything (for callers that have no message limit)."""
+
+    def admit(self, resource: StoredResource) -> bool:
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     resources: list[StoredResource]
@@ -63,6 +80,7 @@ class Page:
 class BatchResult:
     found: list[StoredResource]
     missing: list[ResourceKey]
+    next_page_token: str = ""
 
 
 class ResourceOps:
@@ -94,25 +112,25 @@ class ResourceOps:
         *,
         business_id: str,
         location_id: str,
-        resource_name: str,
+        resource_type: str,
         resource_id: str,
         data: Mapping[str, Any],
-        start_date: str,
-        end_date: str,
+        start_time: datetime | None,
+        end_time: datetime | None,
         request_id: str,
     ) -> tuple[StoredResource, bool]:
         rules.validate_tenant(business_id, location_id, "resource.")
-        rules.require_known_name(resource_name, "resource.resource_name")
-        business = self._allowed(business_id, location_id, resource_name, CREATE)
+        rules.require_known_type(resource_type, "resource.resource_type")
+        business = self._allowed(business_id, location_id, resource_type, CREATE)
         new, generate = rules.validate_new(
             business_id=business_id,
             location_id=location_id,
-            resource_name=resource_name,
+            resource_type=resource_type,
             business_type=business.type.value,
             resource_id=resource_id,
             data=data,
-            start_date=start_date,
-            end_date=end_date,
+            start_time=start_time,
+            end_time=end_time,
             request_id=request_id,
             max_bytes=self._limits.max_bytes,
             max_depth=self._limits.max_depth,
@@ -125,25 +143,42 @@ class ResourceOps:
         business = self._checked_key(key, READ)
         return self._on_shard(business, key.location_id, lambda s: self._store.get(s, key), idempotent=True)
 
-    def batch_get(self, business_id: str, keys: Sequence[ResourceKey]) -> BatchResult:
+    def batch_get(
+        self,
+        business_id: str,
+        keys: Sequence[ResourceKey],
+        *,
+        page_token: str = "",
+        binding_extra: Sequence[str] = (),
+        budget: ResponseBudget | None = None,
+    ) -> BatchResult:
+        """The keys in request order, found or missing, from the page token's key on, up to
+        where the budget stops (then a token for the rest)."""
         rules.validate_batch_shape(business_id, keys)
         principal = context.principal()
         business = self._businesses.get(business_id)
         # Every (location, name) pair must be allowed before anything is read.
-        for location_id, resource_name in dict.fromkeys((k.location_id, k.resource_name) for k in keys):
+        for location_id, resource_type in dict.fromkeys((k.location_id, k.resource_type) for k in keys):
             self._authorizer.require_resource(
                 principal,
                 business,
                 business_id,
                 location_id=location_id,
-                resource_name=resource_name,
+                resource_type=resource_type,
                 action=READ,
             )
         assert business is not None  # require_resource raised otherwise
         rules.validate_batch_names(business.type.value, keys)
+        binding = {
+            "b": business_id,
+            "k": [[k.location_id, k.resource_type, k.resource_id] for k in keys],
+            "m": sorted(binding_extra),
+        }
+        offset = page_tokens.decode_offset(page_token, binding, len(keys))
+        wanted = keys[offset:]
         # Route each location once, then one statement per shard for all its keys.
         by_shard: dict[str, tuple[str, ShardAssignment, list[ResourceKey]]] = {}
-        for location_id, location_keys in group_by_location(keys).items():
+        for location_id, location_keys in group_by_location(wanted).items():
             assignment = self._route(business, location_id)
             by_shard.setdefault(assignment.shard_id, (location_id, assignment, []))[2].extend(location_keys)
         found: dict[ResourceKey, StoredResource] = {}
@@ -157,34 +192,43 @@ class ResourceOps:
             )
             for row in rows:
                 found[row.key] = row
-        return BatchResult(
-            found=[found[k] for k in keys if k in found],
-            missing=[k for k in keys if k not in found],
-        )
+        taken: list[StoredResource] = []
+        missing: list[ResourceKey] = []
+        budget = budget or Unbounded()
+        for index, key in enumerate(wanted):
+            hit = found.get(key)
+            if hit is None:
+                missing.append(key)
+            elif budget.admit(hit):
+                taken.append(hit)
+            else:
+                return BatchResult(taken, missing, page_tokens.encode_offset(binding, offset + index))
+        return BatchResult(taken, missing)
 
     def list(
         self,
         *,
         business_id: str,
         location_id: str,
-        resource_name: str,
-        start_from: str,
-        start_to: str,
+        resource_type: str,
+        start_range: rules.TimeRange,
+        overlaps: rules.TimeRange,
         data_contains: Mapping[str, Any] | None,
         order_by: str,
         page_size: int,
         page_token: str,
+        budget: ResponseBudget | None = None,
     ) -> Page:
         rules.validate_tenant(business_id, location_id)
-        rules.require_known_name(resource_name, "resource_name")
-        business = self._allowed(business_id, location_id, resource_name, READ)
+        rules.require_known_type(resource_type, "resource_type")
+        business = self._allowed(business_id, location_id, resource_type, READ)
         query = rules.validate_list(
             business_type=business.type.value,
             business_id=business_id,
             location_id=location_id,
-            resource_name=resource_name,
-            start_from=start_from,
-            start_to=start_to,
+            resource_type=resource_type,
+            start_range=start_range,
+            overlaps=overlaps,
             data_contains=data_contains,
             order_by=order_by,
             page_size=page_size,
@@ -193,31 +237,23 @@ class ResourceOps:
         )
         binding = query.binding()
         after = page_tokens.decode(page_token, binding)
-        rows, position = self._on_shard(
+        rows, more = self._on_shard(
             business, location_id, lambda s: self._store.list_page(s, query, after), idempotent=True
         )
-        token = page_tokens.encode(binding, position) if position is not None else ""
-        return Page(rows, token)
+        budget = budget or Unbounded()
+        taken = 0
+        while taken < len(rows) and budget.admit(rows[taken]):
+            taken += 1
+        if taken == len(rows) and not more:
+            return Page(rows, "")
+        return Page(
+            rows[:taken], page_tokens.encode(binding, page_tokens.position_after(query, rows[taken - 1]))
+        )
 
-    def update(
-        self,
-        key: ResourceKey,
-        *,
-        paths: Sequence[str],
-        data: Mapping[str, Any],
-        start_date: str,
-        end_date: str,
-        etag: str,
-    ) -> StoredResource:
+    def update(self, key: ResourceKey, request: rules.UpdateRequest) -> StoredResource:
         business = self._checked_key(key, UPDATE, prefix="resource.")
         plan = rules.validate_update(
-            paths=paths,
-            data=data,
-            start_date=start_date,
-            end_date=end_date,
-            etag=etag,
-            max_bytes=self._limits.max_bytes,
-            max_depth=self._limits.max_depth,
+            request, max_bytes=self._limits.max_bytes, max_depth=self._limits.max_depth
         )
         # The request alone is bounded above; the shard bounds the RESULT (masked sets add up).
         return self._on_shard(
@@ -241,19 +277,19 @@ class ResourceOps:
 
     def _checked_key(self, key: ResourceKey, action: str, prefix: str = "") -> Business:
         rules.validate_tenant(key.business_id, key.location_id, prefix)
-        rules.require_known_name(key.resource_name, f"{prefix}resource_name")
+        rules.require_known_type(key.resource_type, f"{prefix}resource_type")
         rules.require_id(f"{prefix}resource_id", key.resource_id)
-        business = self._allowed(key.business_id, key.location_id, key.resource_name, action)
-        rules.require_resource_name(business.type.value, key.resource_name, f"{prefix}resource_name")
+        business = self._allowed(key.business_id, key.location_id, key.resource_type, action)
+        rules.require_resource_type(business.type.value, key.resource_type, f"{prefix}resource_type")
         return business
 
-    def _allowed(self, business_id: str, location_id: str, resource_name: str, action: str) -> Business:
+    def _allowed(self, business_id: str, location_id: str, resource_type: str, action: str) -> Business:
         business, _ = self._authorizer.require_resource(
             context.principal(),
             self._businesses.get(business_id),
             business_id,
             location_id=location_id,
-            resource_name=resource_name,
+            resource_type=resource_type,
             action=action,
         )
         return business

@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from enum import Enum
 from functools import cache
 from importlib import resources as package_files
@@ -35,7 +35,7 @@ MASK_KEY_PATTERN: Final = re.compile(r"[A-Za-z0-9_]{1,64}")
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 1000
 MAX_BATCH_KEYS: Final = 100
-_MAX_DATE_LENGTH: Final = 64
+_MAX_POINTER_LENGTH: Final = 1024
 
 
 # --- types ---------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ class ResourceKey:
 
     business_id: str
     location_id: str
-    resource_name: str
+    resource_type: str
     resource_id: str
 
 
@@ -58,8 +58,8 @@ class NewResource:
     key: ResourceKey
     business_type: str
     data: dict[str, Any]
-    start_date: datetime | None
-    end_date: datetime | None
+    start_time: datetime | None
+    end_time: datetime | None
     request_id: str | None = None
 
 
@@ -70,8 +70,8 @@ class StoredResource:
     key: ResourceKey
     business_type: str
     data: dict[str, Any]
-    start_date: datetime | None
-    end_date: datetime | None
+    start_time: datetime | None
+    end_time: datetime | None
     create_time: datetime
     update_time: datetime
     version: int
@@ -106,11 +106,29 @@ def expected_version(etag: str) -> int | None:
     return NO_VERSION if version is None else version
 
 
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    """A half-open interval [start, end); either bound may be open (None)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.start is None and self.end is None
+
+    def binding(self) -> list[str | None]:
+        return [format_timestamp(v) if v else None for v in (self.start, self.end)]
+
+
+OPEN_RANGE: Final = TimeRange()
+
+
 class OrderBy(Enum):
     """ListResources orderings: a sort column and a direction."""
 
-    START_DATE = ("start_date", False)
-    START_DATE_DESC = ("start_date", True)
+    START_TIME = ("start_time", False)
+    START_TIME_DESC = ("start_time", True)
     UPDATE_TIME = ("update_time", False)
     UPDATE_TIME_DESC = ("update_time", True)
 
@@ -129,9 +147,9 @@ class ListQuery:
 
     business_id: str
     location_id: str
-    resource_name: str
-    start_from: datetime | None
-    start_to: datetime | None
+    resource_type: str
+    start_range: TimeRange
+    overlaps: TimeRange
     data_contains: dict[str, Any] | None
     order_by: OrderBy
     page_size: int
@@ -141,9 +159,9 @@ class ListQuery:
         return {
             "b": self.business_id,
             "l": self.location_id,
-            "n": self.resource_name,
-            "f": format_timestamp(self.start_from) if self.start_from else None,
-            "t": format_timestamp(self.start_to) if self.start_to else None,
+            "n": self.resource_type,
+            "f": self.start_range.binding(),
+            "v": self.overlaps.binding(),
             "c": self.data_contains,
             "o": self.order_by.name,
         }
@@ -165,8 +183,8 @@ class UpdatePlan:
     replace_data: dict[str, Any] | None = None
     set_paths: tuple[tuple[tuple[str, ...], Any], ...] = ()
     remove_paths: tuple[tuple[str, ...], ...] = ()
-    start_date: datetime | Unset | None = UNSET
-    end_date: datetime | Unset | None = UNSET
+    start_time: datetime | Unset | None = UNSET
+    end_time: datetime | Unset | None = UNSET
     # None: unconditional; otherwise the version the row must have (see expected_version()).
     expected_version: int | None = None
     paths: tuple[str, ...] = field(default=())
@@ -177,7 +195,7 @@ class UpdatePlan:
 
 @cache
 def catalog() -> dict[str, frozenset[str]]:
-    """Resource names per business type (catalog.json, package data); "common" merged into each."""
+    """Resource types per business type (catalog.json, package data); "common" merged into each."""
     raw = json.loads(package_files.files("simplu_grpc.domain").joinpath("catalog.json").read_text("utf-8"))
     common = frozenset(raw.get("common", ()))
     return {
@@ -188,36 +206,36 @@ def catalog() -> dict[str, frozenset[str]]:
 
 
 # Every name of every business type, computed once: the shape check before authorisation.
-KNOWN_RESOURCE_NAMES: Final[frozenset[str]] = frozenset().union(*catalog().values())
+KNOWN_RESOURCE_TYPES: Final[frozenset[str]] = frozenset().union(*catalog().values())
 
 
-def _shown_name(resource_name: str) -> str:
-    return resource_name if ID_PATTERN.fullmatch(resource_name) else "the given name"
+def _shown_type(resource_type: str) -> str:
+    return resource_type if ID_PATTERN.fullmatch(resource_type) else "the given name"
 
 
-def require_known_name(resource_name: str, field_name: str = "resource_name") -> str:
+def require_known_type(resource_type: str, field_name: str = "resource_type") -> str:
     """The name if SOME business type has it; checked before the business is looked up, so it
     leaks nothing about the business (its own catalog is checked after authorisation)."""
-    if not resource_name:
+    if not resource_type:
         raise InvalidArgument.field(field_name, "is required")
-    if resource_name not in KNOWN_RESOURCE_NAMES:
+    if resource_type not in KNOWN_RESOURCE_TYPES:
         raise InvalidArgument.field(
-            field_name, f"{_shown_name(resource_name)} is not a resource name of any business type"
+            field_name, f"{_shown_type(resource_type)} is not a resource type of any business type"
         )
-    return resource_name
+    return resource_type
 
 
-def require_resource_name(business_type: str, resource_name: str, field_name: str = "resource_name") -> str:
+def require_resource_type(business_type: str, resource_type: str, field_name: str = "resource_type") -> str:
     """The name if the business type's catalog has it; INVALID_ARGUMENT otherwise."""
-    if not resource_name:
+    if not resource_type:
         raise InvalidArgument.field(field_name, "is required")
     names = catalog().get(business_type.lower(), frozenset())
-    if resource_name not in names:
+    if resource_type not in names:
         raise InvalidArgument.field(
             field_name,
-            f"{_shown_name(resource_name)} is not a resource of a {business_type.lower()} business",
+            f"{_shown_type(resource_type)} is not a resource of a {business_type.lower()} business",
         )
-    return resource_name
+    return resource_type
 
 
 # --- ids -----------------------------------------------------------------------------------
@@ -296,32 +314,7 @@ def _check_text(field_name: str, text: str) -> None:
         raise InvalidArgument.field(field_name, "strings must not contain NUL characters")
 
 
-# --- dates ---------------------------------------------------------------------------------
-
-
-def parse_date(field_name: str, value: str) -> datetime | None:
-    """ISO 8601 date ("2026-03-01", taken as UTC midnight) or date-time with an offset; "" is None."""
-    if not value:
-        return None
-    text = value.strip()
-    if len(text) > _MAX_DATE_LENGTH:
-        raise InvalidArgument.field(field_name, "is not an ISO 8601 date or date-time")
-    if len(text) == 10:
-        try:
-            return datetime.combine(date.fromisoformat(text), time(0, 0), tzinfo=UTC)
-        except (ValueError, OverflowError):
-            raise InvalidArgument.field(field_name, "is not a valid ISO 8601 date") from None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except (ValueError, OverflowError):
-        raise InvalidArgument.field(field_name, "is not an ISO 8601 date or date-time") from None
-    if parsed.tzinfo is None:
-        raise InvalidArgument.field(field_name, "a date-time needs an offset (e.g. Z or +02:00)")
-    try:
-        return parsed.astimezone(UTC)
-    except OverflowError:
-        # 0001-01-01T00:00:00+01:00 or 9999-12-31T23:00:00-02:00: valid text, no UTC instant.
-        raise InvalidArgument.field(field_name, "is outside the supported range of dates") from None
+# --- times ---------------------------------------------------------------------------------
 
 
 def format_timestamp(value: datetime) -> str:
@@ -341,6 +334,12 @@ def check_range(start: datetime | None, end: datetime | None, start_field: str, 
         )
 
 
+def check_interval(field_name: str, interval: TimeRange) -> TimeRange:
+    """An interval filter whose end is not before its start."""
+    check_range(interval.start, interval.end, f"{field_name}.start_time", f"{field_name}.end_time")
+    return interval
+
+
 # --- requests ------------------------------------------------------------------------------
 
 
@@ -353,12 +352,12 @@ def validate_new(
     *,
     business_id: str,
     location_id: str,
-    resource_name: str,
+    resource_type: str,
     business_type: str,
     resource_id: str,
     data: Mapping[str, Any],
-    start_date: str,
-    end_date: str,
+    start_time: datetime | None,
+    end_time: datetime | None,
     request_id: str,
     max_bytes: int,
     max_depth: int,
@@ -366,22 +365,20 @@ def validate_new(
     """A CreateResource after validation, and whether the id still has to be generated.
 
     The checks that need the business type; the ids were shape-checked (``validate_tenant``,
-    ``require_known_name``) before authorisation, which this follows.
+    ``require_known_type``) before authorisation, which this follows.
     """
-    require_resource_name(business_type, resource_name, "resource.resource_name")
+    require_resource_type(business_type, resource_type, "resource.resource_type")
     generate = not resource_id
     if not generate:
         require_id("resource_id", resource_id)
     check_document("resource.data", data, max_bytes=max_bytes, max_depth=max_depth)
-    start = parse_date("resource.start_date", start_date)
-    end = parse_date("resource.end_date", end_date)
-    check_range(start, end, "resource.start_date", "resource.end_date")
+    check_range(start_time, end_time, "resource.start_time", "resource.end_time")
     new = NewResource(
-        key=ResourceKey(business_id, location_id, resource_name, resource_id),
+        key=ResourceKey(business_id, location_id, resource_type, resource_id),
         business_type=business_type.lower(),
         data=dict(data),
-        start_date=start,
-        end_date=end,
+        start_time=start_time,
+        end_time=end_time,
         request_id=optional_request_id(request_id),
     )
     return new, generate
@@ -397,21 +394,21 @@ def validate_batch_shape(business_id: str, keys: Sequence[ResourceKey]) -> None:
         raise InvalidArgument.field("keys", f"at most {MAX_BATCH_KEYS} keys per call, got {len(keys)}")
     for index, key in enumerate(keys):
         require_id(f"keys[{index}].location_id", key.location_id)
-        require_known_name(key.resource_name, f"keys[{index}].resource_name")
+        require_known_type(key.resource_type, f"keys[{index}].resource_type")
         require_id(f"keys[{index}].resource_id", key.resource_id)
 
 
 def validate_batch_names(business_type: str, keys: Sequence[ResourceKey]) -> None:
     """After authorisation: every key's name is in the business type's catalog."""
     for index, key in enumerate(keys):
-        require_resource_name(business_type, key.resource_name, f"keys[{index}].resource_name")
+        require_resource_type(business_type, key.resource_type, f"keys[{index}].resource_type")
 
 
 _ORDERINGS: Final = {
-    "": OrderBy.START_DATE,
-    "start_date": OrderBy.START_DATE,
-    "start_date asc": OrderBy.START_DATE,
-    "start_date desc": OrderBy.START_DATE_DESC,
+    "": OrderBy.START_TIME,
+    "start_time": OrderBy.START_TIME,
+    "start_time asc": OrderBy.START_TIME,
+    "start_time desc": OrderBy.START_TIME_DESC,
     "update_time": OrderBy.UPDATE_TIME,
     "update_time asc": OrderBy.UPDATE_TIME,
     "update_time desc": OrderBy.UPDATE_TIME_DESC,
@@ -423,20 +420,19 @@ def validate_list(
     business_type: str,
     business_id: str,
     location_id: str,
-    resource_name: str,
-    start_from: str,
-    start_to: str,
+    resource_type: str,
+    start_range: TimeRange,
+    overlaps: TimeRange,
     data_contains: Mapping[str, Any] | None,
     order_by: str,
     page_size: int,
     max_bytes: int,
     max_depth: int,
 ) -> ListQuery:
-    # Ids were shape-checked before authorisation (validate_tenant, require_known_name).
-    require_resource_name(business_type, resource_name)
-    lower = parse_date("start_from", start_from)
-    upper = parse_date("start_to", start_to)
-    check_range(lower, upper, "start_from", "start_to")
+    # Ids were shape-checked before authorisation (validate_tenant, require_known_type).
+    require_resource_type(business_type, resource_type)
+    check_interval("start_time_range", start_range)
+    check_interval("overlaps", overlaps)
     contains = dict(data_contains) if data_contains else None
     if contains is not None:
         check_document("data_contains", contains, max_bytes=max_bytes, max_depth=max_depth)
@@ -444,51 +440,65 @@ def validate_list(
     ordering = _ORDERINGS.get(" ".join(order_by.lower().split()))
     if ordering is None:
         raise InvalidArgument.field(
-            "order_by", 'must be "start_date", "start_date desc", "update_time" or "update_time desc"'
+            "order_by", 'must be "start_time", "start_time desc", "update_time" or "update_time desc"'
         )
     if page_size < 0:
         raise InvalidArgument.field("page_size", "must not be negative")
     # AIP-158: 0 means the default; above the maximum is coerced to it.
     size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
-    return ListQuery(business_id, location_id, resource_name, lower, upper, contains, ordering, size)
+    return ListQuery(business_id, location_id, resource_type, start_range, overlaps, contains, ordering, size)
 
 
-def validate_update(
-    *,
-    paths: Sequence[str],
-    data: Mapping[str, Any],
-    start_date: str,
-    end_date: str,
-    etag: str,
-    max_bytes: int,
-    max_depth: int,
-) -> UpdatePlan:
-    """An update_mask turned into a plan; unknown, malformed, duplicate or overlapping paths are rejected."""
-    mask = list(paths) or ["data"]
+@dataclass(frozen=True, slots=True)
+class UpdateRequest:
+    """What an UpdateResource carries besides the key: the masks and the populated values.
+
+    ``start_time``/``end_time`` are None when unset; ``*_set`` tell unset from cleared apart
+    only for the empty-mask rule (AIP-134: update the populated fields).
+    """
+
+    paths: Sequence[str]
+    data_paths: Sequence[str]
+    data: Mapping[str, Any]
+    start_time: datetime | None
+    end_time: datetime | None
+    etag: str
+
+
+def validate_update(request: UpdateRequest, *, max_bytes: int, max_depth: int) -> UpdatePlan:
+    """The masks turned into a plan; unknown, malformed, duplicate or overlapping paths are
+    rejected, and an empty mask never empties the document (AIP-134)."""
+    data = request.data
     check_document("resource.data", data, max_bytes=max_bytes, max_depth=max_depth)
+    # (field of the violation, path as given, parsed parts)
+    targets: list[tuple[str, str, tuple[str, ...]]] = []
+    for index, path in enumerate(request.paths):
+        targets.append((f"update_mask.paths[{index}]", path, _mask_path(f"update_mask.paths[{index}]", path)))
+    for index, pointer in enumerate(request.data_paths):
+        where = f"data_paths[{index}]"
+        targets.append((where, pointer, ("data", *_json_pointer(where, pointer))))
+    if not targets:
+        targets = _populated(request)
     replace: dict[str, Any] | None = None
     sets: list[tuple[tuple[str, ...], Any]] = []
     removes: list[tuple[str, ...]] = []
     start: datetime | Unset | None = UNSET
     end: datetime | Unset | None = UNSET
     seen: list[tuple[str, ...]] = []
-    for index, path in enumerate(mask):
-        where = f"update_mask.paths[{index}]"
-        if path == "start_date":
-            start = parse_date("resource.start_date", start_date)
-            parts: tuple[str, ...] = ("start_date",)
-        elif path == "end_date":
-            end = parse_date("resource.end_date", end_date)
-            parts = ("end_date",)
-        elif path == "data":
+    for where, _, parts in targets:
+        for other in seen:
+            shorter = min(len(other), len(parts))
+            if other[:shorter] == parts[:shorter]:
+                raise InvalidArgument.field(where, "duplicates or overlaps another path of the mask")
+        seen.append(parts)
+        if parts == ("start_time",):
+            start = request.start_time
+        elif parts == ("end_time",):
+            end = request.end_time
+        elif parts == ("data",):
             replace = dict(data)
-            parts = ("data",)
-        elif path.startswith("data."):
-            keys = tuple(path.split(".")[1:])
-            if not all(MASK_KEY_PATTERN.fullmatch(key) for key in keys):
-                raise InvalidArgument.field(
-                    where, "keys in a data path must be 1-64 characters of [A-Za-z0-9_]"
-                )
+        else:
+            keys = parts[1:]
             if len(keys) >= max_depth:
                 raise InvalidArgument.field(where, f"is deeper than {max_depth} levels")
             found, value = _lookup(data, keys)
@@ -496,28 +506,72 @@ def validate_update(
                 sets.append((keys, value))
             else:
                 removes.append(keys)
-            parts = ("data", *keys)
-        else:
-            shown = path if len(path) <= 64 and path.isprintable() else "this path"
-            raise InvalidArgument.field(
-                where, f"{shown} is not updatable; use data, data.<key>[.<key>...], start_date or end_date"
-            )
-        for other in seen:
-            shorter = min(len(other), len(parts))
-            if other[:shorter] == parts[:shorter]:
-                raise InvalidArgument.field(where, "duplicates or overlaps another path of the mask")
-        seen.append(parts)
     if not isinstance(start, Unset) and not isinstance(end, Unset):
-        check_range(start, end, "resource.start_date", "resource.end_date")
+        check_range(start, end, "resource.start_time", "resource.end_time")
     return UpdatePlan(
         replace_data=replace,
         set_paths=tuple(sets),
         remove_paths=tuple(removes),
-        start_date=start,
-        end_date=end,
-        expected_version=expected_version(etag),
-        paths=tuple(mask),
+        start_time=start,
+        end_time=end,
+        expected_version=expected_version(request.etag),
+        paths=tuple(path for _, path, _ in targets),
     )
+
+
+def _mask_path(where: str, path: str) -> tuple[str, ...]:
+    """An update_mask path as parts: ("data",), ("data", key, ...), ("start_time",), ("end_time",)."""
+    if path in ("data", "start_time", "end_time"):
+        return (path,)
+    if path.startswith("data."):
+        keys = tuple(path.split(".")[1:])
+        if not all(MASK_KEY_PATTERN.fullmatch(key) for key in keys):
+            raise InvalidArgument.field(
+                where,
+                "keys in a data path must be 1-64 characters of [A-Za-z0-9_]; name other keys in data_paths",
+            )
+        return ("data", *keys)
+    shown = path if len(path) <= 64 and path.isprintable() else "this path"
+    raise InvalidArgument.field(
+        where, f"{shown} is not updatable; use data, data.<key>[.<key>...], start_time or end_time"
+    )
+
+
+def _json_pointer(where: str, pointer: str) -> tuple[str, ...]:
+    """The keys an RFC 6901 JSON Pointer names inside data ("/contact/phoneNumber")."""
+    if len(pointer) > _MAX_POINTER_LENGTH or not pointer.startswith("/"):
+        raise InvalidArgument.field(
+            where, 'must be a JSON Pointer into data, e.g. "/status" or "/contact/phone"'
+        )
+    keys = []
+    for raw in pointer[1:].split("/"):
+        if not raw or "\x00" in raw:
+            raise InvalidArgument.field(where, "keys must be non-empty and must not contain NUL")
+        if "~" in raw.replace("~0", "").replace("~1", ""):
+            raise InvalidArgument.field(where, 'a "~" must be written "~0" (and "/" inside a key "~1")')
+        keys.append(raw.replace("~1", "/").replace("~0", "~"))
+    return tuple(keys)
+
+
+def _populated(request: UpdateRequest) -> list[tuple[str, str, tuple[str, ...]]]:
+    """AIP-134's empty mask: the fields the request populates. An empty document is not
+    "populated", so an update without a mask can never empty the data by accident."""
+    found: list[tuple[str, str, tuple[str, ...]]] = [
+        ("resource." + name, name, (name,))
+        for name, present in (
+            ("data", bool(request.data)),
+            ("start_time", request.start_time is not None),
+            ("end_time", request.end_time is not None),
+        )
+        if present
+    ]
+    if not found:
+        raise InvalidArgument.field(
+            "update_mask",
+            "nothing to update: set update_mask (e.g. data.status), data_paths, or populate "
+            "resource.data, start_time or end_time",
+        )
+    return found
 
 
 def _check_filter_keys(contains: Mapping[str, Any]) -> None:

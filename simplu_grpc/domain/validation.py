@@ -33,7 +33,7 @@ ID_MAX = 64
 # Cognito subs are UUIDs; client ids and usernames are similar. Bounded and printable.
 _SUBJECT = re.compile(r"[A-Za-z0-9_.:@+-]{1,128}")
 _ROLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
-_RESOURCE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_RESOURCE_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 ACTIONS = ("read", "create", "update", "delete")
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
 _PHONE = re.compile(r"\+?[0-9 ().-]{3,32}")
@@ -266,12 +266,12 @@ def check_settings(v: Violations, prefix: str, settings: BusinessSettings) -> No
 
 
 def check_permission_string(v: Violations, field: str, value: str) -> None:
-    """``"*"`` or ``"<resource_name>:<read|create|update|delete|*>"``."""
+    """``"*"`` or ``"<resource_type>:<read|create|update|delete|*>"``."""
     if value == ALL_PERMISSIONS:
         return
     resource, _, action = value.partition(":")
-    if not _RESOURCE_NAME.fullmatch(resource) or action not in (*ACTIONS, "*"):
-        v.add(field, f"must be '*' or '<resource_name>:<read|create|update|delete|*>' (got {_show(value)})")
+    if not _RESOURCE_TYPE.fullmatch(resource) or action not in (*ACTIONS, "*"):
+        v.add(field, f"must be '*' or '<resource_type>:<read|create|update|delete|*>' (got {_show(value)})")
 
 
 def check_role(v: Violations, prefix: str, name: str, role: Role) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.protobuf import empty_pb2, json_format, struct_pb2
+from google.protobuf import empty_pb2, field_mask_pb2, json_format, struct_pb2, timestamp_pb2
+from google.type import interval_pb2
 from simplu.v1 import business_pb2, resource_pb2, resource_pb2_grpc
 
+from simplu_grpc.domain import resources as rules
 from simplu_grpc.domain.resource_ops import ResourceOps
-from simplu_grpc.domain.resources import ResourceKey, StoredResource, format_timestamp
+from simplu_grpc.domain.resources import ResourceKey, StoredResource
 from simplu_grpc.errors import InvalidArgument
 
 SERVICE = resource_pb2.DESCRIPTOR.services_by_name["ResourceService"]
@@ -19,6 +22,8 @@ _BUSINESS_TYPES = {
     "gym": business_pb2.BUSINESS_TYPE_GYM,
     "hotel": business_pb2.BUSINESS_TYPE_HOTEL,
 }
+# Returned whatever the read_mask says: without them a resource cannot be named again.
+_IDENTIFYING = ("business_id", "location_id", "resource_type", "resource_id")
 
 
 def _document(struct: struct_pb2.Struct, field: str) -> dict[str, Any]:
@@ -31,46 +36,120 @@ def _document(struct: struct_pb2.Struct, field: str) -> dict[str, Any]:
     return converted
 
 
-def to_proto(stored: StoredResource) -> resource_pb2.Resource:
+def _instant(holder: Any, name: str, field: str) -> datetime | None:
+    """A Timestamp field as an aware datetime, None when unset; INVALID_ARGUMENT when it is not
+    a valid Timestamp (seconds outside 0001-9999, nanos outside 0..999,999,999)."""
+    if not holder.HasField(name):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(holder, name)
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        raise InvalidArgument.field(field, "is not a valid timestamp (years 0001-9999)") from None
+
+
+def _interval(request: Any, name: str) -> rules.TimeRange:
+    if not request.HasField(name):
+        return rules.OPEN_RANGE
+    interval: interval_pb2.Interval = getattr(request, name)
+    return rules.TimeRange(
+        _instant(interval, "start_time", f"{name}.start_time"),
+        _instant(interval, "end_time", f"{name}.end_time"),
+    )
+
+
+def _read_mask(request: Any) -> field_mask_pb2.FieldMask | None:
+    """The read_mask with the identifying fields added; None when it asks for everything."""
+    if not request.HasField("read_mask") or not request.read_mask.paths:
+        return None
+    mask: field_mask_pb2.FieldMask = request.read_mask
+    for index, path in enumerate(mask.paths):
+        if path not in resource_pb2.Resource.DESCRIPTOR.fields_by_name:
+            shown = path if len(path) <= 64 and path.isprintable() else "this path"
+            raise InvalidArgument.field(f"read_mask.paths[{index}]", f"{shown} is not a field of Resource")
+    return field_mask_pb2.FieldMask(paths=sorted({*mask.paths, *_IDENTIFYING}))
+
+
+def to_proto(stored: StoredResource, mask: field_mask_pb2.FieldMask | None = None) -> resource_pb2.Resource:
     message = resource_pb2.Resource(
         business_id=stored.key.business_id,
         location_id=stored.key.location_id,
-        resource_name=stored.key.resource_name,
+        resource_type=stored.key.resource_type,
         resource_id=stored.key.resource_id,
         business_type=_BUSINESS_TYPES.get(stored.business_type, business_pb2.BUSINESS_TYPE_UNSPECIFIED),
-        start_date=format_timestamp(stored.start_date) if stored.start_date else "",
-        end_date=format_timestamp(stored.end_date) if stored.end_date else "",
         etag=stored.etag,
     )
-    message.data.update(stored.data)
+    if mask is None or "data" in mask.paths:
+        # The document is the bulk of a resource: not even converted when masked out.
+        message.data.update(stored.data)
+    if stored.start_time is not None:
+        message.start_time.FromDatetime(stored.start_time)
+    if stored.end_time is not None:
+        message.end_time.FromDatetime(stored.end_time)
     message.create_time.FromDatetime(stored.create_time)
     message.update_time.FromDatetime(stored.update_time)
-    return message
+    if mask is None:
+        return message
+    masked = resource_pb2.Resource()
+    mask.MergeMessage(message, masked)
+    return masked
+
+
+class _ResponseBudget:
+    """Collects the resources of one response until the next would pass the byte budget.
+
+    The first resource is always taken (a page must make progress); each resource is
+    converted once, here, and its encoded size counted as it will go on the wire."""
+
+    def __init__(self, max_bytes: int, mask: field_mask_pb2.FieldMask | None) -> None:
+        self._left = max_bytes
+        self._mask = mask
+        self.messages: list[resource_pb2.Resource] = []
+
+    def admit(self, resource: StoredResource) -> bool:
+        message = to_proto(resource, self._mask)
+        # The repeated field's tag and length prefix: a few bytes beyond the message itself.
+        size = message.ByteSize() + 8
+        if self.messages and size > self._left:
+            return False
+        self._left -= size
+        self.messages.append(message)
+        return True
 
 
 def _key(message: resource_pb2.ResourceKey, business_id: str) -> ResourceKey:
-    return ResourceKey(business_id, message.location_id, message.resource_name, message.resource_id)
+    return ResourceKey(business_id, message.location_id, message.resource_type, message.resource_id)
+
+
+def _key_proto(key: ResourceKey) -> resource_pb2.ResourceKey:
+    return resource_pb2.ResourceKey(
+        location_id=key.location_id, resource_type=key.resource_type, resource_id=key.resource_id
+    )
 
 
 class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
     """Every method: the request converted, one use case (the caller comes from the request context)."""
 
-    def __init__(self, ops: ResourceOps) -> None:
+    def __init__(self, ops: ResourceOps, *, response_max_bytes: int = 3 * 1024 * 1024) -> None:
         self._ops = ops
+        self._response_max_bytes = response_max_bytes
 
     def CreateResource(
         self, request: resource_pb2.CreateResourceRequest, context: grpc.ServicerContext
     ) -> resource_pb2.Resource:
         r = request.resource
+        if request.resource_id and r.resource_id and request.resource_id != r.resource_id:
+            raise InvalidArgument.field(
+                "resource.resource_id", "differs from resource_id; name the new id in one place"
+            )
         stored, _ = self._ops.create(
             business_id=r.business_id,
             location_id=r.location_id,
-            resource_name=r.resource_name,
-            # The request field wins; resource.resource_id is accepted as well (AIP-133 allows either).
+            resource_type=r.resource_type,
             resource_id=request.resource_id or r.resource_id,
             data=_document(r.data, "resource.data"),
-            start_date=r.start_date,
-            end_date=r.end_date,
+            start_time=_instant(r, "start_time", "resource.start_time"),
+            end_time=_instant(r, "end_time", "resource.end_time"),
             request_id=request.request_id,
         )
         return to_proto(stored)
@@ -78,36 +157,39 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
     def GetResource(
         self, request: resource_pb2.GetResourceRequest, context: grpc.ServicerContext
     ) -> resource_pb2.Resource:
+        mask = _read_mask(request)
         key = ResourceKey(
-            request.business_id, request.location_id, request.resource_name, request.resource_id
+            request.business_id, request.location_id, request.resource_type, request.resource_id
         )
-        return to_proto(self._ops.get(key))
+        return to_proto(self._ops.get(key), mask)
 
     def BatchGetResources(
         self, request: resource_pb2.BatchGetResourcesRequest, context: grpc.ServicerContext
     ) -> resource_pb2.BatchGetResourcesResponse:
+        budget = _ResponseBudget(self._response_max_bytes, _read_mask(request))
         result = self._ops.batch_get(
-            request.business_id, [_key(k, request.business_id) for k in request.keys]
+            request.business_id,
+            [_key(k, request.business_id) for k in request.keys],
+            page_token=request.page_token,
+            binding_extra=list(request.read_mask.paths),
+            budget=budget,
         )
         return resource_pb2.BatchGetResourcesResponse(
-            resources=[to_proto(found) for found in result.found],
-            missing=[
-                resource_pb2.ResourceKey(
-                    location_id=k.location_id, resource_name=k.resource_name, resource_id=k.resource_id
-                )
-                for k in result.missing
-            ],
+            resources=budget.messages,
+            missing=[_key_proto(k) for k in result.missing],
+            next_page_token=result.next_page_token,
         )
 
     def ListResources(
         self, request: resource_pb2.ListResourcesRequest, context: grpc.ServicerContext
     ) -> resource_pb2.ListResourcesResponse:
+        budget = _ResponseBudget(self._response_max_bytes, _read_mask(request))
         page = self._ops.list(
             business_id=request.business_id,
             location_id=request.location_id,
-            resource_name=request.resource_name,
-            start_from=request.start_from,
-            start_to=request.start_to,
+            resource_type=request.resource_type,
+            start_range=_interval(request, "start_time_range"),
+            overlaps=_interval(request, "overlaps"),
             data_contains=(
                 _document(request.data_contains, "data_contains")
                 if request.HasField("data_contains")
@@ -116,23 +198,27 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
             order_by=request.order_by,
             page_size=request.page_size,
             page_token=request.page_token,
+            budget=budget,
         )
         return resource_pb2.ListResourcesResponse(
-            resources=[to_proto(found) for found in page.resources], next_page_token=page.next_page_token
+            resources=budget.messages, next_page_token=page.next_page_token
         )
 
     def UpdateResource(
         self, request: resource_pb2.UpdateResourceRequest, context: grpc.ServicerContext
     ) -> resource_pb2.Resource:
         r = request.resource
-        key = ResourceKey(r.business_id, r.location_id, r.resource_name, r.resource_id)
+        key = ResourceKey(r.business_id, r.location_id, r.resource_type, r.resource_id)
         updated = self._ops.update(
             key,
-            paths=list(request.update_mask.paths),
-            data=_document(r.data, "resource.data"),
-            start_date=r.start_date,
-            end_date=r.end_date,
-            etag=r.etag,
+            rules.UpdateRequest(
+                paths=list(request.update_mask.paths),
+                data_paths=list(request.data_paths),
+                data=_document(r.data, "resource.data"),
+                start_time=_instant(r, "start_time", "resource.start_time"),
+                end_time=_instant(r, "end_time", "resource.end_time"),
+                etag=r.etag,
+            ),
         )
         return to_proto(updated)
 
@@ -140,7 +226,7 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
         self, request: resource_pb2.DeleteResourceRequest, context: grpc.ServicerContext
     ) -> empty_pb2.Empty:
         key = ResourceKey(
-            request.business_id, request.location_id, request.resource_name, request.resource_id
+            request.business_id, request.location_id, request.resource_type, request.resource_id
         )
         self._ops.delete(key, etag=request.etag)
         return empty_pb2.Empty()

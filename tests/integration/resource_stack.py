@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
+from google.type import interval_pb2
 from simplu.v1 import resource_pb2, resource_pb2_grpc
 
 from simplu_grpc.adapters.business_store import BusinessStore
@@ -102,7 +103,7 @@ class ResourceStack:
     def create(
         self,
         business: Business,
-        resource_name: str = "patients",
+        resource_type: str = "patients",
         *,
         location_id: str = "main",
         data: Mapping[str, Any] | None = None,
@@ -113,7 +114,7 @@ class ResourceStack:
         request_id = fields.pop("request_id", "")
         resource_id = fields.pop("resource_id", "")
         resource = resource_pb2.Resource(
-            business_id=business.id, location_id=location_id, resource_name=resource_name, **fields
+            business_id=business.id, location_id=location_id, resource_type=resource_type, **fields
         )
         if data is not None:
             resource.data.update(dict(data))
@@ -129,7 +130,7 @@ class ResourceStack:
         self,
         business: Business,
         resource_id: str,
-        resource_name: str = "patients",
+        resource_type: str = "patients",
         *,
         location_id: str = "main",
         token: str | None = None,
@@ -139,7 +140,7 @@ class ResourceStack:
             resource_pb2.GetResourceRequest(
                 business_id=business.id,
                 location_id=location_id,
-                resource_name=resource_name,
+                resource_type=resource_type,
                 resource_id=resource_id,
             ),
             metadata=self.md(token),
@@ -170,6 +171,23 @@ class ResourceStack:
                 else:
                     counts[shard.shard_id] = 0
         return counts
+
+
+def ts(text: str) -> timestamp_pb2.Timestamp:
+    """A Timestamp from RFC 3339 text ("2026-03-01T09:00:00Z")."""
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromJsonString(text)
+    return stamp
+
+
+def interval(start: str | None = None, end: str | None = None) -> interval_pb2.Interval:
+    """A google.type.Interval from RFC 3339 bounds; None leaves a bound open."""
+    value = interval_pb2.Interval()
+    if start is not None:
+        value.start_time.CopyFrom(ts(start))
+    if end is not None:
+        value.end_time.CopyFrom(ts(end))
+    return value
 
 
 def struct(value: Mapping[str, Any]) -> struct_pb2.Struct:

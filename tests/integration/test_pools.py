@@ -329,7 +329,7 @@ def test_connection_closed_by_the_server_is_replaced_before_use(
     rows = _run(
         registry,
         assignment,
-        "INSERT INTO resources (business_id, location_id, resource_name, resource_id, business_type)"
+        "INSERT INTO resources (business_id, location_id, resource_type, resource_id, business_type)"
         " VALUES ('b', 'l', 'patients', 'r', 'dental') RETURNING pg_backend_pid() AS pid",
     )
     assert rows[0]["pid"] != pid

@@ -132,7 +132,7 @@ def test_moved_shard_is_followed_and_no_acknowledged_write_is_lost(
     for owner in (business, neighbour):
         listed = stack.stub.ListResources(
             resource_pb2.ListResourcesRequest(
-                business_id=owner.id, location_id="main", resource_name="patients"
+                business_id=owner.id, location_id="main", resource_type="patients"
             ),
             metadata=stack.md(),
             timeout=10,

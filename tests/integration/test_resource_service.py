@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,7 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
-from google.protobuf import field_mask_pb2, json_format
+from google.protobuf import field_mask_pb2, json_format, timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from simplu.v1 import resource_pb2
@@ -22,7 +23,7 @@ from simplu_grpc.devstack.moto_server import MotoServer
 from simplu_grpc.domain import resources as rules
 from simplu_grpc.domain.business import BusinessType, Location, Member, Role
 from tests.fixtures.server import MakeServer
-from tests.integration.resource_stack import ResourceStack, build_stack, struct
+from tests.integration.resource_stack import ResourceStack, build_stack, interval, struct, ts
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +108,7 @@ def test_identical_ids_in_two_tenants_are_isolated(
     missing = _code(
         lambda: stack.stub.GetResource(
             resource_pb2.GetResourceRequest(
-                business_id="nosuchbusiness", location_id="main", resource_name="patients", resource_id="p1"
+                business_id="nosuchbusiness", location_id="main", resource_type="patients", resource_id="p1"
             ),
             metadata=stack.md(token_a),
             timeout=5,
@@ -154,19 +155,22 @@ def test_create_get_batch_delete_round_trip(stack: ResourceStack) -> None:
     Delete with a stale etag is ABORTED, without etag removes, then NOT_FOUND."""
     business = stack.add_business(locations=("main", "annex"))
     first = stack.create(
-        business, data={"name": "Ana"}, start_date="2026-03-01", end_date="2026-03-02T10:00:00+02:00"
+        business,
+        data={"name": "Ana"},
+        start_time=ts("2026-03-01T00:00:00Z"),
+        end_time=ts("2026-03-02T10:00:00+02:00"),
     )
     assert len(first.resource_id) == 26
     assert first.business_type == 1
-    assert first.start_date == "2026-03-01T00:00:00Z"
-    assert first.end_date == "2026-03-02T08:00:00Z"
+    assert first.start_time.ToDatetime(tzinfo=UTC) == datetime(2026, 3, 1, tzinfo=UTC)
+    assert first.end_time.ToDatetime(tzinfo=UTC) == datetime(2026, 3, 2, 8, tzinfo=UTC)
     second = stack.create(business, "appointments", location_id="annex")
     keys = [
         resource_pb2.ResourceKey(
-            location_id="annex", resource_name="appointments", resource_id=second.resource_id
+            location_id="annex", resource_type="appointments", resource_id=second.resource_id
         ),
-        resource_pb2.ResourceKey(location_id="main", resource_name="patients", resource_id="nope"),
-        resource_pb2.ResourceKey(location_id="main", resource_name="patients", resource_id=first.resource_id),
+        resource_pb2.ResourceKey(location_id="main", resource_type="patients", resource_id="nope"),
+        resource_pb2.ResourceKey(location_id="main", resource_type="patients", resource_id=first.resource_id),
     ]
     batch = stack.stub.BatchGetResources(
         resource_pb2.BatchGetResourcesRequest(business_id=business.id, keys=keys),
@@ -176,7 +180,7 @@ def test_create_get_batch_delete_round_trip(stack: ResourceStack) -> None:
     assert [r.resource_id for r in batch.resources] == [second.resource_id, first.resource_id]
     assert [k.resource_id for k in batch.missing] == ["nope"]
     delete = resource_pb2.DeleteResourceRequest(
-        business_id=business.id, location_id="main", resource_name="patients", resource_id=first.resource_id
+        business_id=business.id, location_id="main", resource_type="patients", resource_id=first.resource_id
     )
     stale = resource_pb2.DeleteResourceRequest()
     stale.CopyFrom(delete)
@@ -211,7 +215,7 @@ def test_masked_update_changes_only_the_named_keys(stack: ResourceStack) -> None
         resource=resource_pb2.Resource(
             business_id=business.id,
             location_id="main",
-            resource_name="patients",
+            resource_type="patients",
             resource_id=created.resource_id,
             data=struct({"status": "confirmed", "patient": {"name": "Bob"}, "name": "IGNORED"}),
             etag=created.etag,
@@ -232,6 +236,167 @@ def test_masked_update_changes_only_the_named_keys(stack: ResourceStack) -> None
     assert stack.get(business, created.resource_id) == before
 
 
+def test_update_without_a_mask_never_wipes_data(stack: ResourceStack) -> None:
+    """AIP-134 on the wire: an UpdateResource with no mask and no data is INVALID_ARGUMENT and
+    changes nothing (it used to replace data with {}); with only start_time populated it moves the
+    start and keeps the document."""
+    business = stack.add_business()
+    created = stack.create(business, data={"name": "Ana", "status": "new"})
+    key = {
+        "business_id": business.id,
+        "location_id": "main",
+        "resource_type": "patients",
+        "resource_id": created.resource_id,
+    }
+    error = _code(
+        lambda: stack.stub.UpdateResource(
+            resource_pb2.UpdateResourceRequest(resource=resource_pb2.Resource(**key)),
+            metadata=stack.md(),
+            timeout=10,
+        )
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _violations(error) == ["update_mask"]
+    assert stack.get(business, created.resource_id) == created
+    moved = stack.stub.UpdateResource(
+        resource_pb2.UpdateResourceRequest(
+            resource=resource_pb2.Resource(**key, start_time=ts("2026-05-01T09:00:00Z"))
+        ),
+        metadata=stack.md(),
+        timeout=10,
+    )
+    assert json_format.MessageToDict(moved.data) == {"name": "Ana", "status": "new"}
+    assert moved.start_time.ToDatetime(tzinfo=UTC) == datetime(2026, 5, 1, 9, tzinfo=UTC)
+
+
+def test_keys_with_underscores_and_capitals_are_updatable_from_protobuf_json(stack: ResourceStack) -> None:
+    """A request written as grpcurl writes it (protobuf JSON, parsed by json_format) can update
+    data keys "first_name" and "contact.phoneNumber" through data_paths; in update_mask the same
+    keys cannot be expressed (protobuf JSON refuses "_" in FieldMask paths)."""
+    business = stack.add_business()
+    created = stack.create(
+        business, data={"first_name": "Ana", "contact": {"phoneNumber": "0700"}, "status": "new"}
+    )
+    body = {
+        "resource": {
+            "businessId": business.id,
+            "locationId": "main",
+            "resourceType": "patients",
+            "resourceId": created.resource_id,
+            "data": {"first_name": "Ana Maria", "contact": {"phoneNumber": "0711"}},
+        },
+        "dataPaths": ["/first_name", "/contact/phoneNumber"],
+    }
+    request = json_format.Parse(json.dumps(body), resource_pb2.UpdateResourceRequest())
+    updated = stack.stub.UpdateResource(request, metadata=stack.md(), timeout=10)
+    assert json_format.MessageToDict(updated.data) == {
+        "first_name": "Ana Maria",
+        "contact": {"phoneNumber": "0711"},
+        "status": "new",
+    }
+    with pytest.raises(json_format.ParseError):
+        json_format.Parse(json.dumps({"updateMask": "data.first_name"}), resource_pb2.UpdateResourceRequest())
+
+
+def _many_large(stack: ResourceStack, business: Any, count: int, size: int) -> list[str]:
+    """``count`` resources whose data is ``size`` bytes, inserted straight into the shard."""
+    ids = [f"big-{i:03d}" for i in range(count)]
+    stack.create(business, "medics")  # registers the location with Citrus
+    with psycopg.connect(stack.shard_dsn(stack.shard_of(business))) as conn:
+        conn.cursor().executemany(
+            "INSERT INTO resources (business_id, location_id, resource_type, resource_id, business_type,"
+            " data) VALUES (%s, 'main', 'patients', %s, 'dental', %s::jsonb)",
+            [(business.id, rid, json.dumps({"blob": "x" * size})) for rid in ids],
+        )
+    return ids
+
+
+def test_large_pages_stop_at_the_byte_budget_and_continue(stack: ResourceStack) -> None:
+    """25 documents of 200 KiB with page_size 100 come back over several pages under the response
+    budget (it used to fail with RESOURCE_EXHAUSTED: a response over 4 MiB); every one exactly once."""
+    business = stack.add_business()
+    ids = _many_large(stack, business, 25, 200 * 1024)
+    seen: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        page = stack.stub.ListResources(
+            resource_pb2.ListResourcesRequest(
+                business_id=business.id,
+                location_id="main",
+                resource_type="patients",
+                page_size=100,
+                page_token=token,
+                order_by="update_time",
+            ),
+            metadata=stack.md(),
+            timeout=10,
+        )
+        pages += 1
+        assert page.ByteSize() <= 3 * 1024 * 1024
+        seen.extend(r.resource_id for r in page.resources)
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == ids
+    assert pages >= 2
+    slim = stack.stub.ListResources(
+        resource_pb2.ListResourcesRequest(
+            business_id=business.id,
+            location_id="main",
+            resource_type="patients",
+            page_size=100,
+            read_mask=field_mask_pb2.FieldMask(paths=["etag"]),
+        ),
+        metadata=stack.md(),
+        timeout=10,
+    )
+    assert len(slim.resources) == 25
+    assert not slim.next_page_token
+
+
+def test_batch_get_stops_at_the_byte_budget_and_continues_with_a_token(stack: ResourceStack) -> None:
+    """BatchGet of 25 x 200 KiB answers in request order over several calls with next_page_token;
+    missing keys are reported once; a token replayed with other keys is INVALID_ARGUMENT."""
+    business = stack.add_business()
+    ids = _many_large(stack, business, 25, 200 * 1024)
+    wanted = [*ids[:10], "absent", *ids[10:]]
+    keys = [
+        resource_pb2.ResourceKey(location_id="main", resource_type="patients", resource_id=i) for i in wanted
+    ]
+    found: list[str] = []
+    missing: list[str] = []
+    token = ""
+    calls = 0
+    while True:
+        answer = stack.stub.BatchGetResources(
+            resource_pb2.BatchGetResourcesRequest(business_id=business.id, keys=keys, page_token=token),
+            metadata=stack.md(),
+            timeout=10,
+        )
+        calls += 1
+        assert answer.ByteSize() <= 3 * 1024 * 1024
+        found.extend(r.resource_id for r in answer.resources)
+        missing.extend(k.resource_id for k in answer.missing)
+        token = answer.next_page_token
+        if not token:
+            break
+        last_token = token
+    assert found == ids
+    assert missing == ["absent"]
+    assert calls >= 2
+    error = _code(
+        lambda: stack.stub.BatchGetResources(
+            resource_pb2.BatchGetResourcesRequest(
+                business_id=business.id, keys=keys[:3], page_token=last_token
+            ),
+            metadata=stack.md(),
+            timeout=10,
+        )
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_masked_updates_cannot_grow_data_past_the_limit(stack: ResourceStack) -> None:
     """Masked updates that are each small cannot grow a document past RESOURCE_DATA_MAX_BYTES:
     the one whose result would exceed it is INVALID_ARGUMENT on resource.data and changes nothing."""
@@ -245,7 +410,7 @@ def test_masked_updates_cannot_grow_data_past_the_limit(stack: ResourceStack) ->
                 resource=resource_pb2.Resource(
                     business_id=business.id,
                     location_id="main",
-                    resource_name="patients",
+                    resource_type="patients",
                     resource_id=created.resource_id,
                     data=struct({key: chunk}),
                 ),
@@ -277,7 +442,7 @@ def test_retried_create_with_request_id_leaves_one_row(stack: ResourceStack) -> 
     assert len({r.resource_id for r in racing}) == 1
     listed = stack.stub.ListResources(
         resource_pb2.ListResourcesRequest(
-            business_id=business.id, location_id="main", resource_name="patients"
+            business_id=business.id, location_id="main", resource_type="patients"
         ),
         metadata=stack.md(),
         timeout=10,
@@ -286,18 +451,20 @@ def test_retried_create_with_request_id_leaves_one_row(stack: ResourceStack) -> 
 
 
 def test_list_filters_and_orders(stack: ResourceStack) -> None:
-    """ListResources filters by start-date range and JSON containment, orders by start_date or update_time."""
+    """ListResources filters by start-date range and JSON containment, orders by start_time or update_time."""
     business = stack.add_business()
     for day, status in [(1, "open"), (2, "done"), (3, "open"), (4, "open")]:
         stack.create(
-            business, "appointments", data={"status": status, "day": day}, start_date=f"2026-03-0{day}"
+            business,
+            "appointments",
+            data={"status": status, "day": day},
+            start_time=ts(f"2026-03-0{day}T00:00:00Z"),
         )
     request = resource_pb2.ListResourcesRequest(
         business_id=business.id,
         location_id="main",
-        resource_name="appointments",
-        start_from="2026-03-02",
-        start_to="2026-03-04",
+        resource_type="appointments",
+        start_time_range=interval("2026-03-02T00:00:00Z", "2026-03-04T00:00:00Z"),
         data_contains=struct({"status": "open"}),
     )
     page = stack.stub.ListResources(request, metadata=stack.md(), timeout=10)
@@ -306,7 +473,7 @@ def test_list_filters_and_orders(stack: ResourceStack) -> None:
         resource_pb2.ListResourcesRequest(
             business_id=business.id,
             location_id="main",
-            resource_name="appointments",
+            resource_type="appointments",
             order_by="update_time desc",
         ),
         metadata=stack.md(),
@@ -318,7 +485,7 @@ def test_list_filters_and_orders(stack: ResourceStack) -> None:
 def test_paging_is_stable_while_newer_resources_arrive(stack: ResourceStack) -> None:
     """Paging 1,000 resources while new ones are inserted returns every original exactly once."""
     business = stack.add_business()
-    stack.create(business, "appointments", resource_id="seed", start_date="2026-01-01")
+    stack.create(business, "appointments", resource_id="seed", start_time=ts("2026-01-01T00:00:00Z"))
     shard = stack.shard_of(business)
     base = datetime(2026, 1, 1, tzinfo=UTC)
     originals = {f"orig-{i:04d}" for i in range(1000)}
@@ -337,8 +504,8 @@ def test_paging_is_stable_while_newer_resources_arrive(stack: ResourceStack) -> 
     shard_db = stack.citrus.pg.dsn(stack.citrus.shard(shard).database)
     with psycopg.connect(shard_db, autocommit=True) as conn, conn.cursor() as cursor:
         cursor.executemany(
-            "INSERT INTO resources (business_id, location_id, resource_name, resource_id, business_type,"
-            " data, start_date) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s)",
+            "INSERT INTO resources (business_id, location_id, resource_type, resource_id, business_type,"
+            " data, start_time) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s)",
             rows,
         )
     seen: list[str] = []
@@ -349,7 +516,7 @@ def test_paging_is_stable_while_newer_resources_arrive(stack: ResourceStack) -> 
             resource_pb2.ListResourcesRequest(
                 business_id=business.id,
                 location_id="main",
-                resource_name="appointments",
+                resource_type="appointments",
                 page_size=97,
                 page_token=token,
             ),
@@ -358,8 +525,8 @@ def test_paging_is_stable_while_newer_resources_arrive(stack: ResourceStack) -> 
         )
         seen.extend(r.resource_id for r in page.resources)
         # Newer resources, some sorting before the cursor and some after it.
-        for start in ("2026-01-01", "2026-06-01", ""):
-            stack.create(business, "appointments", start_date=start)
+        for start in ("2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z", None):
+            stack.create(business, "appointments", **({"start_time": ts(start)} if start else {}))
             inserted += 1
         token = page.next_page_token
         if not token:
@@ -384,8 +551,10 @@ def test_hostile_input_is_invalid_argument_and_changes_nothing(stack: ResourceSt
         deep = {"k": deep}
 
     def create(**resource: Any) -> Callable[[], Any]:
-        request_fields = {k: resource.pop(k) for k in ("request_id", "resource_id") if k in resource}
-        fields = {"business_id": business.id, "location_id": "main", "resource_name": "patients", **resource}
+        request_fields = {k: resource.pop(k) for k in ("request_id",) if k in resource}
+        if "request_resource_id" in resource:
+            request_fields["resource_id"] = resource.pop("request_resource_id")
+        fields = {"business_id": business.id, "location_id": "main", "resource_type": "patients", **resource}
         data = fields.pop("data", None)
         request = resource_pb2.CreateResourceRequest(
             resource=resource_pb2.Resource(**fields), **request_fields
@@ -396,7 +565,7 @@ def test_hostile_input_is_invalid_argument_and_changes_nothing(stack: ResourceSt
         return lambda: stack.stub.CreateResource(request, metadata=stack.md(), timeout=10)
 
     def listing(**fields: Any) -> Callable[[], Any]:
-        base = {"business_id": business.id, "location_id": "main", "resource_name": "patients", **fields}
+        base = {"business_id": business.id, "location_id": "main", "resource_type": "patients", **fields}
         return lambda: stack.stub.ListResources(
             resource_pb2.ListResourcesRequest(**base), metadata=stack.md(), timeout=10
         )
@@ -405,7 +574,7 @@ def test_hostile_input_is_invalid_argument_and_changes_nothing(stack: ResourceSt
         message = resource_pb2.Resource(
             business_id=business.id,
             location_id="main",
-            resource_name="patients",
+            resource_type="patients",
             resource_id=existing.resource_id,
             data=struct({"keep": False}),
         )
@@ -421,19 +590,26 @@ def test_hostile_input_is_invalid_argument_and_changes_nothing(stack: ResourceSt
         "evil resource_id": create(resource_id=evil),
         "evil location": create(location_id=evil),
         "evil business": create(business_id=evil),
-        "evil resource_name": create(resource_name=evil),
+        "evil resource_type": create(resource_type=evil),
         "evil request_id": create(request_id=evil),
         "300 KiB data": create(data={"blob": "x" * (300 * 1024)}),
         "NaN in data": create(data={"n": float("nan")}),
         "infinity in filter": listing(data_contains=struct({"n": float("inf")})),
         "nesting 40": create(data=deep),
-        "hotel name on dental": create(resource_name="rooms"),
-        "bad start_date": create(start_date="2026-02-30"),
-        "naive date-time": create(start_date="2026-03-01T10:00:00"),
-        "end before start": create(start_date="2026-03-02", end_date="2026-03-01"),
+        "hotel name on dental": create(resource_type="rooms"),
+        "start_time past 9999": create(start_time=timestamp_pb2.Timestamp(seconds=253402300800)),
+        "negative nanos": create(start_time=timestamp_pb2.Timestamp(seconds=0, nanos=-1)),
+        "end before start": create(
+            start_time=ts("2026-03-02T00:00:00Z"), end_time=ts("2026-03-01T00:00:00Z")
+        ),
+        "conflicting ids": create(resource_id="a1", request_resource_id="b2"),
         "evil filter key": listing(data_contains=struct({evil: 1})),
         "evil order_by": listing(order_by=evil),
-        "bad start_from": listing(start_from="not-a-date"),
+        "reversed start range": listing(
+            start_time_range=interval("2026-03-02T00:00:00Z", "2026-03-01T00:00:00Z")
+        ),
+        "reversed overlap": listing(overlaps=interval("2026-03-02T00:00:00Z", "2026-03-01T00:00:00Z")),
+        "unknown read_mask path": listing(read_mask=field_mask_pb2.FieldMask(paths=["secret"])),
         "malformed page token": listing(page_token="bm90LWEtdG9rZW4"),
         "hostile page token": listing(page_token=evil),
         "unknown mask path": update(["name"]),
@@ -441,7 +617,7 @@ def test_hostile_input_is_invalid_argument_and_changes_nothing(stack: ResourceSt
         "batch of 101": lambda: stack.stub.BatchGetResources(
             resource_pb2.BatchGetResourcesRequest(
                 business_id=business.id,
-                keys=[resource_pb2.ResourceKey(location_id="main", resource_name="patients", resource_id="a")]
+                keys=[resource_pb2.ResourceKey(location_id="main", resource_type="patients", resource_id="a")]
                 * 101,
             ),
             metadata=stack.md(),
@@ -456,15 +632,17 @@ def test_hostile_input_is_invalid_argument_and_changes_nothing(stack: ResourceSt
     assert dict(stack.get(business, existing.resource_id).data) == {"keep": True}
 
 
-def test_dates_without_a_utc_instant_are_invalid_argument_not_internal(stack: ResourceStack) -> None:
-    """Well-formed date-times whose UTC instant falls outside year 1..9999 are INVALID_ARGUMENT
-    naming the field, on Create and on List (they used to escape as OverflowError: INTERNAL)."""
+def test_timestamps_outside_years_1_to_9999_are_invalid_argument_not_internal(stack: ResourceStack) -> None:
+    """Timestamps protobuf can carry but no calendar can (before 0001, after 9999, bad nanos) are
+    INVALID_ARGUMENT naming the field, on Create and on List, and change nothing."""
     business = stack.add_business()
     before = stack.count_rows()
-    early, late = "0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-02:00"
-    for field, value in (("start_date", early), ("end_date", late), ("start_date", late)):
+    early = timestamp_pb2.Timestamp(seconds=-62135596801)
+    late = timestamp_pb2.Timestamp(seconds=253402300800)
+    bad_nanos = timestamp_pb2.Timestamp(seconds=0, nanos=1_000_000_000)
+    for field, value in (("start_time", early), ("end_time", late), ("start_time", bad_nanos)):
         resource = resource_pb2.Resource(
-            business_id=business.id, location_id="main", resource_name="patients", **{field: value}
+            business_id=business.id, location_id="main", resource_type="patients", **{field: value}
         )
         error = _code(
             lambda r=resource: stack.stub.CreateResource(
@@ -473,14 +651,83 @@ def test_dates_without_a_utc_instant_are_invalid_argument_not_internal(stack: Re
         )
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, value, error.details())
         assert any(field in name for name in _violations(error)), _violations(error)
-    for field, value in (("start_from", early), ("start_to", late)):
+    for field in ("start_time_range", "overlaps"):
         request = resource_pb2.ListResourcesRequest(
-            business_id=business.id, location_id="main", resource_name="patients", **{field: value}
+            business_id=business.id, location_id="main", resource_type="patients"
         )
+        getattr(request, field).start_time.CopyFrom(early)
         error = _code(lambda r=request: stack.stub.ListResources(r, metadata=stack.md(), timeout=10))
-        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, value, error.details())
-        assert any(field in name for name in _violations(error)), _violations(error)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, error.details())
+        assert any(name.startswith(f"{field}.start_time") for name in _violations(error)), _violations(error)
     assert stack.count_rows() == before
+
+
+def test_overlap_filter_finds_who_is_in_house(stack: ResourceStack) -> None:
+    """overlaps selects stays with start < the interval's end and end > its start: guests in-house
+    tonight, not those who left this morning or arrive tomorrow; an end-less booking is an instant."""
+    business = stack.add_business(business_type=BusinessType.HOTEL)
+    stays = {
+        "left-this-morning": ("2026-03-01T14:00:00Z", "2026-03-03T10:00:00Z"),
+        "in-house": ("2026-03-02T14:00:00Z", "2026-03-05T10:00:00Z"),
+        "arrives-tonight": ("2026-03-03T20:00:00Z", "2026-03-04T10:00:00Z"),
+        "arrives-tomorrow": ("2026-03-04T14:00:00Z", "2026-03-06T10:00:00Z"),
+        "walk-in-tonight": ("2026-03-03T21:00:00Z", None),
+        "walk-in-yesterday": ("2026-03-02T21:00:00Z", None),
+    }
+    for resource_id, (start, end) in stays.items():
+        times = {"start_time": ts(start), **({"end_time": ts(end)} if end else {})}
+        stack.create(business, "reservations", resource_id=resource_id, **times)
+    stack.create(business, "reservations", resource_id="undated")
+    page = stack.stub.ListResources(
+        resource_pb2.ListResourcesRequest(
+            business_id=business.id,
+            location_id="main",
+            resource_type="reservations",
+            overlaps=interval("2026-03-03T18:00:00Z", "2026-03-04T08:00:00Z"),
+        ),
+        metadata=stack.md(),
+        timeout=10,
+    )
+    assert [r.resource_id for r in page.resources] == ["in-house", "arrives-tonight", "walk-in-tonight"]
+
+
+def test_read_mask_leaves_out_data_but_keeps_the_identity(stack: ResourceStack) -> None:
+    """read_mask "etag" on Get and List returns the etag and the four identifying fields, no data."""
+    business = stack.add_business()
+    created = stack.create(business, data={"name": "Ana", "notes": "x" * 1000})
+    got = stack.stub.GetResource(
+        resource_pb2.GetResourceRequest(
+            business_id=business.id,
+            location_id="main",
+            resource_type="patients",
+            resource_id=created.resource_id,
+            read_mask=field_mask_pb2.FieldMask(paths=["etag"]),
+        ),
+        metadata=stack.md(),
+        timeout=10,
+    )
+    assert got.etag == created.etag
+    assert (got.business_id, got.location_id, got.resource_type, got.resource_id) == (
+        business.id,
+        "main",
+        "patients",
+        created.resource_id,
+    )
+    assert not got.HasField("data")
+    assert not got.HasField("create_time")
+    listed = stack.stub.ListResources(
+        resource_pb2.ListResourcesRequest(
+            business_id=business.id,
+            location_id="main",
+            resource_type="patients",
+            read_mask=field_mask_pb2.FieldMask(paths=["update_time"]),
+        ),
+        metadata=stack.md(),
+        timeout=10,
+    )
+    assert [r.resource_id for r in listed.resources] == [created.resource_id]
+    assert not listed.resources[0].HasField("data")
+    assert listed.resources[0].HasField("update_time")
 
 
 # --- the warm path --------------------------------------------------------------------------
@@ -516,7 +763,7 @@ def test_inactive_location_and_unknown_business_never_touch_a_shard(stack: Resou
     error = _code(
         lambda: stack.stub.GetResource(
             resource_pb2.GetResourceRequest(
-                business_id="missingbiz", location_id="main", resource_name="patients", resource_id="x"
+                business_id="missingbiz", location_id="main", resource_type="patients", resource_id="x"
             ),
             metadata=stack.md(),
             timeout=5,
@@ -539,7 +786,7 @@ def test_concurrent_masked_updates_lose_nothing(stack: ResourceStack) -> None:
                 resource=resource_pb2.Resource(
                     business_id=business.id,
                     location_id="main",
-                    resource_name="patients",
+                    resource_type="patients",
                     resource_id=created.resource_id,
                     data=struct({f"k{i}": i}),
                 ),
@@ -566,50 +813,50 @@ def test_each_check_and_each_route_happens_once_per_request(
     ids: list[str] = []
     names: list[str] = []
     routed: list[tuple[str, bool]] = []
-    real_require_id, real_require_name = rules.require_id, rules.require_resource_name
+    real_require_id, real_require_name = rules.require_id, rules.require_resource_type
     real_resolve = stack.routing.resolve
 
     def require_id(field_name: str, value: str, **kwargs: Any) -> str:
         ids.append(field_name)
         return real_require_id(field_name, value, **kwargs)
 
-    def require_resource_name(
-        business_type: str, resource_name: str, field_name: str = "resource_name"
+    def require_resource_type(
+        business_type: str, resource_type: str, field_name: str = "resource_type"
     ) -> str:
         names.append(field_name)
-        return real_require_name(business_type, resource_name, field_name)
+        return real_require_name(business_type, resource_type, field_name)
 
     def resolve(business_id: str, location_id: str, *args: Any, refresh: bool = False, **kwargs: Any) -> Any:
         routed.append((location_id, refresh))
         return real_resolve(business_id, location_id, *args, refresh=refresh, **kwargs)
 
     monkeypatch.setattr(rules, "require_id", require_id)
-    monkeypatch.setattr(rules, "require_resource_name", require_resource_name)
+    monkeypatch.setattr(rules, "require_resource_type", require_resource_type)
     monkeypatch.setattr(stack.routing, "resolve", resolve)
 
     stack.create(business)
     assert ids == ["resource.business_id", "resource.location_id"]
-    assert names == ["resource.resource_name"]
+    assert names == ["resource.resource_type"]
     ids.clear()
     names.clear()
     stack.stub.ListResources(
         resource_pb2.ListResourcesRequest(
-            business_id=business.id, location_id="main", resource_name="patients"
+            business_id=business.id, location_id="main", resource_type="patients"
         ),
         metadata=stack.md(),
         timeout=10,
     )
     assert ids == ["business_id", "location_id"]
-    assert names == ["resource_name"]
+    assert names == ["resource_type"]
     ids.clear()
     names.clear()
     routed.clear()
     keys = [
         resource_pb2.ResourceKey(
-            location_id="annex", resource_name="patients", resource_id=created.resource_id
+            location_id="annex", resource_type="patients", resource_id=created.resource_id
         ),
-        resource_pb2.ResourceKey(location_id="main", resource_name="patients", resource_id="nope"),
-        resource_pb2.ResourceKey(location_id="annex", resource_name="patients", resource_id="gone"),
+        resource_pb2.ResourceKey(location_id="main", resource_type="patients", resource_id="nope"),
+        resource_pb2.ResourceKey(location_id="annex", resource_type="patients", resource_id="gone"),
     ]
     batch = stack.stub.BatchGetResources(
         resource_pb2.BatchGetResourcesRequest(business_id=business.id, keys=keys),
@@ -620,7 +867,7 @@ def test_each_check_and_each_route_happens_once_per_request(
     assert sorted(ids) == sorted(
         ["business_id"] + [f"keys[{i}].{part}_id" for i in range(3) for part in ("location", "resource")]
     )
-    assert names == [f"keys[{i}].resource_name" for i in range(3)]
+    assert names == [f"keys[{i}].resource_type" for i in range(3)]
     assert sorted(routed) == [("annex", False), ("main", False)]
 
 
@@ -632,7 +879,7 @@ def test_an_etag_we_never_issued_is_aborted_on_update_and_delete_alike(stack: Re
     key = {
         "business_id": business.id,
         "location_id": "main",
-        "resource_name": "patients",
+        "resource_type": "patients",
         "resource_id": created.resource_id,
     }
     for etag in ('W/"v1"', "v1x", "v" + "9" * 30):

@@ -38,8 +38,8 @@ def _new(resource_id: str, request_id: str | None = None, **key: str) -> NewReso
         key=_key(resource_id, **key),
         business_type="dental",
         data={"v": resource_id},
-        start_date=None,
-        end_date=None,
+        start_time=None,
+        end_time=None,
         request_id=request_id,
     )
 
@@ -181,7 +181,7 @@ CREATE TRIGGER bounded_insert BEFORE INSERT ON resources FOR EACH ROW EXECUTE FU
 """,
     )
     big = NewResource(
-        key=_key("big"), business_type="dental", data={"v": "x" * 100}, start_date=None, end_date=None
+        key=_key("big"), business_type="dental", data={"v": "x" * 100}, start_time=None, end_time=None
     )
     with pytest.raises(InvalidArgument) as caught, registry.connection(assignment) as session:
         store.create(session, big)

@@ -46,7 +46,7 @@ def _business(
 
 def _round_trip(server: RunningServer, token: str, business_id: str) -> resource_pb2.Resource:
     md: tuple[tuple[str, str | bytes], ...] = (("authorization", f"Bearer {token}"),)
-    resource = resource_pb2.Resource(business_id=business_id, location_id="main", resource_name="patients")
+    resource = resource_pb2.Resource(business_id=business_id, location_id="main", resource_type="patients")
     resource.data.update({"name": "Ana"})
     created = server.resource.CreateResource(
         resource_pb2.CreateResourceRequest(resource=resource), metadata=md, timeout=10
@@ -55,7 +55,7 @@ def _round_trip(server: RunningServer, token: str, business_id: str) -> resource
         resource_pb2.GetResourceRequest(
             business_id=business_id,
             location_id="main",
-            resource_name="patients",
+            resource_type="patients",
             resource_id=created.resource_id,
         ),
         metadata=md,
@@ -136,7 +136,7 @@ def test_wired_server_single_database_mode(
     )
     business_id = _business(server, admin_token, business_pb2.BUSINESS_TYPE_HOTEL)
     md: tuple[tuple[str, str | bytes], ...] = (("authorization", f"Bearer {admin_token}"),)
-    resource = resource_pb2.Resource(business_id=business_id, location_id="main", resource_name="rooms")
+    resource = resource_pb2.Resource(business_id=business_id, location_id="main", resource_type="rooms")
     created = server.resource.CreateResource(
         resource_pb2.CreateResourceRequest(resource=resource, resource_id="101"), metadata=md, timeout=10
     )

@@ -133,7 +133,7 @@ class Stack:
     def create_resource(self, business_id: str, location_id: str, name: str = "clients") -> Any:
         request = resource_pb2.CreateResourceRequest(
             resource=resource_pb2.Resource(
-                business_id=business_id, location_id=location_id, resource_name=name
+                business_id=business_id, location_id=location_id, resource_type=name
             )
         )
         request.resource.data.update({"name": "Ana"})
@@ -141,7 +141,7 @@ class Stack:
 
     def list_resources(self, business_id: str, location_id: str) -> Any:
         request = resource_pb2.ListResourcesRequest(
-            business_id=business_id, location_id=location_id, resource_name="clients", page_size=5
+            business_id=business_id, location_id=location_id, resource_type="clients", page_size=5
         )
         return self.server.resource.ListResources(request, metadata=self.md(), timeout=10)
 
@@ -605,7 +605,7 @@ def plant(stack: Stack, shard_id: str, business_id: str, location_id: str, count
     with psycopg.connect(dsn, autocommit=True) as conn:
         for n in range(count):
             conn.execute(
-                "INSERT INTO resources (business_id, location_id, resource_name, resource_id, business_type)"
+                "INSERT INTO resources (business_id, location_id, resource_type, resource_id, business_type)"
                 " VALUES (%s, %s, 'patients', %s, 'dental')",
                 (business_id, location_id, f"planted-{n}"),
             )

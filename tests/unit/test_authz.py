@@ -109,7 +109,7 @@ def test_non_member_is_denied_whether_or_not_the_business_exists() -> None:
     assert real.value.reason == missing.value.reason == "NOT_A_MEMBER"
     with pytest.raises(PermissionDenied):
         AUTHZ.require_resource(
-            stranger, None, "clinic1", location_id="L1", resource_name="patients", action="read"
+            stranger, None, "clinic1", location_id="L1", resource_type="patients", action="read"
         )
 
 
@@ -135,12 +135,12 @@ def test_role_without_update_can_read_but_not_update() -> None:
     """A role lacking appointments:update may read appointments but not update them."""
     desk = person("desk-sub")
     _, location = AUTHZ.require_resource(
-        desk, clinic(), "clinic1", location_id="L1", resource_name="appointments", action="read"
+        desk, clinic(), "clinic1", location_id="L1", resource_type="appointments", action="read"
     )
     assert location.id == "L1"
     with pytest.raises(PermissionDenied) as denied:
         AUTHZ.require_resource(
-            desk, clinic(), "clinic1", location_id="L1", resource_name="appointments", action="update"
+            desk, clinic(), "clinic1", location_id="L1", resource_type="appointments", action="update"
         )
     assert denied.value.reason == "MISSING_PERMISSION"
 
@@ -151,7 +151,7 @@ def test_location_limited_member_cannot_touch_other_locations() -> None:
     for location_id in ("L2", "L9"):
         with pytest.raises(PermissionDenied) as denied:
             AUTHZ.require_resource(
-                desk, clinic(), "clinic1", location_id=location_id, resource_name="patients", action="read"
+                desk, clinic(), "clinic1", location_id=location_id, resource_type="patients", action="read"
             )
         assert denied.value.reason == "LOCATION_NOT_ALLOWED"
 
@@ -180,11 +180,11 @@ def test_inactive_location_and_missing_location_after_permission() -> None:
     owner = person("owner-sub")
     with pytest.raises(NotFound):
         AUTHZ.require_resource(
-            owner, clinic(), "clinic1", location_id="L9", resource_name="patients", action="read"
+            owner, clinic(), "clinic1", location_id="L9", resource_type="patients", action="read"
         )
     with pytest.raises(FailedPrecondition):
         AUTHZ.require_resource(
-            owner, clinic(), "clinic1", location_id="L3", resource_name="patients", action="read"
+            owner, clinic(), "clinic1", location_id="L3", resource_type="patients", action="read"
         )
 
 
@@ -200,18 +200,18 @@ def test_machine_scopes() -> None:
     AUTHZ.may_create_business(machine(SCOPE_BUSINESSES_WRITE))
     resources_reader = machine(SCOPE_RESOURCES_READ)
     AUTHZ.require_resource(
-        resources_reader, clinic(), "clinic1", location_id="L2", resource_name="patients", action="read"
+        resources_reader, clinic(), "clinic1", location_id="L2", resource_type="patients", action="read"
     )
     with pytest.raises(PermissionDenied):
         AUTHZ.require_resource(
-            resources_reader, clinic(), "clinic1", location_id="L2", resource_name="patients", action="create"
+            resources_reader, clinic(), "clinic1", location_id="L2", resource_type="patients", action="create"
         )
     AUTHZ.require_resource(
         machine(SCOPE_RESOURCES_WRITE),
         clinic(),
         "clinic1",
         location_id="L2",
-        resource_name="x",
+        resource_type="x",
         action="read",
     )
     with pytest.raises(PermissionDenied):

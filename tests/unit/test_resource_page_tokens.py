@@ -12,7 +12,7 @@ from simplu_grpc.domain import page_tokens
 from simplu_grpc.domain.page_tokens import Position
 from simplu_grpc.errors import InvalidArgument
 
-QUERY = {"b": "biz", "l": "loc", "n": "patients", "f": None, "t": None, "c": None, "o": "START_DATE"}
+QUERY = {"b": "biz", "l": "loc", "n": "patients", "f": None, "t": None, "c": None, "o": "START_TIME"}
 
 
 def test_round_trip_keeps_the_position() -> None:
@@ -22,8 +22,8 @@ def test_round_trip_keeps_the_position() -> None:
     assert page_tokens.decode(token, QUERY) == position
 
 
-def test_missing_start_date_position_round_trips() -> None:
-    """A position of a resource without start_date (sorts last) survives the round trip."""
+def test_missing_start_time_position_round_trips() -> None:
+    """A position of a resource without start_time (sorts last) survives the round trip."""
     token = page_tokens.encode(QUERY, Position(None, "r1"))
     assert page_tokens.decode(token, QUERY) == Position(None, "r1")
 

@@ -24,12 +24,12 @@ def _new(**overrides: Any) -> rules.NewResource:
     args: dict[str, Any] = {
         "business_id": "biz1",
         "location_id": "loc-1",
-        "resource_name": "patients",
+        "resource_type": "patients",
         "business_type": "dental",
         "resource_id": "",
         "data": {"name": "Ana"},
-        "start_date": "",
-        "end_date": "",
+        "start_time": None,
+        "end_time": None,
         "request_id": "",
         **LIMITS,
     }
@@ -52,11 +52,11 @@ def test_catalog_is_package_data_with_common_names() -> None:
     assert "rooms" not in catalog["dental"]
 
 
-def test_unknown_resource_name_for_the_type_is_rejected() -> None:
-    """A hotel name on a dental business is INVALID_ARGUMENT naming resource_name."""
+def test_unknown_resource_type_for_the_type_is_rejected() -> None:
+    """A hotel name on a dental business is INVALID_ARGUMENT naming resource_type."""
     with pytest.raises(InvalidArgument) as caught:
-        _new(resource_name="rooms")
-    assert _field(caught) == "resource.resource_name"
+        _new(resource_type="rooms")
+    assert _field(caught) == "resource.resource_type"
 
 
 @pytest.mark.parametrize(
@@ -102,33 +102,11 @@ def test_values_postgres_cannot_store_are_refused() -> None:
         _new(data={"n": float("nan")})
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("2026-03-01", datetime(2026, 3, 1, tzinfo=UTC)),
-        ("2026-03-01T10:00:00+02:00", datetime(2026, 3, 1, 8, tzinfo=UTC)),
-        ("2026-03-01T10:00:00Z", datetime(2026, 3, 1, 10, tzinfo=UTC)),
-    ],
-)
-def test_iso_dates_are_parsed_to_utc(text: str, expected: datetime) -> None:
-    """Dates and date-times with an offset are accepted and normalised to UTC."""
-    assert rules.parse_date("start_date", text) == expected
-
-
-@pytest.mark.parametrize(
-    "text", ["2026-13-01", "yesterday", "2026-03-01T10:00:00", "1' OR '1'='1", "9" * 100]
-)
-def test_bad_dates_are_rejected(text: str) -> None:
-    """Invalid dates, naive date-times and garbage are INVALID_ARGUMENT."""
-    with pytest.raises(InvalidArgument):
-        rules.parse_date("start_date", text)
-
-
 def test_end_before_start_is_rejected() -> None:
-    """end_date before start_date is INVALID_ARGUMENT on end_date."""
+    """end_time before start_time is INVALID_ARGUMENT on end_time."""
     with pytest.raises(InvalidArgument) as caught:
-        _new(start_date="2026-03-02", end_date="2026-03-01")
-    assert _field(caught) == "resource.end_date"
+        _new(start_time=datetime(2026, 3, 2, tzinfo=UTC), end_time=datetime(2026, 3, 1, tzinfo=UTC))
+    assert _field(caught) == "resource.end_time"
 
 
 def test_format_timestamp_is_rfc3339_utc() -> None:
@@ -136,10 +114,23 @@ def test_format_timestamp_is_rfc3339_utc() -> None:
     assert rules.format_timestamp(datetime(2026, 3, 1, 8, tzinfo=UTC)) == "2026-03-01T08:00:00Z"
 
 
-def _plan(paths: list[str], data: dict[str, Any] | None = None, etag: str = "") -> rules.UpdatePlan:
-    return rules.validate_update(
-        paths=paths, data=data or {}, start_date="", end_date="", etag=etag, **LIMITS
+def _plan(
+    paths: list[str],
+    data: dict[str, Any] | None = None,
+    etag: str = "",
+    *,
+    data_paths: list[str] | None = None,
+    start_time: datetime | None = None,
+) -> rules.UpdatePlan:
+    request = rules.UpdateRequest(
+        paths=paths,
+        data_paths=data_paths or [],
+        data=data or {},
+        start_time=start_time,
+        end_time=None,
+        etag=etag,
     )
+    return rules.validate_update(request, **LIMITS)
 
 
 def test_update_mask_paths_become_sets_and_removals() -> None:
@@ -151,6 +142,55 @@ def test_update_mask_paths_become_sets_and_removals() -> None:
     assert plan.remove_paths == (("gone",),)
     assert plan.replace_data is None
     assert _plan([], {"a": 1}).replace_data == {"a": 1}
+
+
+def test_an_empty_mask_updates_only_populated_fields_and_never_empties_data() -> None:
+    """AIP-134: no mask and an empty document with no times is refused (nothing to update);
+    no mask with only start_time set changes start_time and leaves the document alone."""
+    with pytest.raises(InvalidArgument) as caught:
+        _plan([], {})
+    assert _field(caught) == "update_mask"
+    start = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    plan = _plan([], {}, start_time=start)
+    assert plan.replace_data is None
+    assert plan.start_time == start
+    assert plan.set_paths == ()
+    assert plan.remove_paths == ()
+
+
+def test_data_paths_are_json_pointers_for_any_key() -> None:
+    """data_paths name keys with "_", capitals, "/" (~1) and "~" (~0) that a FieldMask cannot carry."""
+    plan = _plan(
+        [],
+        {"first_name": "Ana", "contact": {"phoneNumber": "07"}, "a/b": 1, "t~x": 2},
+        data_paths=["/first_name", "/contact/phoneNumber", "/a~1b", "/t~0x", "/gone_key"],
+    )
+    assert plan.set_paths == (
+        (("first_name",), "Ana"),
+        (("contact", "phoneNumber"), "07"),
+        (("a/b",), 1),
+        (("t~x",), 2),
+    )
+    assert plan.remove_paths == (("gone_key",),)
+
+
+@pytest.mark.parametrize(
+    ("paths", "data_paths"),
+    [
+        ([], ["status"]),
+        ([], ["/a//b"]),
+        ([], ["/a~2"]),
+        ([], ["/a\x00"]),
+        (["data.status"], ["/status"]),
+        (["data"], ["/x"]),
+        ([], ["/a", "/a/b"]),
+    ],
+)
+def test_bad_data_paths_are_rejected(paths: list[str], data_paths: list[str]) -> None:
+    """Not a pointer, empty or NUL keys, bad escapes, and overlaps with the mask are INVALID_ARGUMENT."""
+    with pytest.raises(InvalidArgument) as caught:
+        _plan(paths, {"a": {"b": 1}}, data_paths=data_paths)
+    assert _field(caught).startswith("data_paths")
 
 
 @pytest.mark.parametrize(
@@ -191,9 +231,9 @@ def _list(**overrides: Any) -> rules.ListQuery:
         "business_type": "dental",
         "business_id": "biz1",
         "location_id": "loc1",
-        "resource_name": "appointments",
-        "start_from": "",
-        "start_to": "",
+        "resource_type": "appointments",
+        "start_range": rules.OPEN_RANGE,
+        "overlaps": rules.OPEN_RANGE,
         "data_contains": None,
         "order_by": "",
         "page_size": 0,
@@ -212,7 +252,7 @@ def test_page_size_default_and_maximum() -> None:
 
 
 def test_order_by_values() -> None:
-    """Only start_date / update_time, ascending or desc, are accepted."""
+    """Only start_time / update_time, ascending or desc, are accepted."""
     assert _list(order_by="update_time  DESC").order_by is rules.OrderBy.UPDATE_TIME_DESC
     with pytest.raises(InvalidArgument):
         _list(order_by="data->>'x'; DROP TABLE resources")
@@ -229,13 +269,13 @@ def test_batch_limits() -> None:
     rules.validate_batch_names("dental", [key] * 100)
     with pytest.raises(InvalidArgument) as caught:
         rules.validate_batch_names("hotel", [key, key])
-    assert _field(caught) == "keys[0].resource_name"
+    assert _field(caught) == "keys[0].resource_type"
 
 
 def test_known_names_are_the_union_of_every_catalog() -> None:
     """The pre-authorisation name check accepts a name of any business type, nothing else."""
     union: frozenset[str] = frozenset().union(*rules.catalog().values())
-    assert union == rules.KNOWN_RESOURCE_NAMES
-    assert rules.require_known_name("rooms") == "rooms"
+    assert union == rules.KNOWN_RESOURCE_TYPES
+    assert rules.require_known_type("rooms") == "rooms"
     with pytest.raises(InvalidArgument, match="any business type"):
-        rules.require_known_name("nonsense", "keys[3].resource_name")
+        rules.require_known_type("nonsense", "keys[3].resource_type")

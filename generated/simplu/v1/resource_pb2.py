@@ -22,40 +22,130 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.type import interval_pb2 as google_dot_type_dot_interval__pb2
 from simplu.v1 import business_pb2 as simplu_dot_v1_dot_business__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18simplu/v1/resource.proto\x12\tsimplu.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18simplu/v1/business.proto\"\xcd\x02\n\x08Resource\x12\x13\n\x0b\x62usiness_id\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12\x15\n\rresource_name\x18\x03 \x01(\t\x12\x13\n\x0bresource_id\x18\x04 \x01(\t\x12.\n\rbusiness_type\x18\x05 \x01(\x0e\x32\x17.simplu.v1.BusinessType\x12%\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nstart_date\x18\x07 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0b \x01(\t\"N\n\x0bResourceKey\x12\x13\n\x0blocation_id\x18\x01 \x01(\t\x12\x15\n\rresource_name\x18\x02 \x01(\t\x12\x13\n\x0bresource_id\x18\x03 \x01(\t\"g\n\x15\x43reateResourceRequest\x12%\n\x08resource\x18\x01 \x01(\x0b\x32\x13.simplu.v1.Resource\x12\x13\n\x0bresource_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"j\n\x12GetResourceRequest\x12\x13\n\x0b\x62usiness_id\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12\x15\n\rresource_name\x18\x03 \x01(\t\x12\x13\n\x0bresource_id\x18\x04 \x01(\t\"U\n\x18\x42\x61tchGetResourcesRequest\x12\x13\n\x0b\x62usiness_id\x18\x01 \x01(\t\x12$\n\x04keys\x18\x02 \x03(\x0b\x32\x16.simplu.v1.ResourceKey\"l\n\x19\x42\x61tchGetResourcesResponse\x12&\n\tresources\x18\x01 \x03(\x0b\x32\x13.simplu.v1.Resource\x12\'\n\x07missing\x18\x02 \x03(\x0b\x32\x16.simplu.v1.ResourceKey\"\xe6\x01\n\x14ListResourcesRequest\x12\x13\n\x0b\x62usiness_id\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12\x15\n\rresource_name\x18\x03 \x01(\t\x12\x12\n\nstart_from\x18\x04 \x01(\t\x12\x10\n\x08start_to\x18\x05 \x01(\t\x12.\n\rdata_contains\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08order_by\x18\x07 \x01(\t\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\t\"X\n\x15ListResourcesResponse\x12&\n\tresources\x18\x01 \x03(\x0b\x32\x13.simplu.v1.Resource\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"o\n\x15UpdateResourceRequest\x12%\n\x08resource\x18\x01 \x01(\x0b\x32\x13.simplu.v1.Resource\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"{\n\x15\x44\x65leteResourceRequest\x12\x13\n\x0b\x62usiness_id\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12\x15\n\rresource_name\x18\x03 \x01(\t\x12\x13\n\x0bresource_id\x18\x04 \x01(\t\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t2\xe6\x03\n\x0fResourceService\x12G\n\x0e\x43reateResource\x12 .simplu.v1.CreateResourceRequest\x1a\x13.simplu.v1.Resource\x12\x41\n\x0bGetResource\x12\x1d.simplu.v1.GetResourceRequest\x1a\x13.simplu.v1.Resource\x12^\n\x11\x42\x61tchGetResources\x12#.simplu.v1.BatchGetResourcesRequest\x1a$.simplu.v1.BatchGetResourcesResponse\x12R\n\rListResources\x12\x1f.simplu.v1.ListResourcesRequest\x1a .simplu.v1.ListResourcesResponse\x12G\n\x0eUpdateResource\x12 .simplu.v1.UpdateResourceRequest\x1a\x13.simplu.v1.Resource\x12J\n\x0e\x44\x65leteResource\x12 .simplu.v1.DeleteResourceRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18simplu/v1/resource.proto\x12\tsimplu.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1agoogle/type/interval.proto\x1a\x18simplu/v1/business.proto\"\xfb\x03\n\x08Resource\x12\x1a\n\x0b\x62usiness_id\x18\x01 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x1a\n\x0blocation_id\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x1c\n\rresource_type\x18\x03 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x19\n\x0bresource_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x08\x12\x34\n\rbusiness_type\x18\x05 \x01(\x0e\x32\x17.simplu.v1.BusinessTypeB\x04\xe2\x41\x01\x03\x12+\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\x12\x34\n\nstart_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x32\n\x08\x65nd_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x0b \x01(\tB\x04\xe2\x41\x01\x01J\x04\x08\x07\x10\x08J\x04\x08\x08\x10\tR\nstart_dateR\x08\x65nd_dateR\rresource_name\"u\n\x0bResourceKey\x12\x19\n\x0blocation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1b\n\rresource_type\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0bresource_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02J\x04\x08\x02\x10\x03R\rresource_name\"y\n\x15\x43reateResourceRequest\x12+\n\x08resource\x18\x01 \x01(\x0b\x32\x13.simplu.v1.ResourceB\x04\xe2\x41\x01\x02\x12\x19\n\x0bresource_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\xcc\x01\n\x12GetResourceRequest\x12\x19\n\x0b\x62usiness_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0blocation_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1b\n\rresource_type\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0bresource_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\tread_mask\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01J\x04\x08\x03\x10\x04R\rresource_name\"\xb0\x01\n\x18\x42\x61tchGetResourcesRequest\x12\x19\n\x0b\x62usiness_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12*\n\x04keys\x18\x02 \x03(\x0b\x32\x16.simplu.v1.ResourceKeyB\x04\xe2\x41\x01\x02\x12\x33\n\tread_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"\x85\x01\n\x19\x42\x61tchGetResourcesResponse\x12&\n\tresources\x18\x01 \x03(\x0b\x32\x13.simplu.v1.Resource\x12\'\n\x07missing\x18\x02 \x03(\x0b\x32\x16.simplu.v1.ResourceKey\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\xbc\x03\n\x14ListResourcesRequest\x12\x19\n\x0b\x62usiness_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0blocation_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1b\n\rresource_type\x18\n \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x10start_time_range\x18\x0b \x01(\x0b\x32\x15.google.type.IntervalB\x04\xe2\x41\x01\x01\x12-\n\x08overlaps\x18\x0c \x01(\x0b\x32\x15.google.type.IntervalB\x04\xe2\x41\x01\x01\x12\x34\n\rdata_contains\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\x12\x16\n\x08order_by\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tpage_size\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\t \x01(\tB\x04\xe2\x41\x01\x01\x12\x33\n\tread_mask\x18\r \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06R\rresource_nameR\nstart_fromR\x08start_to\"X\n\x15ListResourcesResponse\x12&\n\tresources\x18\x01 \x03(\x0b\x32\x13.simplu.v1.Resource\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x95\x01\n\x15UpdateResourceRequest\x12+\n\x08resource\x18\x01 \x01(\x0b\x32\x13.simplu.v1.ResourceB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\x12\x18\n\ndata_paths\x18\x03 \x03(\tB\x04\xe2\x41\x01\x01\"\xae\x01\n\x15\x44\x65leteResourceRequest\x12\x19\n\x0b\x62usiness_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0blocation_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1b\n\rresource_type\x18\x06 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0bresource_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01J\x04\x08\x03\x10\x04R\rresource_name2\xe6\x03\n\x0fResourceService\x12G\n\x0e\x43reateResource\x12 .simplu.v1.CreateResourceRequest\x1a\x13.simplu.v1.Resource\x12\x41\n\x0bGetResource\x12\x1d.simplu.v1.GetResourceRequest\x1a\x13.simplu.v1.Resource\x12^\n\x11\x42\x61tchGetResources\x12#.simplu.v1.BatchGetResourcesRequest\x1a$.simplu.v1.BatchGetResourcesResponse\x12R\n\rListResources\x12\x1f.simplu.v1.ListResourcesRequest\x1a .simplu.v1.ListResourcesResponse\x12G\n\x0eUpdateResource\x12 .simplu.v1.UpdateResourceRequest\x1a\x13.simplu.v1.Resource\x12J\n\x0e\x44\x65leteResource\x12 .simplu.v1.DeleteResourceRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'simplu.v1.resource_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESOURCE']._serialized_start=192
-  _globals['_RESOURCE']._serialized_end=525
-  _globals['_RESOURCEKEY']._serialized_start=527
-  _globals['_RESOURCEKEY']._serialized_end=605
-  _globals['_CREATERESOURCEREQUEST']._serialized_start=607
-  _globals['_CREATERESOURCEREQUEST']._serialized_end=710
-  _globals['_GETRESOURCEREQUEST']._serialized_start=712
-  _globals['_GETRESOURCEREQUEST']._serialized_end=818
-  _globals['_BATCHGETRESOURCESREQUEST']._serialized_start=820
-  _globals['_BATCHGETRESOURCESREQUEST']._serialized_end=905
-  _globals['_BATCHGETRESOURCESRESPONSE']._serialized_start=907
-  _globals['_BATCHGETRESOURCESRESPONSE']._serialized_end=1015
-  _globals['_LISTRESOURCESREQUEST']._serialized_start=1018
-  _globals['_LISTRESOURCESREQUEST']._serialized_end=1248
-  _globals['_LISTRESOURCESRESPONSE']._serialized_start=1250
-  _globals['_LISTRESOURCESRESPONSE']._serialized_end=1338
-  _globals['_UPDATERESOURCEREQUEST']._serialized_start=1340
-  _globals['_UPDATERESOURCEREQUEST']._serialized_end=1451
-  _globals['_DELETERESOURCEREQUEST']._serialized_start=1453
-  _globals['_DELETERESOURCEREQUEST']._serialized_end=1576
-  _globals['_RESOURCESERVICE']._serialized_start=1579
-  _globals['_RESOURCESERVICE']._serialized_end=2065
+  _globals['_RESOURCE'].fields_by_name['business_id']._loaded_options = None
+  _globals['_RESOURCE'].fields_by_name['business_id']._serialized_options = b'\342A\002\002\005'
+  _globals['_RESOURCE'].fields_by_name['location_id']._loaded_options = None
+  _globals['_RESOURCE'].fields_by_name['location_id']._serialized_options = b'\342A\002\002\005'
+  _globals['_RESOURCE'].fields_by_name['resource_type']._loaded_options = None
+  _globals['_RESOURCE'].fields_by_name['resource_type']._serialized_options = b'\342A\002\002\005'
+  _globals['_RESOURCE'].fields_by_name['resource_id']._loaded_options = None
+  _globals['_RESOURCE'].fields_by_name['resource_id']._serialized_options = b'\342A\001\010'
+  _globals['_RESOURCE'].fields_by_name['business_type']._loaded_options = None
+  _globals['_RESOURCE'].fields_by_name['business_type']._serialized_options = b'\342A\001\003'
+  _globals['_RESOURCE'].fields_by_name['data']._loaded_options = None
+  _globals['_RESOURCE'].fields_by_name['data']._serialized_options = b'\342A\001\001'
+  _globals['_RESOURCE'].fields_by_name['start_time']._loaded_options = None
+  _globals['_RESOURCE'].fields_by_name['start_time']._serialized_options = b'\342A\001\001'
+  _globals['_RESOURCE'].fields_by_name['end_time']._loaded_options = None
+  _globals['_RESOURCE'].fields_by_name['end_time']._serialized_options = b'\342A\001\001'
+  _globals['_RESOURCE'].fields_by_name['create_time']._loaded_options = None
+  _globals['_RESOURCE'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_RESOURCE'].fields_by_name['update_time']._loaded_options = None
+  _globals['_RESOURCE'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_RESOURCE'].fields_by_name['etag']._loaded_options = None
+  _globals['_RESOURCE'].fields_by_name['etag']._serialized_options = b'\342A\001\001'
+  _globals['_RESOURCEKEY'].fields_by_name['location_id']._loaded_options = None
+  _globals['_RESOURCEKEY'].fields_by_name['location_id']._serialized_options = b'\342A\001\002'
+  _globals['_RESOURCEKEY'].fields_by_name['resource_type']._loaded_options = None
+  _globals['_RESOURCEKEY'].fields_by_name['resource_type']._serialized_options = b'\342A\001\002'
+  _globals['_RESOURCEKEY'].fields_by_name['resource_id']._loaded_options = None
+  _globals['_RESOURCEKEY'].fields_by_name['resource_id']._serialized_options = b'\342A\001\002'
+  _globals['_CREATERESOURCEREQUEST'].fields_by_name['resource']._loaded_options = None
+  _globals['_CREATERESOURCEREQUEST'].fields_by_name['resource']._serialized_options = b'\342A\001\002'
+  _globals['_CREATERESOURCEREQUEST'].fields_by_name['resource_id']._loaded_options = None
+  _globals['_CREATERESOURCEREQUEST'].fields_by_name['resource_id']._serialized_options = b'\342A\001\001'
+  _globals['_CREATERESOURCEREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_CREATERESOURCEREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
+  _globals['_GETRESOURCEREQUEST'].fields_by_name['business_id']._loaded_options = None
+  _globals['_GETRESOURCEREQUEST'].fields_by_name['business_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETRESOURCEREQUEST'].fields_by_name['location_id']._loaded_options = None
+  _globals['_GETRESOURCEREQUEST'].fields_by_name['location_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETRESOURCEREQUEST'].fields_by_name['resource_type']._loaded_options = None
+  _globals['_GETRESOURCEREQUEST'].fields_by_name['resource_type']._serialized_options = b'\342A\001\002'
+  _globals['_GETRESOURCEREQUEST'].fields_by_name['resource_id']._loaded_options = None
+  _globals['_GETRESOURCEREQUEST'].fields_by_name['resource_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETRESOURCEREQUEST'].fields_by_name['read_mask']._loaded_options = None
+  _globals['_GETRESOURCEREQUEST'].fields_by_name['read_mask']._serialized_options = b'\342A\001\001'
+  _globals['_BATCHGETRESOURCESREQUEST'].fields_by_name['business_id']._loaded_options = None
+  _globals['_BATCHGETRESOURCESREQUEST'].fields_by_name['business_id']._serialized_options = b'\342A\001\002'
+  _globals['_BATCHGETRESOURCESREQUEST'].fields_by_name['keys']._loaded_options = None
+  _globals['_BATCHGETRESOURCESREQUEST'].fields_by_name['keys']._serialized_options = b'\342A\001\002'
+  _globals['_BATCHGETRESOURCESREQUEST'].fields_by_name['read_mask']._loaded_options = None
+  _globals['_BATCHGETRESOURCESREQUEST'].fields_by_name['read_mask']._serialized_options = b'\342A\001\001'
+  _globals['_BATCHGETRESOURCESREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_BATCHGETRESOURCESREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['business_id']._loaded_options = None
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['business_id']._serialized_options = b'\342A\001\002'
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['location_id']._loaded_options = None
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['location_id']._serialized_options = b'\342A\001\002'
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['resource_type']._loaded_options = None
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['resource_type']._serialized_options = b'\342A\001\002'
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['start_time_range']._loaded_options = None
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['start_time_range']._serialized_options = b'\342A\001\001'
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['overlaps']._loaded_options = None
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['overlaps']._serialized_options = b'\342A\001\001'
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['data_contains']._loaded_options = None
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['data_contains']._serialized_options = b'\342A\001\001'
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['order_by']._loaded_options = None
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['order_by']._serialized_options = b'\342A\001\001'
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['read_mask']._loaded_options = None
+  _globals['_LISTRESOURCESREQUEST'].fields_by_name['read_mask']._serialized_options = b'\342A\001\001'
+  _globals['_UPDATERESOURCEREQUEST'].fields_by_name['resource']._loaded_options = None
+  _globals['_UPDATERESOURCEREQUEST'].fields_by_name['resource']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATERESOURCEREQUEST'].fields_by_name['update_mask']._loaded_options = None
+  _globals['_UPDATERESOURCEREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\001'
+  _globals['_UPDATERESOURCEREQUEST'].fields_by_name['data_paths']._loaded_options = None
+  _globals['_UPDATERESOURCEREQUEST'].fields_by_name['data_paths']._serialized_options = b'\342A\001\001'
+  _globals['_DELETERESOURCEREQUEST'].fields_by_name['business_id']._loaded_options = None
+  _globals['_DELETERESOURCEREQUEST'].fields_by_name['business_id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETERESOURCEREQUEST'].fields_by_name['location_id']._loaded_options = None
+  _globals['_DELETERESOURCEREQUEST'].fields_by_name['location_id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETERESOURCEREQUEST'].fields_by_name['resource_type']._loaded_options = None
+  _globals['_DELETERESOURCEREQUEST'].fields_by_name['resource_type']._serialized_options = b'\342A\001\002'
+  _globals['_DELETERESOURCEREQUEST'].fields_by_name['resource_id']._loaded_options = None
+  _globals['_DELETERESOURCEREQUEST'].fields_by_name['resource_id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETERESOURCEREQUEST'].fields_by_name['etag']._loaded_options = None
+  _globals['_DELETERESOURCEREQUEST'].fields_by_name['etag']._serialized_options = b'\342A\001\001'
+  _globals['_RESOURCE']._serialized_start=253
+  _globals['_RESOURCE']._serialized_end=760
+  _globals['_RESOURCEKEY']._serialized_start=762
+  _globals['_RESOURCEKEY']._serialized_end=879
+  _globals['_CREATERESOURCEREQUEST']._serialized_start=881
+  _globals['_CREATERESOURCEREQUEST']._serialized_end=1002
+  _globals['_GETRESOURCEREQUEST']._serialized_start=1005
+  _globals['_GETRESOURCEREQUEST']._serialized_end=1209
+  _globals['_BATCHGETRESOURCESREQUEST']._serialized_start=1212
+  _globals['_BATCHGETRESOURCESREQUEST']._serialized_end=1388
+  _globals['_BATCHGETRESOURCESRESPONSE']._serialized_start=1391
+  _globals['_BATCHGETRESOURCESRESPONSE']._serialized_end=1524
+  _globals['_LISTRESOURCESREQUEST']._serialized_start=1527
+  _globals['_LISTRESOURCESREQUEST']._serialized_end=1971
+  _globals['_LISTRESOURCESRESPONSE']._serialized_start=1973
+  _globals['_LISTRESOURCESRESPONSE']._serialized_end=2061
+  _globals['_UPDATERESOURCEREQUEST']._serialized_start=2064
+  _globals['_UPDATERESOURCEREQUEST']._serialized_end=2213
+  _globals['_DELETERESOURCEREQUEST']._serialized_start=2216
+  _globals['_DELETERESOURCEREQUEST']._serialized_end=2390
+  _globals['_RESOURCESERVICE']._serialized_start=2393
+  _globals['_RESOURCESERVICE']._serialized_end=2879
 # @@protoc_insertion_point(module_scope)

@@ -1,9 +1,11 @@
 import datetime
 
+from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.type import interval_pb2 as _interval_pb2
 from simplu.v1 import business_pb2 as _business_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -14,40 +16,40 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Resource(_message.Message):
-    __slots__ = ("business_id", "location_id", "resource_name", "resource_id", "business_type", "data", "start_date", "end_date", "create_time", "update_time", "etag")
+    __slots__ = ("business_id", "location_id", "resource_type", "resource_id", "business_type", "data", "start_time", "end_time", "create_time", "update_time", "etag")
     BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
     LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
-    RESOURCE_NAME_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     BUSINESS_TYPE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
-    START_DATE_FIELD_NUMBER: _ClassVar[int]
-    END_DATE_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     business_id: str
     location_id: str
-    resource_name: str
+    resource_type: str
     resource_id: str
     business_type: _business_pb2.BusinessType
     data: _struct_pb2.Struct
-    start_date: str
-    end_date: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     etag: str
-    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_name: _Optional[str] = ..., resource_id: _Optional[str] = ..., business_type: _Optional[_Union[_business_pb2.BusinessType, str]] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., start_date: _Optional[str] = ..., end_date: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., business_type: _Optional[_Union[_business_pb2.BusinessType, str]] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class ResourceKey(_message.Message):
-    __slots__ = ("location_id", "resource_name", "resource_id")
+    __slots__ = ("location_id", "resource_type", "resource_id")
     LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
-    RESOURCE_NAME_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     location_id: str
-    resource_name: str
+    resource_type: str
     resource_id: str
-    def __init__(self, location_id: _Optional[str] = ..., resource_name: _Optional[str] = ..., resource_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, location_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ...) -> None: ...
 
 class CreateResourceRequest(_message.Message):
     __slots__ = ("resource", "resource_id", "request_id")
@@ -60,54 +62,64 @@ class CreateResourceRequest(_message.Message):
     def __init__(self, resource: _Optional[_Union[Resource, _Mapping]] = ..., resource_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class GetResourceRequest(_message.Message):
-    __slots__ = ("business_id", "location_id", "resource_name", "resource_id")
+    __slots__ = ("business_id", "location_id", "resource_type", "resource_id", "read_mask")
     BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
     LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
-    RESOURCE_NAME_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    READ_MASK_FIELD_NUMBER: _ClassVar[int]
     business_id: str
     location_id: str
-    resource_name: str
+    resource_type: str
     resource_id: str
-    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_name: _Optional[str] = ..., resource_id: _Optional[str] = ...) -> None: ...
+    read_mask: _field_mask_pb2.FieldMask
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., read_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
 class BatchGetResourcesRequest(_message.Message):
-    __slots__ = ("business_id", "keys")
+    __slots__ = ("business_id", "keys", "read_mask", "page_token")
     BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    READ_MASK_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     business_id: str
     keys: _containers.RepeatedCompositeFieldContainer[ResourceKey]
-    def __init__(self, business_id: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[ResourceKey, _Mapping]]] = ...) -> None: ...
+    read_mask: _field_mask_pb2.FieldMask
+    page_token: str
+    def __init__(self, business_id: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[ResourceKey, _Mapping]]] = ..., read_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class BatchGetResourcesResponse(_message.Message):
-    __slots__ = ("resources", "missing")
+    __slots__ = ("resources", "missing", "next_page_token")
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     resources: _containers.RepeatedCompositeFieldContainer[Resource]
     missing: _containers.RepeatedCompositeFieldContainer[ResourceKey]
-    def __init__(self, resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., missing: _Optional[_Iterable[_Union[ResourceKey, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., missing: _Optional[_Iterable[_Union[ResourceKey, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListResourcesRequest(_message.Message):
-    __slots__ = ("business_id", "location_id", "resource_name", "start_from", "start_to", "data_contains", "order_by", "page_size", "page_token")
+    __slots__ = ("business_id", "location_id", "resource_type", "start_time_range", "overlaps", "data_contains", "order_by", "page_size", "page_token", "read_mask")
     BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
     LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
-    RESOURCE_NAME_FIELD_NUMBER: _ClassVar[int]
-    START_FROM_FIELD_NUMBER: _ClassVar[int]
-    START_TO_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_RANGE_FIELD_NUMBER: _ClassVar[int]
+    OVERLAPS_FIELD_NUMBER: _ClassVar[int]
     DATA_CONTAINS_FIELD_NUMBER: _ClassVar[int]
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    READ_MASK_FIELD_NUMBER: _ClassVar[int]
     business_id: str
     location_id: str
-    resource_name: str
-    start_from: str
-    start_to: str
+    resource_type: str
+    start_time_range: _interval_pb2.Interval
+    overlaps: _interval_pb2.Interval
     data_contains: _struct_pb2.Struct
     order_by: str
     page_size: int
     page_token: str
-    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_name: _Optional[str] = ..., start_from: _Optional[str] = ..., start_to: _Optional[str] = ..., data_contains: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., order_by: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    read_mask: _field_mask_pb2.FieldMask
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., start_time_range: _Optional[_Union[_interval_pb2.Interval, _Mapping]] = ..., overlaps: _Optional[_Union[_interval_pb2.Interval, _Mapping]] = ..., data_contains: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., order_by: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., read_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
 class ListResourcesResponse(_message.Message):
     __slots__ = ("resources", "next_page_token")
@@ -118,23 +130,25 @@ class ListResourcesResponse(_message.Message):
     def __init__(self, resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UpdateResourceRequest(_message.Message):
-    __slots__ = ("resource", "update_mask")
+    __slots__ = ("resource", "update_mask", "data_paths")
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    DATA_PATHS_FIELD_NUMBER: _ClassVar[int]
     resource: Resource
     update_mask: _field_mask_pb2.FieldMask
-    def __init__(self, resource: _Optional[_Union[Resource, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    data_paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, resource: _Optional[_Union[Resource, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., data_paths: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeleteResourceRequest(_message.Message):
-    __slots__ = ("business_id", "location_id", "resource_name", "resource_id", "etag")
+    __slots__ = ("business_id", "location_id", "resource_type", "resource_id", "etag")
     BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
     LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
-    RESOURCE_NAME_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     business_id: str
     location_id: str
-    resource_name: str
+    resource_type: str
     resource_id: str
     etag: str
-    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_name: _Optional[str] = ..., resource_id: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...

@@ -29,7 +29,7 @@ if _version_not_supported:
 class ResourceServiceStub:
     """Resource data. Callers: platform admins; machine clients with simplu/resources.read
     (Get, BatchGet, List) or simplu/resources.write (all); members whose role grants
-    "<resource_name>:<read|create|update|delete>" in a location they belong to.
+    "<resource_type>:<read|create|update|delete>" in a location they belong to.
     Before any shard is touched: the business must exist and be active, the location must
     belong to it and be active, and the caller must be allowed (PERMISSION_DENIED first,
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
@@ -79,7 +79,7 @@ class ResourceServiceStub:
 class ResourceServiceServicer:
     """Resource data. Callers: platform admins; machine clients with simplu/resources.read
     (Get, BatchGet, List) or simplu/resources.write (all); members whose role grants
-    "<resource_name>:<read|create|update|delete>" in a location they belong to.
+    "<resource_type>:<read|create|update|delete>" in a location they belong to.
     Before any shard is touched: the business must exist and be active, the location must
     belong to it and be active, and the caller must be allowed (PERMISSION_DENIED first,
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
@@ -89,42 +89,42 @@ class ResourceServiceServicer:
     """
 
     def CreateResource(self, request, context):
-        """"<name>:create". ALREADY_EXISTS for a taken client id.
+        """"<type>:create". ALREADY_EXISTS for a taken client id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetResource(self, request, context):
-        """"<name>:read". NOT_FOUND.
+        """"<type>:read". NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def BatchGetResources(self, request, context):
-        """"<name>:read" for every key. INVALID_ARGUMENT for more than 100 keys.
+        """"<type>:read" for every key. INVALID_ARGUMENT for more than 100 keys.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListResources(self, request, context):
-        """"<name>:read". Keyset pagination, stable under concurrent inserts.
+        """"<type>:read". Keyset pagination, stable under concurrent inserts.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateResource(self, request, context):
-        """"<name>:update". One atomic statement. NOT_FOUND, ABORTED (etag mismatch).
+        """"<type>:update". One atomic statement. NOT_FOUND, ABORTED (etag mismatch).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteResource(self, request, context):
-        """"<name>:delete". NOT_FOUND, ABORTED (etag mismatch).
+        """"<type>:delete". NOT_FOUND, ABORTED (etag mismatch).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -174,7 +174,7 @@ def add_ResourceServiceServicer_to_server(servicer, server):
 class ResourceService:
     """Resource data. Callers: platform admins; machine clients with simplu/resources.read
     (Get, BatchGet, List) or simplu/resources.write (all); members whose role grants
-    "<resource_name>:<read|create|update|delete>" in a location they belong to.
+    "<resource_type>:<read|create|update|delete>" in a location they belong to.
     Before any shard is touched: the business must exist and be active, the location must
     belong to it and be active, and the caller must be allowed (PERMISSION_DENIED first,
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,

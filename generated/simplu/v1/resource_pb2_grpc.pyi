@@ -30,7 +30,7 @@ GRPC_VERSION: str
 class ResourceServiceStub:
     """Resource data. Callers: platform admins; machine clients with simplu/resources.read
     (Get, BatchGet, List) or simplu/resources.write (all); members whose role grants
-    "<resource_name>:<read|create|update|delete>" in a location they belong to.
+    "<resource_type>:<read|create|update|delete>" in a location they belong to.
     Before any shard is touched: the business must exist and be active, the location must
     belong to it and be active, and the caller must be allowed (PERMISSION_DENIED first,
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
@@ -44,23 +44,23 @@ class ResourceServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ResourceServiceAsyncStub: ...
     CreateResource: _grpc.UnaryUnaryMultiCallable[_resource_pb2.CreateResourceRequest, _resource_pb2.Resource]
-    """"<name>:create". ALREADY_EXISTS for a taken client id."""
+    """"<type>:create". ALREADY_EXISTS for a taken client id."""
     GetResource: _grpc.UnaryUnaryMultiCallable[_resource_pb2.GetResourceRequest, _resource_pb2.Resource]
-    """"<name>:read". NOT_FOUND."""
+    """"<type>:read". NOT_FOUND."""
     BatchGetResources: _grpc.UnaryUnaryMultiCallable[_resource_pb2.BatchGetResourcesRequest, _resource_pb2.BatchGetResourcesResponse]
-    """"<name>:read" for every key. INVALID_ARGUMENT for more than 100 keys."""
+    """"<type>:read" for every key. INVALID_ARGUMENT for more than 100 keys."""
     ListResources: _grpc.UnaryUnaryMultiCallable[_resource_pb2.ListResourcesRequest, _resource_pb2.ListResourcesResponse]
-    """"<name>:read". Keyset pagination, stable under concurrent inserts."""
+    """"<type>:read". Keyset pagination, stable under concurrent inserts."""
     UpdateResource: _grpc.UnaryUnaryMultiCallable[_resource_pb2.UpdateResourceRequest, _resource_pb2.Resource]
-    """"<name>:update". One atomic statement. NOT_FOUND, ABORTED (etag mismatch)."""
+    """"<type>:update". One atomic statement. NOT_FOUND, ABORTED (etag mismatch)."""
     DeleteResource: _grpc.UnaryUnaryMultiCallable[_resource_pb2.DeleteResourceRequest, _empty_pb2.Empty]
-    """"<name>:delete". NOT_FOUND, ABORTED (etag mismatch)."""
+    """"<type>:delete". NOT_FOUND, ABORTED (etag mismatch)."""
 
 @_typing.type_check_only
 class ResourceServiceAsyncStub(ResourceServiceStub):
     """Resource data. Callers: platform admins; machine clients with simplu/resources.read
     (Get, BatchGet, List) or simplu/resources.write (all); members whose role grants
-    "<resource_name>:<read|create|update|delete>" in a location they belong to.
+    "<resource_type>:<read|create|update|delete>" in a location they belong to.
     Before any shard is touched: the business must exist and be active, the location must
     belong to it and be active, and the caller must be allowed (PERMISSION_DENIED first,
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
@@ -71,22 +71,22 @@ class ResourceServiceAsyncStub(ResourceServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateResource: _aio.UnaryUnaryMultiCallable[_resource_pb2.CreateResourceRequest, _resource_pb2.Resource]  # type: ignore[assignment]
-    """"<name>:create". ALREADY_EXISTS for a taken client id."""
+    """"<type>:create". ALREADY_EXISTS for a taken client id."""
     GetResource: _aio.UnaryUnaryMultiCallable[_resource_pb2.GetResourceRequest, _resource_pb2.Resource]  # type: ignore[assignment]
-    """"<name>:read". NOT_FOUND."""
+    """"<type>:read". NOT_FOUND."""
     BatchGetResources: _aio.UnaryUnaryMultiCallable[_resource_pb2.BatchGetResourcesRequest, _resource_pb2.BatchGetResourcesResponse]  # type: ignore[assignment]
-    """"<name>:read" for every key. INVALID_ARGUMENT for more than 100 keys."""
+    """"<type>:read" for every key. INVALID_ARGUMENT for more than 100 keys."""
     ListResources: _aio.UnaryUnaryMultiCallable[_resource_pb2.ListResourcesRequest, _resource_pb2.ListResourcesResponse]  # type: ignore[assignment]
-    """"<name>:read". Keyset pagination, stable under concurrent inserts."""
+    """"<type>:read". Keyset pagination, stable under concurrent inserts."""
     UpdateResource: _aio.UnaryUnaryMultiCallable[_resource_pb2.UpdateResourceRequest, _resource_pb2.Resource]  # type: ignore[assignment]
-    """"<name>:update". One atomic statement. NOT_FOUND, ABORTED (etag mismatch)."""
+    """"<type>:update". One atomic statement. NOT_FOUND, ABORTED (etag mismatch)."""
     DeleteResource: _aio.UnaryUnaryMultiCallable[_resource_pb2.DeleteResourceRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """"<name>:delete". NOT_FOUND, ABORTED (etag mismatch)."""
+    """"<type>:delete". NOT_FOUND, ABORTED (etag mismatch)."""
 
 class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Resource data. Callers: platform admins; machine clients with simplu/resources.read
     (Get, BatchGet, List) or simplu/resources.write (all); members whose role grants
-    "<resource_name>:<read|create|update|delete>" in a location they belong to.
+    "<resource_type>:<read|create|update|delete>" in a location they belong to.
     Before any shard is touched: the business must exist and be active, the location must
     belong to it and be active, and the caller must be allowed (PERMISSION_DENIED first,
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
@@ -101,7 +101,7 @@ class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _resource_pb2.CreateResourceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resource_pb2.Resource, _abc.Awaitable[_resource_pb2.Resource]]:
-        """"<name>:create". ALREADY_EXISTS for a taken client id."""
+        """"<type>:create". ALREADY_EXISTS for a taken client id."""
 
     @_abc_1.abstractmethod
     def GetResource(
@@ -109,7 +109,7 @@ class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _resource_pb2.GetResourceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resource_pb2.Resource, _abc.Awaitable[_resource_pb2.Resource]]:
-        """"<name>:read". NOT_FOUND."""
+        """"<type>:read". NOT_FOUND."""
 
     @_abc_1.abstractmethod
     def BatchGetResources(
@@ -117,7 +117,7 @@ class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _resource_pb2.BatchGetResourcesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resource_pb2.BatchGetResourcesResponse, _abc.Awaitable[_resource_pb2.BatchGetResourcesResponse]]:
-        """"<name>:read" for every key. INVALID_ARGUMENT for more than 100 keys."""
+        """"<type>:read" for every key. INVALID_ARGUMENT for more than 100 keys."""
 
     @_abc_1.abstractmethod
     def ListResources(
@@ -125,7 +125,7 @@ class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _resource_pb2.ListResourcesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resource_pb2.ListResourcesResponse, _abc.Awaitable[_resource_pb2.ListResourcesResponse]]:
-        """"<name>:read". Keyset pagination, stable under concurrent inserts."""
+        """"<type>:read". Keyset pagination, stable under concurrent inserts."""
 
     @_abc_1.abstractmethod
     def UpdateResource(
@@ -133,7 +133,7 @@ class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _resource_pb2.UpdateResourceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resource_pb2.Resource, _abc.Awaitable[_resource_pb2.Resource]]:
-        """"<name>:update". One atomic statement. NOT_FOUND, ABORTED (etag mismatch)."""
+        """"<type>:update". One atomic statement. NOT_FOUND, ABORTED (etag mismatch)."""
 
     @_abc_1.abstractmethod
     def DeleteResource(
@@ -141,6 +141,6 @@ class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _resource_pb2.DeleteResourceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """"<name>:delete". NOT_FOUND, ABORTED (etag mismatch)."""
+        """"<type>:delete". NOT_FOUND, ABORTED (etag mismatch)."""
 
 def add_ResourceServiceServicer_to_server(servicer: ResourceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
