@@ -6,8 +6,17 @@ BIN := $(VENV)/bin
 PROTOS := $(wildcard protos/simplu/v1/*.proto)
 GEN_DIR := generated
 GEN_STAMP := $(GEN_DIR)/simplu/v1/.stamp
+# buf (proto lint and breaking-change checks) comes from npm, pinned by tools/buf/package-lock.json.
+BUF_DIR := tools/buf
+BUF := $(BUF_DIR)/node_modules/.bin/buf
+BUF_STAMP := $(BUF_DIR)/node_modules/.installed
+# googleapis protos the contracts may import, staged from the venv: the buf workspace's 2nd module.
+PROTO_DEPS := build/proto-deps
+PROTO_DEPS_STAMP := $(PROTO_DEPS)/.stamp
+# The released contracts that `buf breaking` compares against (a buf image, committed).
+PROTO_BASELINE := protos/simplu/v1.image.binpb
 
-.PHONY: run test check protos clean bench install lint typecheck
+.PHONY: run test check protos clean bench install lint typecheck proto-lint proto-breaking proto-baseline
 
 # The venv is rebuilt when pyproject.toml changes; nothing is installed by hand.
 $(BIN)/simplu-grpc: pyproject.toml
@@ -16,7 +25,14 @@ $(BIN)/simplu-grpc: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(BIN)/simplu-grpc
+# `npm ci` installs exactly the locked version; no install scripts run (bin/buf is a small node
+# launcher for the platform binary the package ships).
+$(BUF_STAMP): $(BUF_DIR)/package.json $(BUF_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node.js 18+) is needed to install buf" >&2; exit 1; }
+	npm ci --prefix $(BUF_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(BIN)/simplu-grpc $(BUF_STAMP)
 
 run: install
 	$(BIN)/simplu-grpc dev
@@ -31,7 +47,24 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-check: lint typecheck
+# The staged copy follows the venv: it is refreshed whenever the venv is rebuilt.
+$(PROTO_DEPS_STAMP): $(BIN)/simplu-grpc tools/protogen.py
+	$(BIN)/python tools/protogen.py --deps $(PROTO_DEPS)
+	touch $@
+
+proto-lint: $(BUF_STAMP) $(PROTO_DEPS_STAMP)
+	$(BUF) lint protos
+
+# Imports (well-known types, googleapis) are not ours: only simplu/v1 is checked.
+proto-breaking: $(BUF_STAMP) $(PROTO_DEPS_STAMP)
+	$(BUF) breaking protos --against $(PROTO_BASELINE) --exclude-imports
+
+# Run ONLY when a release of the contracts is cut: it makes today's protos the baseline that every
+# later change must stay compatible with. Commit the image with the release.
+proto-baseline: $(BUF_STAMP) $(PROTO_DEPS_STAMP)
+	$(BUF) build protos --exclude-source-info -o $(PROTO_BASELINE)
+
+check: lint typecheck proto-lint proto-breaking
 
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -47,5 +80,5 @@ protos: install
 	touch $(GEN_STAMP)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BUF_DIR)/node_modules build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
