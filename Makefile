@@ -16,13 +16,13 @@ PROTO_DEPS_STAMP := $(PROTO_DEPS)/.stamp
 # The released contracts that `buf breaking` compares against (a buf image, committed).
 PROTO_BASELINE := protos/simplu/v1.image.binpb
 
-.PHONY: run test check protos clean bench install lint typecheck proto-lint proto-breaking proto-baseline
+.PHONY: run test check protos clean bench install client-wheel lint typecheck proto-lint proto-breaking proto-baseline k8s-validate alerts-check
 
 # The venv is rebuilt when pyproject.toml changes; nothing is installed by hand.
-$(BIN)/simplu-grpc: pyproject.toml
+$(BIN)/simplu-grpc: pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e ./clients/python -e '.[dev]'
 	touch $@
 
 # `npm ci` installs exactly the locked version; no install scripts run (bin/buf is a small node
@@ -41,8 +41,8 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check simplu_grpc tests bench
-	$(BIN)/ruff format --check simplu_grpc tests bench
+	$(BIN)/ruff check simplu_grpc tests bench clients
+	$(BIN)/ruff format --check simplu_grpc tests bench clients
 
 typecheck: install
 	$(BIN)/mypy
@@ -64,7 +64,22 @@ proto-breaking: $(BUF_STAMP) $(PROTO_DEPS_STAMP)
 proto-baseline: $(BUF_STAMP) $(PROTO_DEPS_STAMP)
 	$(BUF) build protos --exclude-source-info -o $(PROTO_BASELINE)
 
-check: lint typecheck proto-lint proto-breaking
+# The manifests, strictly against the Kubernetes schemas (unknown fields are errors).
+k8s-validate: install
+	$(BIN)/kubernetes-validate --strict --quiet deploy/k8s/*.yaml
+
+# Alert rules and their unit tests. promtool comes with Debian's prometheus package (.ci/run installs
+# it; on a laptop: apt-get install prometheus, or brew install prometheus).
+alerts-check:
+	@command -v promtool >/dev/null || { echo "promtool is needed: apt-get install prometheus" >&2; exit 1; }
+	promtool check rules deploy/prometheus/alerts.yaml
+	cd deploy/prometheus && promtool test rules alerts.test.yaml
+
+check: lint typecheck proto-lint proto-breaking k8s-validate alerts-check
+
+# The light client distribution (generated stubs + channel helper) as a wheel in dist/.
+client-wheel: install
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./clients/python
 
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
