@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -50,11 +52,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _dev_tools_missing() -> list[str]:
+    """What the dev stack needs that this installation lacks: the dev extras (moto) are not in
+    the image, and neither are PostgreSQL's server binaries (unless SIMPLU_DEV_PG names a server)."""
+    missing = [] if importlib.util.find_spec("moto") is not None else ["the dev extras (moto)"]
+    # Only the binary lookup (stdlib), not the stack, whose imports need the dev extras.
+    from simplu_grpc.devstack.postgres import find_pg_bin
+
+    if not os.environ.get("SIMPLU_DEV_PG") and find_pg_bin() is None:
+        missing.append("PostgreSQL server binaries (initdb, pg_ctl) or SIMPLU_DEV_PG")
+    return missing
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
         if args.command == "dev":
+            missing = _dev_tools_missing()
+            if missing:
+                print(
+                    f"simplu-grpc dev starts the local development stack, which is not included in this"
+                    f" installation (missing: {', '.join(missing)}). It runs from a source checkout:"
+                    " `make run`.",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILURE
             # Imported here: production code paths never import the devstack.
             from simplu_grpc.devstack.stack import run_dev
 
