@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -95,6 +95,37 @@ class Metrics:
             ["shard", "kind"],
             registry=self.registry,
         )
+
+        # As Citrus last reported each shard (on routing lookups and health listings); a shard
+        # is one label value, so the cardinality is the fleet's shard count.
+        self._shard_businesses = Gauge(
+            "simplu_shard_businesses",
+            "Businesses on the shard, as Citrus reports",
+            ["shard"],
+            registry=self.registry,
+        )
+        self._shard_max_businesses = Gauge(
+            "simplu_shard_max_businesses",
+            "The shard's business capacity, as Citrus reports",
+            ["shard"],
+            registry=self.registry,
+        )
+        self._shard_active = Gauge(
+            "simplu_shard_active",
+            "1 while Citrus places new businesses on the shard (isActive), else 0",
+            ["shard"],
+            registry=self.registry,
+        )
+
+    def shard_reported(
+        self, shard_id: str, *, is_active: bool, business_count: int | None, max_businesses: int | None
+    ) -> None:
+        self._shard_active.labels(shard_id).set(1 if is_active else 0)
+        # Unknown counts are left out rather than exported as 0 (which would read as "empty").
+        if business_count is not None:
+            self._shard_businesses.labels(shard_id).set(business_count)
+        if max_businesses is not None:
+            self._shard_max_businesses.labels(shard_id).set(max_businesses)
 
     def rpc(self, method: str, code: str, seconds: float) -> None:
         self._rpcs.labels(method, code).inc()

@@ -145,7 +145,7 @@ class CitrusClient:
         """The shard of a registered business+location, or None when Citrus does not know it."""
         key = quote(f"{business_id}-{location_id}", safe="")
         body = self._call("get_shard", "GET", f"/api/shard/{key}", none_on_404=True)
-        return None if body is None else _assignment(body, operation="get_shard")
+        return None if body is None else self._seen(_assignment(body, operation="get_shard"))
 
     def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
         """Register a business+location (idempotent at Citrus); ``business_type`` like ``dental``."""
@@ -158,14 +158,24 @@ class CitrusClient:
         body = self._call("register", "POST", "/api/register", payload=payload)
         if body is None:  # pragma: no cover - none_on_404 is off, a 404 raises
             raise CitrusUnavailable("Citrus did not register the location")
-        return _assignment(body, operation="register")
+        return self._seen(_assignment(body, operation="register"))
 
     def shards_health(self) -> list[ShardAssignment]:
         """Every shard Citrus knows, with its health and usage."""
         body = self._call("health", "GET", "/api/shards/health")
         if not isinstance(body, list):
             raise self._malformed("health")
-        return [_assignment(item, operation="health", require_connection=False) for item in body]
+        return [self._seen(_assignment(item, operation="health", require_connection=False)) for item in body]
+
+    def _seen(self, assignment: ShardAssignment) -> ShardAssignment:
+        """Export what Citrus just said of the shard (capacity and isActive) as gauges."""
+        self._metrics.shard_reported(
+            assignment.shard_id,
+            is_active=assignment.is_active,
+            business_count=assignment.business_count,
+            max_businesses=assignment.max_businesses,
+        )
+        return assignment
 
     def capacity(self, shard_id: str) -> CapacityInfo | None:
         """Whether ``shard_id`` can take another business; None for an unknown shard."""

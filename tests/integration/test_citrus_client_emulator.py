@@ -57,6 +57,30 @@ def test_register_then_lookup_health_and_capacity(
     assert CITRUS_API_KEY not in caplog.text
 
 
+def test_what_citrus_says_of_a_shard_is_exported_as_gauges(citrus: CitrusEmulator) -> None:
+    """After a lookup and a health listing, /metrics carries each shard's business count, capacity
+    and isActive flag (the near-capacity alert reads them); a shard turned inactive shows 0."""
+    metrics = Metrics()
+    client = CitrusClient(
+        base_url=citrus.url,
+        api_key=CITRUS_API_KEY,
+        timeout_ms=2000,
+        retry_attempts=1,
+        metrics=metrics,
+        sleep=lambda _seconds: None,
+    )
+    client.register("bizG", "loc-1", "dental")
+    shard = client.get_shard("bizG", "loc-1")
+    assert shard is not None
+    value = metrics.registry.get_sample_value
+    assert value("simplu_shard_businesses", {"shard": shard.shard_id}) == shard.business_count == 1
+    assert value("simplu_shard_max_businesses", {"shard": shard.shard_id}) == shard.max_businesses
+    assert value("simplu_shard_active", {"shard": shard.shard_id}) == 1
+    citrus.set_active(shard.shard_id, False)
+    client.shards_health()
+    assert value("simplu_shard_active", {"shard": shard.shard_id}) == 0
+
+
 def test_a_full_shard_sends_new_businesses_to_a_new_one(citrus: CitrusEmulator) -> None:
     """Capacity 3: the fourth business lands on shard-02."""
     client = client_for(citrus)
