@@ -4,8 +4,12 @@ Why it is shaped this way (DESIGN §6):
 
 * One pool per shard id, not per tenant: every business+location on a shard shares it.
   Pools are created on first use under a lock, double-checked so that concurrent first
-  requests create exactly one, named after the shard, opened explicitly, with
-  ``num_workers=1`` (the default 3 background threads per pool multiply with the shard count).
+  requests create exactly one, named after the shard, opened explicitly.
+* Threads do not multiply with the shard count: psycopg_pool gives each pool a scheduler
+  and worker threads (2 per shard even with ``num_workers=1``: 214 threads for 100 shards).
+  Here every pool's scheduled maintenance runs on one shared timer thread and its background
+  work (connecting) on shared workers that exist only while there is work (``_ShardPool``).
+  Connections are opened on demand, up to ``min_size`` once a pool is used, not one more.
 * Connection budget: each replica opens at most ``max_size`` connections per shard, so
   ``replicas x SHARD_POOL_MAX_SIZE (+1 briefly while a pool is replaced)`` must stay below
   the shard's ``max_connections`` minus what its other clients use.
@@ -13,15 +17,27 @@ Why it is shaped this way (DESIGN §6):
   the old one is closed in the background: its idle connections at once, the ones in use
   when their request returns them (psycopg_pool closes returned connections of a closed
   pool), so no in-flight request is cut and no acknowledged write is lost.
+* Checkout is ONE wait bounded by the RPC's deadline (a deadline already spent is
+  DEADLINE_EXCEEDED before the pool is asked). psycopg_pool leaves a waiter that timed out
+  in its queue until a connection comes back, so the queue bound is enforced here, counting
+  only callers still waiting or holding a connection: up to ``max_size + max_waiting``
+  callers are served, and a caller beyond that is turned away at once (RESOURCE_EXHAUSTED,
+  or UNAVAILABLE when the shard stopped answering). A failed connection attempt closes the
+  pool, which wakes its waiters: they answer UNAVAILABLE at once, not at their deadline.
 * Checkout never waits past the RPC's deadline, and a query never runs past it either:
   ``statement_timeout`` is set per transaction (``set_config(..., true)``) from the
   remaining time, and a watchdog shuts the socket of a query whose server stopped
   answering (blackholed network: no statement_timeout can reach us, and libpq would wait
   forever), turning a hang into DEADLINE_EXCEEDED.
-* Exhausted vs down: a checkout that times out while the shard accepts connections is
-  RESOURCE_EXHAUSTED (``pool_error(shard, "exhausted")``); one that fails because
-  connecting to the shard fails is UNAVAILABLE / SHARD_UNAVAILABLE (``"unavailable"``).
-  Connection attempts are observed through the pool's ``connection_class``.
+* Exhausted vs down: a checkout that times out while every connection is busy with a shard
+  that answers is RESOURCE_EXHAUSTED (``pool_error(shard, "exhausted")``); one that fails
+  because connecting to the shard fails is UNAVAILABLE / SHARD_UNAVAILABLE; one that waited
+  on connection attempts or on queries the shard never answered is DEADLINE_EXCEEDED (both
+  ``"unavailable"``). Connection attempts are observed through the pool's
+  ``connection_class``, queries through ``ShardSession.guard``.
+* A write whose connection is lost once its COMMIT may have been sent (the pipeline sends
+  it with the statement) is CommitOutcomeUnknown (UNAVAILABLE / COMMIT_OUTCOME_UNKNOWN): it
+  may or may not be applied, and a retry with the same ``request_id`` is the safe way on.
 * The liveness check of a pooled connection costs no round trip: its socket is polled, and
   only a connection with something to read (usually: the server or a proxy closed it) goes
   through ``ConnectionPool.check_connection``, bounded by the deadline. A ping before every
@@ -31,8 +47,11 @@ Why it is shaped this way (DESIGN §6):
 * Each query runs in one pipeline (BEGIN, statement_timeout, the statement, COMMIT): one
   network round trip.
 * Schema migrations run once per pool, on its first checkout.
-* A pool nobody used for ``idle_close_seconds`` is closed by a background sweeper thread,
-  so a replica that goes quiet gives its connections back; the next request opens a new one.
+* A pool nobody used for ``idle_close_seconds`` is closed by a sweep on the timer thread
+  (every ``_SWEEP_INTERVAL``), so a replica that goes quiet gives its connections back; the
+  next request opens a new one.
+* Shutdown (``close``) is bounded: queries still running after the server's grace period
+  are cut, and pools close without waiting for any thread.
 """
 
 from __future__ import annotations
