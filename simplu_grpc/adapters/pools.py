@@ -744,7 +744,7 @@ class PoolRegistry:
                 entry.gave_up()
                 raise self._timed_out(entry, answers_before=answers_before) from None
             except PoolClosed:
-                # Failed, replaced (failover), idle-closed or recycled meanwhile: look again.
+                # Failed, replaced (failover) or idle-closed meanwhile: look again.
                 entry.gave_up()
                 entry = self._current(entry, assignment)
                 continue
