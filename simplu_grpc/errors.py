@@ -19,6 +19,7 @@ INTERNAL with a generic message; its traceback goes to the log only.
     ├── ResourceExhausted        RESOURCE_EXHAUSTED  (pool / server saturated)
     ├── Unavailable              UNAVAILABLE
     │   ├── ShardUnavailable          reason SHARD_UNAVAILABLE
+    │   │   └── CommitOutcomeUnknown  reason COMMIT_OUTCOME_UNKNOWN
     │   ├── CitrusUnavailable         reason CITRUS_UNAVAILABLE
     │   └── BusinessStoreUnavailable  reason BUSINESS_STORE_UNAVAILABLE
     └── DeadlineExceeded         DEADLINE_EXCEEDED
@@ -131,6 +132,13 @@ class Unavailable(SimpluError):
 
 class ShardUnavailable(Unavailable):
     default_reason = "SHARD_UNAVAILABLE"
+
+
+class CommitOutcomeUnknown(ShardUnavailable):
+    """The connection to the shard was lost after a write's COMMIT was sent: the write may or may
+    not have been applied. A retry with the same ``request_id`` is the safe way on."""
+
+    default_reason = "COMMIT_OUTCOME_UNKNOWN"
 
 
 class CitrusUnavailable(Unavailable):

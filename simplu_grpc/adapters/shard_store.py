@@ -190,7 +190,7 @@ class ShardStore:
             "purge": _PURGE_BATCH,
         }
         try:
-            rows = session.run(_INSERT_IDEMPOTENT if new.request_id else _INSERT, params)
+            rows = session.run(_INSERT_IDEMPOTENT if new.request_id else _INSERT, params, write=True)
             if not rows and new.request_id:
                 # A concurrent create with this request id committed while we waited on the
                 # claim; our statement's snapshot predates it, a new one sees it.
@@ -327,7 +327,7 @@ SELECT (SELECT version FROM current_row) AS current_version, u.*
 FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
 """
         try:
-            rows = session.run(statement, params)
+            rows = session.run(statement, params, write=True)
         except psycopg.errors.CheckViolation as exc:
             raise _check_violation(exc, updating=True, max_bytes=max_bytes) from exc
         row = rows[0]
@@ -342,7 +342,7 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
     def delete(self, session: ShardSession, key: ResourceKey, *, expected_version: int | None) -> None:
         """Delete; ``expected_version`` (``resources.expected_version(etag)``) None deletes any version."""
         params = {**_key_params(key), "v": expected_version}
-        row = session.run(_DELETE, params)[0]
+        row = session.run(_DELETE, params, write=True)[0]
         if row["current_version"] is None:
             raise NotFound(
                 f"resource {key.resource_type}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"

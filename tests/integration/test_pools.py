@@ -394,3 +394,292 @@ def test_a_request_racing_shutdown_never_opens_a_new_pool(metrics: Metrics) -> N
         registry._replace_failed(looked_up)
     assert registry.pools_created == created
     assert registry.stats() == []
+
+
+# --- issue 9: checkout waits, threads, alarms, shutdown, unknown commits --------------------
+
+
+def _outcome(registry: PoolRegistry, assignment: ShardAssignment, seconds: float, query: str) -> Any:
+    """The exception a request with a ``seconds`` deadline ends with, or None; and how long it took."""
+    started = time.monotonic()
+    try:
+        with context.bind(deadline=Deadline.after(seconds)):
+            _run(registry, assignment, query)
+    except Exception as exc:
+        return exc, time.monotonic() - started
+    return None, time.monotonic() - started
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_callers_within_max_size_plus_max_waiting_are_served(metrics: Metrics, shard_dsn: str) -> None:
+    """Pool of 2 + queue of 4: with both connections held, 4 callers wait as long as their deadline
+    allows (no stale-waiter pile-up turns them away) and are served once connections come back; a 7th
+    caller, with the queue truly full, is turned away at once with RESOURCE_EXHAUSTED."""
+    registry = PoolRegistry(metrics=metrics, min_size=1, max_size=2, max_waiting=4)
+    assignment = ShardAssignment(shard_id="queue", connection_string=shard_dsn)
+    try:
+        _run(registry, assignment)
+        release = threading.Event()
+        holding = threading.Barrier(3)
+
+        def hold() -> None:
+            with context.bind(deadline=Deadline.after(30)), registry.connection(assignment):
+                holding.wait(10)
+                release.wait(20)
+
+        holders = [threading.Thread(target=hold) for _ in range(2)]
+        for thread in holders:
+            thread.start()
+        holding.wait(10)
+        with ThreadPoolExecutor(max_workers=4) as waiters:
+            waits = [
+                waiters.submit(_outcome, registry, assignment, 20.0, "SELECT 1 AS one") for _ in range(4)
+            ]
+            assert _eventually(lambda: registry.stats()[0].requests_waiting == 4)
+            # Waiting a while is what piled up stale waiters (one per 0.1 s per caller) before.
+            time.sleep(0.5)
+            assert not any(wait.done() for wait in waits), [w.result() for w in waits if w.done()]
+            seventh, took = _outcome(registry, assignment, 5.0, "SELECT 1 AS one")
+            assert isinstance(seventh, ResourceExhausted), seventh
+            assert seventh.reason == "SHARD_POOL_EXHAUSTED"
+            assert took < 2.5  # turned away, not timed out
+            release.set()
+            assert [wait.result()[0] for wait in waits] == [None] * 4
+        for thread in holders:
+            thread.join(10)
+        assert _metric(metrics, "queue", "exhausted") == 1
+    finally:
+        registry.close()
+
+
+def test_a_burst_of_100_grows_the_pool_to_max_size_and_every_caller_is_served(
+    metrics: Metrics, shard_dsn: str
+) -> None:
+    """100 concurrent callers on a pool of 10 + queue of 90: all are served and the pool grows to 10."""
+    registry = PoolRegistry(metrics=metrics, min_size=1, max_size=10, max_waiting=90)
+    assignment = ShardAssignment(shard_id="burst", connection_string=shard_dsn)
+    try:
+        _run(registry, assignment)
+        with ThreadPoolExecutor(max_workers=100) as callers:
+            outcomes = list(
+                callers.map(
+                    lambda _: _outcome(registry, assignment, 60.0, "SELECT pg_sleep(0.2) AS slept"),
+                    range(100),
+                )
+            )
+        assert [error for error, _ in outcomes] == [None] * 100
+        (stats,) = registry.stats()
+        assert stats.pool_size == 10
+        assert stats.requests_waiting == 0
+    finally:
+        registry.close()
+
+
+def test_a_blackholed_shard_answers_deadline_exceeded_or_unavailable_never_exhausted(
+    metrics: Metrics, shard_dsn: str, fault_proxy: Callable[[str, int], FaultProxy]
+) -> None:
+    """Waves of concurrent callers of a blackholed shard (pool 2 + queue 4; the first wave within it,
+    the later ones beyond it) each end with DEADLINE_EXCEEDED or UNAVAILABLE by their deadline."""
+    target = urlsplit(shard_dsn)
+    proxy = fault_proxy(target.hostname or "127.0.0.1", target.port or 5432)
+    registry = PoolRegistry(metrics=metrics, min_size=1, max_size=2, max_waiting=4, connect_timeout=2.0)
+    assignment = ShardAssignment(shard_id="void", connection_string=proxy.dsn(shard_dsn))
+    try:
+        _run(registry, assignment)
+        proxy.blackhole()
+        outcomes = []
+        for size in (6, 8, 8, 8, 8):
+            with ThreadPoolExecutor(max_workers=size) as callers:
+                outcomes += list(
+                    callers.map(lambda _: _outcome(registry, assignment, 0.7, "SELECT 1 AS one"), range(size))
+                )
+        kinds = {type(error).__name__ for error, _ in outcomes}
+        assert all(isinstance(error, DeadlineExceeded | ShardUnavailable) for error, _ in outcomes), kinds
+        assert max(took for _, took in outcomes) < 1.7, outcomes
+        assert _metric(metrics, "void", "exhausted") == 0
+    finally:
+        proxy.heal()
+        registry.close()
+
+
+def test_a_deadline_spent_before_the_pool_is_deadline_exceeded(
+    registry: PoolRegistry, metrics: Metrics, shard_dsn: str
+) -> None:
+    """A request whose deadline was used up before it reached the pool (on Citrus, say) is told
+    DEADLINE_EXCEEDED, not that a healthy, idle pool is exhausted."""
+    assignment = ShardAssignment(shard_id="late", connection_string=shard_dsn)
+    _run(registry, assignment)
+    with context.bind(deadline=Deadline(time.monotonic() - 0.01)), pytest.raises(DeadlineExceeded):
+        _run(registry, assignment)
+    assert _metric(metrics, "late", "exhausted") == 0
+
+
+def _registry_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("shard-")]
+
+
+def test_100_idle_shards_run_few_threads_each_pool_at_min_size(metrics: Metrics) -> None:
+    """100 shard pools that served a request and went idle: the process runs at most 100 threads
+    (the registry a handful, not a scheduler and a worker per pool), and each pool holds min_size
+    connections (1), not one more. Uses a private PostgreSQL cluster: 100 connections would fill
+    the shared server."""
+    from simplu_grpc.devstack.postgres import ThrowawayCluster
+
+    reason = ThrowawayCluster.available()
+    if reason is not None:
+        pytest.skip(f"needs a private PostgreSQL cluster: {reason}")
+    with ThrowawayCluster(max_connections=250) as cluster:
+        registry = PoolRegistry(metrics=metrics, min_size=1, max_size=10, worker_idle_exit=0.2)
+        try:
+            for index in range(100):
+                assignment = ShardAssignment(shard_id=f"s{index:03}", connection_string=cluster.dsn())
+                with context.bind(deadline=Deadline.after(30)):
+                    _run(registry, assignment)
+            assert len(registry.stats()) == 100
+            assert _eventually(lambda: len(_registry_threads()) <= 3), _registry_threads()
+            assert threading.active_count() <= 100, [t.name for t in threading.enumerate()]
+            assert {s.pool_size for s in registry.stats()} == {1}
+            with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+                row = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'simplu-grpc'"
+                ).fetchone()
+            assert row == (100,)
+        finally:
+            registry.close()
+
+
+def test_an_idle_pool_is_closed_within_idle_close_plus_5_seconds(metrics: Metrics, shard_dsn: str) -> None:
+    """With the default sweep, a pool unused for idle_close_seconds (1 s here) is closed at most 5 s later."""
+    registry = PoolRegistry(metrics=metrics, idle_close_seconds=1)
+    try:
+        _run(registry, ShardAssignment(shard_id="sleepy", connection_string=shard_dsn))
+        last_used = time.monotonic()
+        pool = registry.pool("sleepy")
+        assert pool is not None
+        _eventually(lambda: pool.closed, timeout=10)
+        assert pool.closed
+        assert time.monotonic() - last_used <= 1 + 5
+        assert registry.stats() == []
+    finally:
+        registry.close()
+
+
+def test_finished_queries_leave_no_watchdog_alarm_behind(registry: PoolRegistry, shard_dsn: str) -> None:
+    """2,000 requests with 1 h deadlines: once they finished, the watchdog holds (almost) no alarm, so
+    memory does not grow with rate x client deadline."""
+    assignment = ShardAssignment(shard_id="alarms", connection_string=shard_dsn)
+    with context.bind(deadline=Deadline.after(3600)):
+        for _ in range(2000):
+            _run(registry, assignment)
+    assert registry._watchdog.pending() <= 2
+
+
+def test_shutdown_with_10_blackholed_shards_is_bounded(
+    metrics: Metrics, shard_dsn: str, fault_proxy: Callable[[str, int], FaultProxy]
+) -> None:
+    """close() with 10 blackholed shards, each with a query stuck on a long deadline and a connection
+    attempt hanging: it returns within about 2 s (not 2 s per shard), and the stuck queries are cut
+    (DEADLINE_EXCEEDED) at once instead of holding their threads until their deadlines."""
+    target = urlsplit(shard_dsn)
+    registry = PoolRegistry(metrics=metrics, min_size=1, max_size=2, connect_timeout=10.0)
+    proxies = [fault_proxy(target.hostname or "127.0.0.1", target.port or 5432) for _ in range(10)]
+    assignments = [
+        ShardAssignment(shard_id=f"stuck{i}", connection_string=p.dsn(shard_dsn))
+        for i, p in enumerate(proxies)
+    ]
+    stuck: list[Any] = []
+    threads = []
+    try:
+        for assignment in assignments:
+            with ThreadPoolExecutor(max_workers=2) as warm:  # two connections per pool
+                list(warm.map(lambda a: _run(registry, a, "SELECT pg_sleep(0.1)"), [assignment] * 2))
+        for proxy in proxies:
+            proxy.blackhole()
+        for assignment in assignments:
+            # One query cut by the watchdog: its pool starts a connection attempt that hangs.
+            error, _ = _outcome(registry, assignment, 0.2, "SELECT 1 AS one")
+            assert isinstance(error, DeadlineExceeded), error
+            # One query with a long deadline, stuck on the other connection.
+            thread = threading.Thread(
+                target=lambda a=assignment: stuck.append(_outcome(registry, a, 120.0, "SELECT 1 AS one"))
+            )
+            thread.start()
+            threads.append(thread)
+        assert _eventually(lambda: sum(s.pool_size for s in registry.stats()) >= 20)
+        started = time.monotonic()
+        registry.close()
+        assert time.monotonic() - started < 3.0
+        for thread in threads:
+            thread.join(timeout=max(0.1, started + 4.0 - time.monotonic()))
+        assert len(stuck) == 10, "stuck queries were not cut at shutdown"
+        assert all(isinstance(error, DeadlineExceeded) for error, _ in stuck), stuck
+    finally:
+        for proxy in proxies:
+            proxy.heal()
+        registry.close()
+        for thread in threads:
+            thread.join(10)
+
+
+def test_a_write_whose_connection_is_lost_after_commit_was_sent_says_its_outcome_is_unknown(
+    registry: PoolRegistry, shard_dsn: str, fault_proxy: Callable[[str, int], FaultProxy]
+) -> None:
+    """The connection is closed while the shard runs a write (COMMIT already sent): the caller hears
+    UNAVAILABLE / COMMIT_OUTCOME_UNKNOWN, and indeed the write was applied; a read under the same
+    fault is plain SHARD_UNAVAILABLE."""
+    from simplu_grpc.errors import CommitOutcomeUnknown
+
+    target = urlsplit(shard_dsn)
+    proxy = fault_proxy(target.hostname or "127.0.0.1", target.port or 5432)
+    assignment = ShardAssignment(shard_id="unsure", connection_string=proxy.dsn(shard_dsn))
+    with psycopg.connect(shard_dsn, autocommit=True) as admin:
+        admin.execute("CREATE TABLE writes (id int)")
+
+        def cut_while(statement: str, *, write: bool) -> BaseException | None:
+            failure: list[BaseException] = []
+
+            def work() -> None:
+                try:
+                    with (
+                        context.bind(deadline=Deadline.after(30)),
+                        registry.connection(assignment) as session,
+                    ):
+                        session.run(statement, write=write)
+                except Exception as exc:
+                    failure.append(exc)
+
+            thread = threading.Thread(target=work)
+            thread.start()
+            assert _eventually(
+                lambda: (
+                    admin.execute(
+                        "SELECT 1 FROM pg_stat_activity WHERE state = 'active'"
+                        " AND query LIKE '%pg_sleep(0.5)%' AND pid <> pg_backend_pid()"
+                    ).fetchone()
+                    is not None
+                )
+            )
+            proxy.refuse()  # closes the connection mid-statement (FIN), as a dying proxy or node would
+            thread.join(10)
+            proxy.heal()
+            return failure[0] if failure else None
+
+        lost_write = cut_while("INSERT INTO writes SELECT 1 FROM pg_sleep(0.5)", write=True)
+        assert isinstance(lost_write, CommitOutcomeUnknown), lost_write
+        assert lost_write.reason == "COMMIT_OUTCOME_UNKNOWN"
+        assert "request_id" in lost_write.message
+        # Unknown, and in fact applied: the shard committed after the client lost the connection.
+        assert _eventually(lambda: admin.execute("SELECT count(*) FROM writes").fetchone() == (1,))
+        # The pool saw its reconnect refused: it serves again after the fail-fast window.
+        assert _eventually(lambda: _outcome(registry, assignment, 5.0, "SELECT 1 AS one")[0] is None)
+        lost_read = cut_while("SELECT 1 AS one FROM pg_sleep(0.5)", write=False)
+        assert isinstance(lost_read, ShardUnavailable), lost_read
+        assert lost_read.reason == "SHARD_UNAVAILABLE"

@@ -240,3 +240,116 @@ def test_migrate_with_citrus_down_prints_one_line_and_exits_1() -> None:
     assert lines[0].startswith("error: "), lines
     assert "Citrus" in lines[0], lines
     assert api_key not in finished.stderr
+
+
+@pytest.fixture
+def ten_proxied_shards(
+    make_citrus: Any, moto_server: Any, cognito: Any, local_issuer: LocalIssuer, fault_proxy: Any
+) -> tuple[dict[str, str], list[tuple[Any, Any]]]:
+    """10 businesses in a moto table, each on its own Citrus emulator shard reached through a fault
+    proxy; returns the environment a `serve` process needs for them, and (business, proxy) pairs."""
+    from urllib.parse import urlsplit
+
+    from simplu_grpc.adapters.business_store import BusinessStore
+    from simplu_grpc.devstack.moto_server import client, create_business_table
+    from simplu_grpc.domain.business import Business, BusinessType, Location, Permissions, Role
+    from simplu_grpc.metrics import Metrics
+    from tests.fixtures.citrus import CITRUS_API_KEY
+
+    citrus = make_citrus(capacity=1, initial_shards=10)
+    table = f"biz-{os.urandom(4).hex()}"
+    create_business_table(moto_server.url, cognito.region, table)
+    store = BusinessStore(
+        table=table, client=client("dynamodb", moto_server.url, cognito.region), metrics=Metrics()
+    )
+    businesses = []
+    for index in range(10):
+        business = Business(
+            id=f"b{os.urandom(5).hex()}",
+            name=f"Shard test {index}",
+            type=BusinessType.DENTAL,
+            locations=(Location(id="main", name="main"),),
+            permissions=Permissions(roles={"owner": Role(permissions=("*",))}, members={}),
+        )
+        store.create(business)
+        shard = str(citrus.register(business.id, "main", business.type.value)["shardId"])
+        direct = citrus.pg.dsn(citrus.shard(shard).database, password=citrus.shard_password)
+        target = urlsplit(direct)
+        proxy = fault_proxy(target.hostname or "127.0.0.1", target.port or 5432)
+        citrus.move_shard(shard, proxy.dsn(direct))
+        businesses.append((business, proxy))
+    assert len({citrus.registrations()[f"{b.id}-main"] for b, _ in businesses}) == 10
+    env = {
+        "AWS_REGION": cognito.region,
+        "COGNITO_USER_POOL_ID": cognito.pool_id,
+        "COGNITO_CLIENT_ID": cognito.client_id,
+        "COGNITO_JWKS_URL": local_issuer.jwks_url,
+        "DYNAMODB_ENDPOINT": moto_server.url,
+        "DYNAMODB_BUSINESS_INFO_TABLE": table,
+        "CITRUS_SERVER_URL": citrus.url,
+        "CITRUS_API_KEY": CITRUS_API_KEY,
+    }
+    return env, businesses
+
+
+@pytest.mark.integration
+def test_sigterm_with_10_blackholed_shards_exits_within_the_grace_period(
+    spawn: Any, ten_proxied_shards: tuple[dict[str, str], list[tuple[Any, Any]]], admin_token: str
+) -> None:
+    """`serve` with 10 shards that swallow every packet, each with a request stuck on a query and a
+    connection attempt hanging: SIGTERM ends the process within SHUTDOWN_GRACE_SECONDS + 2 s, exit 0."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from simplu.v1 import resource_pb2, resource_pb2_grpc
+
+    shard_env, businesses = ten_proxied_shards
+    grace = 2.0
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("GRPC_", "COGNITO_", "SIMPLU_", "CITRUS_"))
+    }
+    env.update(
+        shard_env,
+        GRPC_HOST="127.0.0.1",
+        GRPC_PORT=str(free_port()),
+        METRICS_PORT="0",
+        SHUTDOWN_GRACE_SECONDS=str(grace),
+        SHARD_CONNECT_TIMEOUT_SECONDS="20",
+    )
+    process = spawn("serve", env=env)
+    port = int(env["GRPC_PORT"])
+    wait_serving(port, process)
+    metadata = (("authorization", f"Bearer {admin_token}"),)
+
+    def create_request(business: Any) -> resource_pb2.CreateResourceRequest:
+        return resource_pb2.CreateResourceRequest(
+            resource=resource_pb2.Resource(
+                business_id=business.id, location_id="main", resource_name="patients"
+            )
+        )
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, ThreadPoolExecutor(max_workers=20) as calls:
+        stub = resource_pb2_grpc.ResourceServiceStub(channel)
+        for business, _ in businesses:  # opens each shard's pool and migrates it
+            stub.CreateResource(create_request(business), metadata=metadata, timeout=30)
+        for _, proxy in businesses:
+            proxy.blackhole()
+        stuck = []
+        for business, _ in businesses:
+            # One request takes the pool's connection and hangs on it (deadline far away) ...
+            stuck.append(
+                calls.submit(stub.CreateResource, create_request(business), metadata=metadata, timeout=120)
+            )
+            # ... one more waits, so the pool starts a connection attempt that hangs too.
+            with pytest.raises(grpc.RpcError) as short:
+                stub.CreateResource(create_request(business), metadata=metadata, timeout=1.0)
+            assert short.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert not any(call.done() for call in stuck)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+        took = time.monotonic() - started
+        for call in stuck:
+            with pytest.raises(grpc.RpcError):
+                call.result(timeout=10)
+    assert process.returncode == 0, stderr
+    assert took <= grace + 2.0, (took, stderr[-2000:])

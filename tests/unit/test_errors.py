@@ -27,6 +27,7 @@ CASES = [
     (errors.PermissionDenied("no"), grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
     (errors.ResourceExhausted("full"), grpc.StatusCode.RESOURCE_EXHAUSTED, "RESOURCE_EXHAUSTED"),
     (errors.ShardUnavailable("down"), grpc.StatusCode.UNAVAILABLE, "SHARD_UNAVAILABLE"),
+    (errors.CommitOutcomeUnknown("lost"), grpc.StatusCode.UNAVAILABLE, "COMMIT_OUTCOME_UNKNOWN"),
     (errors.CitrusUnavailable("down"), grpc.StatusCode.UNAVAILABLE, "CITRUS_UNAVAILABLE"),
     (errors.BusinessStoreUnavailable("down"), grpc.StatusCode.UNAVAILABLE, "BUSINESS_STORE_UNAVAILABLE"),
     (errors.DeadlineExceeded("late"), grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
