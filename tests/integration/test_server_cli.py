@@ -323,7 +323,7 @@ def test_sigterm_with_10_blackholed_shards_exits_within_the_grace_period(
     def create_request(business: Any) -> resource_pb2.CreateResourceRequest:
         return resource_pb2.CreateResourceRequest(
             resource=resource_pb2.Resource(
-                business_id=business.id, location_id="main", resource_name="patients"
+                business_id=business.id, location_id="main", resource_type="patients"
             )
         )
 
