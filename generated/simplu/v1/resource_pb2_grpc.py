@@ -35,7 +35,9 @@ class ResourceServiceStub:
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
     PERMISSION_DENIED, FAILED_PRECONDITION (business deleted / location inactive),
     UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
-    RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED.
+    RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
+    lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have
+    been applied, and a retry with the same request_id is the safe way on.
     """
 
     def __init__(self, channel):
@@ -85,7 +87,9 @@ class ResourceServiceServicer:
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
     PERMISSION_DENIED, FAILED_PRECONDITION (business deleted / location inactive),
     UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
-    RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED.
+    RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
+    lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have
+    been applied, and a retry with the same request_id is the safe way on.
     """
 
     def CreateResource(self, request, context):
@@ -180,7 +184,9 @@ class ResourceService:
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
     PERMISSION_DENIED, FAILED_PRECONDITION (business deleted / location inactive),
     UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
-    RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED.
+    RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
+    lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have
+    been applied, and a retry with the same request_id is the safe way on.
     """
 
     @staticmethod

@@ -36,7 +36,9 @@ class ResourceServiceStub:
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
     PERMISSION_DENIED, FAILED_PRECONDITION (business deleted / location inactive),
     UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
-    RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED.
+    RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
+    lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have
+    been applied, and a retry with the same request_id is the safe way on.
     """
 
     @_typing.overload
@@ -66,7 +68,9 @@ class ResourceServiceAsyncStub(ResourceServiceStub):
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
     PERMISSION_DENIED, FAILED_PRECONDITION (business deleted / location inactive),
     UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
-    RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED.
+    RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
+    lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have
+    been applied, and a retry with the same request_id is the safe way on.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -92,7 +96,9 @@ class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
     PERMISSION_DENIED, FAILED_PRECONDITION (business deleted / location inactive),
     UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
-    RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED.
+    RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
+    lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have
+    been applied, and a retry with the same request_id is the safe way on.
     """
 
     @_abc_1.abstractmethod
