@@ -26,10 +26,11 @@ from simplu_grpc.domain.admin_status import (
     run_bounded,
     within,
 )
+from simplu_grpc.domain.authz import require_live
 from simplu_grpc.domain.business import Business, BusinessType
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.domain.validation import Violations, check_business_id, check_id, check_text
-from simplu_grpc.errors import InvalidArgument, NotFound, SimpluError
+from simplu_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, SimpluError
 from simplu_grpc.redact import dsn_target
 
 log = logging.getLogger(__name__)
@@ -307,12 +308,26 @@ class ShardAdminService:
     def register_location(
         self, business_id: str, location_id: str, business_type: BusinessType | None
     ) -> LocationShardView:
-        """Register with Citrus (idempotent there); the type comes from business info unless given."""
+        """Register with Citrus (idempotent there) under the business's own type.
+
+        ``business_type``, when given, must be that type: Citrus places a business by its type,
+        and a location registered under another would be routed as a business it is not. The
+        request is well formed either way; it is refused because of what business info holds,
+        hence FAILED_PRECONDITION (BUSINESS_TYPE_MISMATCH), not INVALID_ARGUMENT. A deleted
+        business is not registered (``require_live``: FAILED_PRECONDITION / BUSINESS_DELETED).
+        """
         _require_location_key(business_id, location_id)
         business = self._existing_location(business_id, location_id)
-        kind = business_type or business.type
+        require_live(business, business_id, sees_deleted=True)
+        if business_type is not None and business_type is not business.type:
+            raise FailedPrecondition(
+                f"business {business_id!r} is of type {business.type.value!r}, not {business_type.value!r}; "
+                "leave business_type unset to use the business's own",
+                reason="BUSINESS_TYPE_MISMATCH",
+                metadata={"business_id": business_id, "business_type": business.type.value},
+            )
         with within(CALL_TIMEOUT_SECONDS):
-            assignment = self._shards.register(business_id, location_id, kind.value)
+            assignment = self._shards.register(business_id, location_id, business.type.value)
         # A cached entry from before (e.g. another shard) must not outlive the registration.
         self._routing.invalidate(business_id, location_id)
         self._note_registered(business_id, location_id)

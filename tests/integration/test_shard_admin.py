@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from grpc_status import rpc_status
 from simplu.v1 import business_pb2, resource_pb2, shard_admin_pb2
 
 from simplu_grpc.adapters import migrator
@@ -26,6 +27,7 @@ from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, create_business_table
 from simplu_grpc.devstack.postgres import PgServer
 from simplu_grpc.domain.business import Business, BusinessType, Location
+from simplu_grpc.interceptors.errors import error_info_of
 from tests.fixtures.citrus import CITRUS_API_KEY
 from tests.fixtures.faultproxy import FaultProxy
 from tests.fixtures.server import MakeServer, RunningServer
@@ -290,7 +292,7 @@ def test_register_and_locate_a_location(stack: Stack) -> None:
     again = stack.call(
         "RegisterLocation",
         ADMIN.RegisterLocationRequest(
-            business_id=business_id, location_id="l1", business_type=business_pb2.BUSINESS_TYPE_DENTAL
+            business_id=business_id, location_id="l1", business_type=business_pb2.BUSINESS_TYPE_GYM
         ),
     )
     assert again.shard_id == registered.shard_id
@@ -324,6 +326,28 @@ def test_register_and_locate_a_location(stack: Stack) -> None:
         ADMIN.RegisterLocationRequest(business_id=business_id, location_id="nope"),
     ):
         assert stack.fails("RegisterLocation", bad).code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_register_location_refuses_another_business_type(stack: Stack) -> None:
+    """A gym's location registered as a dental one: FAILED_PRECONDITION / BUSINESS_TYPE_MISMATCH (the
+    request is well formed, business info says otherwise), and Citrus is not asked."""
+    business_id = uid()
+    stack.business(business_id, "l1", kind=BusinessType.GYM)
+    stack.citrus.reset_calls()
+    error = stack.fails(
+        "RegisterLocation",
+        ADMIN.RegisterLocationRequest(
+            business_id=business_id, location_id="l1", business_type=business_pb2.BUSINESS_TYPE_DENTAL
+        ),
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+    status = rpc_status.from_call(error)
+    info = error_info_of(status) if status is not None else None
+    assert info is not None
+    assert info.reason == "BUSINESS_TYPE_MISMATCH"
+    assert info.metadata["business_type"] == "gym"
+    assert stack.citrus.calls["register"] == 0
+    assert f"{business_id}-l1" not in stack.citrus.registrations()
 
 
 # --- pools and routing -------------------------------------------------------------------
