@@ -69,7 +69,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         # No "<name>_created" series: a timestamp per label set that doubles what is scraped and
         # that no dashboard of ours reads. The switch is prometheus_client's, process-wide.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
         self.registry = registry or CollectorRegistry()
         self._rpcs = Counter(
             "simplu_grpc_requests",
