@@ -19,11 +19,13 @@ from urllib.parse import quote, unquote
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^\s'\"]*)@", re.I)
 _KV_PASSWORD = re.compile(r"(?P<key>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-# RFC 6750 b64token after "Bearer", when it looks like a credential (it holds a digit, or it is
-# 16+ characters long): prose such as "the bearer token is not a JWT", "Bearer scheme" or
-# "Bearer <JWT>" in the auth errors' own messages stays readable.
+# RFC 6750 b64token after "Bearer", when it looks like a credential (a digit in it, a "." "_"
+# "~" "+" or "/" inside it, or 16+ characters): prose such as "the bearer token is not a JWT",
+# "Bearer scheme" or "Bearer <JWT>" in the auth errors' own messages stays readable.
 _B64TOKEN = r"[A-Za-z0-9._~+/-]"
-_BEARER = re.compile(rf"(?i)\b(bearer\s+)(?={_B64TOKEN}*[0-9]|{_B64TOKEN}{{16}}){_B64TOKEN}+=*")
+_BEARER = re.compile(
+    rf"(?i)\b(bearer\s+)(?={_B64TOKEN}*[0-9]|{_B64TOKEN}*[._~+/][A-Za-z0-9]|{_B64TOKEN}{{16}}){_B64TOKEN}+=*"
+)
 _KV_FIELD = re.compile(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
 _URL_DSN = re.compile(r"(?P<scheme>postgres(?:ql)?://)(?P<authority>[^/?#]*)(?P<rest>.*)", re.I | re.S)
 # Passwords of given connection strings are secrets too; a piece shorter than this (of a
