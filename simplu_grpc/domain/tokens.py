@@ -4,7 +4,7 @@ Checks, in order: the token is a JWT at all; its header says RS256 (``none``, HS
 other algorithm are refused before any key is touched, so an HS256 token "signed" with the
 public key never reaches a verifier); its kid is in the pool's JWKS (one refetch for an
 unknown kid); the signature; ``exp``/``nbf``/``iat`` with a small leeway, each a real time
-(0 to year 9999; a list, 10**400 or a negative time is MALFORMED_TOKEN); ``iss`` is the
+(0 to year 9999: a list, an object or 10**400 is MALFORMED_TOKEN); ``iss`` is the
 pool; ``token_use`` is ``access`` or ``id``; the app client (``client_id`` for access
 tokens, ``aud`` for id tokens) is one this service accepts.
 
