@@ -10,12 +10,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from simplu_grpc.health import HEALTH_SERVICE_NAME
+
 # Latency buckets for RPCs and dependency calls: 1 ms .. 30 s.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Calls that last as long as the caller likes (a health Watch is a subscription): counted, but
+# their duration is not a latency and would only pile up in the histogram's top bucket.
+_UNTIMED_METHODS = frozenset({f"/{HEALTH_SERVICE_NAME}/Watch"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +68,9 @@ class Metrics:
     """The service's metrics on a private registry; ``serve(port)`` exposes ``/metrics``."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # No "<name>_created" series: a timestamp per label set that doubles what is scraped and
+        # that no dashboard of ours reads. The switch is prometheus_client's, process-wide.
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
         self.registry = registry or CollectorRegistry()
         self._rpcs = Counter(
             "simplu_grpc_requests",
@@ -129,7 +144,8 @@ class Metrics:
 
     def rpc(self, method: str, code: str, seconds: float) -> None:
         self._rpcs.labels(method, code).inc()
-        self._rpc_latency.labels(method).observe(seconds)
+        if method not in _UNTIMED_METHODS:
+            self._rpc_latency.labels(method).observe(seconds)
 
     def dependency_call(self, dependency: str, operation: str, outcome: str, seconds: float) -> None:
         self._dependency_calls.labels(dependency, operation, outcome).inc()

@@ -1,8 +1,9 @@
 """Settings: read once from the environment into one frozen object.
 
 Every environment variable the service reads is named here and nowhere else; adapters
-take plain arguments. A bad value stops the start with a ``SettingsError`` that names
-the variable (and never echoes a secret's value).
+take plain arguments. Bad values stop the start with one ``SettingsError`` that names
+every bad variable at once (and never echoes a secret's value), so a deployment is fixed
+in one round, not one variable per restart.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ T = TypeVar("T")
 
 
 class SettingsError(ValueError):
-    """A missing or malformed environment variable; the message names it."""
+    """Missing or malformed environment variables; the message names each of them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            super().__init__(self.problems[0])
+        else:
+            super().__init__(f"{len(self.problems)} problems: " + "; ".join(self.problems))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,10 +113,19 @@ class Settings:
 
 
 class _Reader:
-    """Parses one variable at a time so every error names its variable."""
+    """Parses one variable at a time so every error names its variable.
+
+    A bad variable is noted and its default used, so reading goes on and every problem is
+    reported together by ``settings()``.
+    """
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
+        self._problems: list[str] = []
+
+    def _problem(self, message: str, default: T) -> T:
+        self._problems.append(message)
+        return default
 
     def _raw(self, name: str) -> str | None:
         value = self._env.get(name)
@@ -123,7 +140,7 @@ class _Reader:
         try:
             return convert(raw)
         except ValueError:
-            raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
+            return self._problem(f"{name} must be {what}, got {raw!r}", default)
 
     def str_(self, name: str, default: str) -> str:
         return self._raw(name) or default
@@ -134,19 +151,19 @@ class _Reader:
     def required(self, name: str, why: str) -> str:
         raw = self._raw(name)
         if raw is None:
-            raise SettingsError(f"{name} is required ({why})")
+            return self._problem(f"{name} is required ({why})", "")
         return raw
 
     def int_(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
         value = self._parse(name, default, int, "an integer")
         if not minimum <= value <= maximum:
-            raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {value}")
+            return self._problem(f"{name} must be between {minimum} and {maximum}, got {value}", default)
         return value
 
     def float_(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
         value = self._parse(name, default, float, "a number")
         if not minimum <= value <= maximum:
-            raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {value}")
+            return self._problem(f"{name} must be between {minimum} and {maximum}, got {value}", default)
         return value
 
     def bool_(self, name: str, default: bool) -> bool:
@@ -164,29 +181,35 @@ class _Reader:
         raw = self._raw(name)
         if raw is not None and not raw.startswith(("http://", "https://")):
             # Never echo the value: a URL may carry credentials.
-            raise SettingsError(f"{name} must be an http:// or https:// URL")
+            return self._problem(f"{name} must be an http:// or https:// URL", None)
         return raw.rstrip("/") if raw else None
 
     def settings(self) -> Settings:
+        """Every variable read; SettingsError naming each problem when there is any."""
+        settings = self._read()
+        if self._problems:
+            raise SettingsError(self._problems)
+        return settings
+
+    def _read(self) -> Settings:
         d = Settings()
         citrus_url = self.url("CITRUS_SERVER_URL")
         citrus_key = self._raw("CITRUS_API_KEY") or ""
         if citrus_url and not citrus_key:
-            raise SettingsError("CITRUS_API_KEY is required when CITRUS_SERVER_URL is set")
-        client_ids = tuple(
-            part.strip()
-            for part in self.required("COGNITO_CLIENT_ID", "the allowed app client ids").split(",")
-            if part.strip()
-        )
-        if not client_ids:
-            raise SettingsError("COGNITO_CLIENT_ID must name at least one app client id")
+            self._problem("CITRUS_API_KEY is required when CITRUS_SERVER_URL is set", None)
+        client_list = self.required("COGNITO_CLIENT_ID", "the allowed app client ids")
+        client_ids = tuple(part.strip() for part in client_list.split(",") if part.strip())
+        if client_list and not client_ids:
+            self._problem("COGNITO_CLIENT_ID must name at least one app client id", None)
         log_level = self.str_("LOG_LEVEL", d.log_level).upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-            raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+            log_level = self._problem(
+                f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}", d.log_level
+            )
         pool_min = self.int_("SHARD_POOL_MIN_SIZE", d.shard_pool_min_size, minimum=0, maximum=100)
         pool_max = self.int_("SHARD_POOL_MAX_SIZE", d.shard_pool_max_size, minimum=1, maximum=500)
         if pool_min > pool_max:
-            raise SettingsError("SHARD_POOL_MIN_SIZE must not exceed SHARD_POOL_MAX_SIZE")
+            self._problem("SHARD_POOL_MIN_SIZE must not exceed SHARD_POOL_MAX_SIZE", None)
         return Settings(
             grpc_host=self.str_("GRPC_HOST", d.grpc_host),
             grpc_port=self.int_("GRPC_PORT", d.grpc_port, minimum=0, maximum=65535),

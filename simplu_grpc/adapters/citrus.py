@@ -29,6 +29,7 @@ from simplu_grpc import context
 from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
 from simplu_grpc.errors import CitrusUnavailable
 from simplu_grpc.metrics import Metrics
+from simplu_grpc.redact import normalize_dsn
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +354,9 @@ def _assignment(body: Any, *, operation: str, require_connection: bool = True) -
     would make libpq connect to a local default database, i.e. invent a shard. Health lists
     may omit it (only their counts are needed there). ``isActive`` must be a boolean in every
     answer: assuming "active" would be inventing it (DESIGN §8). Counts Citrus did not give
-    (or gave as non-integers) are ``None``, never 0.
+    (or gave as non-integers) are ``None``, never 0. Connection strings are normalised
+    (``normalize_dsn``: a raw ``@`` in the password is encoded); a routing answer whose string
+    libpq cannot use (a malformed port) is malformed, a health entry keeps it as sent.
     """
     if not isinstance(body, Mapping):
         raise CitrusClient._malformed(operation)
@@ -368,6 +371,11 @@ def _assignment(body: Any, *, operation: str, require_connection: bool = True) -
         or not isinstance(is_active, bool)
     ):
         raise CitrusClient._malformed(operation)
+    try:
+        connection_string = normalize_dsn(connection_string) if connection_string else ""
+    except ValueError:
+        if require_connection:  # a route nobody can connect to (a bad port): not an answer
+            raise CitrusClient._malformed(operation) from None
     return ShardAssignment(
         shard_id=shard_id,
         connection_string=connection_string,

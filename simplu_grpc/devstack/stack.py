@@ -9,10 +9,15 @@ Start order (stopped in reverse, on Ctrl-C or SIGTERM, whatever step failed):
    ``SIMPLU_DEV_DB_PREFIX`` changes the prefix).
 3. moto server on ``SIMPLU_DEV_MOTO_PORT`` (5055): the business-info table, a Cognito pool
    with an app client, an ``admin`` group, an admin user and a plain user.
-4. The gRPC server (``GRPC_PORT``, 50051), configured through ``Settings.from_env`` with
-   the addresses above, so it runs exactly the code production runs.
+4. The gRPC server (``GRPC_PORT``, 50051, on every address of ``GRPC_HOST``, localhost by
+   default: the start is refused when any of them is taken, since a client may reach the other
+   process there), configured through ``Settings.from_env`` with the addresses above, so it
+   runs exactly the code production runs.
+5. A demo business (``demo``, dental, location ``main``) created through the server by the
+   admin, with the plain user as a ``staff`` member who may work with patients and appointments.
 
-It then prints an admin access token and grpcurl commands that work as printed. Every
+It then prints the admin's and the plain user's access tokens and grpcurl commands that work
+as printed. Every
 process it starts is stopped (moto runs in its own process group, PostgreSQL is stopped with
 ``pg_ctl``), the temporary directory is removed, and shard databases created on a
 ``SIMPLU_DEV_PG`` server are dropped. Development tooling only: production never imports it.
@@ -29,7 +34,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
@@ -69,12 +74,55 @@ EXAMPLE_BUSINESS = {
     }
 }
 
+# The demo business the plain user is a member of (created by the admin at start).
+DEMO_BUSINESS_ID = "demo"
+DEMO_LOCATION_ID = "main"
+DEMO_ROLE = "staff"
+DEMO_ROLE_PERMISSIONS = ("patients:*", "appointments:*")
+DEMO_BUSINESS = {
+    "business_id": DEMO_BUSINESS_ID,
+    "business": {
+        "name": "Demo Dental",
+        "type": "BUSINESS_TYPE_DENTAL",
+        "locations": [{"id": DEMO_LOCATION_ID, "name": "Main St", "timezone": "Europe/Bucharest"}],
+        "permissions": {"roles": {DEMO_ROLE: {"permissions": list(DEMO_ROLE_PERMISSIONS)}}},
+    },
+}
+# What the plain user can do as printed: (method, request body) run with $USER_TOKEN.
+USER_EXAMPLES: tuple[tuple[str, dict[str, object]], ...] = (
+    (
+        "simplu.v1.BusinessService/GetMyAccess",
+        {"business_id": DEMO_BUSINESS_ID, "location_id": DEMO_LOCATION_ID},
+    ),
+    (
+        "simplu.v1.ResourceService/CreateResource",
+        {
+            "resource": {
+                "business_id": DEMO_BUSINESS_ID,
+                "location_id": DEMO_LOCATION_ID,
+                "resource_type": "patients",
+                "data": {"name": "Ana Pop", "phone": "+40 700 000 000"},
+            }
+        },
+    ),
+    (
+        "simplu.v1.ResourceService/ListResources",
+        {
+            "business_id": DEMO_BUSINESS_ID,
+            "location_id": DEMO_LOCATION_ID,
+            "resource_type": "patients",
+            "page_size": 10,
+        },
+    ),
+)
 
-def grpcurl(target: str, method: str, data: object = None, *, token: bool = True) -> str:
-    """A grpcurl command line that works pasted into a POSIX shell with $TOKEN set."""
+
+def grpcurl(target: str, method: str, data: object = None, *, bearer_var: str | None = "TOKEN") -> str:
+    """A grpcurl command line that works pasted into a POSIX shell with ``$<bearer_var>`` set
+    (no authorization header when ``bearer_var`` is None)."""
     parts = ["grpcurl", "-plaintext"]
-    if token:
-        parts.append('-H "authorization: Bearer $TOKEN"')
+    if bearer_var:
+        parts.append(f'-H "authorization: Bearer ${bearer_var}"')
     if data is not None:
         parts += ["-d", shlex.quote(json.dumps(data))]
     parts.append(target)
@@ -127,16 +175,30 @@ class DevConfig:
         )
 
 
-def _require_free(port: int, what: str, variable: str) -> None:
+def require_free(port: int, what: str, variable: str, host: str = "127.0.0.1") -> None:
+    """Refuse a port taken on ANY address of ``host`` (``localhost`` is 127.0.0.1 and ::1).
+
+    gRPC binds every address a name resolves to and is content when one succeeds, so a
+    process holding 127.0.0.1:port would go on answering the clients that reach it there.
+    """
     if port == 0:
         return
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            raise DevStackError(
-                f"{what} port {port} is already in use; set {variable} to another port"
-            ) from None
+    try:
+        infos = socket.getaddrinfo(
+            host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        raise DevStackError(f"{what} address {host!r} cannot be resolved ({exc.strerror or exc})") from None
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # As the servers themselves bind: a port left in TIME_WAIT is free, a listener is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError:
+                raise DevStackError(
+                    f"{what} port {port} is already in use on {address[0]}; set {variable} to another port"
+                ) from None
 
 
 def _dummy_aws_credentials() -> None:
@@ -163,6 +225,7 @@ class DevStack:
         self.grpc_port: int = 0
         self.admin_token: str = ""
         self.user_token: str = ""
+        self.grpc_target: str = ""
         # The running server, public so tools (the bench) can read its metrics registry.
         self.service: Service | None = None
 
@@ -173,6 +236,7 @@ class DevStack:
             self._start_citrus()
             self._start_moto()
             self._start_server()
+            self._create_demo_business()
         except BaseException:
             self.stop()
             raise
@@ -217,7 +281,7 @@ class DevStack:
 
     def _start_citrus(self) -> None:
         assert self.pg is not None
-        _require_free(self.config.citrus_port, "Citrus emulator", "SIMPLU_DEV_CITRUS_PORT")
+        require_free(self.config.citrus_port, "Citrus emulator", "SIMPLU_DEV_CITRUS_PORT")
         citrus = CitrusEmulator(
             api_key=DEV_CITRUS_API_KEY,
             pg=self.pg,
@@ -233,7 +297,7 @@ class DevStack:
         self.citrus = citrus
 
     def _start_moto(self) -> None:
-        _require_free(self.config.moto_port, "moto", "SIMPLU_DEV_MOTO_PORT")
+        require_free(self.config.moto_port, "moto", "SIMPLU_DEV_MOTO_PORT")
         _dummy_aws_credentials()
         moto = MotoServer(port=self.config.moto_port)
         self._closers.append(("moto", moto.stop))
@@ -273,6 +337,7 @@ class DevStack:
 
         settings = Settings.from_env(self._server_env())
         self.settings = settings
+        require_free(settings.grpc_port, "gRPC server", "GRPC_PORT", host=settings.grpc_host)
         deps = build_deps(settings)
         try:
             service = Service(settings, deps)
@@ -283,6 +348,26 @@ class DevStack:
         service.start(metrics_port=settings.metrics_port)
         self.service = service
         self.grpc_port = service.port
+        self.grpc_target = f"localhost:{service.port}"
+
+    def _create_demo_business(self) -> None:
+        """The demo business, made as a user would: CreateBusiness by the admin over gRPC."""
+        import grpc
+        from google.protobuf import json_format
+        from simplu.v1 import business_pb2, business_pb2_grpc
+
+        assert self.cognito is not None
+        request = json_format.ParseDict(DEMO_BUSINESS, business_pb2.CreateBusinessRequest())
+        request.business.permissions.members[self.cognito.user_sub].role = DEMO_ROLE
+        with grpc.insecure_channel(self.grpc_target) as channel:
+            try:
+                business_pb2_grpc.BusinessServiceStub(channel).CreateBusiness(
+                    request, metadata=(("authorization", f"Bearer {self.admin_token}"),), timeout=30
+                )
+            except grpc.RpcError as exc:
+                raise DevStackError(
+                    f"the demo business could not be created: {exc.code().name} {exc.details()}"
+                ) from None
 
     # --- what the user sees ------------------------------------------------------------
     def fresh_token(self, *, admin: bool = True) -> str:
@@ -341,19 +426,30 @@ class DevStack:
             "Admin access token (valid about an hour):",
             f"export TOKEN={self.admin_token}",
             "",
-            "Try:",
-            f"  {grpcurl(target, 'list', token=False)}",
-            f"  {grpcurl(target, 'grpc.health.v1.Health/Check', {'service': 'readiness'}, token=False)}",
+            f"Plain user's access token ({self.cognito.user_username}: role {DEMO_ROLE!r} in business"
+            f" {DEMO_BUSINESS_ID!r}, {', '.join(DEMO_ROLE_PERMISSIONS)}):",
+            f"export USER_TOKEN={self.user_token}",
+            "",
+            "Try, as the admin:",
+            f"  {grpcurl(target, 'list', bearer_var=None)}",
+            f"  {grpcurl(target, 'grpc.health.v1.Health/Check', {'service': 'readiness'}, bearer_var=None)}",
             f"  {grpcurl(target, 'simplu.v1.BusinessService/ListBusinesses', {'page_size': 10})}",
             f"  {grpcurl(target, 'simplu.v1.BusinessService/CreateBusiness', EXAMPLE_BUSINESS)}",
             f"  {grpcurl(target, 'simplu.v1.ShardAdmin/ListShards', {})}",
+            "As the plain user:",
+            *_commands(target, USER_EXAMPLES, bearer_var="USER_TOKEN"),
             "",
-            "A fresh admin token:",
+            "Fresh tokens:",
             f"  export TOKEN=$({self.token_command(admin=True)})",
+            f"  export USER_TOKEN=$({self.token_command(admin=False)})",
             "",
             "Ctrl-C stops everything.",
         ]
         return "\n".join(lines)
+
+
+def _commands(target: str, examples: Sequence[tuple[str, object]], *, bearer_var: str) -> list[str]:
+    return [f"  {grpcurl(target, method, data, bearer_var=bearer_var)}" for method, data in examples]
 
 
 def run_dev(

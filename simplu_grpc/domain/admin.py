@@ -9,6 +9,7 @@ this module except as ``host:port/db`` targets; every error text is redacted.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +18,7 @@ from typing import cast
 
 from simplu_grpc import context
 from simplu_grpc.adapters import migrator
-from simplu_grpc.domain.admin_consistency import BusinessReport, ConsistencyChecker
+from simplu_grpc.domain.admin_consistency import BusinessReport, ConsistencyChecker, read_snapshot
 from simplu_grpc.domain.admin_ports import Businesses, Pools, PoolStatsView, Routing, ShardSource
 from simplu_grpc.domain.admin_status import (
     DependencyCheck,
@@ -26,10 +27,11 @@ from simplu_grpc.domain.admin_status import (
     run_bounded,
     within,
 )
+from simplu_grpc.domain.authz import require_live
 from simplu_grpc.domain.business import Business, BusinessType
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.domain.validation import Violations, check_business_id, check_id, check_text
-from simplu_grpc.errors import InvalidArgument, NotFound, SimpluError
+from simplu_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, SimpluError
 from simplu_grpc.redact import dsn_target
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ CALL_TIMEOUT_SECONDS = 5.0
 LIST_SHARDS_TIMEOUT_SECONDS = 2.5
 # Per-shard reads (schema version) inside answers about many shards.
 SHARD_READ_TIMEOUT_SECONDS = 1.5
+# Not worth opening connections with less than this left of ListShards's budget.
+_MIN_READ_SECONDS = 0.2
 # Migrations may legitimately take a while; still bounded.
 MIGRATE_TIMEOUT_SECONDS = 60.0
 
@@ -163,6 +167,7 @@ class ShardAdminService:
         migrate: Callable[[str, int], migrator.MigrationResult] | None = None,
         target_version: Callable[[], int] = migrator.latest_version,
         consistency: ConsistencyChecker | None = None,
+        read_version: Callable[[str], int] | None = None,
     ) -> None:
         self._shards = shards
         self._pools = pools
@@ -175,6 +180,7 @@ class ShardAdminService:
         self._prober = prober or DependencyProber(secrets=self._secrets)
         self._migrate = migrate or _migrate_within
         self._target_version = target_version
+        self._read_version = read_version or _read_version
         self._consistency = consistency or ConsistencyChecker(
             shards=shards, businesses=businesses, secrets=self._secrets, target_version=target_version
         )
@@ -182,7 +188,13 @@ class ShardAdminService:
     # --- Citrus views -----------------------------------------------------------------
 
     def list_shards(self) -> ShardList:
-        """Citrus health merged with local pools; answers from local pools when Citrus is down."""
+        """Citrus health merged with local pools; answers from local pools when Citrus is down.
+
+        Schema versions come from this server's pools, and, for shards it has no pool for
+        (e.g. just migrated by MigrateShard), from a short read-only connection made with the
+        connection string Citrus listed, within what is left of the answer's budget.
+        """
+        started = time.monotonic()
         stats = {s.shard_id: s for s in self._pools.stats()}
         calls: dict[str, Callable[[], object]] = {"citrus": self._shards.shards_health}
         for shard_id in stats:
@@ -196,9 +208,18 @@ class ShardAdminService:
             log.warning("ListShards: shard health unavailable: %s", citrus_error)
         else:
             listed = list(cast(list[ShardAssignment], health))
+        unpooled = {
+            f"schema/{s.shard_id}": _bind_dsn(self._read_version, s.connection_string)
+            for s in listed
+            if s.shard_id not in stats and s.connection_string
+        }
+        left = LIST_SHARDS_TIMEOUT_SECONDS - (time.monotonic() - started)
+        if unpooled and left > _MIN_READ_SECONDS:
+            outcomes.update(run_bounded(unpooled, timeout=min(SHARD_READ_TIMEOUT_SECONDS, left)))
         versions = {
-            shard_id: value if isinstance(value := outcomes[f"schema/{shard_id}"], int) else 0
-            for shard_id in stats
+            name.removeprefix("schema/"): value
+            for name, value in outcomes.items()
+            if name.startswith("schema/") and isinstance(value, int)
         }
         views: dict[str, ShardView] = {}
         for shard in listed:
@@ -307,12 +328,26 @@ class ShardAdminService:
     def register_location(
         self, business_id: str, location_id: str, business_type: BusinessType | None
     ) -> LocationShardView:
-        """Register with Citrus (idempotent there); the type comes from business info unless given."""
+        """Register with Citrus (idempotent there) under the business's own type.
+
+        ``business_type``, when given, must be that type: Citrus places a business by its type,
+        and a location registered under another would be routed as a business it is not. The
+        request is well formed either way; it is refused because of what business info holds,
+        hence FAILED_PRECONDITION (BUSINESS_TYPE_MISMATCH), not INVALID_ARGUMENT. A deleted
+        business is not registered (``require_live``: FAILED_PRECONDITION / BUSINESS_DELETED).
+        """
         _require_location_key(business_id, location_id)
         business = self._existing_location(business_id, location_id)
-        kind = business_type or business.type
+        require_live(business, business_id, sees_deleted=True)
+        if business_type is not None and business_type is not business.type:
+            raise FailedPrecondition(
+                f"business {business_id!r} is of type {business.type.value!r}, not {business_type.value!r}; "
+                "leave business_type unset to use the business's own",
+                reason="BUSINESS_TYPE_MISMATCH",
+                metadata={"business_id": business_id, "business_type": business.type.value},
+            )
         with within(CALL_TIMEOUT_SECONDS):
-            assignment = self._shards.register(business_id, location_id, kind.value)
+            assignment = self._shards.register(business_id, location_id, business.type.value)
         # A cached entry from before (e.g. another shard) must not outlive the registration.
         self._routing.invalidate(business_id, location_id)
         self._note_registered(business_id, location_id)
@@ -479,6 +514,16 @@ class ShardAdminService:
                     return migrator.schema_version(session.conn)
 
         return read
+
+
+def _bind_dsn(read: Callable[[str], int], dsn: str) -> Callable[[], int]:
+    return lambda: read(dsn)
+
+
+def _read_version(dsn: str) -> int:
+    """A shard's schema version over a short-lived read-only connection (never through a pool:
+    creating one would migrate the shard, and a listing must change nothing)."""
+    return read_snapshot(dsn, ()).schema_version
 
 
 def _location_view(

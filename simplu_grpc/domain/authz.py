@@ -15,7 +15,10 @@ One module decides for all three services:
 
 Permission is checked before existence: a caller who is not a member gets PERMISSION_DENIED
 whether or not the business exists, so ids of other tenants reveal nothing. Only once the
-caller is allowed does a missing or deleted business answer NOT_FOUND.
+caller is allowed does a missing or deleted business answer, by one rule (``require_live``)
+for every service: missing is NOT_FOUND; soft-deleted is NOT_FOUND for whoever cannot see
+deleted businesses (members, machine clients) and FAILED_PRECONDITION / BUSINESS_DELETED for
+platform admins, who still read it and so must be told why they cannot act on it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ SCOPE_RESOURCES_WRITE = "simplu/resources.write"
 SCOPE_ADMIN = "simplu/admin"
 
 READ = "read"
+BUSINESS_DELETED = "BUSINESS_DELETED"
 
 
 def permits(permissions: tuple[str, ...], resource_type: str, action: str) -> bool:
@@ -128,9 +132,9 @@ class Authorizer:
                     raise _denied_scope(SCOPE_BUSINESSES_READ)
             elif self._membership(principal, business) is None:
                 raise _not_member(business_id)
-        if business is None or (not business.is_active and not admin):
-            raise _not_found(business_id)
-        return business
+        if business is not None and not business.is_active and admin:
+            return business  # platform admins read deleted businesses
+        return require_live(business, business_id, sees_deleted=admin)
 
     def require_business_write(
         self,
@@ -153,13 +157,7 @@ class Authorizer:
                     raise _denied_scope(SCOPE_BUSINESSES_WRITE)
             else:
                 self._require_member_permission(principal, business, business_id, permission, location_id)
-        if business is None:
-            raise _not_found(business_id)
-        if not business.is_active:
-            if admin:
-                raise FailedPrecondition(f"business {business_id!r} is deleted", reason="BUSINESS_DELETED")
-            raise _not_found(business_id)
-        return business
+        return require_live(business, business_id, sees_deleted=admin)
 
     def require_resource(
         self,
@@ -172,7 +170,8 @@ class Authorizer:
         action: str,
     ) -> tuple[Business, Location]:
         """Act on resources of one business location; the business and location must be active."""
-        if not self.is_admin(principal):
+        admin = self.is_admin(principal)
+        if not admin:
             if principal.is_machine:
                 needed = SCOPE_RESOURCES_READ if action == READ else SCOPE_RESOURCES_WRITE
                 if not self.has_scope(principal, needed, SCOPE_RESOURCES_WRITE):
@@ -181,8 +180,7 @@ class Authorizer:
                 self._require_member_permission(
                     principal, business, business_id, f"{resource_type}:{action}", location_id
                 )
-        if business is None or not business.is_active:
-            raise _not_found(business_id)
+        business = require_live(business, business_id, sees_deleted=admin)
         location = business.location(location_id)
         if location is None:
             raise NotFound(
@@ -237,6 +235,26 @@ class Authorizer:
                 reason="LOCATION_NOT_ALLOWED",
                 metadata={"location_id": location_id},
             )
+
+
+def require_live(business: Business | None, business_id: str, *, sees_deleted: bool) -> Business:
+    """The business to act on, or the one answer every service gives when there is none.
+
+    Missing: NOT_FOUND. Soft-deleted: FAILED_PRECONDITION / BUSINESS_DELETED for a caller who
+    ``sees_deleted`` businesses (platform admins: GetBusiness shows it to them as DELETED, so
+    "not found" would be a lie), NOT_FOUND for everyone else (for members it is gone).
+    """
+    if business is None:
+        raise _not_found(business_id)
+    if not business.is_active:
+        if sees_deleted:
+            raise FailedPrecondition(
+                f"business {business_id!r} is deleted",
+                reason=BUSINESS_DELETED,
+                metadata={"business_id": business_id},
+            )
+        raise _not_found(business_id)
+    return business
 
 
 def _not_member(business_id: str) -> PermissionDenied:

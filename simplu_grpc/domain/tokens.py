@@ -3,7 +3,8 @@
 Checks, in order: the token is a JWT at all; its header says RS256 (``none``, HS* and every
 other algorithm are refused before any key is touched, so an HS256 token "signed" with the
 public key never reaches a verifier); its kid is in the pool's JWKS (one refetch for an
-unknown kid); the signature; ``exp``/``nbf``/``iat`` with a small leeway; ``iss`` is the
+unknown kid); the signature; ``exp``/``nbf``/``iat`` with a small leeway, each a real time
+(0 to year 9999: a list, an object or 10**400 is MALFORMED_TOKEN); ``iss`` is the
 pool; ``token_use`` is ``access`` or ``id``; the app client (``client_id`` for access
 tokens, ``aud`` for id tokens) is one this service accepts.
 
@@ -46,6 +47,10 @@ _TOKEN_USES: frozenset[str] = frozenset({"access", "id"})
 # Cognito tokens are 1-2 KiB; a much longer "token" is garbage or an attempt to waste CPU.
 _MAX_TOKEN_CHARS = 16 * 1024
 _REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "token_use"]
+# Time claims are seconds since 1970 up to the end of year 9999: anything else (10**400, a
+# negative time, a float beyond what a date can hold) is not a time, however well signed.
+_TIME_CLAIMS = ("exp", "iat", "nbf")
+_LATEST_TIME = 253_402_300_799
 # Verified tokens are remembered (by digest) so a warm RPC costs no RSA verification.
 _CACHE_MAX_ENTRIES = 10_000
 _CACHE_MAX_SECONDS = 300.0
@@ -109,7 +114,7 @@ class TokenVerifier:
             return cached
         claims = self._verified_claims(token)
         principal = self._principal(claims)
-        self._remember(digest, principal, float(claims["exp"]))
+        self._remember(digest, principal, _seconds(claims["exp"]))
         return principal
 
     # --- cache --------------------------------------------------------------------------
@@ -196,11 +201,17 @@ class TokenVerifier:
         except jwt_errors.InvalidTokenError as exc:
             # Claims of the wrong type (iat not a number, sub not a string, ...).
             raise _reject(MALFORMED_TOKEN, f"the token's claims are invalid: {exc}") from None
+        for name in _TIME_CLAIMS:
+            if name in claims and not _is_time(claims[name]):
+                raise _reject(
+                    MALFORMED_TOKEN,
+                    f"the token's {name!r} claim is not a time (seconds since 1970, up to year 9999)",
+                )
         return claims
 
     def _principal(self, claims: Mapping[str, Any]) -> Principal:
         token_use = claims.get("token_use")
-        if token_use not in _TOKEN_USES:
+        if not isinstance(token_use, str) or token_use not in _TOKEN_USES:
             raise _reject(
                 WRONG_TOKEN_USE,
                 f"token_use must be 'access' or 'id', this token says {_shown(token_use)}",
@@ -245,8 +256,8 @@ class TokenVerifier:
 
     def _expired_message(self, token: str) -> str:
         exp = _unverified_claims(token).get("exp")
-        if isinstance(exp, int | float):
-            when = datetime.fromtimestamp(exp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if _is_time(exp):
+            when = datetime.fromtimestamp(_seconds(exp), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             return f"the token expired at {when}; sign in again or refresh it"
         return "the token has expired; sign in again or refresh it"
 
@@ -255,6 +266,17 @@ class TokenVerifier:
         return (
             f"the token was issued by {_shown(found, 120)}, not by this service's user pool {self.issuer!r}"
         )
+
+
+def _is_time(value: object) -> bool:
+    """A number of seconds since 1970 that a date can hold (booleans are not numbers here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= _LATEST_TIME
+
+
+def _seconds(value: object) -> float:
+    """A time claim already checked by ``_is_time``, as a float."""
+    assert isinstance(value, int | float)
+    return float(value)
 
 
 def _unverified_claims(token: str) -> dict[str, Any]:

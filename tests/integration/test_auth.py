@@ -162,6 +162,12 @@ def test_malformed_authorization_header(server: RunningServer, value: str, reaso
     assert rejected(server, [("authorization", value)])[1] == reason
 
 
+def test_a_bad_bearer_value_is_described_in_plain_words(server: RunningServer) -> None:
+    """The message about a non-JWT bearer value is sent as written, not mangled by redaction."""
+    error, _ = rejected(server, [("authorization", "Bearer not-a-jwt")])
+    assert error.details() == "the bearer token is not a JWT (expected three base64url parts)"
+
+
 def attack_tokens(issuer: LocalIssuer, admin_token: str) -> dict[str, tuple[str, str]]:
     """name -> (token, expected reason): each way a token can be wrong."""
     now = int(time.time())
@@ -185,6 +191,19 @@ def attack_tokens(issuer: LocalIssuer, admin_token: str) -> dict[str, tuple[str,
             issuer.sign(issuer.claims(token_use="refresh", client_id=issuer.client_id)),
             "WRONG_TOKEN_USE",
         ),
+        # Validly signed, absurd claims: each is the caller's problem (UNAUTHENTICATED), never INTERNAL.
+        "token-use-list": (issuer.sign(issuer.claims(token_use=["access"])), tokens.WRONG_TOKEN_USE),
+        "token-use-object": (
+            issuer.sign(issuer.claims(token_use={"kind": "access"})),
+            tokens.WRONG_TOKEN_USE,
+        ),
+        "exp-10**400": (issuer.sign(issuer.claims(exp=10**400)), tokens.MALFORMED_TOKEN),
+        "exp-negative": (issuer.sign(issuer.claims(exp=-1)), tokens.TOKEN_EXPIRED),
+        "exp-before-any-date": (issuer.sign(issuer.claims(exp=-(10**20))), tokens.TOKEN_EXPIRED),
+        "iat-before-any-date": (issuer.sign(issuer.claims(iat=-(10**20))), tokens.MALFORMED_TOKEN),
+        "iat-list": (issuer.sign(issuer.claims(iat=[now])), tokens.MALFORMED_TOKEN),
+        "nbf-object": (issuer.sign(issuer.claims(nbf={"at": now})), tokens.MALFORMED_TOKEN),
+        "nbf-10**400": (issuer.sign(issuer.claims(nbf=10**400)), tokens.TOKEN_NOT_YET_VALID),
     }
 
 
@@ -199,6 +218,15 @@ ATTACKS = [
     "tampered-moto",
     "unknown-kid",
     "refresh-use",
+    "token-use-list",
+    "token-use-object",
+    "exp-10**400",
+    "exp-negative",
+    "exp-before-any-date",
+    "iat-before-any-date",
+    "iat-list",
+    "nbf-object",
+    "nbf-10**400",
 ]
 
 

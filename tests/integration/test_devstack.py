@@ -23,7 +23,7 @@ from typing import IO
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from simplu.v1 import business_pb2, business_pb2_grpc
+from simplu.v1 import business_pb2, business_pb2_grpc, resource_pb2, resource_pb2_grpc
 
 from simplu_grpc.devstack.postgres import PgServer, ThrowawayCluster
 from simplu_grpc.devstack.stack import DEV_CITRUS_API_KEY
@@ -166,6 +166,40 @@ def dev_runner() -> Iterator[list[DevProcess]]:
         stop_dev(dev)
 
 
+def check_plain_user(channel: grpc.Channel, user_token: str) -> None:
+    """The plain user's printed token: a staff member of the demo business who may work with
+    patients there (as the printed examples do), and nothing more."""
+    user = (("authorization", f"Bearer {user_token}"),)
+    businesses = business_pb2_grpc.BusinessServiceStub(channel)
+    access = businesses.GetMyAccess(
+        business_pb2.GetMyAccessRequest(business_id="demo", location_id="main"), metadata=user, timeout=10
+    )
+    assert (access.platform_admin, access.role, access.location_allowed) == (False, "staff", True)
+    resources = resource_pb2_grpc.ResourceServiceStub(channel)
+    created = resources.CreateResource(
+        resource_pb2.CreateResourceRequest(
+            resource=resource_pb2.Resource(business_id="demo", location_id="main", resource_type="patients")
+        ),
+        metadata=user,
+        timeout=20,
+    )
+    listed = resources.ListResources(
+        resource_pb2.ListResourcesRequest(business_id="demo", location_id="main", resource_type="patients"),
+        metadata=user,
+        timeout=10,
+    )
+    assert [r.resource_id for r in listed.resources] == [created.resource_id]
+    with pytest.raises(grpc.RpcError) as denied:
+        resources.ListResources(
+            resource_pb2.ListResourcesRequest(
+                business_id="demo", location_id="main", resource_type="invoices"
+            ),
+            metadata=user,
+            timeout=10,
+        )
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
 def check_stack(dev: DevProcess) -> None:
     """Health SERVING ('', liveness, readiness); the printed token works; Citrus and the token command too."""
     token = dev.value(r"^export TOKEN=(\S+)$")
@@ -189,6 +223,7 @@ def check_stack(dev: DevProcess) -> None:
             timeout=10,
         )
         assert call.code() == grpc.StatusCode.OK
+        check_plain_user(channel, dev.value(r"^export USER_TOKEN=(\S+)$"))
 
     conn = http.client.HTTPConnection("127.0.0.1", dev.ports["citrus"], timeout=10)
     try:
@@ -270,3 +305,29 @@ def test_dev_stack_reports_a_busy_port_and_stops_what_it_started(
     assert f"port {busy} is already in use" in err
     assert "SIMPLU_DEV_CITRUS_PORT" in err
     assert pg.list_databases(prefix) == []
+
+
+def test_dev_stack_refuses_a_grpc_port_taken_on_one_of_its_addresses(
+    tmp_path: Path, dev_tmp: Path, dev_runner: list[DevProcess], pg: PgServer
+) -> None:
+    """Another process holds 127.0.0.1:GRPC_PORT (::1 is free): the stack does not report itself up
+    on ::1 alone; it exits 1 naming GRPC_PORT and undoes what it started."""
+    prefix = new_db_prefix("dev")
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        busy = blocker.getsockname()[1]
+        dev = start_dev(
+            tmp_path,
+            dev_tmp,
+            {"SIMPLU_DEV_PG": pg.admin_dsn, "SIMPLU_DEV_DB_PREFIX": prefix, "GRPC_PORT": str(busy)},
+        )
+        dev_runner.append(dev)
+        assert dev.process.wait(timeout=90) == 1
+    assert READY_LINE not in "\n".join(dev.lines)
+    err = (tmp_path / "dev.err").read_text()
+    assert f"port {busy} is already in use on 127.0.0.1" in err
+    assert "GRPC_PORT" in err
+    assert pg.list_databases(prefix) == []
+    for name in ("citrus", "moto"):
+        assert not port_open(dev.ports[name]), name

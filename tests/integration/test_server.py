@@ -432,6 +432,33 @@ def test_metrics_endpoint_counts_rpcs_by_method_and_code(core_server: Any, beare
     assert f'simplu_grpc_request_seconds_count{{method="{method}"}} 4.0' in text
 
 
+def test_metrics_have_no_created_series_and_watch_streams_are_not_timed(
+    core_server: Any, bearer: Any
+) -> None:
+    """/metrics carries no ``_created`` series, and a health Watch stream is counted but kept out of
+    the latency histogram (its duration is the watcher's patience, not a latency)."""
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        port = probe_socket.getsockname()[1]
+    server = core_server(metrics_port=port)
+    get(server, "ok", bearer())
+    watch = server.health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+    assert next(watch).status == SERVING
+    watch.cancel()
+    watch_method = "/grpc.health.v1.Health/Watch"
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    poll(lambda: f'method="{watch_method}"' in scrape(), what="the Watch stream to be counted")
+    text = scrape()
+    assert re.search(rf'simplu_grpc_requests_total\{{code="\w+",method="{watch_method}"\}} 1\.0', text)
+    assert f'simplu_grpc_request_seconds_count{{method="{watch_method}"}}' not in text
+    assert 'simplu_grpc_request_seconds_count{method="/simplu.v1.BusinessService/GetBusiness"} 1.0' in text
+    assert "_created" not in text
+
+
 # --- capacity, ports, shutdown -------------------------------------------------------------
 
 

@@ -115,6 +115,18 @@ def test_configuration_error_names_the_variable_and_exits_2(
     assert "configuration error: GRPC_PORT must be an integer" in capsys.readouterr().err
 
 
+def test_every_bad_variable_is_named_in_one_go(serve_env: dict[str, str], spawn: Any) -> None:
+    """Three bad variables and a missing one: `serve` exits 2 naming all four, so one fix round is enough."""
+    env = {k: v for k, v in serve_env.items() if k != "COGNITO_USER_POOL_ID"}
+    env.update(GRPC_PORT="fifty", CITRUS_RETRY_ATTEMPTS="99", LOG_LEVEL="LOUD")
+    process = spawn("serve", env=env)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 2, stderr
+    assert stderr.startswith("configuration error: 4 problems:"), stderr
+    for name in ("COGNITO_USER_POOL_ID", "GRPC_PORT", "CITRUS_RETRY_ATTEMPTS", "LOG_LEVEL"):
+        assert name in stderr
+
+
 @pytest.mark.integration
 def test_serve_stops_cleanly_on_sigterm(serve_env: dict[str, str], spawn: Any) -> None:
     """`serve` becomes ready, then on SIGTERM shuts down gracefully and exits 0, logging JSON lines."""

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from grpc_status import rpc_status
 from simplu.v1 import business_pb2, resource_pb2, shard_admin_pb2
 
 from simplu_grpc.adapters import migrator
@@ -26,6 +27,7 @@ from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, create_business_table
 from simplu_grpc.devstack.postgres import PgServer
 from simplu_grpc.domain.business import Business, BusinessType, Location
+from simplu_grpc.interceptors.errors import error_info_of
 from tests.fixtures.citrus import CITRUS_API_KEY
 from tests.fixtures.faultproxy import FaultProxy
 from tests.fixtures.server import MakeServer, RunningServer
@@ -290,7 +292,7 @@ def test_register_and_locate_a_location(stack: Stack) -> None:
     again = stack.call(
         "RegisterLocation",
         ADMIN.RegisterLocationRequest(
-            business_id=business_id, location_id="l1", business_type=business_pb2.BUSINESS_TYPE_DENTAL
+            business_id=business_id, location_id="l1", business_type=business_pb2.BUSINESS_TYPE_GYM
         ),
     )
     assert again.shard_id == registered.shard_id
@@ -324,6 +326,28 @@ def test_register_and_locate_a_location(stack: Stack) -> None:
         ADMIN.RegisterLocationRequest(business_id=business_id, location_id="nope"),
     ):
         assert stack.fails("RegisterLocation", bad).code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_register_location_refuses_another_business_type(stack: Stack) -> None:
+    """A gym's location registered as a dental one: FAILED_PRECONDITION / BUSINESS_TYPE_MISMATCH (the
+    request is well formed, business info says otherwise), and Citrus is not asked."""
+    business_id = uid()
+    stack.business(business_id, "l1", kind=BusinessType.GYM)
+    stack.citrus.reset_calls()
+    error = stack.fails(
+        "RegisterLocation",
+        ADMIN.RegisterLocationRequest(
+            business_id=business_id, location_id="l1", business_type=business_pb2.BUSINESS_TYPE_DENTAL
+        ),
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+    status = rpc_status.from_call(error)
+    info = error_info_of(status) if status is not None else None
+    assert info is not None
+    assert info.reason == "BUSINESS_TYPE_MISMATCH"
+    assert info.metadata["business_type"] == "gym"
+    assert stack.citrus.calls["register"] == 0
+    assert f"{business_id}-l1" not in stack.citrus.registrations()
 
 
 # --- pools and routing -------------------------------------------------------------------
@@ -417,7 +441,8 @@ def test_invalidate_routing_makes_the_next_request_ask_citrus(stack: Stack) -> N
 
 
 def test_migrate_shard_reports_versions(stack: Stack) -> None:
-    """MigrateShard applies pending migrations once, reports per shard, and ListShards shows the version."""
+    """MigrateShard applies pending migrations once, reports per shard, and ListShards shows the version
+    right after (whether or not this server has a pool for the shard)."""
     target = migrator.latest_version()
     first = stack.call("MigrateShard", ADMIN.MigrateShardRequest(shard_id="shard-03"))
     assert first.target_version == target
@@ -429,6 +454,11 @@ def test_migrate_shard_reports_versions(stack: Stack) -> None:
         "",
     )
     assert list(shard.applied) == [m.version for m in migrator.migrations()]
+    # This server has no pool for shard-03: ListShards reads the version from the shard itself.
+    listed = {s.shard_id: s for s in stack.call("ListShards", ADMIN.ListShardsRequest()).shards}
+    assert not listed["shard-03"].HasField("pool")
+    assert listed["shard-03"].schema_version == target
+    assert listed["shard-01"].schema_version == 0  # not migrated yet
     again = stack.call("MigrateShard", ADMIN.MigrateShardRequest(shard_id="shard-03")).shards[0]
     assert (again.version_before, again.version_after, list(again.applied)) == (target, target, [])
 
@@ -448,7 +478,7 @@ def test_migrate_shard_reports_versions(stack: Stack) -> None:
     listed = {s.shard_id: s for s in stack.call("ListShards", ADMIN.ListShardsRequest()).shards}
     assert listed[shard_id].schema_version == target
     assert listed[shard_id].HasField("pool")
-    assert all(s.schema_version == 0 for k, s in listed.items() if k != shard_id)  # no pool: unknown
+    assert all(s.schema_version == target for s in listed.values())  # pool or not, all migrated
 
 
 # --- dependency status ------------------------------------------------------------------------

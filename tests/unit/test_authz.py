@@ -131,6 +131,22 @@ def test_members_of_a_deleted_business_get_not_found() -> None:
         AUTHZ.require_business_write(person("owner-sub"), clinic(BusinessStatus.DELETED), "clinic1", "*")
 
 
+def test_a_deleted_business_is_the_same_answer_for_resources_as_for_business_writes() -> None:
+    """One rule for every service: members NOT_FOUND, admins FAILED_PRECONDITION (BUSINESS_DELETED)."""
+    gone = clinic(BusinessStatus.DELETED)
+    admin = person("root", "admin")
+    with pytest.raises(FailedPrecondition) as for_admin:
+        AUTHZ.require_resource(
+            admin, gone, "clinic1", location_id="L1", resource_type="patients", action="read"
+        )
+    assert for_admin.value.reason == "BUSINESS_DELETED"
+    with pytest.raises(NotFound) as for_owner:
+        AUTHZ.require_resource(
+            person("owner-sub"), gone, "clinic1", location_id="L1", resource_type="patients", action="read"
+        )
+    assert for_owner.value.reason == "BUSINESS_NOT_FOUND"
+
+
 def test_role_without_update_can_read_but_not_update() -> None:
     """A role lacking appointments:update may read appointments but not update them."""
     desk = person("desk-sub")

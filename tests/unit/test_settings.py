@@ -92,6 +92,31 @@ def test_a_bad_value_names_its_variable(name: str, value: str, expected: str) ->
         read(**{name: value})
 
 
+def test_several_bad_variables_are_all_named_at_once() -> None:
+    """Every problem is reported together, each naming its variable, in the order they are read."""
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(
+            {
+                "COGNITO_CLIENT_ID": "client-a",
+                "GRPC_PORT": "http",
+                "SHARD_POOL_MAX_SIZE": "0",
+                "DYNAMODB_ENDPOINT": "localhost:4566",
+                "LOG_LEVEL": "LOUD",
+            }
+        )
+    problems = caught.value.problems
+    assert len(problems) == 5, problems
+    for name in (
+        "COGNITO_USER_POOL_ID",
+        "GRPC_PORT",
+        "SHARD_POOL_MAX_SIZE",
+        "DYNAMODB_ENDPOINT",
+        "LOG_LEVEL",
+    ):
+        assert sum(name in problem for problem in problems) == 1, name
+        assert name in str(caught.value)
+
+
 @pytest.mark.parametrize("missing", ["COGNITO_USER_POOL_ID", "COGNITO_CLIENT_ID"])
 def test_a_missing_required_variable_is_named(missing: str) -> None:
     """Without the Cognito pool or client the start stops, naming the missing variable."""

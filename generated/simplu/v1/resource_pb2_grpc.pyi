@@ -34,7 +34,8 @@ class ResourceServiceStub:
     Before any shard is touched: the business must exist and be active, the location must
     belong to it and be active, and the caller must be allowed (PERMISSION_DENIED first,
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
-    PERMISSION_DENIED, FAILED_PRECONDITION (business deleted / location inactive),
+    PERMISSION_DENIED, FAILED_PRECONDITION (BUSINESS_DELETED for platform admins, LOCATION_INACTIVE),
+    NOT_FOUND (a deleted business for everyone else: the same answer as BusinessService gives),
     UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
     RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
     lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have
@@ -66,7 +67,8 @@ class ResourceServiceAsyncStub(ResourceServiceStub):
     Before any shard is touched: the business must exist and be active, the location must
     belong to it and be active, and the caller must be allowed (PERMISSION_DENIED first,
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
-    PERMISSION_DENIED, FAILED_PRECONDITION (business deleted / location inactive),
+    PERMISSION_DENIED, FAILED_PRECONDITION (BUSINESS_DELETED for platform admins, LOCATION_INACTIVE),
+    NOT_FOUND (a deleted business for everyone else: the same answer as BusinessService gives),
     UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
     RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
     lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have
@@ -94,7 +96,8 @@ class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
     Before any shard is touched: the business must exist and be active, the location must
     belong to it and be active, and the caller must be allowed (PERMISSION_DENIED first,
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
-    PERMISSION_DENIED, FAILED_PRECONDITION (business deleted / location inactive),
+    PERMISSION_DENIED, FAILED_PRECONDITION (BUSINESS_DELETED for platform admins, LOCATION_INACTIVE),
+    NOT_FOUND (a deleted business for everyone else: the same answer as BusinessService gives),
     UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
     RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
     lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have

@@ -132,6 +132,9 @@ class ShardAdminServicer:
 
     def RegisterLocation(self, request, context):
         """Idempotent. NOT_FOUND for an unknown business/location; UNAVAILABLE (CITRUS_UNAVAILABLE).
+        FAILED_PRECONDITION when the business is deleted (BUSINESS_DELETED) or business_type is set
+        to another type than the business's (BUSINESS_TYPE_MISMATCH): the request is well formed,
+        it conflicts with what business info holds, so not INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

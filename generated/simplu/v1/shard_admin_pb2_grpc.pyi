@@ -46,7 +46,11 @@ class ShardAdminStub:
     GetLocationShard: _grpc.UnaryUnaryMultiCallable[_shard_admin_pb2.GetLocationShardRequest, _shard_admin_pb2.LocationShard]
     """NOT_FOUND when the business or location does not exist or is not registered."""
     RegisterLocation: _grpc.UnaryUnaryMultiCallable[_shard_admin_pb2.RegisterLocationRequest, _shard_admin_pb2.LocationShard]
-    """Idempotent. NOT_FOUND for an unknown business/location; UNAVAILABLE (CITRUS_UNAVAILABLE)."""
+    """Idempotent. NOT_FOUND for an unknown business/location; UNAVAILABLE (CITRUS_UNAVAILABLE).
+    FAILED_PRECONDITION when the business is deleted (BUSINESS_DELETED) or business_type is set
+    to another type than the business's (BUSINESS_TYPE_MISMATCH): the request is well formed,
+    it conflicts with what business info holds, so not INVALID_ARGUMENT.
+    """
     ListPools: _grpc.UnaryUnaryMultiCallable[_shard_admin_pb2.ListPoolsRequest, _shard_admin_pb2.ListPoolsResponse]
     RecyclePool: _grpc.UnaryUnaryMultiCallable[_shard_admin_pb2.RecyclePoolRequest, _shard_admin_pb2.PoolStats]
     """Replaces every connection of the shard's pool. NOT_FOUND when there is no pool."""
@@ -77,7 +81,11 @@ class ShardAdminAsyncStub(ShardAdminStub):
     GetLocationShard: _aio.UnaryUnaryMultiCallable[_shard_admin_pb2.GetLocationShardRequest, _shard_admin_pb2.LocationShard]  # type: ignore[assignment]
     """NOT_FOUND when the business or location does not exist or is not registered."""
     RegisterLocation: _aio.UnaryUnaryMultiCallable[_shard_admin_pb2.RegisterLocationRequest, _shard_admin_pb2.LocationShard]  # type: ignore[assignment]
-    """Idempotent. NOT_FOUND for an unknown business/location; UNAVAILABLE (CITRUS_UNAVAILABLE)."""
+    """Idempotent. NOT_FOUND for an unknown business/location; UNAVAILABLE (CITRUS_UNAVAILABLE).
+    FAILED_PRECONDITION when the business is deleted (BUSINESS_DELETED) or business_type is set
+    to another type than the business's (BUSINESS_TYPE_MISMATCH): the request is well formed,
+    it conflicts with what business info holds, so not INVALID_ARGUMENT.
+    """
     ListPools: _aio.UnaryUnaryMultiCallable[_shard_admin_pb2.ListPoolsRequest, _shard_admin_pb2.ListPoolsResponse]  # type: ignore[assignment]
     RecyclePool: _aio.UnaryUnaryMultiCallable[_shard_admin_pb2.RecyclePoolRequest, _shard_admin_pb2.PoolStats]  # type: ignore[assignment]
     """Replaces every connection of the shard's pool. NOT_FOUND when there is no pool."""
@@ -135,7 +143,11 @@ class ShardAdminServicer(metaclass=_abc_1.ABCMeta):
         request: _shard_admin_pb2.RegisterLocationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_shard_admin_pb2.LocationShard, _abc.Awaitable[_shard_admin_pb2.LocationShard]]:
-        """Idempotent. NOT_FOUND for an unknown business/location; UNAVAILABLE (CITRUS_UNAVAILABLE)."""
+        """Idempotent. NOT_FOUND for an unknown business/location; UNAVAILABLE (CITRUS_UNAVAILABLE).
+        FAILED_PRECONDITION when the business is deleted (BUSINESS_DELETED) or business_type is set
+        to another type than the business's (BUSINESS_TYPE_MISMATCH): the request is well formed,
+        it conflicts with what business info holds, so not INVALID_ARGUMENT.
+        """
 
     @_abc_1.abstractmethod
     def ListPools(
