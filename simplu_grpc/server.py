@@ -57,6 +57,7 @@ from simplu_grpc.services.registration import add_service
 from simplu_grpc.services.resource import ResourceServicer
 from simplu_grpc.services.shard_admin import ShardAdminServicer
 from simplu_grpc.settings import Settings
+from simplu_grpc.tls import ReloadingCertificates
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,19 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         # Accept client keepalive pings as often as every 10 s instead of answering GOAWAY.
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 0),
+        *_connection_age(settings),
+    ]
+
+
+def _connection_age(settings: Settings) -> list[tuple[str, int]]:
+    """GOAWAY after GRPC_MAX_CONNECTION_AGE_SECONDS (with a jitter of grpc's own), so clients
+    re-resolve and new pods get traffic; in-flight calls get a grace period to finish."""
+    if not settings.grpc_max_connection_age_seconds:
+        return []
+    age_ms = int(settings.grpc_max_connection_age_seconds * 1000)
+    return [
+        ("grpc.max_connection_age_ms", age_ms),
+        ("grpc.max_connection_age_grace_ms", int(settings.shutdown_grace_seconds * 1000)),
     ]
 
 
@@ -243,14 +257,32 @@ def build_server(
     if settings.grpc_reflection:
         names = [r.name for r in registrations]
         reflection.enable_server_reflection((*names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = _bind(server, settings.grpc_host, settings.grpc_port)
+    port = _bind(server, settings.grpc_host, settings.grpc_port, server_credentials(settings))
     return server, port
 
 
-def _bind(server: grpc.Server, host: str, port: int) -> int:
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS (mTLS with a client CA) from GRPC_TLS_* files, reloaded when they change; None: plaintext."""
+    if settings.grpc_tls_cert_file is None or settings.grpc_tls_key_file is None:
+        return None
+    try:
+        certificates = ReloadingCertificates(
+            settings.grpc_tls_cert_file, settings.grpc_tls_key_file, settings.grpc_tls_client_ca_file
+        )
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"TLS certificate files: {exc}") from exc
+    return certificates.credentials()
+
+
+def _bind(
+    server: grpc.Server, host: str, port: int, credentials: grpc.ServerCredentials | None = None
+) -> int:
     address = f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
     except RuntimeError:
         bound = 0
     if bound == 0:
@@ -304,7 +336,7 @@ class Service:
         """Start serving; expose /metrics on ``metrics_port`` unless it is 0."""
         if metrics_port:
             try:
-                self._stop_metrics = self.deps.metrics.serve(metrics_port)
+                self._stop_metrics = self.deps.metrics.serve(metrics_port, addr=self.settings.metrics_host)
             except OSError as exc:
                 raise StartupError(f"metrics port {metrics_port}: {exc.strerror or exc}") from exc
         self.server.start()

@@ -9,9 +9,12 @@ in one round, not one variable per restart.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Final, TypeVar
+
+# libpq's sslmodes, weakest first (SHARD_SSLMODE_MIN names one).
+SSLMODES: Final = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 T = TypeVar("T")
 
@@ -42,7 +45,17 @@ class Settings:
     # Deadline applied to RPCs whose caller set none, so nothing waits forever.
     default_deadline_seconds: float = 30.0
     metrics_port: int = 9464  # 0 disables the /metrics endpoint
+    # Address /metrics listens on ("127.0.0.1" keeps it to the pod / host).
+    metrics_host: str = "0.0.0.0"
     log_level: str = "INFO"
+    # TLS for the gRPC port: certificate chain and key files (PEM), reloaded when they change;
+    # with a client CA, clients must present a certificate it signed (mTLS).
+    grpc_tls_cert_file: str | None = None
+    grpc_tls_key_file: str | None = None
+    grpc_tls_client_ca_file: str | None = None
+    # Connections are closed (GOAWAY) after this long so clients re-resolve and spread over
+    # new pods; 0 keeps them forever.
+    grpc_max_connection_age_seconds: float = 300.0
 
     # --- Citrus ------------------------------------------------------------------------
     citrus_server_url: str | None = None  # None: single-database mode (shard "default")
@@ -79,6 +92,9 @@ class Settings:
     # A pool nobody used for this long is closed (its shard may have gone away).
     shard_pool_idle_close_seconds: float = 900.0
     shard_connect_timeout_seconds: float = 5.0
+    # The weakest libpq sslmode a shard connection may use; Citrus's strings cannot lower it.
+    shard_sslmode_min: str = "disable"
+    shard_sslrootcert: str | None = None
 
     # --- Caches ------------------------------------------------------------------------
     routing_cache_ttl_seconds: float = 300.0
@@ -177,6 +193,20 @@ class _Reader:
 
         return self._parse(name, default, convert, "true or false")
 
+    def readable_file(self, name: str) -> str | None:
+        raw = self._raw(name)
+        if raw is not None and not os.access(raw, os.R_OK):
+            return self._problem(f"{name} names a file that cannot be read: {raw}", None)
+        return raw
+
+    def choice(self, name: str, default: str, allowed: Sequence[str]) -> str:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw not in allowed:
+            return self._problem(f"{name} must be one of {', '.join(allowed)}, got {raw!r}", default)
+        return raw
+
     def url(self, name: str) -> str | None:
         raw = self._raw(name)
         if raw is not None and not raw.startswith(("http://", "https://")):
@@ -206,6 +236,13 @@ class _Reader:
             log_level = self._problem(
                 f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}", d.log_level
             )
+        cert, key = self._raw("GRPC_TLS_CERT_FILE"), self._raw("GRPC_TLS_KEY_FILE")
+        if (cert is None) != (key is None):
+            self._problem("GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE go together: set both or neither", None)
+        if self._raw("GRPC_TLS_CLIENT_CA_FILE") is not None and cert is None:
+            self._problem(
+                "GRPC_TLS_CLIENT_CA_FILE (mTLS) needs GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE", None
+            )
         pool_min = self.int_("SHARD_POOL_MIN_SIZE", d.shard_pool_min_size, minimum=0, maximum=100)
         pool_max = self.int_("SHARD_POOL_MAX_SIZE", d.shard_pool_max_size, minimum=1, maximum=500)
         if pool_min > pool_max:
@@ -226,6 +263,18 @@ class _Reader:
                 "DEFAULT_DEADLINE_SECONDS", d.default_deadline_seconds, minimum=0.1, maximum=3600
             ),
             metrics_port=self.int_("METRICS_PORT", d.metrics_port, minimum=0, maximum=65535),
+            metrics_host=self.str_("METRICS_HOST", d.metrics_host),
+            grpc_tls_cert_file=self.readable_file("GRPC_TLS_CERT_FILE"),
+            grpc_tls_key_file=self.readable_file("GRPC_TLS_KEY_FILE"),
+            grpc_tls_client_ca_file=self.readable_file("GRPC_TLS_CLIENT_CA_FILE"),
+            grpc_max_connection_age_seconds=self.float_(
+                "GRPC_MAX_CONNECTION_AGE_SECONDS",
+                d.grpc_max_connection_age_seconds,
+                minimum=0,
+                maximum=86_400,
+            ),
+            shard_sslmode_min=self.choice("SHARD_SSLMODE_MIN", d.shard_sslmode_min, SSLMODES),
+            shard_sslrootcert=self.readable_file("SHARD_SSLROOTCERT"),
             log_level=log_level,
             citrus_server_url=citrus_url,
             citrus_api_key=citrus_key,

@@ -81,6 +81,7 @@ from psycopg_pool.pool import MaintenanceTask, ShrinkPool
 
 from simplu_grpc import context
 from simplu_grpc.adapters import migrator
+from simplu_grpc.adapters.shard_tls import ShardTlsPolicy
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import CommitOutcomeUnknown, DeadlineExceeded, ResourceExhausted, ShardUnavailable
 from simplu_grpc.metrics import Metrics, PoolGauge
@@ -641,6 +642,7 @@ class PoolRegistry:
         clock: Callable[[], float] = time.monotonic,
         sweep_interval: float = _SWEEP_INTERVAL,
         worker_idle_exit: float = _WORKER_IDLE_EXIT,
+        tls: ShardTlsPolicy = ShardTlsPolicy(),
     ) -> None:
         if min_size < 0 or max_size < 1 or min_size > max_size:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
@@ -658,6 +660,7 @@ class PoolRegistry:
         self._connect_timeout = connect_timeout
         self._migrate = migrate
         self._application_name = application_name
+        self._tls = tls
         self._clock = clock
         # Guards _pools changes (creation, replacement, removal). Lookups of an existing,
         # matching pool read the dict without it: dict reads are atomic under the GIL.
@@ -687,6 +690,7 @@ class PoolRegistry:
             max_lifetime=settings.shard_pool_max_lifetime_seconds,
             idle_close_seconds=settings.shard_pool_idle_close_seconds,
             connect_timeout=settings.shard_connect_timeout_seconds,
+            tls=ShardTlsPolicy(minimum=settings.shard_sslmode_min, root_cert=settings.shard_sslrootcert),
         )
 
     # --- checkout ------------------------------------------------------------------------
@@ -889,6 +893,7 @@ class PoolRegistry:
         self, shard_id: str, conninfo: str, previous: _PoolEntry | None, *, keep_migrated: bool = False
     ) -> _PoolEntry:
         """Caller holds ``_lock``. Open a new pool for the shard; retire the previous one."""
+        tls = self._tls.connect_kwargs(shard_id, conninfo)  # refuses a string below the floor
         self._start_sweeper()
         health = _Health(self._clock)
         pool = _ShardPool(
@@ -906,6 +911,7 @@ class PoolRegistry:
                 "keepalives_idle": 30,
                 "keepalives_interval": 10,
                 "keepalives_count": 3,
+                **tls,
             },
             min_size=self._min_size,
             max_size=self._max_size,
