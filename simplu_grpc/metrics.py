@@ -7,7 +7,7 @@ methods, status codes, dependency names, shard ids (a handful per deployment).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -50,6 +50,23 @@ class _PoolCollector(Collector):
             waiting.add_metric([gauge.shard_id], gauge.waiting)
             max_size.add_metric([gauge.shard_id], gauge.max_size)
         yield from (size, available, waiting, max_size)
+
+
+class _ShardCollector(Collector):
+    """Citrus's ``isActive`` of each shard this server routes to, read at scrape time."""
+
+    def __init__(self, source: Callable[[], Mapping[str, bool]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        active = GaugeMetricFamily(
+            "simplu_shard_active",
+            "1 while Citrus reports the shard active; 0: it takes no new businesses (its tenants are served)",
+            labels=["shard"],
+        )
+        for shard_id, is_active in sorted(self._source().items()):
+            active.add_metric([shard_id], 1.0 if is_active else 0.0)
+        yield active
 
 
 class Metrics:
@@ -113,6 +130,10 @@ class Metrics:
     def watch_pools(self, source: Callable[[], Iterable[PoolGauge]]) -> None:
         """Register the pool registry's stats, read at every scrape."""
         self.registry.register(_PoolCollector(source))
+
+    def watch_shards(self, source: Callable[[], Mapping[str, bool]]) -> None:
+        """Register the routed shards' active flags (shard id -> isActive), read at every scrape."""
+        self.registry.register(_ShardCollector(source))
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> Callable[[], None]:
         """Expose /metrics on its own port; return a function that stops the endpoint."""
