@@ -259,7 +259,10 @@ class _Reader:
                 "BUSINESS_CACHE_TTL_SECONDS", d.business_cache_ttl_seconds, minimum=0, maximum=3600
             ),
             business_cache_stale_max_seconds=self.float_(
-                "BUSINESS_CACHE_STALE_MAX_SECONDS", d.business_cache_stale_max_seconds, minimum=0, maximum=86_400
+                "BUSINESS_CACHE_STALE_MAX_SECONDS",
+                d.business_cache_stale_max_seconds,
+                minimum=0,
+                maximum=86_400,
             ),
             cache_failure_backoff_seconds=self.float_(
                 "CACHE_FAILURE_BACKOFF_SECONDS", d.cache_failure_backoff_seconds, minimum=0, maximum=300

@@ -365,6 +365,7 @@ def _assignment(body: Any, *, operation: str, require_connection: bool = True) -
         last_health_check=_timestamp(body.get("lastHealthCheck")),
         business_count=_count(body.get("businessCount")),
         max_businesses=_count(body.get("maxBusinesses")),
+        observed_at=time.monotonic(),
     )
 
 

@@ -61,7 +61,12 @@ def _follow_shard(new: ShardAssignment, other: ShardAssignment) -> ShardAssignme
         other.connection_string == new.connection_string and other.is_active == new.is_active
     ):
         return None
-    return dataclasses.replace(other, connection_string=new.connection_string, is_active=new.is_active)
+    return dataclasses.replace(
+        other,
+        connection_string=new.connection_string,
+        is_active=new.is_active,
+        observed_at=new.observed_at,
+    )
 
 
 class RoutingCache:
