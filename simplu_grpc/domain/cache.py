@@ -31,16 +31,16 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import queue
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from simplu_grpc import context
-from simplu_grpc.errors import DeadlineExceeded
+from simplu_grpc.errors import DeadlineExceeded, Unavailable
 from simplu_grpc.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,40 @@ class _Flight(Generic[V]):
         self.seq = seq
         self.result: V | None = None
         self.error: BaseException | None = None
+
+
+class _Worker:
+    """One daemon thread running submitted work in order (started on first use).
+
+    Daemon, unlike ``ThreadPoolExecutor``'s: a refresh stuck on a hung dependency must not hold
+    the process's exit after shutdown.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._queue: queue.SimpleQueue[tuple[Callable[..., object], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fn: Callable[..., object], /, *args: Any) -> object:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        self._queue.put((fn, args))
+        return None
+
+    def stop(self) -> None:
+        """End the thread once the work queued so far has run."""
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            fn, args = job
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("background cache work failed")
 
 
 class Background(Protocol):
@@ -138,7 +172,7 @@ class Cache(Generic[K, V]):
         self._invalidated_seq = 0
         # One worker thread, started on first use: a refresh storm queues, it never spawns threads.
         self._background = background
-        self._worker: ThreadPoolExecutor | None = None
+        self._worker: _Worker | None = None
         self._closed = False
 
     # --- lookups -----------------------------------------------------------------------
@@ -230,12 +264,12 @@ class Cache(Generic[K, V]):
             return dropped
 
     def close(self) -> None:
-        """Stop the background worker (queued refreshes are dropped); lookups still work."""
+        """Stop the background worker (queued refreshes end unanswered); lookups still work."""
         with self._lock:
             self._closed = True
             worker, self._worker = self._worker, None
         if worker is not None:
-            worker.shutdown(wait=False, cancel_futures=True)
+            worker.stop()
 
     def __len__(self) -> int:
         with self._lock:
@@ -256,15 +290,18 @@ class Cache(Generic[K, V]):
         background = self._background
         if background is None:
             if self._worker is None:
-                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-refresh")
+                self._worker = _Worker(f"{self.name}-refresh")
             background = self._worker
-        try:
-            background.submit(self._refresh, key, flight)
-        except RuntimeError:  # shut down meanwhile
-            del self._flights[key]
-            flight.done.set()
+        background.submit(self._refresh, key, flight)
 
     def _refresh(self, key: K, flight: _Flight[V]) -> None:
+        if self._closed:
+            # Queued before close(): end the flight without asking the dependency.
+            flight.error = Unavailable(f"the {self.name} cache is closed")
+            with self._lock:
+                del self._flights[key]
+            flight.done.set()
+            return
         # No RPC is waiting on this: the load gets its own bounded deadline.
         with context.bind(deadline=context.Deadline.after(self._refresh_timeout)):
             self._run(key, flight, forced=False)

@@ -377,3 +377,30 @@ def test_refreshes_share_one_worker_thread() -> None:
         assert len(workers) == 1
     finally:
         cache.close()
+
+
+def test_close_ends_queued_refreshes_and_never_holds_the_process() -> None:
+    """After close() a refresh still queued ends without loading (its key can be loaded again by a
+    caller), and the worker is a daemon thread: a refresh stuck on a hung dependency cannot hold exit."""
+    source, clock = Source(), FakeClock()
+    cache: Cache[str, str] = Cache(
+        source, name="closing", ttl=1, stale_max=600, failure_backoff=5, metrics=Metrics(), clock=clock
+    )
+    cache.get("a")
+    cache.get("b")
+    source.gate = threading.Event()
+    source.entered.clear()
+    clock.advance(2)
+    cache.get("a")  # its refresh hangs in the source
+    assert source.entered.wait(5)
+    cache.get("b")  # queued behind it
+    (worker,) = [t for t in threading.enumerate() if t.name == "closing-refresh"]
+    assert worker.daemon
+    cache.close()
+    source.gate.set()
+    worker.join(5)
+    assert not worker.is_alive()
+    assert source.loads == 3  # b's queued refresh never reached the source
+    clock.advance(700)
+    assert cache.get("b").value == "b@v1"
+    assert source.loads == 4
