@@ -104,6 +104,7 @@ def test_a_caller_holding_a_usable_entry_never_waits_on_a_hung_source() -> None:
     try:
         cache.get("a")
         source.gate = threading.Event()
+        source.entered.clear()
         clock.advance(61)
         answers: list[str] = []
         caller = threading.Thread(target=lambda: answers.extend(cache.get("a").value for _ in range(10)))
