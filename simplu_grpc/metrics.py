@@ -7,7 +7,7 @@ methods, status codes, dependency names, shard ids (a handful per deployment).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -64,6 +64,23 @@ class _PoolCollector(Collector):
         yield from (size, available, waiting, max_size)
 
 
+class _ShardCollector(Collector):
+    """Citrus's ``isActive`` of each shard this server routes to, read at scrape time."""
+
+    def __init__(self, source: Callable[[], Mapping[str, bool]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        active = GaugeMetricFamily(
+            "simplu_shard_active",
+            "1 while Citrus reports the shard active; 0: it takes no new businesses (its tenants are served)",
+            labels=["shard"],
+        )
+        for shard_id, is_active in sorted(self._source().items()):
+            active.add_metric([shard_id], 1.0 if is_active else 0.0)
+        yield active
+
+
 class Metrics:
     """The service's metrics on a private registry; ``serve(port)`` exposes ``/metrics``."""
 
@@ -111,7 +128,7 @@ class Metrics:
             registry=self.registry,
         )
 
-        # As Citrus last reported each shard (on routing lookups and health listings); a shard
+        # Capacity as Citrus last reported each shard (on routing lookups and health listings); a shard
         # is one label value, so the cardinality is the fleet's shard count.
         self._shard_businesses = Gauge(
             "simplu_shard_businesses",
@@ -125,17 +142,11 @@ class Metrics:
             ["shard"],
             registry=self.registry,
         )
-        self._shard_active = Gauge(
-            "simplu_shard_active",
-            "1 while Citrus places new businesses on the shard (isActive), else 0",
-            ["shard"],
-            registry=self.registry,
-        )
 
     def shard_reported(
-        self, shard_id: str, *, is_active: bool, business_count: int | None, max_businesses: int | None
+        self, shard_id: str, *, business_count: int | None, max_businesses: int | None
     ) -> None:
-        self._shard_active.labels(shard_id).set(1 if is_active else 0)
+        """Citrus's latest capacity figures for a shard (its isActive flag: ``watch_shards``)."""
         # Unknown counts are left out rather than exported as 0 (which would read as "empty").
         if business_count is not None:
             self._shard_businesses.labels(shard_id).set(business_count)
@@ -160,6 +171,10 @@ class Metrics:
     def watch_pools(self, source: Callable[[], Iterable[PoolGauge]]) -> None:
         """Register the pool registry's stats, read at every scrape."""
         self.registry.register(_PoolCollector(source))
+
+    def watch_shards(self, source: Callable[[], Mapping[str, bool]]) -> None:
+        """Register the routed shards' active flags (shard id -> isActive), read at every scrape."""
+        self.registry.register(_ShardCollector(source))
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> Callable[[], None]:
         """Expose /metrics on its own port; return a function that stops the endpoint."""

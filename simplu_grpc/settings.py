@@ -101,6 +101,10 @@ class Settings:
     # How long a routing entry may be served past its TTL while Citrus is failing.
     routing_stale_max_seconds: float = 3600.0
     business_cache_ttl_seconds: float = 30.0
+    # How long a business lookup may be served past its TTL while DynamoDB is failing.
+    business_cache_stale_max_seconds: float = 300.0
+    # After a failed lookup (Citrus, DynamoDB), the same route or business is retried at most this often.
+    cache_failure_backoff_seconds: float = 1.0
 
     # --- Limits ------------------------------------------------------------------------
     resource_data_max_bytes: int = 256 * 1024
@@ -328,6 +332,15 @@ class _Reader:
             ),
             business_cache_ttl_seconds=self.float_(
                 "BUSINESS_CACHE_TTL_SECONDS", d.business_cache_ttl_seconds, minimum=0, maximum=3600
+            ),
+            business_cache_stale_max_seconds=self.float_(
+                "BUSINESS_CACHE_STALE_MAX_SECONDS",
+                d.business_cache_stale_max_seconds,
+                minimum=0,
+                maximum=86_400,
+            ),
+            cache_failure_backoff_seconds=self.float_(
+                "CACHE_FAILURE_BACKOFF_SECONDS", d.cache_failure_backoff_seconds, minimum=0, maximum=300
             ),
             resource_data_max_bytes=self.int_(
                 "RESOURCE_DATA_MAX_BYTES", d.resource_data_max_bytes, minimum=1024, maximum=3 * 1024 * 1024

@@ -58,8 +58,13 @@ def build_deps(settings: Settings) -> Deps:
             table=settings.dynamodb_business_info_table, client=dynamodb, metrics=metrics
         )
         deps.business_cache = BusinessCache(
-            deps.business_store, ttl_seconds=settings.business_cache_ttl_seconds, metrics=metrics
+            deps.business_store,
+            ttl_seconds=settings.business_cache_ttl_seconds,
+            stale_max_seconds=settings.business_cache_stale_max_seconds,
+            failure_backoff_seconds=settings.cache_failure_backoff_seconds,
+            metrics=metrics,
         )
+        deps.closers.append(deps.business_cache.close)
         deps.readiness_checks.append(probe_check(deps.business_store.probe))
         if settings.citrus_server_url:
             deps.citrus = CitrusClient(
@@ -93,8 +98,11 @@ def build_deps(settings: Settings) -> Deps:
             deps.shard_directory,
             ttl=settings.routing_cache_ttl_seconds,
             stale_max=settings.routing_stale_max_seconds,
+            failure_backoff=settings.cache_failure_backoff_seconds,
             metrics=metrics,
         )
+        deps.closers.append(deps.routing.close)
+        metrics.watch_shards(deps.routing.shards)
         deps.pools = PoolRegistry.from_settings(settings, metrics)
         # Registered after the Citrus client: closers run last-first, so pools close first.
         deps.closers.append(deps.pools.close)

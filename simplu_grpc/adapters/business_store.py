@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -32,9 +33,11 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import botocore.config
 import botocore.exceptions
+import tenacity
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from simplu_grpc import context
+from simplu_grpc.adapters.retry import StopAtDeadline
 from simplu_grpc.domain.business import (
     KIND_REQUEST,
     Business,
@@ -91,18 +94,29 @@ _UNAVAILABLE_CODES = frozenset(
     }
 )
 
+# Retry policy (BusinessStore._call): what a retry can never apply twice, and what may have been applied.
+_THROTTLED_CODES = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+)
+_SERVER_ERROR_CODES = frozenset({"InternalServerError", "ServiceUnavailable"})
+_READ_OPERATIONS = frozenset({"get_item", "scan", "describe_table"})
+
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
 def make_dynamodb_client(settings: Settings) -> DynamoDBClient:
-    """A DynamoDB client with explicit timeouts and standard retries (3 attempts)."""
+    """A DynamoDB client with explicit timeouts and no retries of its own (``BusinessStore`` retries).
+
+    ``read_timeout`` is the most one attempt may wait for an answer; each attempt gets less when
+    the RPC's deadline is nearer (``BusinessStore``'s ``before-send`` hook).
+    """
     seconds = settings.dynamodb_timeout_ms / 1000.0
     config = botocore.config.Config(
         connect_timeout=seconds,
         read_timeout=seconds,
-        # botocore's "max_attempts" counts retries (3 would mean 4 requests); the total is meant.
-        retries={"mode": "standard", "total_max_attempts": 3},
+        # One attempt per call: botocore's retries would sleep without looking at the deadline.
+        retries={"mode": "standard", "total_max_attempts": 1},
         max_pool_connections=max(10, settings.grpc_max_workers),
     )
     session = boto3.session.Session(region_name=settings.aws_region)
@@ -133,32 +147,46 @@ class BusinessStore:
         metrics: Metrics,
         clock: Any = None,
         page_bytes: int = PAGE_BYTES,
+        attempts: int = 3,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not table:
             raise ValueError("table must not be empty")
         if page_bytes < 1:
             raise ValueError("page_bytes must be positive")
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self._attempts = attempts
+        self._sleep = sleep
         self._page_bytes = page_bytes
         self._table = table
         self._client = client
         self._metrics = metrics
         self._now = clock or (lambda: datetime.now(UTC))
-        # botocore retries inside one API call (standard mode); this hook runs before every
-        # attempt, so no attempt (first or retry) starts once the RPC's deadline has passed.
-        # botocore's timeouts are per client, so an attempt already started may still run up to
-        # DYNAMODB_TIMEOUT past it; that bound is what the setting is for.
+        # Runs before every request botocore sends (retries included, should a client retry):
+        # none starts once the RPC's deadline has passed, and each waits for its answer no
+        # longer than the deadline leaves (botocore's per-request ``read_timeout`` override).
         client.meta.events.register(
-            "before-send.dynamodb", _refuse_past_deadline, unique_id="simplu-dynamodb-deadline"
+            "before-send.dynamodb",
+            functools.partial(
+                _bound_by_deadline,
+                # Always set (botocore's default is 60 s); the stubs do not declare Config's fields.
+                read_timeout=float(client.meta.config.read_timeout),  # type: ignore[attr-defined]
+            ),
+            unique_id="simplu-dynamodb-deadline",
         )
 
     # --- reads ---------------------------------------------------------------------------
 
     def get(self, business_id: str, *, consistent: bool = True) -> Business | None:
         """The business, or None when there is no such item. Raises when DynamoDB fails."""
-        with self._call("get_item"):
-            response = self._client.get_item(
-                TableName=self._table, Key={"id": {"S": business_id}}, ConsistentRead=consistent
-            )
+        response = self._call(
+            "get_item",
+            self._client.get_item,
+            TableName=self._table,
+            Key={"id": {"S": business_id}},
+            ConsistentRead=consistent,
+        )
         item = response.get("Item")
         if item is None or item.get("kind", {}).get("S") != KIND_BUSINESS:
             return None
@@ -206,8 +234,7 @@ class BusinessStore:
             }
             if exclusive_start:
                 kwargs["ExclusiveStartKey"] = exclusive_start
-            with self._call("scan"):
-                response = self._client.scan(**kwargs)
+            response = self._call("scan", self._client.scan, **kwargs)
             items = response.get("Items", [])
             last_key = response.get("LastEvaluatedKey")
             for index, item in enumerate(items):
@@ -224,14 +251,17 @@ class BusinessStore:
 
     def find_request(self, request_key: str) -> str | None:
         """The business id an earlier create with this idempotency key produced, if any."""
-        with self._call("get_item"):
-            response = self._client.get_item(
-                TableName=self._table, Key={"id": {"S": request_key}}, ConsistentRead=True
-            )
+        response = self._call(
+            "get_item",
+            self._client.get_item,
+            TableName=self._table,
+            Key={"id": {"S": request_key}},
+            ConsistentRead=True,
+        )
         item = response.get("Item")
         if item is None or item.get("kind", {}).get("S") != KIND_REQUEST:
             return None
-        return item["businessId"]["S"]
+        return str(item["businessId"]["S"])
 
     # --- writes --------------------------------------------------------------------------
 
@@ -246,12 +276,13 @@ class BusinessStore:
         item = _to_item(stored)
         if request_key is None:
             try:
-                with self._call("put_item"):
-                    self._client.put_item(
-                        TableName=self._table,
-                        Item=item,
-                        ConditionExpression="attribute_not_exists(id)",
-                    )
+                self._call(
+                    "put_item",
+                    self._client.put_item,
+                    TableName=self._table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(id)",
+                )
             except _ConditionFailed:
                 raise _already_exists(business.id) from None
             except _ItemTooLarge:
@@ -265,25 +296,26 @@ class BusinessStore:
             "expiresAt": {"N": str(int(now.timestamp()) + REQUEST_KEY_TTL_SECONDS)},
         }
         try:
-            with self._call("transact_write_items"):
-                self._client.transact_write_items(
-                    TransactItems=[
-                        {
-                            "Put": {
-                                "TableName": self._table,
-                                "Item": marker,
-                                "ConditionExpression": "attribute_not_exists(id)",
-                            }
-                        },
-                        {
-                            "Put": {
-                                "TableName": self._table,
-                                "Item": item,
-                                "ConditionExpression": "attribute_not_exists(id)",
-                            }
-                        },
-                    ]
-                )
+            self._call(
+                "transact_write_items",
+                self._client.transact_write_items,
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": marker,
+                            "ConditionExpression": "attribute_not_exists(id)",
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": item,
+                            "ConditionExpression": "attribute_not_exists(id)",
+                        }
+                    },
+                ],
+            )
         except _ItemTooLarge:
             raise _too_large_to_create(business.id) from None
         except _TransactionCancelled as cancelled:
@@ -307,14 +339,15 @@ class BusinessStore:
         """Write ``business`` if the stored version is still ``business.version``; else Aborted."""
         updated = replace(business, version=business.version + 1, update_time=self._now())
         try:
-            with self._call("put_item"):
-                self._client.put_item(
-                    TableName=self._table,
-                    Item=_to_item(updated),
-                    ConditionExpression="attribute_exists(id) AND #version = :version",
-                    ExpressionAttributeNames={"#version": "version"},
-                    ExpressionAttributeValues={":version": {"N": str(business.version)}},
-                )
+            self._call(
+                "put_item",
+                self._client.put_item,
+                TableName=self._table,
+                Item=_to_item(updated),
+                ConditionExpression="attribute_exists(id) AND #version = :version",
+                ExpressionAttributeNames={"#version": "version"},
+                ExpressionAttributeValues={":version": {"N": str(business.version)}},
+            )
         except _ConditionFailed:
             raise Aborted(
                 f"business {business.id!r} was changed by another request; read it again and retry",
@@ -331,15 +364,31 @@ class BusinessStore:
 
     def probe(self) -> None:
         """A light call for readiness and dependency status: the table exists and answers."""
-        with self._call("describe_table"):
-            self._client.describe_table(TableName=self._table)
+        self._call("describe_table", self._client.describe_table, TableName=self._table)
 
     # --- error translation ---------------------------------------------------------------
 
+    def _call(self, operation: str, method: Callable[..., Any], /, **kwargs: Any) -> Any:
+        """``method(**kwargs)`` with this adapter's retry policy, its errors translated.
+
+        Up to ``attempts`` attempts with jittered exponential backoff, never sleeping into or
+        starting after the deadline; only what cannot have been applied is retried for a
+        write (throttled, or never connected), transient failures too for a read.
+        """
+        with self._translated(operation):
+            retrying = tenacity.Retrying(
+                stop=tenacity.stop_after_attempt(self._attempts) | StopAtDeadline(context.deadline()),
+                wait=tenacity.wait_random_exponential(multiplier=0.05, max=1.0),
+                retry=tenacity.retry_if_exception(
+                    _retry_read if operation in _READ_OPERATIONS else _retry_write
+                ),
+                sleep=self._sleep,
+                reraise=True,
+            )
+            return retrying(method, **kwargs)
+
     @contextmanager
-    def _call(self, operation: str) -> Iterator[None]:
-        # botocore's timeouts are fixed per client; never start a call after the deadline
-        # (retries inside the call are stopped by the before-send hook).
+    def _translated(self, operation: str) -> Iterator[None]:
         context.deadline().check(f"calling DynamoDB ({operation})")
         started = time.perf_counter()
         outcome = "ok"
@@ -412,9 +461,35 @@ def _is_size_error(message: str) -> bool:
     return "item size" in message.lower()
 
 
-def _refuse_past_deadline(**_: Any) -> None:
-    """botocore ``before-send`` hook: no DynamoDB attempt starts once the RPC's deadline passed."""
-    context.deadline().check("calling DynamoDB")
+def _bound_by_deadline(request: Any, read_timeout: float, **_: Any) -> None:
+    """botocore ``before-send`` hook: no attempt starts once the RPC's deadline passed, and the
+    attempt waits for DynamoDB's answer no longer than the deadline leaves.
+
+    A connection that must be opened first may still take up to ``connect_timeout`` to do so:
+    botocore takes no per-request connect timeout (connections are kept alive and reused).
+    """
+    left = context.deadline().check("calling DynamoDB")
+    request.context["read_timeout"] = max(0.001, min(read_timeout, left))
+
+
+def _code(exc: BaseException) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _retry_write(exc: BaseException) -> bool:
+    """A write is retried only when it certainly was not applied: throttled, or never connected."""
+    return _code(exc) in _THROTTLED_CODES or isinstance(exc, botocore.exceptions.EndpointConnectionError)
+
+
+def _retry_read(exc: BaseException) -> bool:
+    """A read is also retried after a server error, a lost connection or a timeout."""
+    return (
+        _retry_write(exc)
+        or _code(exc) in _SERVER_ERROR_CODES
+        or isinstance(exc, botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectionClosedError)
+    )
 
 
 def _too_large_to_create(business_id: str) -> InvalidArgument:

@@ -23,9 +23,9 @@ from urllib.parse import quote
 
 import tenacity
 import urllib3
-from tenacity.stop import stop_base
 
 from simplu_grpc import context
+from simplu_grpc.adapters.retry import MIN_ATTEMPT_SECONDS, StopAtDeadline
 from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
 from simplu_grpc.errors import CitrusUnavailable
 from simplu_grpc.metrics import Metrics
@@ -35,8 +35,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Below this much time left an attempt cannot do useful work (TCP connect + a small answer).
-_MIN_ATTEMPT_SECONDS = 0.05
 # A shard id no Citrus has (its capacity lookup is the cheapest authenticated call).
 _PROBE_SHARD_ID = "simplu-readiness-probe"
 # No Citrus answer is anywhere near this big (a health list of a thousand shards is ~300 KB).
@@ -86,16 +84,6 @@ def _outcome(exc: BaseException) -> str:
     if isinstance(exc, _MalformedResponse):
         return "malformed"
     return "error"
-
-
-class _StopAtDeadline(stop_base):
-    """Stop when the next backoff would leave no time for another attempt before the deadline."""
-
-    def __init__(self, deadline: context.Deadline) -> None:
-        self._deadline = deadline
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        return self._deadline.remaining() <= retry_state.upcoming_sleep + _MIN_ATTEMPT_SECONDS
 
 
 class CitrusClient:
@@ -169,10 +157,9 @@ class CitrusClient:
         return [self._seen(_assignment(item, operation="health", require_connection=False)) for item in body]
 
     def _seen(self, assignment: ShardAssignment) -> ShardAssignment:
-        """Export what Citrus just said of the shard (capacity and isActive) as gauges."""
+        """Export what Citrus just said of the shard's capacity as gauges (near-capacity alert)."""
         self._metrics.shard_reported(
             assignment.shard_id,
-            is_active=assignment.is_active,
             business_count=assignment.business_count,
             max_businesses=assignment.max_businesses,
         )
@@ -220,7 +207,7 @@ class CitrusClient:
     ) -> Any:
         deadline = context.deadline()
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self._attempts) | _StopAtDeadline(deadline),
+            stop=tenacity.stop_after_attempt(self._attempts) | StopAtDeadline(deadline),
             wait=tenacity.wait_random_exponential(multiplier=0.1, max=self._backoff_max),
             retry=tenacity.retry_if_exception(_is_transient),
             sleep=self._sleep,
@@ -275,7 +262,7 @@ class CitrusClient:
         none_on_404: bool,
     ) -> Any:
         remaining = deadline.remaining()
-        if remaining < _MIN_ATTEMPT_SECONDS:
+        if remaining < MIN_ATTEMPT_SECONDS:
             raise CitrusUnavailable(
                 f"no time left in the deadline to call Citrus ({operation})",
                 metadata={"operation": operation},
@@ -383,6 +370,7 @@ def _assignment(body: Any, *, operation: str, require_connection: bool = True) -
         last_health_check=_timestamp(body.get("lastHealthCheck")),
         business_count=_count(body.get("businessCount")),
         max_businesses=_count(body.get("maxBusinesses")),
+        observed_at=time.monotonic(),
     )
 
 

@@ -9,7 +9,8 @@ A failed refetch is an outage, not an answer: the token's kid is then Unavailabl
 (JWKS_UNAVAILABLE), never "unknown key". It does not spend the refetch allowance, so the
 first call after the endpoint recovers fetches again; failed attempts are themselves spaced
 (at most one per second) so a dead endpoint is not stampeded. The fetch uses the client's
-own timeout (it serves every waiter), and each waiter gives up at its RPC's deadline.
+own timeout on its own thread (it serves every waiter), and each waiter, the RPC that
+triggered it included, gives up at its deadline.
 """
 
 from __future__ import annotations
@@ -54,6 +55,17 @@ class JwksFetchError(Exception):
         self.outcome = outcome
 
 
+class _Refetch:
+    """A refetch in progress; callers that met an unknown kid wait on ``done``."""
+
+    __slots__ = ("done", "failed", "started")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.done = threading.Event()
+        self.failed = False
+
+
 class JwksClient:
     """The signing keys of one JWKS URL, by kid; thread-safe; ``close()`` releases the HTTP pool."""
 
@@ -83,9 +95,12 @@ class JwksClient:
         self._http = http or urllib3.PoolManager(num_pools=1, maxsize=2, retries=False)
         # Replaced wholesale on each successful fetch, so readers never need the lock.
         self._keys: Mapping[str, PyJWK] = {}
-        # Serialises fetches: when many RPCs meet a new kid at once, one fetches, the rest
-        # wait (up to their deadline) and then find the key, or the budget spent, or the outage.
+        # Serialises fetches (load, refetches); never held by an RPC's thread.
         self._fetch_lock = threading.Lock()
+        # Guards the refetch bookkeeping below: when many RPCs meet a new kid at once, one
+        # refetch starts and every one of them waits for it (up to its deadline).
+        self._state_lock = threading.Lock()
+        self._refetch: _Refetch | None = None
         # When a refetch last succeeded (the allowance) and when a fetch last failed (the backoff).
         self._last_refetch: float | None = None
         self._last_failure: float | None = None
@@ -118,40 +133,63 @@ class JwksClient:
         None means the key set was fetched successfully (now or within the interval) and does
         not hold ``kid``. Unavailable(JWKS_UNAVAILABLE) means we could not find out: the refetch
         failed, or the last fetch failed and the next attempt is still being held back.
-        DeadlineExceeded when the RPC's deadline passes while another thread fetches.
+        DeadlineExceeded when the RPC's deadline passes before the refetch answers: the refetch
+        runs on its own thread with the client's timeout (it serves every waiter), and each
+        caller waits for it no longer than its own deadline.
         """
         key = self._keys.get(kid)
         if key is not None:
             self._metrics.cache_lookup("jwks", "hit")
             return key
         self._metrics.cache_lookup("jwks", "miss")
-        if not self._fetch_lock.acquire(timeout=context.deadline().remaining()):
-            raise DeadlineExceeded("deadline exceeded while waiting for the JWKS refetch")
-        try:
-            # Another thread may have fetched while this one waited for the lock.
+        with self._state_lock:
+            # Another thread may have fetched while this one looked.
             key = self._keys.get(kid)
             if key is not None:
                 return key
-            now = self._clock()
-            last_failure = self._last_failure
-            if last_failure is not None and now - last_failure < _FAILED_RETRY_SECONDS:
-                raise self._unavailable()
-            if self._last_refetch is not None and now - self._last_refetch < self._min_refetch_interval:
-                if last_failure is not None:
+            refetch = self._refetch
+            if refetch is None:
+                now = self._clock()
+                last_failure = self._last_failure
+                if last_failure is not None and now - last_failure < _FAILED_RETRY_SECONDS:
                     raise self._unavailable()
-                return None
-            try:
+                if self._last_refetch is not None and now - self._last_refetch < self._min_refetch_interval:
+                    if last_failure is not None:
+                        raise self._unavailable()
+                    return None
+                refetch = self._refetch = _Refetch(started=now)
+                # One thread per refetch: they are rate-limited above (one a second at most).
+                threading.Thread(
+                    target=self._run_refetch, args=(refetch,), name="jwks-refetch", daemon=True
+                ).start()
+        if not refetch.done.wait(timeout=context.deadline().remaining()):
+            raise DeadlineExceeded("deadline exceeded while waiting for the JWKS refetch")
+        key = self._keys.get(kid)
+        if key is None and refetch.failed:
+            raise self._unavailable()
+        return key
+
+    def _run_refetch(self, refetch: _Refetch) -> None:
+        failed = False
+        try:
+            with self._fetch_lock:
                 self._fetch("refetch")
-            except JwksFetchError as exc:
+        except JwksFetchError as exc:
+            failed = True
+            log.warning("JWKS refetch for an unknown kid failed (%s); keeping the old keys", exc)
+        except Exception:
+            failed = True
+            log.exception("JWKS refetch crashed; keeping the old keys")
+        with self._state_lock:
+            if failed:
                 # A failure does not spend the allowance: the next call after the backoff retries.
                 self._last_failure = self._clock()
-                log.warning("JWKS refetch for an unknown kid failed (%s); keeping the old keys", exc)
-                raise self._unavailable() from exc
-            self._last_refetch = now
-            self._last_failure = None
-            return self._keys.get(kid)
-        finally:
-            self._fetch_lock.release()
+            else:
+                self._last_refetch = refetch.started
+                self._last_failure = None
+            self._refetch = None
+        refetch.failed = failed
+        refetch.done.set()
 
     def _unavailable(self) -> Unavailable:
         return Unavailable(

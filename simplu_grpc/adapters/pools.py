@@ -16,7 +16,9 @@ Why it is shaped this way (DESIGN §6):
 * A new connection string for a known shard id (Citrus failed it over) replaces the pool;
   the old one is closed in the background: its idle connections at once, the ones in use
   when their request returns them (psycopg_pool closes returned connections of a closed
-  pool), so no in-flight request is cut and no acknowledged write is lost.
+  pool), so no in-flight request is cut and no acknowledged write is lost. Which string is
+  current is decided by when Citrus gave it (``ShardAssignment.observed_at``), not by a grace
+  period: a request routed before the move still uses the new pool, a move back is followed at once.
 * Checkout is ONE wait bounded by the RPC's deadline (a deadline already spent is
   DEADLINE_EXCEEDED before the pool is asked). psycopg_pool leaves a waiter that timed out
   in its queue until a connection comes back, so the queue bound is enforced here, counting
@@ -102,9 +104,6 @@ _RETRY_AFTER_FAILURE = 1.0
 # The watchdog cuts a silent connection this long after the deadline: statement_timeout
 # (set to the deadline) normally answers first, with a clean error.
 _CUT_GRACE = 0.05
-# An old connection string that was just replaced keeps resolving to the new pool for this
-# long, so requests already routed with it do not flip the shard back.
-_RETIRED_GRACE = 60.0
 # How often the background sweep looks for pools nobody used for shard_pool_idle_close_seconds
 # (so an idle pool is closed at most this late).
 _SWEEP_INTERVAL = 2.0
@@ -503,7 +502,10 @@ class _PoolEntry:
         self.created = datetime.now(UTC)
         self.last_used = time.monotonic()
         self.last_used_wall: datetime | None = None
-        self.retired: dict[str, float] = {}  # old connection strings -> when they were replaced
+        # When the directory gave the connection string this pool uses (ShardAssignment.observed_at):
+        # a request routed with an OLDER answer naming another string uses this pool (it was
+        # routed before the move); a NEWER answer (a move, or a move back) replaces the pool.
+        self.observed_at = 0.0
         # Callers of this pool waiting for a connection and holding one. Counted here, not
         # read from psycopg_pool: a waiter that timed out stays in its queue until a
         # connection comes back, so its length overstates the callers still waiting.
@@ -861,15 +863,16 @@ class PoolRegistry:
             if self._closed:
                 raise ShardUnavailable("the server is shutting down", metadata={"shard_id": shard_id})
             if entry is not None:
-                retired_at = entry.retired.get(conninfo)
-                if retired_at is not None and self._clock() - retired_at < _RETIRED_GRACE:
+                if assignment.observed_at < entry.observed_at:
                     # A request routed before the failover: the current pool is the right one.
                     return entry
                 logger.info(
                     "shard connection string changed; replacing its pool",
                     extra={"shard_id": shard_id, "target": dsn_target(conninfo)},
                 )
-            return self._install(shard_id, conninfo, previous=entry)
+            installed = self._install(shard_id, conninfo, previous=entry)
+            installed.observed_at = assignment.observed_at
+            return installed
 
     def _current(self, entry: _PoolEntry, assignment: ShardAssignment) -> _PoolEntry:
         """The entry to wait on after ``entry``'s pool was closed under a waiting request."""
@@ -929,11 +932,7 @@ class PoolRegistry:
         entry = _PoolEntry(shard_id, conninfo, pool, health)
         health.on_failure = functools.partial(self._connect_failed, entry)
         if previous is not None:
-            entry.retired = {
-                old: at for old, at in previous.retired.items() if self._clock() - at < _RETIRED_GRACE
-            }
-            if previous.conninfo != conninfo:
-                entry.retired[previous.conninfo] = self._clock()
+            entry.observed_at = previous.observed_at
             if keep_migrated or previous.conninfo == conninfo:
                 entry.migrated = previous.migrated
                 entry.schema_version = previous.schema_version

@@ -236,11 +236,13 @@ class ShardAdminService:
                 pool=stats.get(shard.shard_id),
                 schema_version=versions.get(shard.shard_id, 0),
             )
+        last_known = self._routing.shards()
         for shard_id, pool in stats.items():
             if shard_id not in views:
                 views[shard_id] = ShardView(
                     shard_id=shard_id,
-                    active=False,
+                    # Citrus did not list it (or did not answer): its last isActive on a route.
+                    active=last_known.get(shard_id, False),
                     last_health_check=None,
                     business_count=None,
                     max_businesses=None,

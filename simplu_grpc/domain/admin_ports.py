@@ -82,6 +82,10 @@ class Routing(Protocol):
 
     def invalidate(self, business_id: str | None = None, location_id: str | None = None) -> int: ...
 
+    def shards(self) -> dict[str, bool]:
+        """Each routed shard with Citrus's last ``isActive`` for it."""
+        ...
+
 
 class BusinessPage(Protocol):
     @property

@@ -322,18 +322,12 @@ class ResourceOps:
                 fresh = self._route(business, location_id, refresh=True)
             except SimpluError:
                 raise failure from None
-            if (
-                fresh.connection_string == assignment.connection_string
-                and fresh.is_active == assignment.is_active
-            ):
+            if fresh.connection_string == assignment.connection_string:
                 raise
             return self._run(fresh, work)
 
     def _run(self, assignment: ShardAssignment, work: Callable[[ShardSession], T]) -> T:
-        if not assignment.is_active:
-            raise ShardUnreachable(
-                f"shard {assignment.shard_id} is marked inactive by Citrus",
-                metadata={"shard_id": assignment.shard_id},
-            )
+        # Citrus's isActive=false means "take no new businesses" (Citrus's register honours it);
+        # the shard's existing tenants are served while its database answers.
         with self._pools.connection(assignment) as session:
             return work(session)

@@ -21,6 +21,10 @@ class ShardAssignment:
     # None when Citrus did not report them (unknown, not 0).
     business_count: int | None = None
     max_businesses: int | None = None
+    # When (time.monotonic()) the directory gave this answer: of two answers naming different
+    # connection strings for one shard, the later one is where the shard is now (a move, or a
+    # move back). 0.0 for fixed assignments.
+    observed_at: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -243,7 +243,7 @@ def build_stack(
     )
     pools = PoolRegistry.from_settings(settings, metrics)
     metrics.watch_pools(pools.gauges)
-    deps.closers.extend([citrus_client.close, pools.close])
+    deps.closers.extend([citrus_client.close, cache.close, routing.close, pools.close])
     ops = ResourceOps(
         businesses=cache,
         authorizer=Authorizer(admin_group=settings.admin_group),

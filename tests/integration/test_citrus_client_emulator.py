@@ -58,8 +58,8 @@ def test_register_then_lookup_health_and_capacity(
 
 
 def test_what_citrus_says_of_a_shard_is_exported_as_gauges(citrus: CitrusEmulator) -> None:
-    """After a lookup and a health listing, /metrics carries each shard's business count, capacity
-    and isActive flag (the near-capacity alert reads them); a shard turned inactive shows 0."""
+    """After a lookup, /metrics carries each shard's business count and capacity as Citrus reported
+    them (the near-capacity alert reads them), updated by a health listing."""
     metrics = Metrics()
     client = CitrusClient(
         base_url=citrus.url,
@@ -75,10 +75,9 @@ def test_what_citrus_says_of_a_shard_is_exported_as_gauges(citrus: CitrusEmulato
     value = metrics.registry.get_sample_value
     assert value("simplu_shard_businesses", {"shard": shard.shard_id}) == shard.business_count == 1
     assert value("simplu_shard_max_businesses", {"shard": shard.shard_id}) == shard.max_businesses
-    assert value("simplu_shard_active", {"shard": shard.shard_id}) == 1
-    citrus.set_active(shard.shard_id, False)
+    client.register("bizH", "loc-1", "dental")
     client.shards_health()
-    assert value("simplu_shard_active", {"shard": shard.shard_id}) == 0
+    assert value("simplu_shard_businesses", {"shard": shard.shard_id}) == 2
 
 
 def test_a_full_shard_sends_new_businesses_to_a_new_one(citrus: CitrusEmulator) -> None:

@@ -181,11 +181,11 @@ def test_new_connection_string_replaces_the_pool_and_closes_the_old(
     registry: PoolRegistry, shard_dsn: str, fault_proxy: Callable[[str, int], FaultProxy]
 ) -> None:
     """A new connection string for a shard id opens a new pool and closes the old one; a late request
-    still carrying the old string uses the new pool instead of flipping back."""
+    still carrying the old string (routed with an earlier answer) uses the new pool, not flipping back."""
     target = urlsplit(shard_dsn)
     proxy = fault_proxy(target.hostname or "127.0.0.1", target.port or 5432)
-    old = ShardAssignment(shard_id="moving", connection_string=shard_dsn)
-    new = ShardAssignment(shard_id="moving", connection_string=proxy.dsn(shard_dsn))
+    old = ShardAssignment(shard_id="moving", connection_string=shard_dsn, observed_at=1.0)
+    new = ShardAssignment(shard_id="moving", connection_string=proxy.dsn(shard_dsn), observed_at=2.0)
     _run(registry, old)
     old_pool = registry.pool("moving")
     assert old_pool is not None
@@ -199,6 +199,27 @@ def test_new_connection_string_replaces_the_pool_and_closes_the_old(
     _run(registry, old)
     assert registry.pools_created == 2
     assert registry.stats()[0].target.endswith(f":{proxy.port}{target.path}")
+
+
+def test_a_move_back_to_the_previous_connection_string_is_followed_at_once(
+    registry: PoolRegistry, shard_dsn: str, fault_proxy: Callable[[str, int], FaultProxy]
+) -> None:
+    """Failover A -> B, then a newer answer moving the shard back to A (within seconds): the pool
+    follows it at once (it used to keep B for 60 s whatever Citrus said)."""
+    target = urlsplit(shard_dsn)
+    first = fault_proxy(target.hostname or "127.0.0.1", target.port or 5432)
+    second = fault_proxy(target.hostname or "127.0.0.1", target.port or 5432)
+    a = ShardAssignment(shard_id="back", connection_string=first.dsn(shard_dsn), observed_at=1.0)
+    b = ShardAssignment(shard_id="back", connection_string=second.dsn(shard_dsn), observed_at=2.0)
+    _run(registry, a)
+    _run(registry, b)
+    second.refuse()
+    accepted = first.accepted
+    back = ShardAssignment(shard_id="back", connection_string=first.dsn(shard_dsn), observed_at=3.0)
+    with context.bind(deadline=Deadline.after(3)):
+        assert _run(registry, back) == [{"one": 1}]
+    assert first.accepted > accepted
+    assert registry.pools_created == 3
 
 
 def test_idle_pools_are_closed_in_the_background_without_requests(metrics: Metrics, shard_dsn: str) -> None:

@@ -569,6 +569,8 @@ def test_citrus_down_fails_fast_where_citrus_is_needed(stack: Stack) -> None:
     listed = stack.call("ListShards", ADMIN.ListShardsRequest())
     assert not listed.citrus_reachable
     assert [s.listed_by_citrus for s in listed.shards] == [False]
+    # The active flag is the last one Citrus gave for the shard's routes, not "inactive".
+    assert [s.active for s in listed.shards] == [True]
     for method, request in (
         ("GetShardUsage", ADMIN.GetShardUsageRequest()),
         ("CheckShardCapacity", ADMIN.CheckShardCapacityRequest(shard_id="shard-01")),

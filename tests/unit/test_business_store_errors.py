@@ -188,6 +188,39 @@ def test_no_attempt_starts_after_the_deadline(fake: FakeDynamo) -> None:
     assert fake.requests == []
 
 
+def test_a_silent_dynamodb_is_abandoned_at_the_deadline_not_after_the_read_timeout(fake: FakeDynamo) -> None:
+    """Each attempt waits no longer than the deadline leaves: with a 3 s read timeout and an endpoint
+    that answers after 2 s, a call on a 0.4 s deadline gives up with the deadline (it used to wait
+    the full read timeout past it), with one request sent."""
+    fake.set((200, {}, 2.0))
+    store = make_store(fake.url, read_timeout=3.0)
+    started = time.monotonic()
+    with context.bind(deadline=context.Deadline.after(0.4)), pytest.raises(BusinessStoreUnavailable):
+        store.get("b1")
+    assert time.monotonic() - started < 1.5
+    assert len(fake.requests) == 1
+
+
+def test_reads_are_retried_after_timeouts_writes_only_when_never_applied(fake: FakeDynamo) -> None:
+    """A read that timed out is retried (3 attempts); a write that timed out may have been applied,
+    so it is not; a throttled write certainly was not, so it is."""
+    fake.set((200, {}, 0.5))
+    store = make_store(fake.url, read_timeout=0.1)
+    with context.bind(deadline=context.Deadline.after(10)):
+        with pytest.raises(BusinessStoreUnavailable):
+            store.get("b1")
+        assert len(fake.requests) == 3
+        fake.requests.clear()
+        with pytest.raises(BusinessStoreUnavailable):
+            store.create(business())
+        assert len(fake.requests) == 1
+        fake.requests.clear()
+        fake.fail("ProvisionedThroughputExceededException")
+        with pytest.raises(BusinessStoreUnavailable):
+            store.update(business())
+        assert len(fake.requests) == 3
+
+
 def test_forged_page_tokens_are_invalid_argument_before_any_scan(fake: FakeDynamo) -> None:
     """A well-formed token whose position is not a business id (forged) is INVALID_ARGUMENT; no scan."""
     import base64

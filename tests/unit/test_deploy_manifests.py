@@ -80,7 +80,7 @@ def test_iam_policy_allows_exactly_the_dynamodb_calls_the_adapter_makes() -> Non
     """The least-privilege policy lists exactly the DynamoDB operations business_store.py calls
     (a transaction's Puts need PutItem), so adding a call without its permission fails here."""
     source = (ROOT / "simplu_grpc" / "adapters" / "business_store.py").read_text()
-    calls = set(re.findall(r"self\._client\.([a-z_]+)\(", source))
+    calls = set(re.findall(r"self\._client\.([a-z_]+)\b", source))
     needed = set()
     for call in calls:
         if call == "transact_write_items":

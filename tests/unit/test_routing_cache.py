@@ -1,18 +1,19 @@
-"""Unit tests: the routing cache's TTL, single-flight refresh, stale-while-error and invalidation."""
+"""Unit tests: the routing cache on the one cache mechanism (TTL, background refresh, bounded
+stale-if-error, forced refresh, a shard's new address for every route to it, invalidation).
+
+Single flight and the failure memo themselves are tested with the mechanism (test_cache.py)."""
 
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
-from simplu_grpc.domain import routing
 from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import CitrusUnavailable
 from simplu_grpc.metrics import Metrics
-from tests.fixtures.clock import FakeClock
+from tests.fixtures.clock import FakeClock, ManualBackground
 
 
 class FakeDirectory:
@@ -23,6 +24,7 @@ class FakeDirectory:
         self.fail = False
         self.gate: threading.Event | None = None
         self.conn = "postgresql://u:pw@db/s1"
+        self.active = True
         self._lock = threading.Lock()
 
     def get_shard(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
@@ -32,47 +34,28 @@ class FakeDirectory:
             assert self.gate.wait(5)
         if self.fail:
             raise CitrusUnavailable("citrus down")
-        return ShardAssignment(shard_id=f"shard-{business_id}", connection_string=self.conn)
-
-
-class _CountingFlight(routing._Flight):
-    """A single-flight record that counts the followers waiting on it."""
-
-    followers = 0
-    lock = threading.Lock()
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.done = _CountedEvent()
-
-
-class _CountedEvent(threading.Event):
-    def wait(self, timeout: float | None = None) -> bool:
-        with _CountingFlight.lock:
-            _CountingFlight.followers += 1
-        return super().wait(timeout)
-
-
-@pytest.fixture
-def counting_flights(monkeypatch: pytest.MonkeyPatch) -> type[_CountingFlight]:
-    monkeypatch.setattr(_CountingFlight, "followers", 0)
-    monkeypatch.setattr(routing, "_Flight", _CountingFlight)
-    return _CountingFlight
-
-
-def _wait_parked(directory: FakeDirectory, flights: type[_CountingFlight], threads: int) -> None:
-    """Poll until one thread is inside the lookup and every other one follows it: only then does
-    releasing the lookup test single flight rather than thread start-up timing."""
-    deadline = time.monotonic() + 5
-    while directory.calls < 1 or flights.followers < threads - 1:
-        assert time.monotonic() < deadline, f"{directory.calls} lookups, {flights.followers} followers"
-        time.sleep(0.005)
+        return ShardAssignment(
+            shard_id=f"shard-{business_id}", connection_string=self.conn, is_active=self.active
+        )
 
 
 def _cache(
-    directory: FakeDirectory, clock: FakeClock, ttl: float = 60, stale_max: float = 600
+    directory: FakeDirectory,
+    clock: FakeClock,
+    ttl: float = 60,
+    stale_max: float = 600,
+    background: ManualBackground | None = None,
+    **options: float,
 ) -> RoutingCache:
-    return RoutingCache(directory, ttl=ttl, stale_max=stale_max, metrics=Metrics(), clock=clock)
+    return RoutingCache(
+        directory,
+        ttl=ttl,
+        stale_max=stale_max,
+        metrics=Metrics(),
+        clock=clock,
+        background=background or ManualBackground(),
+        **options,
+    )
 
 
 def test_hit_within_ttl_asks_nobody() -> None:
@@ -88,29 +71,53 @@ def test_hit_within_ttl_asks_nobody() -> None:
     assert again.age_seconds == pytest.approx(59)
 
 
-def test_expired_entry_is_refreshed() -> None:
-    """Past the TTL the directory is asked again."""
-    directory, clock = FakeDirectory(), FakeClock()
-    cache = _cache(directory, clock)
+def test_expired_entry_is_answered_and_refreshed_in_the_background() -> None:
+    """Past the TTL the old assignment is answered at once and Citrus is asked once, in the background;
+    the refreshed assignment is what later lookups get."""
+    directory, clock, background = FakeDirectory(), FakeClock(), ManualBackground()
+    cache = _cache(directory, clock, background=background)
     cache.resolve("b1", "l1", "dental")
     clock.now += 61
-    assert not cache.resolve("b1", "l1", "dental").from_cache
+    directory.conn = "postgresql://u:pw@moved/s1"
+    stale = cache.resolve("b1", "l1", "dental")
+    assert stale.from_cache
+    assert stale.assignment.connection_string == "postgresql://u:pw@db/s1"
+    assert directory.calls == 1
+    assert background.run_all() == 1
     assert directory.calls == 2
+    assert cache.resolve("b1", "l1", "dental").assignment.connection_string == directory.conn
 
 
 def test_stale_while_error_is_bounded() -> None:
     """When the directory fails, an expired entry is served up to stale_max past its TTL, then the error."""
-    directory, clock = FakeDirectory(), FakeClock()
-    cache = _cache(directory, clock, ttl=60, stale_max=600)
+    directory, clock, background = FakeDirectory(), FakeClock(), ManualBackground()
+    cache = _cache(directory, clock, ttl=60, stale_max=600, background=background)
     cache.resolve("b1", "l1", "dental")
     directory.fail = True
     clock.now += 300
     stale = cache.resolve("b1", "l1", "dental")
     assert stale.from_cache
     assert stale.age_seconds == pytest.approx(300)
+    background.run_all()
     clock.now += 400  # 700 s old > 60 + 600
     with pytest.raises(CitrusUnavailable):
         cache.resolve("b1", "l1", "dental")
+
+
+def test_a_failing_directory_is_asked_once_per_route_per_backoff() -> None:
+    """A route nobody can serve from the cache gets the remembered Citrus error within the backoff."""
+    directory, clock = FakeDirectory(), FakeClock()
+    directory.fail = True
+    cache = _cache(directory, clock, failure_backoff=2.0)
+    for _ in range(20):
+        with pytest.raises(CitrusUnavailable):
+            cache.resolve("b1", "l1", "dental")
+        clock.now += 0.05
+    assert directory.calls == 1
+    clock.now += 1.5
+    directory.fail = False
+    assert not cache.resolve("b1", "l1", "dental").from_cache
+    assert directory.calls == 2
 
 
 def test_unknown_key_with_failing_directory_raises() -> None:
@@ -136,9 +143,7 @@ def test_forced_refreshes_of_a_key_ask_at_most_once_per_interval() -> None:
     the entry the last refresh left (one Citrus call, not one per request), after it they ask again;
     a failed refresh counts too, and invalidation lifts the limit."""
     directory, clock = FakeDirectory(), FakeClock()
-    cache = RoutingCache(
-        directory, ttl=60, stale_max=600, metrics=Metrics(), clock=clock, min_refresh_interval=1
-    )
+    cache = _cache(directory, clock, min_refresh_interval=1, failure_backoff=0.5)
     cache.resolve("b1", "l1", "dental")
     clock.now += 10
     directory.conn = "postgresql://u:pw@moved/s1"
@@ -161,55 +166,6 @@ def test_forced_refreshes_of_a_key_ask_at_most_once_per_interval() -> None:
     cache.resolve("b1", "l1", "dental")
     assert not cache.resolve("b1", "l1", "dental", refresh=True).from_cache
     assert directory.calls == 5
-
-
-def test_single_flight_for_concurrent_misses(counting_flights: type[_CountingFlight]) -> None:
-    """20 threads missing the same key at once make exactly one directory call and all get its answer."""
-    directory, clock = FakeDirectory(), FakeClock()
-    directory.gate = threading.Event()
-    cache = _cache(directory, clock)
-    results: list[str] = []
-    lock = threading.Lock()
-
-    def work() -> None:
-        found = cache.resolve("b1", "l1", "dental")
-        with lock:
-            results.append(found.assignment.shard_id)
-
-    threads = [threading.Thread(target=work) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    _wait_parked(directory, counting_flights, len(threads))
-    directory.gate.set()
-    for thread in threads:
-        thread.join(5)
-    assert directory.calls == 1
-    assert results == ["shard-b1"] * 20
-
-
-def test_single_flight_error_reaches_every_waiter(counting_flights: type[_CountingFlight]) -> None:
-    """If the one lookup fails, every waiter without a cached entry gets the error (one call in all)."""
-    directory, clock = FakeDirectory(), FakeClock()
-    directory.gate = threading.Event()
-    directory.fail = True
-    cache = _cache(directory, clock)
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            cache.resolve("b1", "l1", "dental")
-        except CitrusUnavailable as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    _wait_parked(directory, counting_flights, len(threads))
-    directory.gate.set()
-    for thread in threads:
-        thread.join(5)
-    assert directory.calls == 1
-    assert len(errors) == 10
 
 
 def test_new_connection_string_updates_every_entry_of_the_shard() -> None:
@@ -238,3 +194,19 @@ def test_invalidate_counts_what_it_dropped() -> None:
     assert len(cache) == 0
     cache.resolve("b1", "l1", "dental")
     assert directory.calls == 4
+
+
+def test_inactive_flag_reaches_every_route_of_the_shard_and_the_shard_list() -> None:
+    """Citrus's isActive is kept with the route (it does not stop it) and shows per shard."""
+    directory, clock = FakeDirectory(), FakeClock()
+    cache = _cache(directory, clock)
+    cache.resolve("b1", "l1", "dental")
+    cache.resolve("b1", "l2", "dental")
+    cache.resolve("b2", "l1", "dental")
+    assert cache.shards() == {"shard-b1": True, "shard-b2": True}
+    directory.active = False
+    assert not cache.resolve("b1", "l1", "dental", refresh=True).assignment.is_active
+    other = cache.peek("b1", "l2")
+    assert other is not None
+    assert not other.assignment.is_active
+    assert cache.shards() == {"shard-b1": False, "shard-b2": True}

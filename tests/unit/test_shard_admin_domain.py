@@ -54,6 +54,9 @@ class FakeRouting:
     def __init__(self) -> None:
         self.calls: list[tuple[str | None, str | None]] = []
 
+    def shards(self) -> dict[str, bool]:
+        return {}
+
     def peek(self, business_id: str, location_id: str) -> Any:
         return None
 

@@ -157,7 +157,8 @@ def test_the_refetch_uses_the_client_timeout_not_the_callers_tiny_deadline(
     jwks: JwksClient, issuer: LocalIssuer, metrics: Metrics
 ) -> None:
     """An RPC with almost no deadline left still triggers a fetch with the client's own timeout:
-    the endpoint answering a little slowly is not a timeout."""
+    the endpoint answering a little slowly is not a timeout. The RPC itself stops at its deadline;
+    the fetch finishes in the background and the key is there for the next call."""
     jwks.load()
     issuer.add_key("rotated")
     original = issuer.answer
@@ -167,9 +168,45 @@ def test_the_refetch_uses_the_client_timeout_not_the_callers_tiny_deadline(
         return original(path)
 
     issuer.answer = slow  # type: ignore[method-assign]
-    with request_context.bind(request_id="r", deadline=request_context.Deadline.after(0.01)):
-        assert jwks.get_key("rotated") is not None
+    with (
+        request_context.bind(request_id="r", deadline=request_context.Deadline.after(0.01)),
+        pytest.raises(DeadlineExceeded),
+    ):
+        jwks.get_key("rotated")
+    deadline = time.monotonic() + 5
+    while "rotated" not in jwks.kids:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert jwks.get_key("rotated") is not None
+    assert calls(metrics, "refetch", "ok") == 1
     assert calls(metrics, "refetch", "timeout") == 0
+
+
+def test_the_rpc_that_triggers_a_refetch_never_outlives_its_deadline(
+    jwks: JwksClient, issuer: LocalIssuer
+) -> None:
+    """A hung JWKS endpoint (answering after 1.5 s, within the 2 s client timeout) holds the RPC that
+    met a new kid only until its 0.2 s deadline (it used to wait for the whole fetch)."""
+    jwks.load()
+    issuer.add_key("rotated")
+    original = issuer.answer
+    release = threading.Event()
+
+    def hung(path: str) -> tuple[int, bytes]:
+        release.wait(1.5)
+        return original(path)
+
+    issuer.answer = hung  # type: ignore[method-assign]
+    try:
+        started = time.monotonic()
+        with (
+            request_context.bind(request_id="r", deadline=request_context.Deadline.after(0.2)),
+            pytest.raises(DeadlineExceeded),
+        ):
+            jwks.get_key("rotated")
+        assert time.monotonic() - started < 1.0
+    finally:
+        release.set()
 
 
 def test_a_waiter_stops_waiting_for_the_fetch_lock_at_its_deadline(jwks: JwksClient) -> None:
