@@ -34,6 +34,7 @@ from simplu.v1 import (
     shard_admin_pb2_grpc,
 )
 
+from simplu_grpc import tracing
 from simplu_grpc.adapters.business_store import BusinessStore
 from simplu_grpc.adapters.citrus import CitrusClient
 from simplu_grpc.adapters.jwks import JwksClient
@@ -50,6 +51,7 @@ from simplu_grpc.interceptors.access_log import AccessLogInterceptor
 from simplu_grpc.interceptors.auth import AuthInterceptor
 from simplu_grpc.interceptors.errors import ErrorMappingInterceptor
 from simplu_grpc.interceptors.metrics import MetricsInterceptor
+from simplu_grpc.interceptors.tracing import TracingInterceptor
 from simplu_grpc.logs import configure_logging
 from simplu_grpc.metrics import Metrics
 from simplu_grpc.services.business import BusinessServicer
@@ -212,8 +214,14 @@ def interceptors(settings: Settings, deps: Deps) -> list[grpc.ServerInterceptor]
        servicer code; health and reflection are exempt;
     4. error mapping — innermost, right around the servicer, so a domain error becomes its
        status before anything outside looks at the code.
+
+    While tracing is on, a tracing interceptor comes first of all: its span is current for
+    everything below, so the access line and the child spans carry its trace id. Off, it is
+    not installed at all.
     """
+    traced: list[grpc.ServerInterceptor] = [TracingInterceptor()] if tracing.enabled() else []
     return [
+        *traced,
         AccessLogInterceptor(default_deadline_seconds=settings.default_deadline_seconds),
         MetricsInterceptor(deps.metrics),
         AuthInterceptor(deps.verifier),
@@ -389,11 +397,13 @@ def serve(settings: Settings) -> None:
 def _serve_one(settings: Settings, *, worker: int) -> None:
     from simplu_grpc.wiring import build_deps  # wiring imports this module for Deps
 
+    stop_tracing = tracing.configure(settings.otel_traces_exporter, settings.otel_service_name)
     deps = build_deps(settings)
     try:
         service = Service(settings, deps)
     except BaseException:
         deps.close()
+        stop_tracing()
         raise
     stop_requested = threading.Event()
 
@@ -414,6 +424,7 @@ def _serve_one(settings: Settings, *, worker: int) -> None:
     while not stop_requested.wait(timeout=1.0):
         pass
     service.shutdown()
+    stop_tracing()  # flushes the spans still batched
 
 
 def _worker_main(settings: Settings, worker: int) -> None:

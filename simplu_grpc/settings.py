@@ -48,6 +48,9 @@ class Settings:
     # Address /metrics listens on ("127.0.0.1" keeps it to the pod / host).
     metrics_host: str = "0.0.0.0"
     log_level: str = "INFO"
+    # OpenTelemetry (standard variables): "otlp" or "console" turns tracing on; off by default.
+    otel_traces_exporter: str = "none"
+    otel_service_name: str = "simplu-grpc"
     # TLS for the gRPC port: certificate chain and key files (PEM), reloaded when they change;
     # with a client CA, clients must present a certificate it signed (mTLS).
     grpc_tls_cert_file: str | None = None
@@ -268,6 +271,10 @@ class _Reader:
             ),
             metrics_port=self.int_("METRICS_PORT", d.metrics_port, minimum=0, maximum=65535),
             metrics_host=self.str_("METRICS_HOST", d.metrics_host),
+            otel_traces_exporter=self.choice(
+                "OTEL_TRACES_EXPORTER", d.otel_traces_exporter, ("none", "otlp", "console")
+            ),
+            otel_service_name=self.str_("OTEL_SERVICE_NAME", d.otel_service_name),
             grpc_tls_cert_file=self.readable_file("GRPC_TLS_CERT_FILE"),
             grpc_tls_key_file=self.readable_file("GRPC_TLS_KEY_FILE"),
             grpc_tls_client_ca_file=self.readable_file("GRPC_TLS_CLIENT_CA_FILE"),

@@ -36,7 +36,7 @@ import botocore.exceptions
 import tenacity
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from simplu_grpc import context
+from simplu_grpc import context, tracing
 from simplu_grpc.adapters.retry import StopAtDeadline
 from simplu_grpc.domain.business import (
     KIND_REQUEST,
@@ -369,6 +369,14 @@ class BusinessStore:
     # --- error translation ---------------------------------------------------------------
 
     def _call(self, operation: str, method: Callable[..., Any], /, **kwargs: Any) -> Any:
+        with tracing.span(
+            f"dynamodb {operation}",
+            kind=tracing.SpanKind.CLIENT,
+            attributes={"db.system": "dynamodb", "db.operation": operation, "peer.service": "dynamodb"},
+        ):
+            return self._call_untraced(operation, method, **kwargs)
+
+    def _call_untraced(self, operation: str, method: Callable[..., Any], /, **kwargs: Any) -> Any:
         """``method(**kwargs)`` with this adapter's retry policy, its errors translated.
 
         Up to ``attempts`` attempts with jittered exponential backoff, never sleeping into or

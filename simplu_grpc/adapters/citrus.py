@@ -24,7 +24,7 @@ from urllib.parse import quote
 import tenacity
 import urllib3
 
-from simplu_grpc import context
+from simplu_grpc import context, tracing
 from simplu_grpc.adapters.retry import MIN_ATTEMPT_SECONDS, StopAtDeadline
 from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
 from simplu_grpc.errors import CitrusUnavailable
@@ -204,6 +204,24 @@ class CitrusClient:
         *,
         payload: Mapping[str, Any] | None = None,
         none_on_404: bool = False,
+    ) -> Any:
+        with tracing.span(
+            f"citrus {operation}",
+            kind=tracing.SpanKind.CLIENT,
+            attributes={"http.request.method": method, "peer.service": "citrus"},
+        ):
+            return self._attempts_within_deadline(
+                operation, method, path, payload=payload, none_on_404=none_on_404
+            )
+
+    def _attempts_within_deadline(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        payload: Mapping[str, Any] | None,
+        none_on_404: bool,
     ) -> Any:
         deadline = context.deadline()
         retrying = tenacity.Retrying(

@@ -81,7 +81,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from psycopg_pool.pool import MaintenanceTask, ShrinkPool
 
-from simplu_grpc import context
+from simplu_grpc import context, tracing
 from simplu_grpc.adapters import migrator
 from simplu_grpc.adapters.shard_tls import ShardTlsPolicy
 from simplu_grpc.domain.shards import ShardAssignment
@@ -702,6 +702,15 @@ class PoolRegistry:
         """A session on the assignment's shard, migrated, bounded by the RPC's deadline."""
         if self._closed:
             raise ShardUnavailable("the server is shutting down", metadata={"shard_id": assignment.shard_id})
+        # The span covers the checkout (waiting for a connection) and the statements.
+        with tracing.span(
+            "postgresql shard",
+            kind=tracing.SpanKind.CLIENT,
+            attributes={"db.system": "postgresql", "simplu.shard_id": assignment.shard_id},
+        ):
+            yield from self._session(assignment)
+
+    def _session(self, assignment: ShardAssignment) -> Iterator[ShardSession]:
         entry, conn = self._checkout(assignment)
         session = ShardSession(entry.shard_id, conn, self._watchdog, entry.health)
         try:

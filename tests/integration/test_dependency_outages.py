@@ -60,7 +60,7 @@ class Wired:
 
     def create(self, business_id: str, timeout: float = 10) -> str:
         resource = resource_pb2.Resource(
-            business_id=business_id, location_id="main", resource_name="patients"
+            business_id=business_id, location_id="main", resource_type="patients"
         )
         created = self.server.resource.CreateResource(
             resource_pb2.CreateResourceRequest(resource=resource), metadata=self.md(), timeout=timeout
@@ -70,7 +70,7 @@ class Wired:
     def get(self, business_id: str, resource_id: str, timeout: float = 2.0) -> resource_pb2.Resource:
         return self.server.resource.GetResource(
             resource_pb2.GetResourceRequest(
-                business_id=business_id, location_id="main", resource_name="patients", resource_id=resource_id
+                business_id=business_id, location_id="main", resource_type="patients", resource_id=resource_id
             ),
             metadata=self.md(),
             timeout=timeout,
