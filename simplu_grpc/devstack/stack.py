@@ -71,8 +71,14 @@ EXAMPLE_BUSINESS = {
 
 
 def grpcurl(target: str, method: str, data: object = None, *, token: bool = True) -> str:
-    """A grpcurl command line that works pasted into a POSIX shell with $TOKEN set."""
+    """A grpcurl command line that works pasted into a POSIX shell with $TOKEN set.
+
+    Calls with a request print zero values too (-emit-defaults): `"active": false` or a count of 0
+    is an answer; grpcurl would otherwise leave it out.
+    """
     parts = ["grpcurl", "-plaintext"]
+    if data is not None:
+        parts.append("-emit-defaults")
     if token:
         parts.append('-H "authorization: Bearer $TOKEN"')
     if data is not None:
@@ -346,7 +352,7 @@ class DevStack:
             f"  {grpcurl(target, 'grpc.health.v1.Health/Check', {'service': 'readiness'}, token=False)}",
             f"  {grpcurl(target, 'simplu.v1.BusinessService/ListBusinesses', {'page_size': 10})}",
             f"  {grpcurl(target, 'simplu.v1.BusinessService/CreateBusiness', EXAMPLE_BUSINESS)}",
-            f"  {grpcurl(target, 'simplu.v1.ShardAdmin/ListShards', {})}",
+            f"  {grpcurl(target, 'simplu.v1.ShardAdminService/ListShards', {})}",
             "",
             "A fresh admin token:",
             f"  export TOKEN=$({self.token_command(admin=True)})",

@@ -71,8 +71,28 @@ def is_near_capacity(usage: float | None, threshold_percent: float) -> bool:
 
 class UsageOrder(Enum):
     BY_SHARD_ID = "shard_id"
-    USAGE_DESC = "usage_desc"
-    USAGE_ASC = "usage_asc"
+    USAGE_DESC = "usage_percentage desc"
+    USAGE_ASC = "usage_percentage"
+
+    @classmethod
+    def parse(cls, order_by: str) -> UsageOrder:
+        """GetShardUsage's ``order_by`` (AIP-132 style, as ListResources'); INVALID_ARGUMENT otherwise."""
+        found = _USAGE_ORDERS.get(" ".join(order_by.lower().split()))
+        if found is None:
+            raise InvalidArgument.field(
+                "order_by", 'must be "shard_id", "usage_percentage" or "usage_percentage desc"'
+            )
+        return found
+
+
+_USAGE_ORDERS = {
+    "": UsageOrder.BY_SHARD_ID,
+    "shard_id": UsageOrder.BY_SHARD_ID,
+    "shard_id asc": UsageOrder.BY_SHARD_ID,
+    "usage_percentage": UsageOrder.USAGE_ASC,
+    "usage_percentage asc": UsageOrder.USAGE_ASC,
+    "usage_percentage desc": UsageOrder.USAGE_DESC,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +120,7 @@ class ShardView:
     near_capacity: bool
     listed_by_citrus: bool
     pool: PoolStatsView | None
-    schema_version: int
+    schema_version: int | None  # None: unknown (no pool here, or the shard did not answer in time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +152,11 @@ class Capacity:
 
 @dataclass(frozen=True, slots=True)
 class MigrationOutcome:
+    """``version_before``/``version_after`` are None when the migration failed (not known)."""
+
     shard_id: str
-    version_before: int
-    version_after: int
+    version_before: int | None
+    version_after: int | None
     applied: list[int] = field(default_factory=list)
     error: str = ""
 
@@ -197,7 +219,7 @@ class ShardAdminService:
         else:
             listed = list(cast(list[ShardAssignment], health))
         versions = {
-            shard_id: value if isinstance(value := outcomes[f"schema/{shard_id}"], int) else 0
+            shard_id: value if isinstance(value := outcomes[f"schema/{shard_id}"], int) else None
             for shard_id in stats
         }
         views: dict[str, ShardView] = {}
@@ -213,7 +235,7 @@ class ShardAdminService:
                 near_capacity=is_near_capacity(usage, self.near_capacity_percent),
                 listed_by_citrus=True,
                 pool=stats.get(shard.shard_id),
-                schema_version=versions.get(shard.shard_id, 0),
+                schema_version=versions.get(shard.shard_id),
             )
         for shard_id, pool in stats.items():
             if shard_id not in views:
@@ -227,7 +249,7 @@ class ShardAdminService:
                     near_capacity=False,
                     listed_by_citrus=False,
                     pool=pool,
-                    schema_version=versions.get(shard_id, 0),
+                    schema_version=versions.get(shard_id),
                 )
         return ShardList(
             shards=[views[k] for k in sorted(views)],
@@ -424,7 +446,7 @@ class ShardAdminService:
                     (*self._secrets, shard.connection_string),
                 )
                 log.warning("migration of shard %s failed: %s", shard.shard_id, error)
-                results.append(MigrationOutcome(shard.shard_id, 0, 0, error=error))
+                results.append(MigrationOutcome(shard.shard_id, None, None, error=error))
         return results
 
     def _migration(self, dsn: str) -> Callable[[], migrator.MigrationResult]:
@@ -466,12 +488,12 @@ class ShardAdminService:
 
         return probe
 
-    def _schema_reader(self, shard_id: str) -> Callable[[], int]:
-        def read() -> int:
+    def _schema_reader(self, shard_id: str) -> Callable[[], int | None]:
+        def read() -> int | None:
             with within(SHARD_READ_TIMEOUT_SECONDS):
                 assignment = self._pools.assignment(shard_id)
                 if assignment is None:
-                    return 0
+                    return None
                 with (
                     self._pools.connection(assignment) as session,
                     session.guard("reading the schema version"),

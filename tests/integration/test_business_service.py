@@ -18,6 +18,7 @@ import boto3
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2, struct_pb2
+from google.type import timeofday_pb2
 from grpc_status import rpc_status
 from simplu.v1 import business_pb2 as pb
 
@@ -677,7 +678,7 @@ def test_plain_user_cannot_call_shard_admin(
     server = make_server(
         env=server_env(moto_server.url, table, None), servicers={SHARD_ADMIN_SERVICE: guarded}
     )
-    service = shard_admin_pb2.DESCRIPTOR.services_by_name["ShardAdmin"]
+    service = shard_admin_pb2.DESCRIPTOR.services_by_name["ShardAdminService"]
     for token in (user_token, machine_token()):
         for method in service.methods:
             call = server.channel.unary_unary(f"/{service.full_name}/{method.name}")
@@ -799,7 +800,13 @@ def test_hostile_input_is_invalid_argument_and_changes_nothing(
                     name="Hours",
                     type=pb.BUSINESS_TYPE_GYM,
                     settings=pb.BusinessSettings(
-                        working_hours=[pb.WorkingHours(day=99, open="08:00", close="10:00")]  # type: ignore[arg-type]  # an undefined enum number on purpose
+                        working_hours=[
+                            pb.WorkingHours(
+                                day=99,  # type: ignore[arg-type]  # an undefined enum number on purpose
+                                open_time=timeofday_pb2.TimeOfDay(hours=8),
+                                close_time=timeofday_pb2.TimeOfDay(hours=10),
+                            )
+                        ]
                     ),
                 ),
             ),

@@ -15,7 +15,7 @@ from simplu_grpc.devstack.stack import EXAMPLE_BUSINESS, grpcurl
 REQUEST_TYPES: dict[str, type[Message]] = {
     "simplu.v1.BusinessService/CreateBusiness": business_pb2.CreateBusinessRequest,
     "simplu.v1.BusinessService/ListBusinesses": business_pb2.ListBusinessesRequest,
-    "simplu.v1.ShardAdmin/ListShards": shard_admin_pb2.ListShardsRequest,
+    "simplu.v1.ShardAdminService/ListShards": shard_admin_pb2.ListShardsRequest,
 }
 
 
@@ -24,7 +24,7 @@ REQUEST_TYPES: dict[str, type[Message]] = {
     [
         ("simplu.v1.BusinessService/CreateBusiness", EXAMPLE_BUSINESS),
         ("simplu.v1.BusinessService/ListBusinesses", {"page_size": 10}),
-        ("simplu.v1.ShardAdmin/ListShards", {}),
+        ("simplu.v1.ShardAdminService/ListShards", {}),
     ],
 )
 def test_printed_request_body_parses_as_the_methods_request(method: str, data: object) -> None:

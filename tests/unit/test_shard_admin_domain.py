@@ -275,8 +275,8 @@ def test_malformed_ids_are_invalid_argument_before_any_lookup() -> None:
 
 
 def test_unknown_enum_numbers_are_invalid_argument() -> None:
-    """proto3 lets any number through an enum field: an unknown order or business type is rejected,
-    not silently replaced by a default."""
+    """proto3 lets any number through an enum field: an unknown business type is rejected, not
+    silently replaced by a default; so is an order_by the server does not know."""
     from simplu.v1 import shard_admin_pb2
 
     from simplu_grpc.domain.authz import Authorizer
@@ -291,8 +291,8 @@ def test_unknown_enum_numbers_are_invalid_argument() -> None:
     )
     with context.bind(principal=operator):
         with pytest.raises(InvalidArgument) as order:
-            servicer.GetShardUsage(shard_admin_pb2.GetShardUsageRequest(order=99), None)  # type: ignore[arg-type]  # the servicer ignores its context
-        assert [v.field for v in order.value.violations] == ["order"]
+            servicer.GetShardUsage(shard_admin_pb2.GetShardUsageRequest(order_by="99"), None)  # type: ignore[arg-type]  # the servicer ignores its context
+        assert [v.field for v in order.value.violations] == ["order_by"]
         with pytest.raises(InvalidArgument) as kind:
             servicer.RegisterLocation(
                 shard_admin_pb2.RegisterLocationRequest(business_id="b1", location_id="l1", business_type=42),
