@@ -449,9 +449,7 @@ class BusinessOps:
         if not given:
             # AIP-134: an empty mask updates the populated fields. proto3 cannot tell an unset
             # string or bool from "" / false, so clearing a field or deactivating takes a mask.
-            fields = tuple(
-                path for path in LOCATION_PATHS if path != "id" and getattr(location, path) not in ("", False)
-            )
+            fields = tuple(path for path in LOCATION_PATHS if getattr(location, path) not in ("", False))
             if not fields:
                 v.add(
                     "update_mask",

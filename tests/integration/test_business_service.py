@@ -1030,6 +1030,9 @@ def test_working_hours_are_day_of_week_and_time_of_day(
         error = rpc_error(lambda draft=draft: create(server, md, draft))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, why
         assert fields_of(error) == {f"business.settings.working_hours[0].{name}"}, why
+        status = rpc_status.from_call(error)
+        assert status is not None
+        assert len(violations_of(status)) == 1, why  # one violation, not two for one field
         settings_error = rpc_error(
             lambda entry=entry: server.business.UpdateBusinessSettings(
                 pb.UpdateBusinessSettingsRequest(
