@@ -39,3 +39,12 @@ def test_an_enum_name_grpcurl_would_reject_is_caught() -> None:
     """A short enum name ("DENTAL") is not a value of BusinessType, so the check above can fail."""
     with pytest.raises(json_format.ParseError):
         json_format.ParseDict({"business": {"type": "DENTAL"}}, business_pb2.CreateBusinessRequest())
+
+
+def test_printed_calls_show_zero_values() -> None:
+    """Calls with a request print zero values (-emit-defaults: `"active": false` is an answer);
+    grpcurl's `list` verb takes no such flag."""
+    call = shlex.split(grpcurl("localhost:50051", "simplu.v1.ShardAdminService/ListShards", {}))
+    assert "-emit-defaults" in call
+    assert call[-1] == "simplu.v1.ShardAdminService/ListShards"
+    assert "-emit-defaults" not in shlex.split(grpcurl("localhost:50051", "list", token=False))
