@@ -59,7 +59,7 @@ class _Client:
         grpc.channel_ready_future(self.channel).result(timeout=10)
         self.business = business_pb2_grpc.BusinessServiceStub(self.channel)
         self.resource = resource_pb2_grpc.ResourceServiceStub(self.channel)
-        self.admin = shard_admin_pb2_grpc.ShardAdminStub(self.channel)
+        self.admin = shard_admin_pb2_grpc.ShardAdminServiceStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),)
 
 

@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 
 BUSINESS_SERVICE: str = business_pb2.DESCRIPTOR.services_by_name["BusinessService"].full_name
 RESOURCE_SERVICE: str = resource_pb2.DESCRIPTOR.services_by_name["ResourceService"].full_name
-SHARD_ADMIN_SERVICE: str = shard_admin_pb2.DESCRIPTOR.services_by_name["ShardAdmin"].full_name
+SHARD_ADMIN_SERVICE: str = shard_admin_pb2.DESCRIPTOR.services_by_name["ShardAdminService"].full_name
 
 # gRPC's default is 4 MiB too; stated so a resource (<= 256 KiB of data) or a page of them
 # has a known ceiling, and raising it is a deliberate change.
@@ -88,7 +88,7 @@ class Deps:
 
     metrics: Metrics
     verifier: TokenVerifier
-    # The verifier's key source, kept for dependency status (ShardAdmin.GetDependencyStatus).
+    # The verifier's key source, kept for dependency status (ShardAdminService.GetDependencyStatus).
     jwks: JwksClient | None = None
     # Called in reverse order at shutdown, after the server stopped: pools, HTTP clients.
     closers: list[Callable[[], None]] = field(default_factory=list)
@@ -156,13 +156,13 @@ def simplu_services(settings: Settings, deps: Deps) -> list[Registration]:
             else unimplemented(resource_pb2_grpc.ResourceServiceServicer),
         ),
         Registration(
-            shard_admin_pb2.DESCRIPTOR.services_by_name["ShardAdmin"],
+            shard_admin_pb2.DESCRIPTOR.services_by_name["ShardAdminService"],
             ShardAdminServicer(
                 admin=deps.shard_admin,
                 authorizer=deps.authorizer or Authorizer(admin_group=settings.admin_group),
             )
             if deps.shard_admin is not None
-            else unimplemented(shard_admin_pb2_grpc.ShardAdminServicer),
+            else unimplemented(shard_admin_pb2_grpc.ShardAdminServiceServicer),
         ),
     ]
 

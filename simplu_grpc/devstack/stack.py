@@ -119,8 +119,14 @@ USER_EXAMPLES: tuple[tuple[str, dict[str, object]], ...] = (
 
 def grpcurl(target: str, method: str, data: object = None, *, bearer_var: str | None = "TOKEN") -> str:
     """A grpcurl command line that works pasted into a POSIX shell with ``$<bearer_var>`` set
-    (no authorization header when ``bearer_var`` is None)."""
+    (no authorization header when ``bearer_var`` is None).
+
+    Calls with a request print zero values too (-emit-defaults): `"active": false` or a count of 0
+    is an answer; grpcurl would otherwise leave it out.
+    """
     parts = ["grpcurl", "-plaintext"]
+    if data is not None:
+        parts.append("-emit-defaults")
     if bearer_var:
         parts.append(f'-H "authorization: Bearer ${bearer_var}"')
     if data is not None:
@@ -435,7 +441,7 @@ class DevStack:
             f"  {grpcurl(target, 'grpc.health.v1.Health/Check', {'service': 'readiness'}, bearer_var=None)}",
             f"  {grpcurl(target, 'simplu.v1.BusinessService/ListBusinesses', {'page_size': 10})}",
             f"  {grpcurl(target, 'simplu.v1.BusinessService/CreateBusiness', EXAMPLE_BUSINESS)}",
-            f"  {grpcurl(target, 'simplu.v1.ShardAdmin/ListShards', {})}",
+            f"  {grpcurl(target, 'simplu.v1.ShardAdminService/ListShards', {})}",
             "As the plain user:",
             *_commands(target, USER_EXAMPLES, bearer_var="USER_TOKEN"),
             "",

@@ -75,8 +75,28 @@ def is_near_capacity(usage: float | None, threshold_percent: float) -> bool:
 
 class UsageOrder(Enum):
     BY_SHARD_ID = "shard_id"
-    USAGE_DESC = "usage_desc"
-    USAGE_ASC = "usage_asc"
+    USAGE_DESC = "usage_percentage desc"
+    USAGE_ASC = "usage_percentage"
+
+    @classmethod
+    def parse(cls, order_by: str) -> UsageOrder:
+        """GetShardUsage's ``order_by`` (AIP-132 style, as ListResources'); INVALID_ARGUMENT otherwise."""
+        found = _USAGE_ORDERS.get(" ".join(order_by.lower().split()))
+        if found is None:
+            raise InvalidArgument.field(
+                "order_by", 'must be "shard_id", "usage_percentage" or "usage_percentage desc"'
+            )
+        return found
+
+
+_USAGE_ORDERS = {
+    "": UsageOrder.BY_SHARD_ID,
+    "shard_id": UsageOrder.BY_SHARD_ID,
+    "shard_id asc": UsageOrder.BY_SHARD_ID,
+    "usage_percentage": UsageOrder.USAGE_ASC,
+    "usage_percentage asc": UsageOrder.USAGE_ASC,
+    "usage_percentage desc": UsageOrder.USAGE_DESC,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +124,7 @@ class ShardView:
     near_capacity: bool
     listed_by_citrus: bool
     pool: PoolStatsView | None
-    schema_version: int
+    schema_version: int | None  # None: unknown (no pool here, or the shard did not answer in time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +156,11 @@ class Capacity:
 
 @dataclass(frozen=True, slots=True)
 class MigrationOutcome:
+    """``version_before``/``version_after`` are None when the migration failed (not known)."""
+
     shard_id: str
-    version_before: int
-    version_after: int
+    version_before: int | None
+    version_after: int | None
     applied: list[int] = field(default_factory=list)
     error: str = ""
 
@@ -234,7 +256,7 @@ class ShardAdminService:
                 near_capacity=is_near_capacity(usage, self.near_capacity_percent),
                 listed_by_citrus=True,
                 pool=stats.get(shard.shard_id),
-                schema_version=versions.get(shard.shard_id, 0),
+                schema_version=versions.get(shard.shard_id),
             )
         last_known = self._routing.shards()
         for shard_id, pool in stats.items():
@@ -250,7 +272,7 @@ class ShardAdminService:
                     near_capacity=False,
                     listed_by_citrus=False,
                     pool=pool,
-                    schema_version=versions.get(shard_id, 0),
+                    schema_version=versions.get(shard_id),
                 )
         return ShardList(
             shards=[views[k] for k in sorted(views)],
@@ -461,7 +483,7 @@ class ShardAdminService:
                     (*self._secrets, shard.connection_string),
                 )
                 log.warning("migration of shard %s failed: %s", shard.shard_id, error)
-                results.append(MigrationOutcome(shard.shard_id, 0, 0, error=error))
+                results.append(MigrationOutcome(shard.shard_id, None, None, error=error))
         return results
 
     def _migration(self, dsn: str) -> Callable[[], migrator.MigrationResult]:
@@ -503,12 +525,12 @@ class ShardAdminService:
 
         return probe
 
-    def _schema_reader(self, shard_id: str) -> Callable[[], int]:
-        def read() -> int:
+    def _schema_reader(self, shard_id: str) -> Callable[[], int | None]:
+        def read() -> int | None:
             with within(SHARD_READ_TIMEOUT_SECONDS):
                 assignment = self._pools.assignment(shard_id)
                 if assignment is None:
-                    return 0
+                    return None
                 with (
                     self._pools.connection(assignment) as session,
                     session.guard("reading the schema version"),

@@ -29,6 +29,7 @@ from simplu_grpc.domain.business import (
     BusinessPage,
     BusinessSettings,
     BusinessStatus,
+    BusinessType,
     CreateOutcome,
     Location,
     Member,
@@ -61,6 +62,7 @@ from simplu_grpc.errors import (
     AlreadyExists,
     CitrusUnavailable,
     FailedPrecondition,
+    InvalidArgument,
     NotFound,
     PermissionDenied,
     SimpluError,
@@ -71,6 +73,8 @@ log = logging.getLogger(__name__)
 _WRITE_ATTEMPTS = 3
 
 BUSINESS_PATHS = ("name", "settings", "permissions.roles")
+# What an empty UpdateBusiness mask updates when populated (AIP-134); roles only when named.
+_POPULATED_BUSINESS_PATHS = ("name", "settings")
 SETTINGS_PATHS = (
     "currency",
     "language",
@@ -82,18 +86,18 @@ SETTINGS_PATHS = (
     "extras",
 )
 LOCATION_PATHS = ("name", "address", "phone", "email", "timezone", "active")
-_IMMUTABLE_BUSINESS_PATHS = {
-    "id": "the id never changes",
-    "type": "the business type never changes",
+# Paths UpdateBusiness refuses: these fields change through other RPCs.
+_REFUSED_BUSINESS_PATHS = {
     "locations": "use AddLocation, UpdateLocation and RemoveLocation",
     "permissions.members": "use SetMember and RemoveMember",
     "permissions": "name permissions.roles; members change through SetMember and RemoveMember",
-    "status": "use DeleteBusiness",
-    "owner": "is output only",
-    "etag": "is output only",
-    "create_time": "is output only",
-    "update_time": "is output only",
 }
+# Paths ignored in an update mask (AIP-203): the OUTPUT_ONLY fields, the etag (checked, never
+# written) and the IDENTIFIER, which names the business and so cannot differ.
+_IGNORED_BUSINESS_PATHS = frozenset({"id", "status", "owner", "etag", "create_time", "update_time"})
+# IMMUTABLE (AIP-203): accepted in a mask with the current value only.
+_IMMUTABLE_BUSINESS_PATHS = ("type",)
+_IGNORED_LOCATION_PATHS = frozenset({"id"})
 
 
 class BusinessRepository(Protocol):
@@ -281,20 +285,44 @@ class BusinessOps:
         etag: str,
         paths: Iterable[str],
         name: str,
-        settings: BusinessSettings,
+        settings: BusinessSettings | None,
         roles: dict[str, Role],
+        business_type: BusinessType | None = None,
         violations: Violations | None = None,
     ) -> Business:
+        """``settings`` None: not given (an empty mask then leaves settings alone; a mask naming
+        "settings" clears them). ``business_type`` None: not given; otherwise it must be the
+        business's type, since the type is immutable."""
         v = Violations() if violations is None else violations
         check_business_id(v, "business.id", business_id)
-        mask = _mask(v, "update_mask", paths, BUSINESS_PATHS, _IMMUTABLE_BUSINESS_PATHS) or (
-            "name",
-            "settings",
+        given = list(paths)
+        refused = dict(_REFUSED_BUSINESS_PATHS)
+        if business_type is None:
+            refused["type"] = (
+                "it is immutable; name it only with the business's current type, or leave it out"
+            )
+        mask = _mask(
+            v,
+            "update_mask",
+            given,
+            (*BUSINESS_PATHS, *_IMMUTABLE_BUSINESS_PATHS),
+            refused=refused,
+            ignored=_IGNORED_BUSINESS_PATHS,
         )
+        if not given:
+            populated = {"name": bool(name), "settings": settings is not None}
+            mask = tuple(path for path in _POPULATED_BUSINESS_PATHS if populated[path])
+            if not mask and business_type is None:
+                v.add(
+                    "update_mask",
+                    "is empty and neither business.name nor business.settings is populated: "
+                    "nothing to update (name the paths to clear a field)",
+                )
+        new_settings = settings if settings is not None else BusinessSettings()
         if "name" in mask:
             check_text(v, "business.name", name, max_length=NAME_MAX, required=True)
         if "settings" in mask:
-            check_settings(v, "business.settings", settings)
+            check_settings(v, "business.settings", new_settings)
         if "permissions.roles" in mask:
             check_roles(v, "business.permissions.roles", roles)
         v.raise_if_any()
@@ -308,11 +336,17 @@ class BusinessOps:
         permission = tuple(needed)
 
         def change(business: Business) -> Business:
+            if business_type is not None and business_type is not business.type:
+                raise InvalidArgument.field(
+                    "business.type",
+                    f"is immutable: business {business_id!r} is {business.type.value!r}, "
+                    f"it cannot become {business_type.value!r}",
+                )
             updated = business
             if "name" in mask:
                 updated = replace(updated, name=name)
             if "settings" in mask:
-                updated = replace(updated, settings=settings)
+                updated = replace(updated, settings=new_settings)
             if "permissions.roles" in mask:
                 _check_roles_still_cover_members(updated, roles)
                 updated = replace(updated, permissions=replace(updated.permissions, roles=dict(roles)))
@@ -332,7 +366,7 @@ class BusinessOps:
     ) -> Business:
         v = Violations() if violations is None else violations
         check_business_id(v, "business_id", business_id)
-        mask = _mask(v, "update_mask", paths, SETTINGS_PATHS, {})
+        mask = _mask(v, "update_mask", paths, SETTINGS_PATHS, refused={}, ignored=frozenset())
         if not mask:
             check_settings(v, "settings", settings)
         v.raise_if_any()
@@ -410,9 +444,18 @@ class BusinessOps:
         v = Violations() if violations is None else violations
         check_business_id(v, "business_id", business_id)
         check_id(v, "location.id", location.id)
-        mask = _mask(v, "update_mask", paths, LOCATION_PATHS, {"id": "the location id never changes"})
+        given = list(paths)
+        fields = _mask(v, "update_mask", given, LOCATION_PATHS, refused={}, ignored=_IGNORED_LOCATION_PATHS)
+        if not given:
+            # AIP-134: an empty mask updates the populated fields. proto3 cannot tell an unset
+            # string or bool from "" / false, so clearing a field or deactivating takes a mask.
+            fields = tuple(path for path in LOCATION_PATHS if getattr(location, path) not in ("", False))
+            if not fields:
+                v.add(
+                    "update_mask",
+                    "is empty and location has no populated field besides id: nothing to update",
+                )
         v.raise_if_any()
-        fields = mask or LOCATION_PATHS
 
         def change(business: Business) -> Business:
             current = _existing_location(business, location.id)
@@ -660,13 +703,18 @@ def _mask(
     field: str,
     paths: Iterable[str],
     allowed: tuple[str, ...],
-    immutable: dict[str, str],
+    *,
+    refused: dict[str, str],
+    ignored: frozenset[str],
 ) -> tuple[str, ...]:
-    """Validated update-mask paths in canonical order; empty when the mask is empty."""
+    """Validated update-mask paths in canonical order, ``ignored`` ones left out; empty when the
+    mask is empty (or names only ignored paths)."""
     given = list(paths)
     for index, path in enumerate(given):
-        if path in immutable:
-            v.add(f"{field}.paths[{index}]", f"{path!r} cannot be updated: {immutable[path]}")
+        if path in ignored:
+            continue
+        if path in refused:
+            v.add(f"{field}.paths[{index}]", f"{path!r} cannot be updated: {refused[path]}")
         elif path not in allowed:
             v.add(f"{field}.paths[{index}]", f"unknown path {path[:64]!r}; allowed: {', '.join(allowed)}")
     return tuple(path for path in allowed if path in given)

@@ -73,6 +73,10 @@ class Violations:
     def __bool__(self) -> bool:
         return bool(self._items)
 
+    def reported(self, field: str) -> bool:
+        """Whether ``field`` already has a violation (e.g. from the wire conversion)."""
+        return any(item.field == field for item in self._items)
+
     @property
     def items(self) -> list[FieldViolation]:
         return list(self._items)
@@ -250,11 +254,17 @@ def check_settings(v: Violations, prefix: str, settings: BusinessSettings) -> No
                 v.add(f"{field}.day", f"must be MONDAY..SUNDAY (got {hours.day})")
             if hours.closed:
                 continue
-            for name, value in (("open", hours.open), ("close", hours.close)):
-                if not _HHMM.fullmatch(value):
+            # Field names are the wire's (open_time, close_time: google.type.TimeOfDay, which the
+            # servicer turns into "HH:MM" and checks for range first).
+            for name, value in (("open_time", hours.open), ("close_time", hours.close)):
+                if v.reported(f"{field}.{name}"):
+                    continue  # out of range on the wire: already said, precisely
+                if not value:
+                    v.add(f"{field}.{name}", "is required unless closed")
+                elif not _HHMM.fullmatch(value):
                     v.add(f"{field}.{name}", "must be a local time HH:MM (or set closed)")
             if _HHMM.fullmatch(hours.open) and _HHMM.fullmatch(hours.close) and hours.open == hours.close:
-                v.add(f"{field}.close", "must differ from open")
+                v.add(f"{field}.close_time", "must differ from open_time")
     if len(settings.features) > MAX_FEATURES:
         v.add(f"{prefix}.features", f"at most {MAX_FEATURES} feature flags")
     else:

@@ -57,32 +57,44 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
     def UpdateBusiness(
         self, request: business_pb2.UpdateBusinessRequest, context: grpc.ServicerContext
     ) -> business_pb2.Business:
-        settings = convert.settings_from_proto(request.business.settings)
+        v = Violations()
+        given = request.business
+        settings = (
+            convert.settings_from_proto(v, "business.settings", given.settings)
+            if given.HasField("settings")
+            else None
+        )
+        kind = convert.business_type(v, "business.type", given.type) if given.type else None
         updated = self._ops.update(
             rpc.principal(),
-            request.business.id,
-            etag=request.business.etag,
+            given.id,
+            etag=given.etag,
             paths=list(request.update_mask.paths),
-            name=request.business.name,
+            name=given.name,
             settings=settings,
-            roles=convert.roles_from_proto(request.business.permissions),
+            roles=convert.roles_from_proto(given.permissions),
+            business_type=kind,
+            violations=v,
         )
         return convert.business_to_proto(updated)
 
     def UpdateBusinessSettings(
         self, request: business_pb2.UpdateBusinessSettingsRequest, context: grpc.ServicerContext
     ) -> business_pb2.Business:
-        settings = (
-            convert.settings_from_proto(request.settings)
-            if request.HasField("settings")
-            else BusinessSettings()
-        )
+        v = Violations()
+        if request.HasField("settings"):
+            settings = convert.settings_from_proto(v, "settings", request.settings)
+        else:
+            # REQUIRED: an absent message would otherwise replace every setting with defaults.
+            v.add("settings", "is required (send {} with an update_mask to clear the named settings)")
+            settings = BusinessSettings()
         updated = self._ops.update_settings(
             rpc.principal(),
             request.business_id,
             etag=request.etag,
             paths=list(request.update_mask.paths),
             settings=settings,
+            violations=v,
         )
         return convert.business_to_proto(updated)
 
@@ -155,13 +167,14 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
             username=principal.username,
             groups=sorted(principal.groups),
             scopes=sorted(principal.scopes),
-            token_use=principal.token_use,
+            token_use=convert.TOKEN_USE_TO_PROTO[principal.token_use],
             platform_admin=access.platform_admin,
             role=access.role,
             location_ids=list(access.location_ids),
             all_locations=access.all_locations,
             permissions=list(access.permissions),
-            location_allowed=location_allowed,
+            # Only an answer when a location was asked about (optional: absent is not "no").
+            location_allowed=location_allowed if request.location_id else None,
         )
 
 

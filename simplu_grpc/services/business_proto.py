@@ -1,4 +1,10 @@
-"""Protobuf <-> domain conversion for BusinessService (no rules here beyond the wire's enums)."""
+"""Protobuf <-> domain conversion for BusinessService (no rules here beyond the wire's types).
+
+The wire's own types are checked here because the domain never sees them: enum numbers proto3
+lets through, and google.type.TimeOfDay, which the store keeps as local "HH:MM" (DynamoDB
+format unchanged), so a time it cannot keep (seconds, nanos, 24:00, out of range) is refused
+rather than silently rounded.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from datetime import datetime
 from typing import Any, overload
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.type import dayofweek_pb2, timeofday_pb2
 from simplu.v1 import business_pb2
 
 from simplu_grpc.domain.business import (
@@ -19,6 +26,7 @@ from simplu_grpc.domain.business import (
     Role,
     WorkingHours,
 )
+from simplu_grpc.domain.principal import TokenUse
 from simplu_grpc.domain.validation import Violations
 
 TYPE_FROM_PROTO: dict[int, BusinessType] = {
@@ -30,6 +38,10 @@ TYPE_TO_PROTO: dict[BusinessType, business_pb2.BusinessType] = {
     BusinessType.DENTAL: business_pb2.BUSINESS_TYPE_DENTAL,
     BusinessType.GYM: business_pb2.BUSINESS_TYPE_GYM,
     BusinessType.HOTEL: business_pb2.BUSINESS_TYPE_HOTEL,
+}
+TOKEN_USE_TO_PROTO: dict[TokenUse, business_pb2.TokenUse] = {
+    "access": business_pb2.TOKEN_USE_ACCESS,
+    "id": business_pb2.TOKEN_USE_ID,
 }
 STATUS_TO_PROTO: dict[BusinessStatus, business_pb2.BusinessStatus] = {
     BusinessStatus.ACTIVE: business_pb2.BUSINESS_STATUS_ACTIVE,
@@ -61,15 +73,49 @@ def location_from_proto(pb: business_pb2.Location) -> Location:
     )
 
 
-def settings_from_proto(pb: business_pb2.BusinessSettings) -> BusinessSettings:
+def local_time(v: Violations, field: str, pb: timeofday_pb2.TimeOfDay) -> str:
+    """``pb`` as the store's "HH:MM"; a time the store cannot keep exactly is a violation."""
+    problems = []
+    if not 0 <= pb.hours <= 23:
+        hint = " (a day that closes at midnight closes at 00:00)" if pb.hours == 24 else ""
+        problems.append(f"hours must be 0-23, got {pb.hours}{hint}")
+    if not 0 <= pb.minutes <= 59:
+        problems.append(f"minutes must be 0-59, got {pb.minutes}")
+    if pb.seconds or pb.nanos:
+        problems.append("seconds and nanos must be 0: opening hours are kept to the minute")
+    if problems:
+        v.add(field, "; ".join(problems))
+        return ""
+    return f"{pb.hours:02d}:{pb.minutes:02d}"
+
+
+def time_of_day(hhmm: str) -> timeofday_pb2.TimeOfDay | None:
+    """The stored "HH:MM" as a TimeOfDay; None when empty (or not a time)."""
+    hours, sep, minutes = hhmm.partition(":")
+    if not (sep and hours.isdigit() and minutes.isdigit()):
+        return None
+    return timeofday_pb2.TimeOfDay(hours=int(hours), minutes=int(minutes))
+
+
+def working_hours_from_proto(v: Violations, field: str, pb: business_pb2.WorkingHours) -> WorkingHours:
+    """One day; the times are ignored on a closed day. A missing time is the domain's to refuse."""
+    # The day (an enum number proto3 lets through unchecked) is validated by the domain
+    # (check_settings), like every other settings field: one violation per field.
+    if pb.closed:
+        return WorkingHours(day=int(pb.day), closed=True)
+    opens = local_time(v, f"{field}.open_time", pb.open_time) if pb.HasField("open_time") else ""
+    closes = local_time(v, f"{field}.close_time", pb.close_time) if pb.HasField("close_time") else ""
+    return WorkingHours(day=int(pb.day), open=opens, close=closes)
+
+
+def settings_from_proto(v: Violations, field: str, pb: business_pb2.BusinessSettings) -> BusinessSettings:
+    """Settings as the domain keeps them; wire-level violations are added to ``v`` under ``field``."""
     extras: dict[str, Any] = {}
     if pb.HasField("extras"):
         extras = json_format.MessageToDict(pb.extras)
-    # The day (an enum number proto3 lets through unchecked) is validated by the domain
-    # (check_settings), like every other settings field: one violation per field.
     hours = [
-        WorkingHours(day=int(wh.day), open=wh.open, close=wh.close, closed=wh.closed)
-        for wh in pb.working_hours
+        working_hours_from_proto(v, f"{field}.working_hours[{index}]", wh)
+        for index, wh in enumerate(pb.working_hours)
     ]
     return BusinessSettings(
         currency=pb.currency,
@@ -92,13 +138,14 @@ def member_from_proto(pb: business_pb2.Member) -> Member:
 
 
 def business_from_proto(v: Violations, field: str, pb: business_pb2.Business) -> Business:
-    """A create's draft: the caller's fields; output-only fields are ignored."""
+    """A create's draft: the caller's fields; output-only fields (status, owner, times) and the
+    etag are ignored, as the proto's field_behavior says."""
     return Business(
         id=pb.id,
         name=pb.name,
         type=business_type(v, f"{field}.type", pb.type),
         locations=tuple(location_from_proto(loc) for loc in pb.locations),
-        settings=settings_from_proto(pb.settings),
+        settings=settings_from_proto(v, f"{field}.settings", pb.settings),
         permissions=Permissions(
             roles=roles_from_proto(pb.permissions),
             members={sub: member_from_proto(m) for sub, m in pb.permissions.members.items()},
@@ -131,6 +178,15 @@ def location_to_proto(location: Location) -> business_pb2.Location:
     )
 
 
+def working_hours_to_proto(hours: WorkingHours) -> business_pb2.WorkingHours:
+    pb = business_pb2.WorkingHours(day=dayofweek_pb2.DayOfWeek.Name(hours.day), closed=hours.closed)
+    for name, value in (("open_time", hours.open), ("close_time", hours.close)):
+        converted = time_of_day(value)
+        if converted is not None:
+            getattr(pb, name).CopyFrom(converted)
+    return pb
+
+
 def settings_to_proto(settings: BusinessSettings) -> business_pb2.BusinessSettings:
     pb = business_pb2.BusinessSettings(
         currency=settings.currency,
@@ -138,15 +194,7 @@ def settings_to_proto(settings: BusinessSettings) -> business_pb2.BusinessSettin
         timezone=settings.timezone,
         date_format=settings.date_format,
         time_format=settings.time_format,
-        working_hours=[
-            business_pb2.WorkingHours(
-                day=business_pb2.DayOfWeek.Name(wh.day),
-                open=wh.open,
-                close=wh.close,
-                closed=wh.closed,
-            )
-            for wh in settings.working_hours
-        ],
+        working_hours=[working_hours_to_proto(wh) for wh in settings.working_hours],
         features=dict(settings.features),
     )
     if settings.extras:

@@ -1,4 +1,9 @@
-"""ShardAdmin servicer: proto <-> domain only; every RPC first requires a platform admin."""
+"""ShardAdminService servicer: proto <-> domain only; every RPC first requires a platform admin.
+
+What the domain does not know (None: a count Citrus did not report, a schema version not read,
+a latency not measured) stays unset on the wire: the proto's ``optional`` fields and messages
+say "unknown" by their absence, never by a 0.
+"""
 
 from __future__ import annotations
 
@@ -22,13 +27,6 @@ from simplu_grpc.errors import InvalidArgument
 from simplu_grpc.services.business_proto import TYPE_FROM_PROTO, timestamp
 
 T = TypeVar("T")
-N = TypeVar("N", int, float)
-
-_ORDERS: dict[int, UsageOrder] = {
-    shard_admin_pb2.SHARD_USAGE_ORDER_UNSPECIFIED: UsageOrder.BY_SHARD_ID,
-    shard_admin_pb2.SHARD_USAGE_ORDER_USAGE_DESC: UsageOrder.USAGE_DESC,
-    shard_admin_pb2.SHARD_USAGE_ORDER_USAGE_ASC: UsageOrder.USAGE_ASC,
-}
 _FINDINGS = {
     FindingKind.LOCATION_NOT_REGISTERED: shard_admin_pb2.FINDING_KIND_LOCATION_NOT_REGISTERED,
     FindingKind.SHARD_UNREACHABLE: shard_admin_pb2.FINDING_KIND_SHARD_UNREACHABLE,
@@ -39,7 +37,7 @@ _FINDINGS = {
 }
 
 
-class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServicer):
+class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServiceServicer):
     """The operators' console; errors are domain errors, mapped to statuses by the interceptor."""
 
     def __init__(self, *, admin: ShardAdminService, authorizer: Authorizer) -> None:
@@ -63,15 +61,15 @@ class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServicer):
             info = response.shards.add(
                 shard_id=shard.shard_id,
                 active=shard.active,
-                business_count=_or_zero(shard.business_count),
-                max_businesses=_or_zero(shard.max_businesses),
-                usage_percentage=_or_zero(shard.usage_percentage),
+                business_count=shard.business_count,
+                max_businesses=shard.max_businesses,
+                usage_percentage=shard.usage_percentage,
                 near_capacity=shard.near_capacity,
                 listed_by_citrus=shard.listed_by_citrus,
                 schema_version=shard.schema_version,
             )
             if shard.last_health_check is not None:
-                info.last_health_check.CopyFrom(timestamp(shard.last_health_check))
+                info.last_health_check_time.CopyFrom(timestamp(shard.last_health_check))
             if shard.pool is not None:
                 info.pool.CopyFrom(_pool_stats(shard.pool))
         return response
@@ -80,16 +78,16 @@ class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServicer):
         self, request: shard_admin_pb2.GetShardUsageRequest, _: grpc.ServicerContext
     ) -> shard_admin_pb2.GetShardUsageResponse:
         self._require_admin()
-        order = _known(_ORDERS, request.order, "order")
+        order = UsageOrder.parse(request.order_by)
         rows = self._admin.shard_usage(order, request.near_capacity_only)
         return shard_admin_pb2.GetShardUsageResponse(
             usage=[
                 shard_admin_pb2.ShardUsage(
                     shard_id=row.shard_id,
-                    business_count=_or_zero(row.business_count),
-                    max_businesses=_or_zero(row.max_businesses),
-                    usage_percentage=_or_zero(row.usage_percentage),
-                    is_active=row.is_active,
+                    business_count=row.business_count,
+                    max_businesses=row.max_businesses,
+                    usage_percentage=row.usage_percentage,
+                    active=row.is_active,
                     near_capacity=row.near_capacity,
                 )
                 for row in rows
@@ -105,8 +103,8 @@ class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServicer):
         return shard_admin_pb2.CheckShardCapacityResponse(
             shard_id=capacity.shard_id,
             can_accept_new_business=capacity.can_accept_new_business,
-            business_count=_or_zero(capacity.business_count),
-            max_businesses=_or_zero(capacity.max_businesses),
+            business_count=capacity.business_count,
+            max_businesses=capacity.max_businesses,
         )
 
     def GetLocationShard(
@@ -173,7 +171,8 @@ class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServicer):
         response = shard_admin_pb2.GetDependencyStatusResponse(all_up=all(c.up for c in checks))
         for check in checks:
             status = response.dependencies.add(name=check.name, up=check.up, error=check.error)
-            status.latency.CopyFrom(_duration(check.latency_seconds))
+            if check.latency_seconds is not None:
+                status.latency.CopyFrom(_duration(check.latency_seconds))
             status.checked_time.CopyFrom(timestamp(check.checked_at))
         return response
 
@@ -192,7 +191,8 @@ class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServicer):
                     kind=_FINDINGS[finding.kind],
                     location_id=finding.location_id,
                     shard_id=finding.shard_id,
-                    count=finding.count,
+                    # A resource count belongs to orphans only; for other kinds it is not a 0.
+                    count=finding.count if finding.kind is FindingKind.ORPHAN_RESOURCES else None,
                     detail=finding.detail,
                 )
         return response
@@ -204,15 +204,6 @@ def _known(mapping: Mapping[int, T], value: int, field: str) -> T:
     if found is None:
         raise InvalidArgument.field(field, f"unknown value {int(value)}")
     return found
-
-
-def _or_zero(value: N | None) -> N | int:
-    """The proto has no optional counts: an unknown count or usage (None) is sent as 0.
-
-    Such a shard is never flagged ``near_capacity`` (the domain does not guess), and
-    GetShardUsage's ``near_capacity_only`` leaves it out; 0 here is "unknown", not "empty".
-    """
-    return 0 if value is None else value
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -252,5 +243,6 @@ def _location_shard(view: LocationShardView) -> shard_admin_pb2.LocationShard:
         from_cache=view.from_cache,
         target=view.target,
     )
-    message.cache_age.CopyFrom(_duration(view.cache_age_seconds))
+    if view.from_cache:
+        message.cache_age.CopyFrom(_duration(view.cache_age_seconds))
     return message

@@ -23,6 +23,7 @@ from simplu_grpc.domain import tokens
 from simplu_grpc.errors import ERROR_DOMAIN
 from simplu_grpc.interceptors.errors import error_info_of
 from simplu_grpc.server import BUSINESS_SERVICE
+from simplu_grpc.services.business_proto import TOKEN_USE_TO_PROTO
 from tests.fixtures.server import MakeServer, RunningServer, core_deps, settings_for
 from tests.fixtures.tokens import LocalIssuer
 
@@ -39,7 +40,7 @@ class WhoAmI(business_pb2_grpc.BusinessServiceServicer):
             username=principal.username,
             groups=sorted(principal.groups),
             scopes=sorted(principal.scopes),
-            token_use=principal.token_use,
+            token_use=TOKEN_USE_TO_PROTO[principal.token_use],
         )
 
 
@@ -81,7 +82,7 @@ def test_moto_admin_access_token_is_accepted_with_its_groups(
     assert reply.subject == cognito.admin_sub
     assert reply.username == cognito.admin_username
     assert list(reply.groups) == ["admin"]
-    assert reply.token_use == "access"
+    assert reply.token_use == business_pb2.TOKEN_USE_ACCESS
 
 
 def test_moto_id_token_is_accepted(server: RunningServer, cognito: CognitoSetup) -> None:
@@ -90,7 +91,11 @@ def test_moto_id_token_is_accepted(server: RunningServer, cognito: CognitoSetup)
         cognito.endpoint, cognito.region, cognito, cognito.user_username, cognito.user_password
     )
     reply = who(server, bearer(signed_in.id))
-    assert (reply.subject, reply.username, reply.token_use) == (cognito.user_sub, cognito.user_username, "id")
+    assert (reply.subject, reply.username, reply.token_use) == (
+        cognito.user_sub,
+        cognito.user_username,
+        business_pb2.TOKEN_USE_ID,
+    )
     assert list(reply.groups) == []
 
 

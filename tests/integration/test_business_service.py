@@ -18,6 +18,7 @@ import boto3
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2, struct_pb2
+from google.type import dayofweek_pb2, timeofday_pb2
 from grpc_status import rpc_status
 from simplu.v1 import business_pb2 as pb
 
@@ -677,7 +678,7 @@ def test_plain_user_cannot_call_shard_admin(
     server = make_server(
         env=server_env(moto_server.url, table, None), servicers={SHARD_ADMIN_SERVICE: guarded}
     )
-    service = shard_admin_pb2.DESCRIPTOR.services_by_name["ShardAdmin"]
+    service = shard_admin_pb2.DESCRIPTOR.services_by_name["ShardAdminService"]
     for token in (user_token, machine_token()):
         for method in service.methods:
             call = server.channel.unary_unary(f"/{service.full_name}/{method.name}")
@@ -799,7 +800,13 @@ def test_hostile_input_is_invalid_argument_and_changes_nothing(
                     name="Hours",
                     type=pb.BUSINESS_TYPE_GYM,
                     settings=pb.BusinessSettings(
-                        working_hours=[pb.WorkingHours(day=99, open="08:00", close="10:00")]  # type: ignore[arg-type]  # an undefined enum number on purpose
+                        working_hours=[
+                            pb.WorkingHours(
+                                day=99,  # type: ignore[arg-type]  # an undefined enum number on purpose
+                                open_time=timeofday_pb2.TimeOfDay(hours=8),
+                                close_time=timeofday_pb2.TimeOfDay(hours=10),
+                            )
+                        ]
                     ),
                 ),
             ),
@@ -857,6 +864,276 @@ def test_hostile_input_is_invalid_argument_and_changes_nothing(
     )
     assert error.code() == grpc.StatusCode.ALREADY_EXISTS
     assert scan_table(moto_server.url, table) == before
+
+
+# --- field behaviour: what the protos' annotations promise ----------------------------------
+
+
+def get(server: RunningServer, md: Bearer, business_id: str) -> pb.Business:
+    return server.business.GetBusiness(
+        pb.GetBusinessRequest(business_id=business_id), metadata=md, timeout=10
+    )
+
+
+def test_an_id_given_in_two_places_must_agree(
+    server: RunningServer, person: Callable[[], tuple[str, Bearer]], moto_server: MotoServer, table: str
+) -> None:
+    """CreateBusinessRequest.business_id and business.id: different is INVALID_ARGUMENT and creates
+    nothing (never a silent choice); the same id twice, or either alone, names the business."""
+    _, md = person()
+    first, second = unique_id("twice"), unique_id("twice")
+    before = scan_table(moto_server.url, table)
+    draft = new_business("Twice", "L1")
+    draft.id = second
+    error = rpc_error(lambda: create(server, md, draft, business_id=first))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields_of(error) == {"business.id"}
+    assert scan_table(moto_server.url, table) == before
+
+    assert create(server, md, draft, business_id=second).business.id == second
+    only_inside = new_business("Inside", "L1")
+    only_inside.id = first
+    assert create(server, md, only_inside).business.id == first
+
+
+def test_output_only_fields_sent_by_a_caller_are_ignored(
+    server: RunningServer, person: Callable[[], tuple[str, Bearer]]
+) -> None:
+    """status, owner, create_time, update_time (and etag on create) are the server's: ignored on
+    create and when an update_mask names them, never an error and never stored."""
+    sub, md = person()
+    forged = new_business("Forged", "L1")
+    forged.status = pb.BUSINESS_STATUS_DELETED
+    forged.owner = "someone-else"
+    forged.create_time.FromSeconds(946684800)  # 2000-01-01
+    forged.update_time.FromSeconds(946684800)
+    forged.etag = "v999"
+    created = create(server, md, forged).business
+    assert (created.status, created.owner) == (pb.BUSINESS_STATUS_ACTIVE, sub)
+    assert created.create_time.seconds > 946684800
+    assert created.update_time.seconds > 946684800
+    assert created.etag != "v999"
+
+    svc = server.business
+    renamed = svc.UpdateBusiness(
+        pb.UpdateBusinessRequest(
+            business=pb.Business(
+                id=created.id, name="Renamed", owner="someone-else", status=pb.BUSINESS_STATUS_DELETED
+            ),
+            update_mask=field_mask_pb2.FieldMask(
+                paths=["name", "owner", "status", "create_time", "update_time", "etag", "id"]
+            ),
+        ),
+        metadata=md,
+        timeout=10,
+    )
+    assert (renamed.name, renamed.owner, renamed.status) == ("Renamed", sub, pb.BUSINESS_STATUS_ACTIVE)
+    assert renamed.create_time == created.create_time
+    # A mask naming only output-only fields changes nothing, and writes nothing.
+    same = svc.UpdateBusiness(
+        pb.UpdateBusinessRequest(
+            business=pb.Business(id=created.id, owner="someone-else"),
+            update_mask=field_mask_pb2.FieldMask(paths=["owner"]),
+        ),
+        metadata=md,
+        timeout=10,
+    )
+    assert same == renamed
+    assert get(server, md, created.id) == renamed
+
+
+def test_the_business_type_is_immutable(
+    server: RunningServer, person: Callable[[], tuple[str, Bearer]]
+) -> None:
+    """Asking for the current type is accepted; asking for another, with or without a mask naming
+    "type", is INVALID_ARGUMENT on business.type and changes nothing."""
+    _, md = person()
+    created = create(server, md, new_business("Typed", "L1")).business
+    svc = server.business
+    same = svc.UpdateBusiness(
+        pb.UpdateBusinessRequest(
+            business=pb.Business(id=created.id, name="Still dental", type=pb.BUSINESS_TYPE_DENTAL),
+            update_mask=field_mask_pb2.FieldMask(paths=["name", "type"]),
+        ),
+        metadata=md,
+        timeout=10,
+    )
+    assert (same.name, same.type) == ("Still dental", pb.BUSINESS_TYPE_DENTAL)
+    for paths in (["name", "type"], []):
+        error = rpc_error(
+            lambda paths=paths: svc.UpdateBusiness(
+                pb.UpdateBusinessRequest(
+                    business=pb.Business(id=created.id, name="Now a gym", type=pb.BUSINESS_TYPE_GYM),
+                    update_mask=field_mask_pb2.FieldMask(paths=paths),
+                ),
+                metadata=md,
+                timeout=10,
+            )
+        )
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, paths
+        assert fields_of(error) == {"business.type"}
+        assert "immutable" in (error.details() or "")
+    assert get(server, md, created.id) == same
+
+
+def hours(day: int, opens: tuple[int, ...] | None, closes: tuple[int, ...] | None) -> pb.WorkingHours:
+    """A WorkingHours; each time is (hours, minutes[, seconds[, nanos]]), None leaves it unset."""
+    entry = pb.WorkingHours(day=day)  # type: ignore[arg-type]  # plain ints stand for the enum
+    for name, value in (("open_time", opens), ("close_time", closes)):
+        if value is not None:
+            getattr(entry, name).CopyFrom(
+                timeofday_pb2.TimeOfDay(
+                    **dict(zip(("hours", "minutes", "seconds", "nanos"), value, strict=False))
+                )
+            )
+    return entry
+
+
+def test_working_hours_are_day_of_week_and_time_of_day(
+    server: RunningServer, person: Callable[[], tuple[str, Bearer]], moto_server: MotoServer, table: str
+) -> None:
+    """google.type.DayOfWeek/TimeOfDay round-trip exactly and are stored as "HH:MM" (the DynamoDB
+    format is unchanged); a time the store cannot keep is INVALID_ARGUMENT, never rounded."""
+    _, md = person()
+    business = new_business("Hours", "L1")
+    business.settings.working_hours.extend(
+        [
+            hours(dayofweek_pb2.MONDAY, (8, 0), (18, 30)),
+            hours(dayofweek_pb2.FRIDAY, (22, 15), (0, 0)),  # past midnight
+            hours(dayofweek_pb2.SUNDAY, None, None),
+        ]
+    )
+    business.settings.working_hours[2].closed = True
+    created = create(server, md, business).business
+    assert list(created.settings.working_hours) == list(business.settings.working_hours)
+    assert get(server, md, created.id).settings.working_hours == business.settings.working_hours
+    [item] = [i for i in scan_table(moto_server.url, table) if i["id"]["S"] == created.id]
+    stored = [
+        (int(wh["M"]["day"]["N"]), wh["M"]["open"]["S"], wh["M"]["close"]["S"])
+        for wh in item["settings"]["M"]["workingHours"]["L"]
+    ]
+    assert stored == [(1, "08:00", "18:30"), (5, "22:15", "00:00"), (7, "", "")]
+
+    before = scan_table(moto_server.url, table)
+    bad = {
+        "24:00 is not a time the store keeps": (hours(1, (8, 0), (24, 0)), "close_time"),
+        "minutes out of range": (hours(1, (8, 60), (18, 0)), "open_time"),
+        "seconds are dropped by the store": (hours(1, (8, 0, 30), (18, 0)), "open_time"),
+        "nanos are dropped by the store": (hours(1, (8, 0), (18, 0, 0, 1)), "close_time"),
+        "negative hours": (hours(1, (-1, 0), (18, 0)), "open_time"),
+        "a missing time on an open day": (hours(1, (8, 0), None), "close_time"),
+        "open equals close": (hours(1, (8, 0), (8, 0)), "close_time"),
+    }
+    for why, (entry, name) in bad.items():
+        draft = new_business("Bad hours", "L1")
+        draft.settings.working_hours.append(entry)
+        error = rpc_error(lambda draft=draft: create(server, md, draft))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, why
+        assert fields_of(error) == {f"business.settings.working_hours[0].{name}"}, why
+        status = rpc_status.from_call(error)
+        assert status is not None
+        assert len(violations_of(status)) == 1, why  # one violation, not two for one field
+        settings_error = rpc_error(
+            lambda entry=entry: server.business.UpdateBusinessSettings(
+                pb.UpdateBusinessSettingsRequest(
+                    business_id=created.id,
+                    settings=pb.BusinessSettings(working_hours=[entry]),
+                    update_mask=field_mask_pb2.FieldMask(paths=["working_hours"]),
+                ),
+                metadata=md,
+                timeout=10,
+            )
+        )
+        assert settings_error.code() == grpc.StatusCode.INVALID_ARGUMENT, why
+        assert fields_of(settings_error) == {f"settings.working_hours[0].{name}"}, why
+    assert scan_table(moto_server.url, table) == before
+
+
+def test_empty_update_masks_update_only_populated_fields(
+    server: RunningServer, person: Callable[[], tuple[str, Bearer]]
+) -> None:
+    """AIP-134: no mask updates what the request populates; it never erases settings, clears a
+    location's details or deactivates it; a request populating nothing is INVALID_ARGUMENT."""
+    _, md = person()
+    created = create(server, md, new_business("Populated", "L1")).business
+    svc = server.business
+    renamed = svc.UpdateBusiness(
+        pb.UpdateBusinessRequest(business=pb.Business(id=created.id, name="Only the name")),
+        metadata=md,
+        timeout=10,
+    )
+    assert renamed.name == "Only the name"
+    assert renamed.settings == created.settings  # settings were not sent: kept, not emptied
+    nothing = rpc_error(
+        lambda: svc.UpdateBusiness(
+            pb.UpdateBusinessRequest(business=pb.Business(id=created.id)), metadata=md, timeout=10
+        )
+    )
+    assert nothing.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields_of(nothing) == {"update_mask"}
+
+    located = svc.UpdateLocation(
+        pb.UpdateLocationRequest(business_id=created.id, location=pb.Location(id="L1", phone="+40 21 000")),
+        metadata=md,
+        timeout=10,
+    )
+    [l1] = located.business.locations
+    assert (l1.name, l1.phone, l1.timezone, l1.active) == (
+        "Location L1",
+        "+40 21 000",
+        "Europe/Bucharest",
+        True,
+    )
+    for request in (
+        pb.UpdateLocationRequest(business_id=created.id, location=pb.Location(id="L1")),
+        pb.UpdateLocationRequest(business_id=created.id),
+    ):
+        error = rpc_error(lambda request=request: svc.UpdateLocation(request, metadata=md, timeout=10))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # Deactivating takes the path; "id" in a mask is ignored (it names the location).
+    deactivated = svc.UpdateLocation(
+        pb.UpdateLocationRequest(
+            business_id=created.id,
+            location=pb.Location(id="L1"),
+            update_mask=field_mask_pb2.FieldMask(paths=["id", "active"]),
+        ),
+        metadata=md,
+        timeout=10,
+    )
+    assert [loc.active for loc in deactivated.business.locations] == [False]
+
+    # UpdateBusinessSettings' settings are REQUIRED: leaving them out does not reset them.
+    error = rpc_error(
+        lambda: svc.UpdateBusinessSettings(
+            pb.UpdateBusinessSettingsRequest(business_id=created.id), metadata=md, timeout=10
+        )
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields_of(error) == {"settings"}
+    assert get(server, md, created.id).settings == created.settings
+
+
+def test_get_my_access_token_use_and_location_allowed(
+    server: RunningServer, person: Callable[[], tuple[str, Bearer]]
+) -> None:
+    """token_use is an enum; location_allowed is absent unless a location was asked about."""
+    _, md = person()
+    created = create(server, md, new_business("Access", "L1")).business
+    svc = server.business
+    plain = svc.GetMyAccess(pb.GetMyAccessRequest(business_id=created.id), metadata=md, timeout=10)
+    assert plain.token_use == pb.TOKEN_USE_ACCESS
+    assert plain.role == "owner"
+    assert not plain.HasField("location_allowed")
+    asked = svc.GetMyAccess(
+        pb.GetMyAccessRequest(business_id=created.id, location_id="L1"), metadata=md, timeout=10
+    )
+    assert asked.HasField("location_allowed")
+    assert asked.location_allowed
+    unknown = svc.GetMyAccess(
+        pb.GetMyAccessRequest(business_id=created.id, location_id="L9"), metadata=md, timeout=10
+    )
+    assert unknown.HasField("location_allowed")
+    assert not unknown.location_allowed
 
 
 # --- outages --------------------------------------------------------------------------------

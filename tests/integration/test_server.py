@@ -167,7 +167,7 @@ def test_service_names_come_from_the_descriptors(core_server: Any) -> None:
     assert SIMPLU_SERVICES == (
         "simplu.v1.BusinessService",
         "simplu.v1.ResourceService",
-        "simplu.v1.ShardAdmin",
+        "simplu.v1.ShardAdminService",
     )
 
 
@@ -221,7 +221,7 @@ def test_unimplemented_rpcs_answer_unimplemented(
     bases = {
         BUSINESS_SERVICE: business_pb2_grpc.BusinessServiceServicer(),
         RESOURCE_SERVICE: resource_pb2_grpc.ResourceServiceServicer(),
-        SHARD_ADMIN_SERVICE: shard_admin_pb2_grpc.ShardAdminServicer(),
+        SHARD_ADMIN_SERVICE: shard_admin_pb2_grpc.ShardAdminServiceServicer(),
     }
     server = make_server(deps=core_deps(settings), auth=core_auth, servicers=bases)
     metadata = bearer()

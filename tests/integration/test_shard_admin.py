@@ -1,4 +1,4 @@
-"""ShardAdmin over a real channel: the Citrus emulator (3 shards), moto DynamoDB, real shard pools.
+"""ShardAdminService over a real channel: the Citrus emulator (3 shards), moto DynamoDB, real shard pools.
 
 Every response and every log line captured in these tests is scanned for the shard password
 and the Citrus API key (``no_secrets``).
@@ -30,6 +30,7 @@ from simplu_grpc.domain.business import Business, BusinessType, Location
 from simplu_grpc.interceptors.errors import error_info_of
 from tests.fixtures.citrus import CITRUS_API_KEY
 from tests.fixtures.faultproxy import FaultProxy
+from tests.fixtures.scripted_http import ScriptedHTTPServer, serve
 from tests.fixtures.server import MakeServer, RunningServer
 
 pytestmark = pytest.mark.integration
@@ -243,15 +244,19 @@ def test_list_shards_and_usage_match_the_emulator(stack: Stack) -> None:
         assert shard.business_count == len(state.businesses)
         assert shard.max_businesses == 3
         assert shard.listed_by_citrus
-        assert shard.HasField("last_health_check")
+        assert shard.HasField("last_health_check_time")
     assert [by_id[s].usage_percentage for s in ("shard-01", "shard-02", "shard-03")] == [100.0, 66.67, 0.0]
     assert [by_id[s].near_capacity for s in ("shard-01", "shard-02", "shard-03")] == [True, False, False]
     assert by_id["shard-01"].active
     assert by_id["shard-02"].active
     assert not by_id["shard-03"].active
 
-    usage = stack.call("GetShardUsage", ADMIN.GetShardUsageRequest(order=ADMIN.SHARD_USAGE_ORDER_USAGE_DESC))
-    assert [(u.shard_id, u.business_count, u.usage_percentage, u.is_active) for u in usage.usage] == [
+    # Citrus reports every count here: an empty shard's 0 is a real 0, present on the wire.
+    assert all(by_id[s].HasField("business_count") for s in by_id)
+    assert all(by_id[s].HasField("usage_percentage") for s in by_id)
+
+    usage = stack.call("GetShardUsage", ADMIN.GetShardUsageRequest(order_by="usage_percentage desc"))
+    assert [(u.shard_id, u.business_count, u.usage_percentage, u.active) for u in usage.usage] == [
         ("shard-01", 3, 100.0, True),
         ("shard-02", 2, 66.67, True),
         ("shard-03", 0, 0.0, False),
@@ -259,6 +264,80 @@ def test_list_shards_and_usage_match_the_emulator(stack: Stack) -> None:
     near = stack.call("GetShardUsage", ADMIN.GetShardUsageRequest(near_capacity_only=True))
     assert [u.shard_id for u in near.usage] == ["shard-01"]
     assert near.near_capacity_threshold == 80.0
+
+
+@pytest.fixture
+def quiet_citrus() -> Iterator[ScriptedHTTPServer]:
+    """A Citrus that lists a shard and answers capacity without any count (both are optional)."""
+    yield from serve(ScriptedHTTPServer())
+
+
+def test_counts_citrus_did_not_report_are_absent_not_zero(
+    make_server: MakeServer,
+    quiet_citrus: ScriptedHTTPServer,
+    moto_server: MotoServer,
+    table: str,
+    admin_token: str,
+) -> None:
+    """ListShards, GetShardUsage and CheckShardCapacity leave unreported counts and usage unset,
+    so a client (and grpcurl -emit-defaults) can tell "unknown" from an empty shard."""
+    server = make_server(
+        env={
+            "CITRUS_SERVER_URL": quiet_citrus.url,
+            "CITRUS_API_KEY": CITRUS_API_KEY,
+            "CITRUS_RETRY_ATTEMPTS": "1",
+            "DYNAMODB_ENDPOINT": moto_server.url,
+            "DYNAMODB_BUSINESS_INFO_TABLE": table,
+        }
+    )
+    health = [{"shardId": "shard-x", "connectionString": "postgresql://u@127.0.0.1:1/x", "isActive": True}]
+    quiet_citrus.set((200, health))
+    token = (("authorization", f"Bearer {admin_token}"),)
+    listed = server.admin.ListShards(ADMIN.ListShardsRequest(), metadata=token, timeout=10)
+    assert listed.citrus_reachable
+    [shard] = listed.shards
+    assert (shard.shard_id, shard.listed_by_citrus, shard.near_capacity) == ("shard-x", True, False)
+    for name in ("business_count", "max_businesses", "usage_percentage", "schema_version"):
+        assert not shard.HasField(name), name
+    assert not shard.HasField("last_health_check_time")
+    printed = json_format.MessageToDict(
+        shard, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    assert "business_count" not in printed  # what -emit-defaults prints: nothing, not 0
+    assert printed["near_capacity"] is False
+
+    usage = server.admin.GetShardUsage(
+        ADMIN.GetShardUsageRequest(order_by="usage_percentage desc"), metadata=token, timeout=10
+    )
+    [row] = usage.usage
+    assert (row.shard_id, row.active) == ("shard-x", True)
+    assert not any(row.HasField(n) for n in ("business_count", "max_businesses", "usage_percentage"))
+
+    quiet_citrus.set((200, {"shardId": "shard-x", "canAcceptNewBusiness": True}))
+    capacity = server.admin.CheckShardCapacity(
+        ADMIN.CheckShardCapacityRequest(shard_id="shard-x"), metadata=token, timeout=10
+    )
+    assert capacity.can_accept_new_business
+    assert not capacity.HasField("business_count")
+    assert not capacity.HasField("max_businesses")
+
+
+def test_get_shard_usage_order_by(stack: Stack) -> None:
+    """order_by takes the AIP-132 forms (case and spacing free); anything else is INVALID_ARGUMENT."""
+    for _ in range(4):  # 3 fill shard-01, 1 goes to shard-02
+        stack.registered(uid(), "l1")
+    orders = {
+        "": ["shard-01", "shard-02", "shard-03"],
+        "shard_id": ["shard-01", "shard-02", "shard-03"],
+        "usage_percentage": ["shard-03", "shard-02", "shard-01"],
+        "  Usage_Percentage   DESC ": ["shard-01", "shard-02", "shard-03"],
+    }
+    for order_by, expected in orders.items():
+        usage = stack.call("GetShardUsage", ADMIN.GetShardUsageRequest(order_by=order_by))
+        assert [u.shard_id for u in usage.usage] == expected, order_by
+    error = stack.fails("GetShardUsage", ADMIN.GetShardUsageRequest(order_by="usage"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "order_by" in (error.details() or "")
 
 
 def test_check_shard_capacity(stack: Stack) -> None:
@@ -305,12 +384,14 @@ def test_register_and_locate_a_location(stack: Stack) -> None:
 
     located = stack.call("GetLocationShard", request)
     assert (located.shard_id, located.active, located.from_cache) == (registered.shard_id, True, False)
+    assert not located.HasField("cache_age")  # Citrus answered: there is no cache entry to age
 
     # A resource request caches the route; GetLocationShard then answers from the cache...
     stack.create_resource(business_id, "l1")
     stack.citrus.reset_calls()
     cached = stack.call("GetLocationShard", request)
     assert cached.from_cache
+    assert cached.HasField("cache_age")
     assert cached.shard_id == registered.shard_id
     assert stack.citrus.calls["get_shard"] == 0
     # ...unless asked to refresh.
@@ -319,6 +400,7 @@ def test_register_and_locate_a_location(stack: Stack) -> None:
         ADMIN.GetLocationShardRequest(business_id=business_id, location_id="l1", refresh=True),
     )
     assert not fresh.from_cache
+    assert not fresh.HasField("cache_age")
     assert stack.citrus.calls["get_shard"] == 1
 
     for bad in (
@@ -543,6 +625,11 @@ def test_answers_within_3s_when_citrus_dynamodb_and_a_shard_are_down(
                 assert "CITRUS_UNAVAILABLE" in response.citrus_error
                 assert {s.shard_id for s in response.shards} == {"shard-01", "shard-02"}
                 assert all(not s.listed_by_citrus and s.HasField("pool") for s in response.shards)
+                # Citrus said nothing about them: counts and usage are absent, not 0.
+                for shard in response.shards:
+                    for name in ("business_count", "max_businesses", "usage_percentage"):
+                        assert not shard.HasField(name), name
+                    assert not shard.HasField("last_health_check_time")
             elif method == "GetDependencyStatus":
                 up = {d.name: d.up for d in response.dependencies}
                 assert up == {
@@ -582,7 +669,7 @@ def test_citrus_down_fails_fast_where_citrus_is_needed(stack: Stack) -> None:
         assert error.code() == grpc.StatusCode.UNAVAILABLE, method
         assert time.monotonic() - started < 6.0, method
     report = stack.call("CheckConsistency", ADMIN.CheckConsistencyRequest(business_id=business_id))
-    assert findings(report.businesses[0]) == [("FINDING_KIND_CITRUS_UNAVAILABLE", "", "", 0)]
+    assert findings(report.businesses[0]) == [("FINDING_KIND_CITRUS_UNAVAILABLE", "", "", None)]
     # The location's route is cached: it still resolves, from the cache.
     located = stack.call(
         "GetLocationShard", ADMIN.GetLocationShardRequest(business_id=business_id, location_id="l1")
@@ -643,9 +730,19 @@ def plant(stack: Stack, shard_id: str, business_id: str, location_id: str, count
             )
 
 
-def findings(report: Any) -> list[tuple[str, str, str, int]]:
+def findings(report: Any) -> list[tuple[str, str, str, int | None]]:
+    """(kind, location, shard, count); count None when absent (only orphans carry one)."""
     return sorted(
-        (ADMIN.FindingKind.Name(f.kind), f.location_id, f.shard_id, f.count) for f in report.findings
+        (
+            (
+                ADMIN.FindingKind.Name(f.kind),
+                f.location_id,
+                f.shard_id,
+                f.count if f.HasField("count") else None,
+            )
+            for f in report.findings
+        ),
+        key=str,
     )
 
 
@@ -674,7 +771,7 @@ def test_check_consistency_finds_unregistered_locations_and_orphans(stack: Stack
     assert business.business_id == business_id
     assert not business.consistent
     assert findings(business) == [
-        ("FINDING_KIND_LOCATION_NOT_REGISTERED", "l2", "", 0),
+        ("FINDING_KIND_LOCATION_NOT_REGISTERED", "l2", "", None),
         ("FINDING_KIND_ORPHAN_RESOURCES", "ghost", shard_id, 2),
     ]
     # Read-only: nothing was registered.
@@ -708,8 +805,8 @@ def test_check_consistency_pages_and_reports_shard_problems(stack: Stack) -> Non
     assert not single.businesses[0].findings
     report = stack.call("CheckConsistency", ADMIN.CheckConsistencyRequest(business_id=late))
     kinds = findings(report.businesses[0])
-    assert ("FINDING_KIND_SHARD_INACTIVE", "l1", "shard-02", 0) in kinds
-    assert ("FINDING_KIND_SHARD_NOT_MIGRATED", "l1", "shard-02", 0) in kinds
+    assert ("FINDING_KIND_SHARD_INACTIVE", "l1", "shard-02", None) in kinds
+    assert ("FINDING_KIND_SHARD_NOT_MIGRATED", "l1", "shard-02", None) in kinds
 
     seen_ids: list[str] = []
     token = ""
@@ -744,7 +841,7 @@ ALL_RPCS: list[tuple[str, Message]] = [
 
 def test_every_rpc_is_covered_by_the_permission_checks() -> None:
     """The list below names every ShardAdmin method."""
-    names = {m.name for m in ADMIN.DESCRIPTOR.services_by_name["ShardAdmin"].methods}
+    names = {m.name for m in ADMIN.DESCRIPTOR.services_by_name["ShardAdminService"].methods}
     assert names == {name for name, _ in ALL_RPCS}
 
 

@@ -110,7 +110,7 @@ def test_missing_or_malformed_authorization_is_rejected(metadata: Any, reason: s
         ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", True),
         ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", True),
         ("/simplu.v1.BusinessService/GetBusiness", False),
-        ("/simplu.v1.ShardAdmin/ListShards", False),
+        ("/simplu.v1.ShardAdminService/ListShards", False),
         ("/grpc.health.v1.HealthX/Check", False),
     ],
 )
@@ -143,7 +143,7 @@ def test_a_rejected_token_aborts_unauthenticated_before_the_servicer(interceptor
     context = FakeContext([("authorization", "Bearer forged")])
     with pytest.raises(Aborted):
         interceptor.intercept(
-            lambda request, ctx: ran.append(True), None, context, "/simplu.v1.ShardAdmin/ListShards"
+            lambda request, ctx: ran.append(True), None, context, "/simplu.v1.ShardAdminService/ListShards"
         )
     assert ran == []
     assert context.status.code == grpc.StatusCode.UNAUTHENTICATED

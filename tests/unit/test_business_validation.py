@@ -166,7 +166,7 @@ def test_settings_fields() -> None:
         "business.settings.currency",
         "business.settings.language",
         "business.settings.working_hours[0].day",
-        "business.settings.working_hours[0].open",
+        "business.settings.working_hours[0].open_time",
         "business.settings.features",
     } <= set(found)
 
@@ -218,6 +218,7 @@ def test_page_size_rules() -> None:
 def test_an_undefined_working_day_is_one_violation() -> None:
     """A working-hours day outside MONDAY..SUNDAY coming off the wire is reported once (by the domain
     check), not once by the proto conversion and again by the domain."""
+    from google.type import timeofday_pb2
     from simplu.v1 import business_pb2
 
     from simplu_grpc.domain.validation import Violations, check_settings
@@ -225,9 +226,15 @@ def test_an_undefined_working_day_is_one_violation() -> None:
 
     v = Violations()
     pb = business_pb2.BusinessSettings(
-        working_hours=[business_pb2.WorkingHours(day=99, open="08:00", close="10:00")]  # type: ignore[arg-type]  # an undefined enum number on purpose
+        working_hours=[
+            business_pb2.WorkingHours(
+                day=99,  # type: ignore[arg-type]  # an undefined enum number on purpose
+                open_time=timeofday_pb2.TimeOfDay(hours=8),
+                close_time=timeofday_pb2.TimeOfDay(hours=10),
+            )
+        ]
     )
-    settings = settings_from_proto(pb)
+    settings = settings_from_proto(v, "settings", pb)
     check_settings(v, "settings", settings)
     found = [item for item in v.items if item.field == "settings.working_hours[0].day"]
     assert len(found) == 1

@@ -25,7 +25,7 @@ REQUEST_TYPES: dict[str, type[Message]] = {
     "simplu.v1.BusinessService/CreateBusiness": business_pb2.CreateBusinessRequest,
     "simplu.v1.BusinessService/ListBusinesses": business_pb2.ListBusinessesRequest,
     "simplu.v1.BusinessService/GetMyAccess": business_pb2.GetMyAccessRequest,
-    "simplu.v1.ShardAdmin/ListShards": shard_admin_pb2.ListShardsRequest,
+    "simplu.v1.ShardAdminService/ListShards": shard_admin_pb2.ListShardsRequest,
     "simplu.v1.ResourceService/CreateResource": resource_pb2.CreateResourceRequest,
     "simplu.v1.ResourceService/ListResources": resource_pb2.ListResourcesRequest,
 }
@@ -36,7 +36,7 @@ REQUEST_TYPES: dict[str, type[Message]] = {
     [
         ("simplu.v1.BusinessService/CreateBusiness", EXAMPLE_BUSINESS, "TOKEN"),
         ("simplu.v1.BusinessService/ListBusinesses", {"page_size": 10}, "TOKEN"),
-        ("simplu.v1.ShardAdmin/ListShards", {}, "TOKEN"),
+        ("simplu.v1.ShardAdminService/ListShards", {}, "TOKEN"),
         *((method, data, "USER_TOKEN") for method, data in USER_EXAMPLES),
     ],
 )
@@ -73,3 +73,12 @@ def test_a_port_taken_on_one_address_of_localhost_is_refused() -> None:
         port = other.getsockname()[1]
         with pytest.raises(DevStackError, match=f"port {port} is already in use on 127.0.0.1; set GRPC_PORT"):
             require_free(port, "gRPC server", "GRPC_PORT", host="localhost")
+
+
+def test_printed_calls_show_zero_values() -> None:
+    """Calls with a request print zero values (-emit-defaults: `"active": false` is an answer);
+    grpcurl's `list` verb takes no such flag."""
+    call = shlex.split(grpcurl("localhost:50051", "simplu.v1.ShardAdminService/ListShards", {}))
+    assert "-emit-defaults" in call
+    assert call[-1] == "simplu.v1.ShardAdminService/ListShards"
+    assert "-emit-defaults" not in shlex.split(grpcurl("localhost:50051", "list", bearer_var=None))

@@ -203,6 +203,9 @@ def test_prober_reports_hung_probe_down_within_budget() -> None:
     assert [r.name for r in results] == ["hung", "ok", "broken"]
     assert not by_name["hung"].up
     assert "no answer within" in by_name["hung"].error
+    assert by_name["hung"].latency_seconds is None  # not measured: GetDependencyStatus leaves it unset
+    assert by_name["ok"].latency_seconds is not None
+    assert by_name["broken"].latency_seconds is not None
     assert by_name["ok"].up
     assert by_name["ok"].error == ""
     assert not by_name["broken"].up
@@ -278,8 +281,8 @@ def test_malformed_ids_are_invalid_argument_before_any_lookup() -> None:
 
 
 def test_unknown_enum_numbers_are_invalid_argument() -> None:
-    """proto3 lets any number through an enum field: an unknown order or business type is rejected,
-    not silently replaced by a default."""
+    """proto3 lets any number through an enum field: an unknown business type is rejected, not
+    silently replaced by a default; so is an order_by the server does not know."""
     from simplu.v1 import shard_admin_pb2
 
     from simplu_grpc.domain.authz import Authorizer
@@ -294,8 +297,8 @@ def test_unknown_enum_numbers_are_invalid_argument() -> None:
     )
     with context.bind(principal=operator):
         with pytest.raises(InvalidArgument) as order:
-            servicer.GetShardUsage(shard_admin_pb2.GetShardUsageRequest(order=99), None)  # type: ignore[arg-type]  # the servicer ignores its context
-        assert [v.field for v in order.value.violations] == ["order"]
+            servicer.GetShardUsage(shard_admin_pb2.GetShardUsageRequest(order_by="99"), None)  # type: ignore[arg-type]  # the servicer ignores its context
+        assert [v.field for v in order.value.violations] == ["order_by"]
         with pytest.raises(InvalidArgument) as kind:
             servicer.RegisterLocation(
                 shard_admin_pb2.RegisterLocationRequest(business_id="b1", location_id="l1", business_type=42),
@@ -376,3 +379,38 @@ def test_dependency_status_uses_the_given_citrus_probe() -> None:
     assert status == {"dynamodb": True, "citrus": False}
     assert calls == ["citrus"]
     assert [c.name for c in service(FakeShards([])).dependency_status()] == []
+
+
+def test_dependency_status_leaves_an_unmeasured_latency_unset() -> None:
+    """A probe that did not answer has no latency on the wire (absent, not 0 s); one that did has it."""
+    from simplu.v1 import shard_admin_pb2
+
+    from simplu_grpc.domain.authz import Authorizer
+    from simplu_grpc.domain.principal import Principal
+    from simplu_grpc.services.shard_admin import ShardAdminServicer
+
+    release = threading.Event()
+    admin = ShardAdminService(
+        shards=FakeShards([]),
+        pools=NoPools(),
+        routing=FakeRouting(),
+        businesses=None,  # type: ignore[arg-type]  # not used here
+        near_capacity_percent=80.0,
+        probes={"hung": lambda: release.wait(10), "ok": lambda: None},
+        prober=DependencyProber(probe_timeout=0.2),
+    )
+    servicer = ShardAdminServicer(admin=admin, authorizer=Authorizer(admin_group="admin"))
+    operator = Principal(
+        subject="op", username="op", token_use="access", client_id="app", groups=frozenset({"admin"})
+    )
+    try:
+        with context.bind(principal=operator):
+            status = servicer.GetDependencyStatus(shard_admin_pb2.GetDependencyStatusRequest(), None)  # type: ignore[arg-type]  # the servicer ignores its context
+    finally:
+        release.set()
+    by_name = {d.name: d for d in status.dependencies}
+    assert not by_name["hung"].up
+    assert not by_name["hung"].HasField("latency")
+    assert by_name["ok"].up
+    assert by_name["ok"].HasField("latency")
+    assert not status.all_up

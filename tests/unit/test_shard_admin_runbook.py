@@ -11,14 +11,14 @@ from simplu.v1 import shard_admin_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
-SERVICE = shard_admin_pb2.DESCRIPTOR.services_by_name["ShardAdmin"]
+SERVICE = shard_admin_pb2.DESCRIPTOR.services_by_name["ShardAdminService"]
 
 
 def runbook_commands() -> list[list[str]]:
     """Every ``adm``/``grpcurl`` line calling ShardAdmin, split like a shell would."""
     commands: list[list[str]] = []
     for line in README.read_text(encoding="utf-8").splitlines():
-        if "simplu.v1.ShardAdmin/" in line and re.match(r"\s*(adm|grpcurl)\s", line):
+        if "simplu.v1.ShardAdminService/" in line and re.match(r"\s*(adm|grpcurl)\s", line):
             commands.append(shlex.split(line))
     assert commands, "the README's runbook has no ShardAdmin commands"
     return commands

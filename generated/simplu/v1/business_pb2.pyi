@@ -1,8 +1,11 @@
 import datetime
 
+from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.type import dayofweek_pb2 as _dayofweek_pb2
+from google.type import timeofday_pb2 as _timeofday_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -25,16 +28,11 @@ class BusinessStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BUSINESS_STATUS_ACTIVE: _ClassVar[BusinessStatus]
     BUSINESS_STATUS_DELETED: _ClassVar[BusinessStatus]
 
-class DayOfWeek(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+class TokenUse(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    DAY_OF_WEEK_UNSPECIFIED: _ClassVar[DayOfWeek]
-    MONDAY: _ClassVar[DayOfWeek]
-    TUESDAY: _ClassVar[DayOfWeek]
-    WEDNESDAY: _ClassVar[DayOfWeek]
-    THURSDAY: _ClassVar[DayOfWeek]
-    FRIDAY: _ClassVar[DayOfWeek]
-    SATURDAY: _ClassVar[DayOfWeek]
-    SUNDAY: _ClassVar[DayOfWeek]
+    TOKEN_USE_UNSPECIFIED: _ClassVar[TokenUse]
+    TOKEN_USE_ACCESS: _ClassVar[TokenUse]
+    TOKEN_USE_ID: _ClassVar[TokenUse]
 BUSINESS_TYPE_UNSPECIFIED: BusinessType
 BUSINESS_TYPE_DENTAL: BusinessType
 BUSINESS_TYPE_GYM: BusinessType
@@ -42,14 +40,9 @@ BUSINESS_TYPE_HOTEL: BusinessType
 BUSINESS_STATUS_UNSPECIFIED: BusinessStatus
 BUSINESS_STATUS_ACTIVE: BusinessStatus
 BUSINESS_STATUS_DELETED: BusinessStatus
-DAY_OF_WEEK_UNSPECIFIED: DayOfWeek
-MONDAY: DayOfWeek
-TUESDAY: DayOfWeek
-WEDNESDAY: DayOfWeek
-THURSDAY: DayOfWeek
-FRIDAY: DayOfWeek
-SATURDAY: DayOfWeek
-SUNDAY: DayOfWeek
+TOKEN_USE_UNSPECIFIED: TokenUse
+TOKEN_USE_ACCESS: TokenUse
+TOKEN_USE_ID: TokenUse
 
 class Location(_message.Message):
     __slots__ = ("id", "name", "address", "phone", "email", "timezone", "active")
@@ -70,16 +63,16 @@ class Location(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., phone: _Optional[str] = ..., email: _Optional[str] = ..., timezone: _Optional[str] = ..., active: _Optional[bool] = ...) -> None: ...
 
 class WorkingHours(_message.Message):
-    __slots__ = ("day", "open", "close", "closed")
+    __slots__ = ("day", "open_time", "close_time", "closed")
     DAY_FIELD_NUMBER: _ClassVar[int]
-    OPEN_FIELD_NUMBER: _ClassVar[int]
-    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    OPEN_TIME_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_TIME_FIELD_NUMBER: _ClassVar[int]
     CLOSED_FIELD_NUMBER: _ClassVar[int]
-    day: DayOfWeek
-    open: str
-    close: str
+    day: _dayofweek_pb2.DayOfWeek
+    open_time: _timeofday_pb2.TimeOfDay
+    close_time: _timeofday_pb2.TimeOfDay
     closed: bool
-    def __init__(self, day: _Optional[_Union[DayOfWeek, str]] = ..., open: _Optional[str] = ..., close: _Optional[str] = ..., closed: _Optional[bool] = ...) -> None: ...
+    def __init__(self, day: _Optional[_Union[_dayofweek_pb2.DayOfWeek, str]] = ..., open_time: _Optional[_Union[_timeofday_pb2.TimeOfDay, _Mapping]] = ..., close_time: _Optional[_Union[_timeofday_pb2.TimeOfDay, _Mapping]] = ..., closed: _Optional[bool] = ...) -> None: ...
 
 class BusinessSettings(_message.Message):
     __slots__ = ("currency", "language", "timezone", "date_format", "time_format", "working_hours", "features", "extras")
@@ -335,11 +328,11 @@ class GetMyAccessResponse(_message.Message):
     username: str
     groups: _containers.RepeatedScalarFieldContainer[str]
     scopes: _containers.RepeatedScalarFieldContainer[str]
-    token_use: str
+    token_use: TokenUse
     platform_admin: bool
     role: str
     location_ids: _containers.RepeatedScalarFieldContainer[str]
     all_locations: bool
     permissions: _containers.RepeatedScalarFieldContainer[str]
     location_allowed: bool
-    def __init__(self, subject: _Optional[str] = ..., username: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., scopes: _Optional[_Iterable[str]] = ..., token_use: _Optional[str] = ..., platform_admin: _Optional[bool] = ..., role: _Optional[str] = ..., location_ids: _Optional[_Iterable[str]] = ..., all_locations: _Optional[bool] = ..., permissions: _Optional[_Iterable[str]] = ..., location_allowed: _Optional[bool] = ...) -> None: ...
+    def __init__(self, subject: _Optional[str] = ..., username: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., scopes: _Optional[_Iterable[str]] = ..., token_use: _Optional[_Union[TokenUse, str]] = ..., platform_admin: _Optional[bool] = ..., role: _Optional[str] = ..., location_ids: _Optional[_Iterable[str]] = ..., all_locations: _Optional[bool] = ..., permissions: _Optional[_Iterable[str]] = ..., location_allowed: _Optional[bool] = ...) -> None: ...

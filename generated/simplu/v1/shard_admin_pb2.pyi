@@ -1,5 +1,6 @@
 import datetime
 
+from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from simplu.v1 import business_pb2 as _business_pb2
@@ -12,12 +13,6 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class ShardUsageOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    SHARD_USAGE_ORDER_UNSPECIFIED: _ClassVar[ShardUsageOrder]
-    SHARD_USAGE_ORDER_USAGE_DESC: _ClassVar[ShardUsageOrder]
-    SHARD_USAGE_ORDER_USAGE_ASC: _ClassVar[ShardUsageOrder]
-
 class FindingKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FINDING_KIND_UNSPECIFIED: _ClassVar[FindingKind]
@@ -27,9 +22,6 @@ class FindingKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINDING_KIND_ORPHAN_RESOURCES: _ClassVar[FindingKind]
     FINDING_KIND_SHARD_INACTIVE: _ClassVar[FindingKind]
     FINDING_KIND_CITRUS_UNAVAILABLE: _ClassVar[FindingKind]
-SHARD_USAGE_ORDER_UNSPECIFIED: ShardUsageOrder
-SHARD_USAGE_ORDER_USAGE_DESC: ShardUsageOrder
-SHARD_USAGE_ORDER_USAGE_ASC: ShardUsageOrder
 FINDING_KIND_UNSPECIFIED: FindingKind
 FINDING_KIND_LOCATION_NOT_REGISTERED: FindingKind
 FINDING_KIND_SHARD_UNREACHABLE: FindingKind
@@ -71,10 +63,10 @@ class PoolStats(_message.Message):
     def __init__(self, shard_id: _Optional[str] = ..., target: _Optional[str] = ..., pool_min: _Optional[int] = ..., pool_max: _Optional[int] = ..., pool_size: _Optional[int] = ..., pool_available: _Optional[int] = ..., requests_waiting: _Optional[int] = ..., requests_num: _Optional[int] = ..., requests_errors: _Optional[int] = ..., connections_num: _Optional[int] = ..., connections_errors: _Optional[int] = ..., connections_lost: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ShardInfo(_message.Message):
-    __slots__ = ("shard_id", "active", "last_health_check", "business_count", "max_businesses", "usage_percentage", "near_capacity", "listed_by_citrus", "pool", "schema_version")
+    __slots__ = ("shard_id", "active", "last_health_check_time", "business_count", "max_businesses", "usage_percentage", "near_capacity", "listed_by_citrus", "pool", "schema_version")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
-    LAST_HEALTH_CHECK_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEALTH_CHECK_TIME_FIELD_NUMBER: _ClassVar[int]
     BUSINESS_COUNT_FIELD_NUMBER: _ClassVar[int]
     MAX_BUSINESSES_FIELD_NUMBER: _ClassVar[int]
     USAGE_PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
@@ -84,7 +76,7 @@ class ShardInfo(_message.Message):
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     active: bool
-    last_health_check: _timestamp_pb2.Timestamp
+    last_health_check_time: _timestamp_pb2.Timestamp
     business_count: int
     max_businesses: int
     usage_percentage: float
@@ -92,7 +84,7 @@ class ShardInfo(_message.Message):
     listed_by_citrus: bool
     pool: PoolStats
     schema_version: int
-    def __init__(self, shard_id: _Optional[str] = ..., active: _Optional[bool] = ..., last_health_check: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., business_count: _Optional[int] = ..., max_businesses: _Optional[int] = ..., usage_percentage: _Optional[float] = ..., near_capacity: _Optional[bool] = ..., listed_by_citrus: _Optional[bool] = ..., pool: _Optional[_Union[PoolStats, _Mapping]] = ..., schema_version: _Optional[int] = ...) -> None: ...
+    def __init__(self, shard_id: _Optional[str] = ..., active: _Optional[bool] = ..., last_health_check_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., business_count: _Optional[int] = ..., max_businesses: _Optional[int] = ..., usage_percentage: _Optional[float] = ..., near_capacity: _Optional[bool] = ..., listed_by_citrus: _Optional[bool] = ..., pool: _Optional[_Union[PoolStats, _Mapping]] = ..., schema_version: _Optional[int] = ...) -> None: ...
 
 class ListShardsRequest(_message.Message):
     __slots__ = ()
@@ -111,28 +103,28 @@ class ListShardsResponse(_message.Message):
     def __init__(self, shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., citrus_reachable: _Optional[bool] = ..., citrus_error: _Optional[str] = ..., near_capacity_threshold: _Optional[float] = ...) -> None: ...
 
 class ShardUsage(_message.Message):
-    __slots__ = ("shard_id", "business_count", "max_businesses", "usage_percentage", "is_active", "near_capacity")
+    __slots__ = ("shard_id", "business_count", "max_businesses", "usage_percentage", "active", "near_capacity")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     BUSINESS_COUNT_FIELD_NUMBER: _ClassVar[int]
     MAX_BUSINESSES_FIELD_NUMBER: _ClassVar[int]
     USAGE_PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
-    IS_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
     NEAR_CAPACITY_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     business_count: int
     max_businesses: int
     usage_percentage: float
-    is_active: bool
+    active: bool
     near_capacity: bool
-    def __init__(self, shard_id: _Optional[str] = ..., business_count: _Optional[int] = ..., max_businesses: _Optional[int] = ..., usage_percentage: _Optional[float] = ..., is_active: _Optional[bool] = ..., near_capacity: _Optional[bool] = ...) -> None: ...
+    def __init__(self, shard_id: _Optional[str] = ..., business_count: _Optional[int] = ..., max_businesses: _Optional[int] = ..., usage_percentage: _Optional[float] = ..., active: _Optional[bool] = ..., near_capacity: _Optional[bool] = ...) -> None: ...
 
 class GetShardUsageRequest(_message.Message):
-    __slots__ = ("order", "near_capacity_only")
-    ORDER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("order_by", "near_capacity_only")
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     NEAR_CAPACITY_ONLY_FIELD_NUMBER: _ClassVar[int]
-    order: ShardUsageOrder
+    order_by: str
     near_capacity_only: bool
-    def __init__(self, order: _Optional[_Union[ShardUsageOrder, str]] = ..., near_capacity_only: _Optional[bool] = ...) -> None: ...
+    def __init__(self, order_by: _Optional[str] = ..., near_capacity_only: _Optional[bool] = ...) -> None: ...
 
 class GetShardUsageResponse(_message.Message):
     __slots__ = ("usage", "near_capacity_threshold")

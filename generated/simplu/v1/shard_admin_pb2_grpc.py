@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class ShardAdminStub:
+class ShardAdminServiceStub:
     """Operators' console. Every RPC: the admin group (SIMPLU_ADMIN_GROUP) or the simplu/admin
     scope, else PERMISSION_DENIED; UNAUTHENTICATED without a valid token. Answers are bounded
     in time (they never hang on a dead dependency) and never contain connection-string
@@ -39,63 +39,63 @@ class ShardAdminStub:
             channel: A grpc.Channel.
         """
         self.ListShards = channel.unary_unary(
-                '/simplu.v1.ShardAdmin/ListShards',
+                '/simplu.v1.ShardAdminService/ListShards',
                 request_serializer=simplu_dot_v1_dot_shard__admin__pb2.ListShardsRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.ListShardsResponse.FromString,
                 _registered_method=True)
         self.GetShardUsage = channel.unary_unary(
-                '/simplu.v1.ShardAdmin/GetShardUsage',
+                '/simplu.v1.ShardAdminService/GetShardUsage',
                 request_serializer=simplu_dot_v1_dot_shard__admin__pb2.GetShardUsageRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.GetShardUsageResponse.FromString,
                 _registered_method=True)
         self.CheckShardCapacity = channel.unary_unary(
-                '/simplu.v1.ShardAdmin/CheckShardCapacity',
+                '/simplu.v1.ShardAdminService/CheckShardCapacity',
                 request_serializer=simplu_dot_v1_dot_shard__admin__pb2.CheckShardCapacityRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.CheckShardCapacityResponse.FromString,
                 _registered_method=True)
         self.GetLocationShard = channel.unary_unary(
-                '/simplu.v1.ShardAdmin/GetLocationShard',
+                '/simplu.v1.ShardAdminService/GetLocationShard',
                 request_serializer=simplu_dot_v1_dot_shard__admin__pb2.GetLocationShardRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.LocationShard.FromString,
                 _registered_method=True)
         self.RegisterLocation = channel.unary_unary(
-                '/simplu.v1.ShardAdmin/RegisterLocation',
+                '/simplu.v1.ShardAdminService/RegisterLocation',
                 request_serializer=simplu_dot_v1_dot_shard__admin__pb2.RegisterLocationRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.LocationShard.FromString,
                 _registered_method=True)
         self.ListPools = channel.unary_unary(
-                '/simplu.v1.ShardAdmin/ListPools',
+                '/simplu.v1.ShardAdminService/ListPools',
                 request_serializer=simplu_dot_v1_dot_shard__admin__pb2.ListPoolsRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.ListPoolsResponse.FromString,
                 _registered_method=True)
         self.RecyclePool = channel.unary_unary(
-                '/simplu.v1.ShardAdmin/RecyclePool',
+                '/simplu.v1.ShardAdminService/RecyclePool',
                 request_serializer=simplu_dot_v1_dot_shard__admin__pb2.RecyclePoolRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.PoolStats.FromString,
                 _registered_method=True)
         self.InvalidateRouting = channel.unary_unary(
-                '/simplu.v1.ShardAdmin/InvalidateRouting',
+                '/simplu.v1.ShardAdminService/InvalidateRouting',
                 request_serializer=simplu_dot_v1_dot_shard__admin__pb2.InvalidateRoutingRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.InvalidateRoutingResponse.FromString,
                 _registered_method=True)
         self.MigrateShard = channel.unary_unary(
-                '/simplu.v1.ShardAdmin/MigrateShard',
+                '/simplu.v1.ShardAdminService/MigrateShard',
                 request_serializer=simplu_dot_v1_dot_shard__admin__pb2.MigrateShardRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.MigrateShardResponse.FromString,
                 _registered_method=True)
         self.GetDependencyStatus = channel.unary_unary(
-                '/simplu.v1.ShardAdmin/GetDependencyStatus',
+                '/simplu.v1.ShardAdminService/GetDependencyStatus',
                 request_serializer=simplu_dot_v1_dot_shard__admin__pb2.GetDependencyStatusRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.GetDependencyStatusResponse.FromString,
                 _registered_method=True)
         self.CheckConsistency = channel.unary_unary(
-                '/simplu.v1.ShardAdmin/CheckConsistency',
+                '/simplu.v1.ShardAdminService/CheckConsistency',
                 request_serializer=simplu_dot_v1_dot_shard__admin__pb2.CheckConsistencyRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.CheckConsistencyResponse.FromString,
                 _registered_method=True)
 
 
-class ShardAdminServicer:
+class ShardAdminServiceServicer:
     """Operators' console. Every RPC: the admin group (SIMPLU_ADMIN_GROUP) or the simplu/admin
     scope, else PERMISSION_DENIED; UNAUTHENTICATED without a valid token. Answers are bounded
     in time (they never hang on a dead dependency) and never contain connection-string
@@ -141,7 +141,8 @@ class ShardAdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListPools(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """This server's pools (psycopg_pool stats per shard).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -182,7 +183,7 @@ class ShardAdminServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_ShardAdminServicer_to_server(servicer, server):
+def add_ShardAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ListShards': grpc.unary_unary_rpc_method_handler(
                     servicer.ListShards,
@@ -241,13 +242,13 @@ def add_ShardAdminServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'simplu.v1.ShardAdmin', rpc_method_handlers)
+            'simplu.v1.ShardAdminService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('simplu.v1.ShardAdmin', rpc_method_handlers)
+    server.add_registered_method_handlers('simplu.v1.ShardAdminService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class ShardAdmin:
+class ShardAdminService:
     """Operators' console. Every RPC: the admin group (SIMPLU_ADMIN_GROUP) or the simplu/admin
     scope, else PERMISSION_DENIED; UNAUTHENTICATED without a valid token. Answers are bounded
     in time (they never hang on a dead dependency) and never contain connection-string
@@ -268,7 +269,7 @@ class ShardAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/simplu.v1.ShardAdmin/ListShards',
+            '/simplu.v1.ShardAdminService/ListShards',
             simplu_dot_v1_dot_shard__admin__pb2.ListShardsRequest.SerializeToString,
             simplu_dot_v1_dot_shard__admin__pb2.ListShardsResponse.FromString,
             options,
@@ -295,7 +296,7 @@ class ShardAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/simplu.v1.ShardAdmin/GetShardUsage',
+            '/simplu.v1.ShardAdminService/GetShardUsage',
             simplu_dot_v1_dot_shard__admin__pb2.GetShardUsageRequest.SerializeToString,
             simplu_dot_v1_dot_shard__admin__pb2.GetShardUsageResponse.FromString,
             options,
@@ -322,7 +323,7 @@ class ShardAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/simplu.v1.ShardAdmin/CheckShardCapacity',
+            '/simplu.v1.ShardAdminService/CheckShardCapacity',
             simplu_dot_v1_dot_shard__admin__pb2.CheckShardCapacityRequest.SerializeToString,
             simplu_dot_v1_dot_shard__admin__pb2.CheckShardCapacityResponse.FromString,
             options,
@@ -349,7 +350,7 @@ class ShardAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/simplu.v1.ShardAdmin/GetLocationShard',
+            '/simplu.v1.ShardAdminService/GetLocationShard',
             simplu_dot_v1_dot_shard__admin__pb2.GetLocationShardRequest.SerializeToString,
             simplu_dot_v1_dot_shard__admin__pb2.LocationShard.FromString,
             options,
@@ -376,7 +377,7 @@ class ShardAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/simplu.v1.ShardAdmin/RegisterLocation',
+            '/simplu.v1.ShardAdminService/RegisterLocation',
             simplu_dot_v1_dot_shard__admin__pb2.RegisterLocationRequest.SerializeToString,
             simplu_dot_v1_dot_shard__admin__pb2.LocationShard.FromString,
             options,
@@ -403,7 +404,7 @@ class ShardAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/simplu.v1.ShardAdmin/ListPools',
+            '/simplu.v1.ShardAdminService/ListPools',
             simplu_dot_v1_dot_shard__admin__pb2.ListPoolsRequest.SerializeToString,
             simplu_dot_v1_dot_shard__admin__pb2.ListPoolsResponse.FromString,
             options,
@@ -430,7 +431,7 @@ class ShardAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/simplu.v1.ShardAdmin/RecyclePool',
+            '/simplu.v1.ShardAdminService/RecyclePool',
             simplu_dot_v1_dot_shard__admin__pb2.RecyclePoolRequest.SerializeToString,
             simplu_dot_v1_dot_shard__admin__pb2.PoolStats.FromString,
             options,
@@ -457,7 +458,7 @@ class ShardAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/simplu.v1.ShardAdmin/InvalidateRouting',
+            '/simplu.v1.ShardAdminService/InvalidateRouting',
             simplu_dot_v1_dot_shard__admin__pb2.InvalidateRoutingRequest.SerializeToString,
             simplu_dot_v1_dot_shard__admin__pb2.InvalidateRoutingResponse.FromString,
             options,
@@ -484,7 +485,7 @@ class ShardAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/simplu.v1.ShardAdmin/MigrateShard',
+            '/simplu.v1.ShardAdminService/MigrateShard',
             simplu_dot_v1_dot_shard__admin__pb2.MigrateShardRequest.SerializeToString,
             simplu_dot_v1_dot_shard__admin__pb2.MigrateShardResponse.FromString,
             options,
@@ -511,7 +512,7 @@ class ShardAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/simplu.v1.ShardAdmin/GetDependencyStatus',
+            '/simplu.v1.ShardAdminService/GetDependencyStatus',
             simplu_dot_v1_dot_shard__admin__pb2.GetDependencyStatusRequest.SerializeToString,
             simplu_dot_v1_dot_shard__admin__pb2.GetDependencyStatusResponse.FromString,
             options,
@@ -538,7 +539,7 @@ class ShardAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/simplu.v1.ShardAdmin/CheckConsistency',
+            '/simplu.v1.ShardAdminService/CheckConsistency',
             simplu_dot_v1_dot_shard__admin__pb2.CheckConsistencyRequest.SerializeToString,
             simplu_dot_v1_dot_shard__admin__pb2.CheckConsistencyResponse.FromString,
             options,
