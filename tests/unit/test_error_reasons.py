@@ -15,14 +15,17 @@ import logging
 import re
 import typing
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
-from google.rpc import status_pb2
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 from simplu.v1 import error_reason_pb2, error_reasons
 
 from simplu_grpc import errors
 from simplu_grpc.interceptors.errors import error_info_of, retry_info_of, status_code_of, to_status
+from tests.fixtures.error_contract import ENUM_REASONS, breaches_of
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "simplu_grpc"
@@ -192,3 +195,36 @@ def _subclasses(cls: type[errors.SimpluError]) -> list[type[errors.SimpluError]]
             found.append(sub)
             found.extend(_subclasses(sub))
     return found
+
+
+def _answer(code: grpc.StatusCode, reason: str, *, retry: bool, domain: str = errors.ERROR_DOMAIN) -> Any:
+    status = status_pb2.Status(code=code.value[0], message="m")
+    details: list[Any] = [error_details_pb2.ErrorInfo(reason=reason, domain=domain)]
+    if retry:
+        details.append(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1)))
+    for detail in details:
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        status.details.append(packed)
+    return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+def test_the_integration_channels_contract_check_catches_each_breach() -> None:
+    """The check every integration test's channel runs (tests/fixtures/error_contract.py) reports an
+    unknown reason, a foreign domain, a retryable code without RetryInfo and a RetryInfo on a code
+    not worth retrying; it accepts a conforming answer and statuses without details (grpc's own)."""
+    assert enum_reasons() == ENUM_REASONS
+    unavailable, not_found = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND
+    assert breaches_of("/m", unavailable, _answer(unavailable, "SHARD_UNAVAILABLE", retry=True)) == []
+    assert breaches_of("/m", not_found, _answer(not_found, "NOT_FOUND", retry=False)) == []
+    assert breaches_of("/m", grpc.StatusCode.RESOURCE_EXHAUSTED, ()) == []
+    assert breaches_of("/m", grpc.StatusCode.OK, None) == []
+    cases = [
+        (not_found, _answer(not_found, "GONE", retry=False), "not in simplu.v1.ErrorReason"),
+        (not_found, _answer(not_found, "NOT_FOUND", retry=False, domain="x"), "without an ErrorInfo"),
+        (unavailable, _answer(unavailable, "SHARD_UNAVAILABLE", retry=False), "without google.rpc.RetryInfo"),
+        (not_found, _answer(not_found, "NOT_FOUND", retry=True), "though not retryable"),
+    ]
+    for code, trailing, expected in cases:
+        (breach,) = breaches_of("/m", code, trailing)
+        assert expected in breach
