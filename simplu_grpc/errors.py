@@ -28,7 +28,7 @@ Every reason is a value of the proto enum ``simplu.v1.ErrorReason``
 ``Literal`` type ``make protos`` generates from that enum, so mypy refuses any other string at a
 raise site, and the error interceptor refuses (INTERNAL, logged) any that slips through anyway.
 UNAVAILABLE, RESOURCE_EXHAUSTED and ABORTED answers carry a ``google.rpc.RetryInfo`` with
-``retry_delay_of(err)``.
+``err.retry_delay``.
 
 Messages are shown to callers: they never contain a secret (connection string
 password, API key, token) nor another tenant's data.
@@ -43,7 +43,29 @@ from datetime import timedelta
 import grpc
 from simplu.v1.error_reasons import REASONS, Reason
 
-__all__ = ["ERROR_DOMAIN", "REASONS", "Reason"]  # plus the error classes below
+# REASONS and Reason are re-exported: code imports them from here, next to the errors that carry them.
+__all__ = [
+    "ERROR_DOMAIN",
+    "REASONS",
+    "RETRY_DELAY_BY_CODE",
+    "RETRY_DELAY_BY_REASON",
+    "Aborted",
+    "AlreadyExists",
+    "BusinessStoreUnavailable",
+    "CitrusUnavailable",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "FieldViolation",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "Reason",
+    "ResourceExhausted",
+    "ShardUnavailable",
+    "SimpluError",
+    "Unauthenticated",
+    "Unavailable",
+]
 
 ERROR_DOMAIN = "simplu.api"
 
@@ -65,8 +87,9 @@ RETRY_DELAY_BY_REASON: Mapping[Reason, timedelta] = {
     # A shard or Citrus failover takes seconds; retrying sooner only adds to the reconnect storm.
     "SHARD_UNAVAILABLE": timedelta(seconds=2),
     "CITRUS_UNAVAILABLE": timedelta(seconds=2),
-    # The JWKS client refetches at most every few seconds: an earlier retry meets the same outage.
-    "JWKS_UNAVAILABLE": timedelta(seconds=5),
+    # After a failed fetch the JWKS client waits 1 s (adapters/jwks.py _FAILED_RETRY_SECONDS)
+    # before fetching again: a retry sooner meets the same remembered failure.
+    "JWKS_UNAVAILABLE": timedelta(seconds=1),
 }
 
 
