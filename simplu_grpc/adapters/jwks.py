@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import urllib3
 from jwt import PyJWK
@@ -33,7 +33,7 @@ from simplu_grpc.metrics import Metrics
 log = logging.getLogger(__name__)
 
 DEPENDENCY = "jwks"
-JWKS_UNAVAILABLE = "JWKS_UNAVAILABLE"
+JWKS_UNAVAILABLE: Final = "JWKS_UNAVAILABLE"
 
 # A Cognito key set is two keys (~1 KiB); anything far larger is not a key set.
 _MAX_BODY_BYTES = 256 * 1024

@@ -6,7 +6,8 @@ counts; ids, documents, paths and dates are always bound parameters. Multi-step 
 (idempotent create, etag-checked update and delete) is one statement with CTEs, so it is
 atomic and costs one round trip. psycopg errors are translated here: unique violation ->
 ALREADY_EXISTS, check violation -> INVALID_ARGUMENT; etag mismatch -> ABORTED with
-nothing changed.
+nothing changed, carrying the current etag (ErrorInfo metadata ``current_etag``) that the same
+statement read.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from simplu_grpc.domain.resources import (
     StoredResource,
     Unset,
     UpdatePlan,
+    etag_for,
 )
 from simplu_grpc.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 
@@ -143,6 +145,22 @@ REQUEST_ID_RETENTION = timedelta(hours=24)
 # Expired request ids each idempotent create deletes at most (more than one per create, so
 # the purge outruns the claims; few, so a create never does much more than its own work).
 _PURGE_BATCH = 20
+
+
+def _etag_mismatch(key: ResourceKey, current_version: int, expected_version: int | None) -> Aborted:
+    """ABORTED for a stale etag, with the current etag the statement saw.
+
+    The statement reads the version in its snapshot. When that is the very version the caller
+    expected, the write lost to a concurrent one committed after the snapshot: the current
+    version is then newer than anything this statement saw, and no etag is claimed.
+    """
+    metadata = {"resource_type": key.resource_type, "resource_id": key.resource_id}
+    if current_version != expected_version:
+        metadata["current_etag"] = etag_for(current_version)
+    return Aborted(
+        "the etag does not match the resource's current version; read it again",
+        metadata=metadata,
+    )
 
 
 def _check_violation(
@@ -336,7 +354,7 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
                 f"resource {key.resource_type}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"
             )
         if row["version"] is None:
-            raise Aborted("the etag does not match the resource's current version; read it again")
+            raise _etag_mismatch(key, row["current_version"], plan.expected_version)
         return _stored(row)
 
     def delete(self, session: ShardSession, key: ResourceKey, *, expected_version: int | None) -> None:
@@ -348,7 +366,7 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
                 f"resource {key.resource_type}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"
             )
         if row["deleted_version"] is None:
-            raise Aborted("the etag does not match the resource's current version; read it again")
+            raise _etag_mismatch(key, row["current_version"], expected_version)
 
 
 def group_by_location(keys: Sequence[ResourceKey]) -> dict[str, list[ResourceKey]]:

@@ -24,6 +24,7 @@ platform admins, who still read it and so must be told why they cannot act on it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from simplu_grpc.domain.business import ALL_PERMISSIONS, Business, Location, Member
 from simplu_grpc.domain.principal import Principal
@@ -36,7 +37,7 @@ SCOPE_RESOURCES_WRITE = "simplu/resources.write"
 SCOPE_ADMIN = "simplu/admin"
 
 READ = "read"
-BUSINESS_DELETED = "BUSINESS_DELETED"
+BUSINESS_DELETED: Final = "BUSINESS_DELETED"
 
 
 def permits(permissions: tuple[str, ...], resource_type: str, action: str) -> bool:

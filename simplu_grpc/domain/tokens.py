@@ -21,26 +21,26 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import jwt
 from jwt import exceptions as jwt_errors
 
 from simplu_grpc.adapters.jwks import JWKS_UNAVAILABLE, JwksClient
 from simplu_grpc.domain.principal import Principal, TokenUse
-from simplu_grpc.errors import Unauthenticated, Unavailable
+from simplu_grpc.errors import Reason, Unauthenticated, Unavailable
 from simplu_grpc.metrics import Metrics
 
-MISSING_TOKEN = "MISSING_TOKEN"
-MALFORMED_TOKEN = "MALFORMED_TOKEN"
-UNSUPPORTED_ALGORITHM = "UNSUPPORTED_ALGORITHM"
-UNKNOWN_KEY = "UNKNOWN_KEY"
-BAD_SIGNATURE = "BAD_SIGNATURE"
-TOKEN_EXPIRED = "TOKEN_EXPIRED"
-TOKEN_NOT_YET_VALID = "TOKEN_NOT_YET_VALID"
-WRONG_ISSUER = "WRONG_ISSUER"
-WRONG_AUDIENCE = "WRONG_AUDIENCE"
-WRONG_TOKEN_USE = "WRONG_TOKEN_USE"
+MISSING_TOKEN: Final = "MISSING_TOKEN"
+MALFORMED_TOKEN: Final = "MALFORMED_TOKEN"
+UNSUPPORTED_ALGORITHM: Final = "UNSUPPORTED_ALGORITHM"
+UNKNOWN_KEY: Final = "UNKNOWN_KEY"
+BAD_SIGNATURE: Final = "BAD_SIGNATURE"
+TOKEN_EXPIRED: Final = "TOKEN_EXPIRED"
+TOKEN_NOT_YET_VALID: Final = "TOKEN_NOT_YET_VALID"
+WRONG_ISSUER: Final = "WRONG_ISSUER"
+WRONG_AUDIENCE: Final = "WRONG_AUDIENCE"
+WRONG_TOKEN_USE: Final = "WRONG_TOKEN_USE"
 
 ALGORITHM = "RS256"
 _TOKEN_USES: frozenset[str] = frozenset({"access", "id"})
@@ -64,7 +64,7 @@ def _shown(value: object, limit: int = 64) -> str:
     return repr(text)
 
 
-def _reject(reason: str, message: str, **metadata: str) -> Unauthenticated:
+def _reject(reason: Reason, message: str, **metadata: str) -> Unauthenticated:
     return Unauthenticated(message, reason=reason, metadata=metadata)
 
 

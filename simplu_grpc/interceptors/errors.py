@@ -1,8 +1,10 @@
 """Error mapping: domain errors become gRPC statuses with ``google.rpc.Status`` details.
 
 The innermost interceptor. Every ``SimpluError`` a servicer raises becomes its status code
-with an ``ErrorInfo`` (reason, domain ``simplu.api``, metadata) and, for
-``InvalidArgument``, a ``BadRequest`` listing each bad field. Anything else becomes
+with an ``ErrorInfo`` (reason, domain ``simplu.api``, metadata), a ``RetryInfo`` on the codes
+worth retrying (UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED) and, for ``InvalidArgument``, a
+``BadRequest`` listing each bad field. A reason that is not in the proto's ``ErrorReason`` is
+never sent: that error is logged and answered as INTERNAL. Anything else becomes
 INTERNAL with a generic message that carries only the request id; the traceback goes to
 the log. An RPC that already chose its status (``context.abort``, which raises, or
 ``context.set_code``) passes through untouched.
@@ -16,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from simplu_grpc import context as request_context
-from simplu_grpc.errors import ERROR_DOMAIN, InvalidArgument, SimpluError
+from simplu_grpc.errors import ERROR_DOMAIN, REASONS, InvalidArgument, SimpluError
 from simplu_grpc.interceptors.base import Behavior, ServerInterceptor
 from simplu_grpc.redact import redact
 
@@ -41,12 +43,36 @@ class RichStatus(grpc.Status):
     trailing_metadata: Metadata
 
 
+def sendable(err: SimpluError) -> SimpluError:
+    """``err``, or an INTERNAL error when its reason is not one the contract lists (logged)."""
+    if err.reason in REASONS:
+        return err
+    _log.error(
+        "refused to send reason %r (not in simplu.v1.ErrorReason) with %s: %s",
+        err.reason,
+        err.code.name,
+        err.message,
+    )
+    return _internal_error()
+
+
+def _internal_error() -> SimpluError:
+    request_id = request_context.request_id() or "unknown"
+    return SimpluError(f"internal error (request id {request_id})")
+
+
 def rich_status_proto(err: SimpluError) -> Any:
-    """The ``google.rpc.Status`` message describing ``err`` (ErrorInfo, BadRequest)."""
+    """The ``google.rpc.Status`` message describing ``err`` (ErrorInfo, RetryInfo, BadRequest)."""
+    err = sendable(err)
     message = redact(err.message)  # defence in depth: messages are written never to hold secrets
     status = status_pb2.Status(code=err.code.value[0], message=message)
     info = error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=err.metadata)
     _pack(status, info)
+    delay = err.retry_delay
+    if delay is not None:
+        retry_delay = duration_pb2.Duration()
+        retry_delay.FromTimedelta(delay)
+        _pack(status, error_details_pb2.RetryInfo(retry_delay=retry_delay))
     if isinstance(err, InvalidArgument) and err.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
@@ -60,6 +86,7 @@ def rich_status_proto(err: SimpluError) -> Any:
 
 def to_status(err: SimpluError) -> grpc.Status:
     """The gRPC status for ``err``: its code, its message, and the rich details as trailing metadata."""
+    err = sendable(err)
     proto = rich_status_proto(err)
     return RichStatus(
         code=err.code,
@@ -85,7 +112,7 @@ def abort_with(context: grpc.ServicerContext, err: SimpluError) -> NoReturn:
 def status_code_of(context: grpc.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
     """The code an RPC ended (or is ending) with, as the outer interceptors report it."""
     if isinstance(error, SimpluError):
-        return error.code
+        return error.code if error.reason in REASONS else grpc.StatusCode.INTERNAL
     chosen = chosen_code(context)
     if chosen is not None:
         return chosen
@@ -130,9 +157,8 @@ def fail(exc: Exception, context: grpc.ServicerContext, method_name: str) -> NoR
         # Already aborted (grpc's abort raises a bare Exception after choosing the
         # status) or the caller went away: nothing to add, let grpc finish the call.
         raise exc
-    request_id = request_context.request_id() or "unknown"
     _log.error("unhandled error in %s", method_name, exc_info=exc)
-    abort_with(context, SimpluError(f"internal error (request id {request_id})"))
+    abort_with(context, _internal_error())
 
 
 class ErrorMappingInterceptor(ServerInterceptor):
@@ -170,6 +196,16 @@ def violations_of(status: Any) -> Sequence[tuple[str, str]]:
             detail.Unpack(bad_request)
             found.extend((v.field, v.description) for v in bad_request.field_violations)
     return found
+
+
+def retry_info_of(status: Any) -> Any | None:
+    """The ``RetryInfo`` in a ``google.rpc.Status``, if any (for clients and tests)."""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return info
+    return None
 
 
 def error_info_of(status: Any) -> Any | None:

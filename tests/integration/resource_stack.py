@@ -8,9 +8,11 @@ can prove the warm path makes no DynamoDB call.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,6 +160,34 @@ class ResourceStack:
     def shard_dsn(self, shard_id: str) -> str:
         return self.citrus.shard(shard_id).connection_string
 
+    @contextlib.contextmanager
+    def row_locked(self, business: Business, resource_id: str) -> Iterator[psycopg.Connection[Any]]:
+        """Hold the resource's row lock in a direct transaction on its shard (committed on exit):
+        the service's statements on that row wait until then. The connection is yielded so the
+        test can change the row inside the same transaction."""
+        dsn = self.citrus.pg.dsn(self.citrus.shard(self.shard_of(business)).database)
+        with psycopg.connect(dsn) as conn:
+            conn.execute("SELECT 1 FROM resources WHERE resource_id = %s FOR UPDATE", [resource_id])
+            yield conn
+            conn.commit()
+
+    def wait_for_lock_waiters(self, business: Business, count: int = 1, timeout: float = 10.0) -> None:
+        """Poll the business's shard until ``count`` backends wait on a lock (a request is blocked)."""
+        dsn = self.citrus.pg.dsn(self.citrus.shard(self.shard_of(business)).database)
+        query = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        end = time.monotonic() + timeout
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while True:
+                row = conn.execute(query).fetchone()
+                if row is not None and row[0] >= count:
+                    return
+                if time.monotonic() > end:
+                    raise AssertionError(f"no {count} request(s) blocked on a lock within {timeout}s")
+                time.sleep(0.02)
+
     def count_rows(self) -> dict[str, int]:
         """Resource rows per shard database (read directly, not through the service)."""
         counts: dict[str, int] = {}
@@ -206,6 +236,7 @@ def build_stack(
     routing_ttl: float = 300.0,
     routing_stale_max: float = 3600.0,
     pool_max_size: int = 4,
+    pool_max_waiting: int = 64,
     citrus_timeout_ms: int = 1000,
 ) -> ResourceStack:
     """A started server whose ResourceService uses real adapters (see module docstring)."""
@@ -217,6 +248,7 @@ def build_stack(
         citrus_timeout_ms=citrus_timeout_ms,
         citrus_retry_attempts=2,
         shard_pool_max_size=pool_max_size,
+        shard_pool_max_waiting=pool_max_waiting,
         shard_connect_timeout_seconds=2.0,
         routing_cache_ttl_seconds=routing_ttl,
         routing_stale_max_seconds=routing_stale_max,

@@ -24,7 +24,7 @@ from simplu.v1 import business_pb2 as pb
 
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, create_business_table
-from simplu_grpc.interceptors.errors import error_info_of, violations_of
+from simplu_grpc.interceptors.errors import error_info_of, retry_info_of, violations_of
 from tests.fixtures.citrus import CITRUS_API_KEY
 from tests.fixtures.server import MakeServer, RunningServer
 from tests.fixtures.tokens import LocalIssuer
@@ -213,6 +213,12 @@ def test_full_lifecycle(
     )
     assert error.code() == grpc.StatusCode.ABORTED
     assert reason_of(error) == "ETAG_MISMATCH"
+    status = rpc_status.from_call(error)
+    assert status is not None
+    assert error_info_of(status).metadata["current_etag"] == renamed.etag
+    retry = retry_info_of(status)
+    assert retry is not None
+    assert retry.retry_delay.ToTimedelta().total_seconds() > 0
     unchanged = svc.GetBusiness(pb.GetBusinessRequest(business_id=business_id), metadata=owner, timeout=10)
     assert unchanged == renamed
 
@@ -1175,6 +1181,11 @@ def test_dynamodb_down_is_unavailable_within_the_deadline(
         error = rpc_error(call)
         assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
         assert reason_of(error) == "BUSINESS_STORE_UNAVAILABLE"
+        status = rpc_status.from_call(error)
+        assert status is not None
+        retry = retry_info_of(status)
+        assert retry is not None
+        assert retry.retry_delay.ToTimedelta().total_seconds() == 1
         assert time.monotonic() - started < 8
 
 

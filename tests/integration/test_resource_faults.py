@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -70,6 +72,16 @@ def _reason(error: grpc.RpcError) -> str:
         if detail.Unpack(info):
             return str(info.reason)
     return ""
+
+
+def _retry_delay(error: grpc.RpcError) -> timedelta | None:
+    """The google.rpc.RetryInfo delay of an answer, None when it carries none."""
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else ():
+        retry = error_details_pb2.RetryInfo()
+        if detail.Unpack(retry):
+            return retry.retry_delay.ToTimedelta()
+    return None
 
 
 def _behind_proxy(stack: ResourceStack, business: Business, make_proxy: MakeProxy) -> tuple[str, FaultProxy]:
@@ -159,6 +171,7 @@ def test_citrus_down_known_tenants_keep_working_unknown_get_unavailable(
         error, elapsed = _failure(lambda: stack.create(stranger, timeout=3.0))
         assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
         assert _reason(error) == "CITRUS_UNAVAILABLE"
+        assert _retry_delay(error) == timedelta(seconds=2)
         assert elapsed < 3.0
     finally:
         stack.citrus.start()
@@ -184,6 +197,7 @@ def test_refusing_shard_is_unavailable_while_other_shards_serve_and_it_heals(
         error, elapsed = _failure(lambda: stack.get(victim, victim_id, timeout=3.0))
         assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
         assert _reason(error) == "SHARD_UNAVAILABLE"
+        assert _retry_delay(error) == timedelta(seconds=2)
         assert elapsed < 3.0
         for business, resource_id in zip(healthy, kept, strict=True):
             assert stack.get(business, resource_id, timeout=3.0).resource_id == resource_id
@@ -214,3 +228,57 @@ def test_blackholed_shard_answers_at_the_deadline_never_hangs(
         assert elapsed < 2.5
     proxy.heal()
     assert _eventually(lambda: _succeeds(lambda: stack.get(business, resource_id, timeout=3.0)), timeout=15)
+
+
+def test_a_saturated_shard_pool_is_resource_exhausted_with_a_retry_delay(
+    make_stack: Callable[..., ResourceStack],
+) -> None:
+    """One connection per shard and room for one waiting request: while the connection is held by a
+    request blocked on a row lock, two more requests compete for the one queue slot and (at least)
+    one is refused before its deadline with RESOURCE_EXHAUSTED / SHARD_POOL_EXHAUSTED, its shard id
+    and a RetryInfo. The held request completes once the lock is released; each contender either
+    got its resource or that same refusal."""
+    stack = make_stack(pool_max_size=1, pool_max_waiting=1)
+    business = stack.add_business()
+    made: list[resource_pb2.Resource] = []
+    # The first request on a new pool may itself be refused while the connection is being made.
+    assert _eventually(lambda: _succeeds(lambda: made.append(stack.create(business, data={"n": 1}))))
+    created = made[0]
+    shard = stack.shard_of(business)
+    update = resource_pb2.UpdateResourceRequest(
+        resource=resource_pb2.Resource(
+            business_id=business.id,
+            location_id="main",
+            resource_type="patients",
+            resource_id=created.resource_id,
+            data=created.data,
+        ),
+    )
+    update.update_mask.paths.append("data")
+
+    def get() -> Any:
+        return stack.get(business, created.resource_id, timeout=20)
+
+    with ThreadPoolExecutor(max_workers=3) as executor:
+        with stack.row_locked(business, created.resource_id):
+            held = executor.submit(lambda: stack.stub.UpdateResource(update, metadata=stack.md(), timeout=20))
+            stack.wait_for_lock_waiters(business)
+            contenders = [executor.submit(get), executor.submit(get)]
+            done, _ = wait(contenders, timeout=15, return_when=FIRST_COMPLETED)
+            assert done, "no request was refused while the pool was saturated"
+            first = done.pop().exception()
+            assert first is not None, "a request was served while the only connection was held"
+        assert held.result(timeout=20).resource_id == created.resource_id
+        outcomes = [f.exception(timeout=20) for f in contenders]
+    for refused in outcomes:
+        if refused is None:
+            continue
+        assert isinstance(refused, grpc.RpcError)
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.details()
+        assert _reason(refused) == "SHARD_POOL_EXHAUSTED"
+        assert _retry_delay(refused) == timedelta(milliseconds=500)
+        status = rpc_status.from_call(refused)
+        assert status is not None
+        info = error_details_pb2.ErrorInfo()
+        assert any(detail.Unpack(info) for detail in status.details)
+        assert info.metadata["shard_id"] == shard

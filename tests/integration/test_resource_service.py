@@ -893,3 +893,101 @@ def test_an_etag_we_never_issued_is_aborted_on_update_and_delete_alike(stack: Re
         error = _code(lambda r=delete: stack.stub.DeleteResource(r, metadata=stack.md(), timeout=10))
         assert error.code() == grpc.StatusCode.ABORTED, (etag, error.details())
     assert dict(stack.get(business, created.resource_id).data) == {"keep": True}
+
+
+def _error_details(error: grpc.RpcError) -> tuple[Any, Any]:
+    """(ErrorInfo, RetryInfo or None) of an answer's google.rpc.Status."""
+    status = rpc_status.from_call(error)
+    assert status is not None, f"{error.code()} without rich details: {error.details()}"
+    info = error_details_pb2.ErrorInfo()
+    retry: Any = None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            detail.Unpack(info)
+    return info, retry
+
+
+def test_a_stale_etag_is_aborted_with_the_current_etag_and_a_retry_delay(stack: ResourceStack) -> None:
+    """UpdateResource and DeleteResource with a stale etag: ABORTED / ETAG_MISMATCH carrying the
+    resource's current etag (ErrorInfo metadata current_etag, as a business's ABORTED does) and a
+    RetryInfo; retrying with that etag succeeds. Nothing changes on the ABORTED attempts."""
+    business = stack.add_business()
+    created = stack.create(business, data={"n": 1})
+    key = {
+        "business_id": business.id,
+        "location_id": "main",
+        "resource_type": "patients",
+        "resource_id": created.resource_id,
+    }
+
+    def update(etag: str, n: int) -> resource_pb2.Resource:
+        request = resource_pb2.UpdateResourceRequest(
+            resource=resource_pb2.Resource(**key, data=struct({"n": n}), etag=etag),
+            update_mask=field_mask_pb2.FieldMask(paths=["data.n"]),
+        )
+        return stack.stub.UpdateResource(request, metadata=stack.md(), timeout=10)
+
+    second = update(created.etag, 2)
+    current = update(second.etag, 3)
+    for stale in (created.etag, second.etag, "v99", "not-ours"):
+        error = _code(lambda etag=stale: update(etag, 4))
+        assert error.code() == grpc.StatusCode.ABORTED, (stale, error.details())
+        info, retry = _error_details(error)
+        assert info.reason == "ETAG_MISMATCH"
+        assert dict(info.metadata) == {
+            "resource_type": "patients",
+            "resource_id": created.resource_id,
+            "current_etag": current.etag,
+        }
+        assert retry is not None
+        assert retry.retry_delay.ToTimedelta() > timedelta(0)
+        delete = resource_pb2.DeleteResourceRequest(**key, etag=stale)
+        error = _code(lambda r=delete: stack.stub.DeleteResource(r, metadata=stack.md(), timeout=10))
+        assert error.code() == grpc.StatusCode.ABORTED, (stale, error.details())
+        info, retry = _error_details(error)
+        assert (info.reason, info.metadata["current_etag"]) == ("ETAG_MISMATCH", current.etag)
+        assert retry is not None
+    assert stack.get(business, created.resource_id) == current
+    # The etag the ABORTED answer named is the one that works.
+    assert dict(update(current.etag, 5).data) == {"n": 5}
+
+
+def test_an_update_that_loses_a_race_after_its_snapshot_claims_no_current_etag(stack: ResourceStack) -> None:
+    """The ABORTED answer's current etag is read by the same statement, in its snapshot. When a
+    concurrent write commits after that snapshot (here: while the update waits on the row lock),
+    the snapshot's version is the caller's own, so the answer names no current etag rather than
+    a stale one; re-reading gives the new one. Nothing changes."""
+    business = stack.add_business()
+    created = stack.create(business, data={"n": 1})
+    request = resource_pb2.UpdateResourceRequest(
+        resource=resource_pb2.Resource(
+            business_id=business.id,
+            location_id="main",
+            resource_type="patients",
+            resource_id=created.resource_id,
+            data=struct({"n": 2}),
+            etag=created.etag,
+        ),
+        update_mask=field_mask_pb2.FieldMask(paths=["data.n"]),
+    )
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        with stack.row_locked(business, created.resource_id) as conn:
+            pending = executor.submit(
+                lambda: _code(lambda: stack.stub.UpdateResource(request, metadata=stack.md(), timeout=20))
+            )
+            stack.wait_for_lock_waiters(business)
+            conn.execute(
+                "UPDATE resources SET version = version + 1 WHERE resource_id = %s", [created.resource_id]
+            )
+        error = pending.result(timeout=20)
+    assert error.code() == grpc.StatusCode.ABORTED, error.details()
+    info, retry = _error_details(error)
+    assert info.reason == "ETAG_MISMATCH"
+    assert "current_etag" not in info.metadata
+    assert retry is not None
+    now = stack.get(business, created.resource_id)
+    assert now.etag not in ("", created.etag)
+    assert dict(now.data) == {"n": 1}

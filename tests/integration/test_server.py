@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -30,7 +30,7 @@ from simplu.v1 import (
 )
 
 from simplu_grpc import context as request_context
-from simplu_grpc.errors import ERROR_DOMAIN, FieldViolation, InvalidArgument, NotFound
+from simplu_grpc.errors import ERROR_DOMAIN, FieldViolation, InvalidArgument, NotFound, Reason
 from simplu_grpc.interceptors.errors import error_info_of, violations_of
 from simplu_grpc.logs import JsonFormatter
 from simplu_grpc.server import (
@@ -75,6 +75,9 @@ class ProbeBusiness(business_pb2_grpc.BusinessServiceServicer):
                 raise NotFound(
                     "business b1 not found", reason="BUSINESS_NOT_FOUND", metadata={"business_id": "b1"}
                 )
+            case "unlisted":
+                # A reason mypy would refuse: what the interceptor does if one slips through.
+                raise NotFound("business u1 not found", reason=cast(Reason, "NO_SUCH_REASON"))
             case "hold":
                 self.entered.set()
                 if not self.release.wait(timeout=20):
@@ -283,6 +286,23 @@ def test_unknown_exception_is_internal_with_a_generic_message(
     logged = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], RuntimeError)]
     assert logged, "the traceback must be logged"
     assert "hunter2" not in JsonFormatter().format(logged[0]), "the log line redacts the DSN password"
+
+
+def test_a_reason_outside_the_error_reason_enum_is_never_sent(
+    core_server: Any, bearer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error whose reason is not in simplu.v1.ErrorReason is answered INTERNAL (reason INTERNAL,
+    the generic message) and logged: a caller only ever sees reasons the contract lists."""
+    server = core_server()
+    metadata = [*bearer(), ("x-request-id", "req-unlisted-1")]
+    with caplog.at_level(logging.ERROR):
+        error = rpc_error(lambda: get(server, "unlisted", metadata))
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert error.details() == "internal error (request id req-unlisted-1)"
+    info = error_info_of(rpc_status.from_call(error))
+    assert (info.reason, info.domain) == ("INTERNAL", ERROR_DOMAIN)
+    assert "NO_SUCH_REASON" not in repr(error.trailing_metadata())
+    assert any("'NO_SUCH_REASON'" in record.getMessage() for record in caplog.records)
 
 
 def test_auth_rejection_passes_through_error_mapping(core_server: Any) -> None:
