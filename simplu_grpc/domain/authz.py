@@ -146,7 +146,8 @@ class Authorizer:
         *,
         location_id: str | None = None,
     ) -> Business:
-        """Change a business: ``permission`` is ``"<resource>:<action>"`` or ``"*"`` (owner only).
+        """Change a business: ``permission`` is an ``admin.<area>:<action>`` string, or ``"*"``
+        (owner only).
 
         With ``location_id`` the member must be allowed in that location; without it the change
         is business-wide and the membership must cover every location.
