@@ -53,6 +53,8 @@ from simplu_grpc.domain.business import (
     WorkingHours,
     request_key,
 )
+from simplu_grpc.domain.permissions import upgrade_legacy
+from simplu_grpc.domain.resources import catalog_types
 from simplu_grpc.domain.validation import Violations, check_business_id, settings_document
 from simplu_grpc.errors import (
     Aborted,
@@ -631,10 +633,14 @@ def _from_item(item: Mapping[str, Any]) -> Business:
     try:
         settings = doc.get("settings", {})
         permissions = doc.get("permissions", {})
+        business_type = BusinessType(doc["type"])
+        # Roles written before administration had its own namespace name it with bare strings
+        # ("members:update"): read them in today's grammar (domain.permissions.upgrade_legacy).
+        types = catalog_types(business_type)
         return Business(
             id=doc["id"],
             name=doc["name"],
-            type=BusinessType(doc["type"]),
+            type=business_type,
             status=BusinessStatus(doc.get("status", BusinessStatus.ACTIVE.value)),
             owner=doc.get("owner", ""),
             version=int(doc.get("version", 0)),
@@ -672,7 +678,7 @@ def _from_item(item: Mapping[str, Any]) -> Business:
             ),
             permissions=Permissions(
                 roles={
-                    name: Role(permissions=tuple(perms))
+                    name: Role(permissions=upgrade_legacy(perms, types))
                     for name, perms in permissions.get("roles", {}).items()
                 },
                 members={

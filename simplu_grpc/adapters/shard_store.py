@@ -48,6 +48,8 @@ RETURNING true AS created, {_COLUMNS}
 
 # The request id is claimed first: a concurrent retry blocks on the claim's unique index
 # until this statement commits, so exactly one resource is ever created per request id.
+# A claim belongs to the caller who made it (%(who)s, the token's subject): only that
+# caller's retry replays it; another caller's same request id is a request of its own.
 # Request ids are remembered for a bounded time (``request_id_retention``, AIP-155's
 # window): an older claim is ignored (taken over by the new request) and a few expired
 # claims are purged by each idempotent create, in this same statement. The purge is
@@ -56,16 +58,17 @@ RETURNING true AS created, {_COLUMNS}
 _INSERT_IDEMPOTENT = f"""
 WITH purge AS (
     DELETE FROM request_ids
-    WHERE (business_id, location_id, request_id) IN (
-        SELECT business_id, location_id, request_id FROM request_ids
+    WHERE (business_id, location_id, requester, request_id) IN (
+        SELECT business_id, location_id, requester, request_id FROM request_ids
         WHERE create_time < now() - %(retention)s::interval
-          AND NOT (business_id = %(b)s AND location_id = %(l)s AND request_id = %(rq)s)
+          AND NOT (business_id = %(b)s AND location_id = %(l)s AND requester = %(who)s
+                   AND request_id = %(rq)s)
         LIMIT %(purge)s
         FOR UPDATE SKIP LOCKED)
 ), claim AS (
-    INSERT INTO request_ids (business_id, location_id, request_id, resource_type, resource_id)
-    VALUES (%(b)s, %(l)s, %(rq)s, %(n)s, %(id)s)
-    ON CONFLICT (business_id, location_id, request_id) DO UPDATE
+    INSERT INTO request_ids (business_id, location_id, requester, request_id, resource_type, resource_id)
+    VALUES (%(b)s, %(l)s, %(who)s, %(rq)s, %(n)s, %(id)s)
+    ON CONFLICT (business_id, location_id, requester, request_id) DO UPDATE
         SET resource_type = EXCLUDED.resource_type,
             resource_id = EXCLUDED.resource_id,
             create_time = EXCLUDED.create_time
@@ -82,7 +85,8 @@ UNION ALL
 SELECT false AS created, {", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","))}
 FROM request_ids q
 JOIN resources r USING (business_id, location_id, resource_type, resource_id)
-WHERE q.business_id = %(b)s AND q.location_id = %(l)s AND q.request_id = %(rq)s
+WHERE q.business_id = %(b)s AND q.location_id = %(l)s AND q.requester = %(who)s
+  AND q.request_id = %(rq)s
   AND q.create_time >= now() - %(retention)s::interval
   AND NOT EXISTS (SELECT 1 FROM claim)
 """
@@ -91,7 +95,8 @@ _REPLAY = f"""
 SELECT false AS created, {", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","))}
 FROM request_ids q
 JOIN resources r USING (business_id, location_id, resource_type, resource_id)
-WHERE q.business_id = %(b)s AND q.location_id = %(l)s AND q.request_id = %(rq)s
+WHERE q.business_id = %(b)s AND q.location_id = %(l)s AND q.requester = %(who)s
+  AND q.request_id = %(rq)s
   AND q.create_time >= now() - %(retention)s::interval
 """
 
@@ -204,6 +209,7 @@ class ShardStore:
             "start": new.start_time,
             "end": new.end_time,
             "rq": new.request_id,
+            "who": new.requester,
             "retention": self._retention,
             "purge": _PURGE_BATCH,
         }

@@ -9,9 +9,12 @@ One module decides for all three services:
   business (``write`` implies ``read``). Scopes on a person's token grant nothing: a person acts
   only as a member.
 - **People** act in a business only as a member listed in its permissions: the role's
-  permission strings (``"<resource_type>:<action>"``, ``"<resource_type>:*"`` or ``"*"``) say what,
-  the member's ``location_ids`` say where (empty: every location). Business-wide changes
+  permission strings (``domain.permissions``: ``"<resource_type>:<action>"`` for resources,
+  ``"admin.<area>:<action>"`` for administration, ``"*"``) say what, the member's
+  ``location_ids`` say where (empty: every location). Business-wide changes
   (``require_business_write`` with no location) need a membership that covers every location.
+  Who else belongs to a business (members' Cognito subs, the owner's) is shown only to those
+  who may manage members (``as_seen_by``).
 
 Permission is checked before existence: a caller who is not a member gets PERMISSION_DENIED
 whether or not the business exists, so ids of other tenants reveal nothing. Only once the
@@ -23,10 +26,17 @@ platform admins, who still read it and so must be told why they cannot act on it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
-from simplu_grpc.domain.business import ALL_PERMISSIONS, Business, Location, Member
+from simplu_grpc.domain.business import Business, Location, Member
+from simplu_grpc.domain.permissions import (
+    ALL_PERMISSIONS,
+    MEMBERS_DELETE,
+    MEMBERS_READ,
+    MEMBERS_UPDATE,
+    permits,
+)
 from simplu_grpc.domain.principal import Principal
 from simplu_grpc.errors import FailedPrecondition, NotFound, PermissionDenied
 
@@ -38,11 +48,6 @@ SCOPE_ADMIN = "simplu/admin"
 
 READ = "read"
 BUSINESS_DELETED: Final = "BUSINESS_DELETED"
-
-
-def permits(permissions: tuple[str, ...], resource_type: str, action: str) -> bool:
-    """Whether permission strings allow ``action`` on ``resource_type``."""
-    return any(p in (ALL_PERMISSIONS, f"{resource_type}:{action}", f"{resource_type}:*") for p in permissions)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,7 +151,8 @@ class Authorizer:
         *,
         location_id: str | None = None,
     ) -> Business:
-        """Change a business: ``permission`` is ``"<resource>:<action>"`` or ``"*"`` (owner only).
+        """Change a business: ``permission`` is an ``admin.<area>:<action>`` string, or ``"*"``
+        (owner only).
 
         With ``location_id`` the member must be allowed in that location; without it the change
         is business-wide and the membership must cover every location.
@@ -191,6 +197,31 @@ class Authorizer:
             raise FailedPrecondition(f"location {location_id!r} is inactive", reason="LOCATION_INACTIVE")
         return business, location
 
+    def may_see_members(self, principal: Principal, business: Business) -> bool:
+        """Whether ``principal`` sees who belongs to ``business`` (everyone's Cognito sub): platform
+        admins, machine clients that may read businesses, members who may read or manage members."""
+        if self.is_admin(principal):
+            return True
+        if principal.is_machine:
+            return self.has_scope(principal, SCOPE_BUSINESSES_READ, SCOPE_BUSINESSES_WRITE)
+        member = self._membership(principal, business)
+        if member is None:
+            return False
+        granted = business.role_permissions(member.role)
+        return any(permits(granted, p) for p in (MEMBERS_READ, MEMBERS_UPDATE, MEMBERS_DELETE))
+
+    def as_seen_by(self, principal: Principal, business: Business) -> Business:
+        """``business`` as ``principal`` may see it: without the other members (and the owner's
+        sub, unless it is the caller's) for a member who may not see members."""
+        if self.may_see_members(principal, business):
+            return business
+        own = {s: m for s, m in business.permissions.members.items() if s == principal.subject}
+        return replace(
+            business,
+            owner=business.owner if business.owner == principal.subject else "",
+            permissions=replace(business.permissions, members=own),
+        )
+
     # --- helpers -----------------------------------------------------------------------
 
     @staticmethod
@@ -210,13 +241,7 @@ class Authorizer:
         member = self._membership(principal, business)
         if member is None or business is None:
             raise _not_member(business_id)
-        granted = business.role_permissions(member.role)
-        if permission == ALL_PERMISSIONS:
-            allowed = ALL_PERMISSIONS in granted
-        else:
-            resource_type, _, action = permission.partition(":")
-            allowed = permits(granted, resource_type, action)
-        if not allowed:
+        if not permits(business.role_permissions(member.role), permission):
             raise PermissionDenied(
                 f"role {member.role!r} does not grant {permission!r} in business {business_id!r}",
                 reason="MISSING_PERMISSION",

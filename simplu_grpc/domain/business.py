@@ -11,7 +11,6 @@ from typing import Any
 
 # The role the creator of a business gets; "*" allows every action on every resource.
 OWNER_ROLE = "owner"
-ALL_PERMISSIONS = "*"
 # Idempotency keys live beside businesses; business ids never contain "#", so no clash.
 KIND_REQUEST = "request"
 
@@ -68,7 +67,7 @@ class BusinessSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Role:
-    """A named set of permission strings: ``"<resource_type>:<action>"`` or ``"*"``."""
+    """A named set of permission strings (grammar in ``domain.permissions``)."""
 
     permissions: tuple[str, ...] = ()
 

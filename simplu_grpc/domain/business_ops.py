@@ -21,9 +21,9 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from simplu_grpc import context as rpc_context
-from simplu_grpc.domain.authz import Access, Authorizer, permits
+from simplu_grpc.domain import permissions as perm
+from simplu_grpc.domain.authz import Access, Authorizer
 from simplu_grpc.domain.business import (
-    ALL_PERMISSIONS,
     OWNER_ROLE,
     Business,
     BusinessPage,
@@ -38,8 +38,9 @@ from simplu_grpc.domain.business import (
     request_key,
 )
 from simplu_grpc.domain.business_cache import BusinessCache
+from simplu_grpc.domain.permissions import ALL_PERMISSIONS
 from simplu_grpc.domain.principal import Principal
-from simplu_grpc.domain.resources import REQUEST_ID_PATTERN
+from simplu_grpc.domain.resources import KNOWN_RESOURCE_TYPES, REQUEST_ID_PATTERN, catalog_types
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.domain.validation import (
     MAX_LOCATIONS,
@@ -233,6 +234,11 @@ class BusinessOps:
         self._cache.put(business)
         return business
 
+    def as_seen_by(self, principal: Principal, business: Business) -> Business:
+        """What ``principal`` may see of ``business`` (every Business answered goes through this:
+        other members' Cognito subs only for those who may see members)."""
+        return self._authz.as_seen_by(principal, business)
+
     def list(self, principal: Principal, *, size: int, page_token: str, show_deleted: bool) -> BusinessPage:
         v = Violations()
         resolved = page_size(v, "page_size", size)
@@ -324,13 +330,15 @@ class BusinessOps:
         if "settings" in mask:
             check_settings(v, "business.settings", new_settings)
         if "permissions.roles" in mask:
-            check_roles(v, "business.permissions.roles", roles)
+            # The shape here; the business type's own catalog once the business is read.
+            check_roles(v, "business.permissions.roles", roles, KNOWN_RESOURCE_TYPES)
         v.raise_if_any()
         # Changing roles changes what everyone may do: only the owner role ("*") may. Settings
-        # need "settings:update" here too, or UpdateBusiness would bypass UpdateBusinessSettings' rule.
-        needed: list[str] = ["business:update"]
+        # need admin.settings:update here too, or UpdateBusiness would bypass
+        # UpdateBusinessSettings' rule.
+        needed: list[str] = [perm.BUSINESS_UPDATE]
         if "settings" in mask:
-            needed.append("settings:update")
+            needed.append(perm.SETTINGS_UPDATE)
         if "permissions.roles" in mask:
             needed.append(ALL_PERMISSIONS)
         permission = tuple(needed)
@@ -348,6 +356,9 @@ class BusinessOps:
             if "settings" in mask:
                 updated = replace(updated, settings=new_settings)
             if "permissions.roles" in mask:
+                check = Violations()
+                check_roles(check, "business.permissions.roles", roles, catalog_types(business.type))
+                check.raise_if_any()
                 _check_roles_still_cover_members(updated, roles)
                 updated = replace(updated, permissions=replace(updated.permissions, roles=dict(roles)))
             return updated
@@ -380,7 +391,9 @@ class BusinessOps:
             check.raise_if_any()
             return replace(business, settings=merged)
 
-        return self._mutate(principal, business_id, etag, "settings:update", location_id=None, change=change)
+        return self._mutate(
+            principal, business_id, etag, perm.SETTINGS_UPDATE, location_id=None, change=change
+        )
 
     def delete(self, principal: Principal, business_id: str, *, etag: str) -> Business:
         v = Violations()
@@ -427,7 +440,7 @@ class BusinessOps:
             return updated
 
         business = self._mutate(
-            principal, business_id, etag, "locations:create", location_id=None, change=change
+            principal, business_id, etag, perm.LOCATIONS_CREATE, location_id=None, change=change
         )
         return self.register_pending(business)
 
@@ -466,7 +479,7 @@ class BusinessOps:
             return business.with_location(merged)
 
         business = self._mutate(
-            principal, business_id, etag, "locations:update", location_id=location.id, change=change
+            principal, business_id, etag, perm.LOCATIONS_UPDATE, location_id=location.id, change=change
         )
         return self.register_pending(business)
 
@@ -482,7 +495,7 @@ class BusinessOps:
             return business.with_location(replace(_existing_location(business, location_id), active=False))
 
         return self._mutate(
-            principal, business_id, etag, "locations:delete", location_id=location_id, change=change
+            principal, business_id, etag, perm.LOCATIONS_DELETE, location_id=location_id, change=change
         )
 
     # --- members -----------------------------------------------------------------------
@@ -530,7 +543,9 @@ class BusinessOps:
             members[subject] = membership
             return replace(business, permissions=replace(business.permissions, members=members))
 
-        return self._mutate(principal, business_id, etag, "members:update", location_id=None, change=change)
+        return self._mutate(
+            principal, business_id, etag, perm.MEMBERS_UPDATE, location_id=None, change=change
+        )
 
     def remove_member(self, principal: Principal, business_id: str, subject: str, *, etag: str) -> Business:
         v = Violations()
@@ -551,7 +566,9 @@ class BusinessOps:
             members = {s: m for s, m in business.permissions.members.items() if s != subject}
             return replace(business, permissions=replace(business.permissions, members=members))
 
-        return self._mutate(principal, business_id, etag, "members:delete", location_id=None, change=change)
+        return self._mutate(
+            principal, business_id, etag, perm.MEMBERS_DELETE, location_id=None, change=change
+        )
 
     # --- Citrus registration ---------------------------------------------------------------
 
@@ -663,12 +680,7 @@ class BusinessOps:
         caller = business.member(principal.subject)
         mine = business.role_permissions(caller.role) if caller else ()
         for permission in business.role_permissions(role):
-            if permission == ALL_PERMISSIONS:
-                allowed = ALL_PERMISSIONS in mine
-            else:
-                resource_type, _, action = permission.partition(":")
-                allowed = permits(mine, resource_type, action)
-            if not allowed:
+            if not perm.permits(mine, permission):
                 whose = f"the membership of {target!r} (role {role!r})" if target else f"role {role!r}"
                 raise PermissionDenied(
                     f"{whose} grants {permission!r}, which your own role does not have",

@@ -137,6 +137,7 @@ class ResourceOps:
         )
         if generate:
             new = replace(new, key=replace(new.key, resource_id=self._new_id()))
+        new = replace(new, requester=context.principal().subject)
         return self._on_shard(business, location_id, lambda s: self._store.create(s, new), idempotent=False)
 
     def get(self, key: ResourceKey) -> StoredResource:

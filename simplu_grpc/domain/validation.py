@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from simplu_grpc.domain.business import (
-    ALL_PERMISSIONS,
     Business,
     BusinessSettings,
     Location,
@@ -24,7 +23,8 @@ from simplu_grpc.domain.business import (
     Permissions,
     Role,
 )
-from simplu_grpc.domain.resources import BUSINESS_ID_PATTERN, ID_PATTERN
+from simplu_grpc.domain.permissions import permission_problem
+from simplu_grpc.domain.resources import BUSINESS_ID_PATTERN, ID_PATTERN, catalog_types
 from simplu_grpc.errors import FieldViolation, InvalidArgument
 
 # DESIGN §4: 1-64 characters of [A-Za-z0-9_.:-]; business ids never contain "-" because the
@@ -33,8 +33,6 @@ ID_MAX = 64
 # Cognito subs are UUIDs; client ids and usernames are similar. Bounded and printable.
 _SUBJECT = re.compile(r"[A-Za-z0-9_.:@+-]{1,128}")
 _ROLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
-_RESOURCE_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-ACTIONS = ("read", "create", "update", "delete")
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
 _PHONE = re.compile(r"\+?[0-9 ().-]{3,32}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
@@ -275,31 +273,31 @@ def check_settings(v: Violations, prefix: str, settings: BusinessSettings) -> No
         v.add(f"{prefix}.extras", f"must nest at most {EXTRAS_MAX_DEPTH} levels")
 
 
-def check_permission_string(v: Violations, field: str, value: str) -> None:
-    """``"*"`` or ``"<resource_type>:<read|create|update|delete|*>"``."""
-    if value == ALL_PERMISSIONS:
-        return
-    resource, _, action = value.partition(":")
-    if not _RESOURCE_TYPE.fullmatch(resource) or action not in (*ACTIONS, "*"):
-        v.add(field, f"must be '*' or '<resource_type>:<read|create|update|delete|*>' (got {_show(value)})")
+def check_permission_string(v: Violations, field: str, value: str, types: frozenset[str]) -> None:
+    """A permission string of the grammar in ``domain.permissions``, naming a type of ``types``."""
+    problem = permission_problem(value, types)
+    if problem is not None:
+        v.add(field, f"{problem} (got {_show(value)})")
 
 
-def check_role(v: Violations, prefix: str, name: str, role: Role) -> None:
+def check_role(v: Violations, prefix: str, name: str, role: Role, types: frozenset[str]) -> None:
     if not _ROLE_NAME.fullmatch(name):
         v.add(prefix, f"role name {_show(name)} must be 1-64 of A-Z a-z 0-9 _ . - starting with a letter")
     if len(role.permissions) > MAX_PERMISSIONS_PER_ROLE:
         v.add(f"{prefix}.permissions", f"at most {MAX_PERMISSIONS_PER_ROLE} permissions per role")
         return
     for index, permission in enumerate(role.permissions):
-        check_permission_string(v, f"{prefix}.permissions[{index}]", permission)
+        check_permission_string(v, f"{prefix}.permissions[{index}]", permission, types)
 
 
-def check_roles(v: Violations, prefix: str, roles: Mapping[str, Role]) -> None:
+def check_roles(v: Violations, prefix: str, roles: Mapping[str, Role], types: frozenset[str]) -> None:
+    """Roles whose permission strings name administration areas or types of ``types`` (the
+    business type's catalog, ``resources.catalog_types``)."""
     if len(roles) > MAX_ROLES:
         v.add(prefix, f"at most {MAX_ROLES} roles")
         return
     for name, role in roles.items():
-        check_role(v, f"{prefix}[{name[:64]!r}]", name, role)
+        check_role(v, f"{prefix}[{name[:64]!r}]", name, role, types)
 
 
 def check_member(v: Violations, prefix: str, member: Member) -> None:
@@ -316,8 +314,8 @@ def check_member(v: Violations, prefix: str, member: Member) -> None:
         v.add(f"{prefix}.location_ids", "must not repeat a location id")
 
 
-def check_permissions(v: Violations, prefix: str, permissions: Permissions) -> None:
-    check_roles(v, f"{prefix}.roles", permissions.roles)
+def check_permissions(v: Violations, prefix: str, permissions: Permissions, types: frozenset[str]) -> None:
+    check_roles(v, f"{prefix}.roles", permissions.roles, types)
     if len(permissions.members) > MAX_MEMBERS:
         v.add(f"{prefix}.members", f"at most {MAX_MEMBERS} members")
         return
@@ -352,7 +350,7 @@ def check_new_business(v: Violations, prefix: str, business: Business) -> None:
     check_text(v, f"{prefix}.name", business.name, max_length=NAME_MAX, required=True)
     check_locations(v, f"{prefix}.locations", business.locations)
     check_settings(v, f"{prefix}.settings", business.settings)
-    check_permissions(v, f"{prefix}.permissions", business.permissions)
+    check_permissions(v, f"{prefix}.permissions", business.permissions, catalog_types(business.type))
     if not v:
         check_membership_refs(v, f"{prefix}.permissions", business)
 

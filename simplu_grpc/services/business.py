@@ -6,8 +6,8 @@ import grpc
 from simplu.v1 import business_pb2, business_pb2_grpc
 
 from simplu_grpc import context as rpc
-from simplu_grpc.domain.business import BusinessSettings
-from simplu_grpc.domain.business_ops import BusinessOps, Registered
+from simplu_grpc.domain.business import Business, BusinessSettings
+from simplu_grpc.domain.business_ops import BusinessOps
 from simplu_grpc.domain.validation import Violations
 from simplu_grpc.services import business_proto as convert
 
@@ -17,6 +17,10 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
 
     def __init__(self, ops: BusinessOps) -> None:
         self._ops = ops
+
+    def _shown(self, business: Business) -> business_pb2.Business:
+        """The answer's Business, as the caller may see it (``BusinessOps.as_seen_by``)."""
+        return convert.business_to_proto(self._ops.as_seen_by(rpc.principal(), business))
 
     def CreateBusiness(
         self, request: business_pb2.CreateBusinessRequest, context: grpc.ServicerContext
@@ -31,14 +35,14 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
             violations=v,
         )
         return business_pb2.CreateBusinessResponse(
-            business=convert.business_to_proto(done.business),
+            business=self._shown(done.business),
             unregistered_location_ids=list(done.unregistered_location_ids),
         )
 
     def GetBusiness(
         self, request: business_pb2.GetBusinessRequest, context: grpc.ServicerContext
     ) -> business_pb2.Business:
-        return convert.business_to_proto(self._ops.get(rpc.principal(), request.business_id))
+        return self._shown(self._ops.get(rpc.principal(), request.business_id))
 
     def ListBusinesses(
         self, request: business_pb2.ListBusinessesRequest, context: grpc.ServicerContext
@@ -50,7 +54,7 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
             show_deleted=request.show_deleted,
         )
         return business_pb2.ListBusinessesResponse(
-            businesses=[convert.business_to_proto(b) for b in page.businesses],
+            businesses=[self._shown(b) for b in page.businesses],
             next_page_token=page.next_token,
         )
 
@@ -76,7 +80,7 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
             business_type=kind,
             violations=v,
         )
-        return convert.business_to_proto(updated)
+        return self._shown(updated)
 
     def UpdateBusinessSettings(
         self, request: business_pb2.UpdateBusinessSettingsRequest, context: grpc.ServicerContext
@@ -96,13 +100,13 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
             settings=settings,
             violations=v,
         )
-        return convert.business_to_proto(updated)
+        return self._shown(updated)
 
     def DeleteBusiness(
         self, request: business_pb2.DeleteBusinessRequest, context: grpc.ServicerContext
     ) -> business_pb2.Business:
         deleted = self._ops.delete(rpc.principal(), request.business_id, etag=request.etag)
-        return convert.business_to_proto(deleted)
+        return self._shown(deleted)
 
     def AddLocation(
         self, request: business_pb2.AddLocationRequest, context: grpc.ServicerContext
@@ -113,8 +117,10 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
             convert.location_from_proto(request.location),
             etag=request.etag,
         )
-        business, unregistered = _registered(done)
-        return business_pb2.AddLocationResponse(business=business, unregistered_location_ids=unregistered)
+        return business_pb2.AddLocationResponse(
+            business=self._shown(done.business),
+            unregistered_location_ids=list(done.unregistered_location_ids),
+        )
 
     def UpdateLocation(
         self, request: business_pb2.UpdateLocationRequest, context: grpc.ServicerContext
@@ -126,8 +132,10 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
             etag=request.etag,
             paths=list(request.update_mask.paths),
         )
-        business, unregistered = _registered(done)
-        return business_pb2.UpdateLocationResponse(business=business, unregistered_location_ids=unregistered)
+        return business_pb2.UpdateLocationResponse(
+            business=self._shown(done.business),
+            unregistered_location_ids=list(done.unregistered_location_ids),
+        )
 
     def RemoveLocation(
         self, request: business_pb2.RemoveLocationRequest, context: grpc.ServicerContext
@@ -135,7 +143,7 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
         updated = self._ops.remove_location(
             rpc.principal(), request.business_id, request.location_id, etag=request.etag
         )
-        return convert.business_to_proto(updated)
+        return self._shown(updated)
 
     def SetMember(
         self, request: business_pb2.SetMemberRequest, context: grpc.ServicerContext
@@ -147,7 +155,7 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
             convert.member_from_proto(request.membership),
             etag=request.etag,
         )
-        return convert.business_to_proto(updated)
+        return self._shown(updated)
 
     def RemoveMember(
         self, request: business_pb2.RemoveMemberRequest, context: grpc.ServicerContext
@@ -155,7 +163,7 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
         updated = self._ops.remove_member(
             rpc.principal(), request.business_id, request.member, etag=request.etag
         )
-        return convert.business_to_proto(updated)
+        return self._shown(updated)
 
     def GetMyAccess(
         self, request: business_pb2.GetMyAccessRequest, context: grpc.ServicerContext
@@ -176,7 +184,3 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
             # Only an answer when a location was asked about (optional: absent is not "no").
             location_allowed=location_allowed if request.location_id else None,
         )
-
-
-def _registered(done: Registered) -> tuple[business_pb2.Business, list[str]]:
-    return convert.business_to_proto(done.business), list(done.unregistered_location_ids)

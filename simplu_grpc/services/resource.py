@@ -10,6 +10,7 @@ from google.protobuf import empty_pb2, field_mask_pb2, json_format, struct_pb2, 
 from google.type import interval_pb2
 from simplu.v1 import business_pb2, resource_pb2, resource_pb2_grpc
 
+from simplu_grpc.domain import permissions
 from simplu_grpc.domain import resources as rules
 from simplu_grpc.domain.resource_ops import ResourceOps
 from simplu_grpc.domain.resources import ResourceKey, StoredResource
@@ -22,6 +23,7 @@ _BUSINESS_TYPES = {
     "gym": business_pb2.BUSINESS_TYPE_GYM,
     "hotel": business_pb2.BUSINESS_TYPE_HOTEL,
 }
+_BUSINESS_TYPE_NAMES = {number: name for name, number in _BUSINESS_TYPES.items()}
 # Returned whatever the read_mask says: without them a resource cannot be named again.
 _IDENTIFYING = ("business_id", "location_id", "resource_type", "resource_id")
 
@@ -230,3 +232,38 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
         )
         self._ops.delete(key, etag=request.etag)
         return empty_pb2.Empty()
+
+    def ListResourceTypes(
+        self, request: resource_pb2.ListResourceTypesRequest, context: grpc.ServicerContext
+    ) -> resource_pb2.ListResourceTypesResponse:
+        business_type = _BUSINESS_TYPE_NAMES.get(request.business_type)
+        if business_type is None:
+            raise InvalidArgument.field(
+                "business_type", "is required: BUSINESS_TYPE_DENTAL, BUSINESS_TYPE_GYM or BUSINESS_TYPE_HOTEL"
+            )
+        common = rules.common_types()
+        return resource_pb2.ListResourceTypesResponse(
+            resource_types=[
+                resource_pb2.ResourceType(
+                    name=name,
+                    common=name in common,
+                    permissions=_type_permissions(name),
+                )
+                for name in sorted(rules.catalog_types(business_type))
+            ],
+            administration_permissions=[
+                resource_pb2.AdministrationPermission(permission=p.permission, description=p.description)
+                for p in permissions.ADMIN_PERMISSIONS
+            ],
+        )
+
+
+def _type_permissions(resource_type: str) -> resource_pb2.ResourceTypePermissions:
+    strings = permissions.type_permissions(resource_type)
+    return resource_pb2.ResourceTypePermissions(
+        read=strings["read"],
+        create=strings["create"],
+        update=strings["update"],
+        delete=strings["delete"],
+        all=strings["*"],
+    )

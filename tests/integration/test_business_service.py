@@ -515,7 +515,7 @@ def test_role_without_update_reads_and_location_limits_hold(
                     roles={
                         "owner": pb.Role(permissions=["*"]),
                         "assistant": pb.Role(permissions=["appointments:read", "appointments:create"]),
-                        "site": pb.Role(permissions=["locations:update", "appointments:*"]),
+                        "site": pb.Role(permissions=["admin.locations:update", "appointments:*"]),
                     }
                 ),
             ),
@@ -597,8 +597,8 @@ def test_role_without_update_reads_and_location_limits_hold(
                 permissions=pb.BusinessPermissions(
                     roles={
                         "owner": pb.Role(permissions=["*"]),
-                        "assistant": pb.Role(permissions=["appointments:read", "members:update"]),
-                        "site": pb.Role(permissions=["locations:update", "appointments:*"]),
+                        "assistant": pb.Role(permissions=["appointments:read", "admin.members:update"]),
+                        "site": pb.Role(permissions=["admin.locations:update", "appointments:*"]),
                     }
                 ),
             ),

@@ -11,7 +11,6 @@ from simplu_grpc.domain.authz import (
     SCOPE_RESOURCES_READ,
     SCOPE_RESOURCES_WRITE,
     Authorizer,
-    permits,
 )
 from simplu_grpc.domain.business import (
     Business,
@@ -22,6 +21,7 @@ from simplu_grpc.domain.business import (
     Permissions,
     Role,
 )
+from simplu_grpc.domain.permissions import permits
 from simplu_grpc.domain.principal import Principal
 from simplu_grpc.errors import FailedPrecondition, NotFound, PermissionDenied
 
@@ -54,7 +54,9 @@ def clinic(status: BusinessStatus = BusinessStatus.ACTIVE) -> Business:
             roles={
                 "owner": Role(permissions=("*",)),
                 "reception": Role(permissions=("appointments:read", "appointments:create", "patients:*")),
-                "manager": Role(permissions=("business:update", "locations:update", "members:update")),
+                "manager": Role(
+                    permissions=("admin.business:update", "admin.locations:update", "admin.members:update")
+                ),
             },
             members={
                 "owner-sub": Member(role="owner"),
@@ -70,11 +72,11 @@ def clinic(status: BusinessStatus = BusinessStatus.ACTIVE) -> Business:
 
 def test_permits_matches_exact_wildcard_resource_and_star() -> None:
     """A permission string grants its own action, "<resource>:*" every action, "*" everything."""
-    assert permits(("appointments:read",), "appointments", "read")
-    assert not permits(("appointments:read",), "appointments", "update")
-    assert permits(("patients:*",), "patients", "delete")
-    assert permits(("*",), "anything", "delete")
-    assert not permits((), "patients", "read")
+    assert permits(("appointments:read",), "appointments:read")
+    assert not permits(("appointments:read",), "appointments:update")
+    assert permits(("patients:*",), "patients:delete")
+    assert permits(("*",), "anything:delete")
+    assert not permits((), "patients:read")
 
 
 def test_admin_group_and_admin_scope_are_platform_admins() -> None:
@@ -120,7 +122,9 @@ def test_admin_gets_not_found_for_missing_and_sees_deleted() -> None:
         AUTHZ.require_business_read(admin, None, "nope")
     assert AUTHZ.require_business_read(admin, clinic(BusinessStatus.DELETED), "clinic1").id == "clinic1"
     with pytest.raises(FailedPrecondition):
-        AUTHZ.require_business_write(admin, clinic(BusinessStatus.DELETED), "clinic1", "business:update")
+        AUTHZ.require_business_write(
+            admin, clinic(BusinessStatus.DELETED), "clinic1", "admin.business:update"
+        )
 
 
 def test_members_of_a_deleted_business_get_not_found() -> None:
@@ -173,14 +177,16 @@ def test_location_limited_member_cannot_touch_other_locations() -> None:
 
 
 def test_business_wide_changes_need_an_all_locations_membership() -> None:
-    """business:update granted to a location-limited member still cannot change the whole business."""
-    AUTHZ.require_business_write(person("mgr-sub"), clinic(), "clinic1", "business:update")
+    """admin.business:update granted to a location-limited member still cannot change the whole business."""
+    AUTHZ.require_business_write(person("mgr-sub"), clinic(), "clinic1", "admin.business:update")
     with pytest.raises(PermissionDenied):
-        AUTHZ.require_business_write(person("mgr-l1"), clinic(), "clinic1", "business:update")
-    AUTHZ.require_business_write(person("mgr-l1"), clinic(), "clinic1", "locations:update", location_id="L1")
+        AUTHZ.require_business_write(person("mgr-l1"), clinic(), "clinic1", "admin.business:update")
+    AUTHZ.require_business_write(
+        person("mgr-l1"), clinic(), "clinic1", "admin.locations:update", location_id="L1"
+    )
     with pytest.raises(PermissionDenied):
         AUTHZ.require_business_write(
-            person("mgr-l1"), clinic(), "clinic1", "locations:update", location_id="L2"
+            person("mgr-l1"), clinic(), "clinic1", "admin.locations:update", location_id="L2"
         )
 
 
@@ -209,7 +215,7 @@ def test_machine_scopes() -> None:
     reader = machine(SCOPE_BUSINESSES_READ)
     assert AUTHZ.require_business_read(reader, clinic(), "clinic1").id == "clinic1"
     with pytest.raises(PermissionDenied) as denied:
-        AUTHZ.require_business_write(reader, clinic(), "clinic1", "business:update")
+        AUTHZ.require_business_write(reader, clinic(), "clinic1", "admin.business:update")
     assert denied.value.reason == "MISSING_SCOPE"
     with pytest.raises(PermissionDenied):
         AUTHZ.may_create_business(reader)

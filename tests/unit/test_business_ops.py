@@ -246,7 +246,7 @@ def test_members_rules(ops: BusinessOps) -> None:
         settings=BusinessSettings(),
         roles={
             "owner": Role(permissions=("*",)),
-            "desk": Role(permissions=("patients:read", "members:update")),
+            "desk": Role(permissions=("patients:read", "admin.members:update")),
         },
     )
     with pytest.raises(FailedPrecondition):
@@ -315,7 +315,7 @@ def test_note_registered_clears_a_pending_location(
 
 
 def test_members_cannot_demote_or_remove_someone_above_them(ops: BusinessOps) -> None:
-    """A member with members:update/delete cannot change or remove a member whose role exceeds theirs."""
+    """A member with admin.members:update/delete cannot change or remove someone whose role exceeds theirs."""
     business = ops.create(person("a"), draft("L1")).business
     business = ops.update(
         person("a"),
@@ -327,7 +327,7 @@ def test_members_cannot_demote_or_remove_someone_above_them(ops: BusinessOps) ->
         roles={
             "owner": Role(permissions=("*",)),
             "manager": Role(permissions=("*",)),
-            "desk": Role(permissions=("patients:read", "members:update", "members:delete")),
+            "desk": Role(permissions=("patients:read", "admin.members:update", "admin.members:delete")),
         },
     )
     ops.set_member(person("a"), business.id, "boss", Member(role="manager"), etag="")
@@ -370,7 +370,7 @@ def test_taken_id_of_another_tenant_is_permission_denied_not_already_exists(
 def test_update_business_cannot_bypass_the_settings_permission(
     ops: BusinessOps, repo: MemoryRepository
 ) -> None:
-    """A role with business:update but not settings:update renames the business, yet cannot change
+    """A role with admin.business:update but not admin.settings:update renames the business, yet cannot change
     settings through UpdateBusiness (which would sidestep UpdateBusinessSettings' rule)."""
     business = ops.create(person("a"), draft("L1")).business
     ops.update(
@@ -380,7 +380,7 @@ def test_update_business_cannot_bypass_the_settings_permission(
         paths=["permissions.roles"],
         name="",
         settings=BusinessSettings(),
-        roles={"owner": Role(permissions=("*",)), "editor": Role(permissions=("business:update",))},
+        roles={"owner": Role(permissions=("*",)), "editor": Role(permissions=("admin.business:update",))},
     )
     ops.set_member(person("a"), business.id, "ed", Member(role="editor"), etag="")
     renamed = ops.update(
@@ -405,5 +405,5 @@ def test_update_business_cannot_bypass_the_settings_permission(
                 settings=BusinessSettings(currency="USD"),
                 roles={},
             )
-        assert raised.value.metadata == {"permission": "settings:update"}
+        assert raised.value.metadata == {"permission": "admin.settings:update"}
     assert repo.writes == writes

@@ -186,7 +186,7 @@ def test_permissions_grammar_and_references() -> None:
 def test_member_references_checked_once_shapes_are_valid() -> None:
     """An undefined role or a location outside the business is reported on the member."""
     perms = Permissions(
-        roles={"desk": Role(permissions=("x:read",))},
+        roles={"desk": Role(permissions=("members:read",))},
         members={"s": Member(role="ghost", location_ids=("zz",))},
     )
     found = violations_of(Business(id="", name="n", type=BusinessType.GYM, permissions=perms))

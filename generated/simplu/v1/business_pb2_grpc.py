@@ -135,8 +135,8 @@ class BusinessServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateBusiness(self, request, context):
-        """Members whose role has "business:update" in every location (the "settings" path also needs
-        "settings:update"; "permissions.roles" needs "*"), platform admins, businesses.write.
+        """Members whose role has "admin.business:update" in every location (the "settings" path also
+        needs "admin.settings:update"; "permissions.roles" needs "*"), platform admins, businesses.write.
         INVALID_ARGUMENT, NOT_FOUND, ABORTED (etag mismatch), PERMISSION_DENIED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -144,7 +144,7 @@ class BusinessServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateBusinessSettings(self, request, context):
-        """As UpdateBusiness, with "settings:update".
+        """As UpdateBusiness, with "admin.settings:update".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -158,28 +158,28 @@ class BusinessServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddLocation(self, request, context):
-        """"locations:create". Registers the location with Citrus. ALREADY_EXISTS for a duplicate id.
+        """"admin.locations:create". Registers the location with Citrus. ALREADY_EXISTS for a duplicate id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateLocation(self, request, context):
-        """"locations:update". Retries the Citrus registration of unregistered locations.
+        """"admin.locations:update". Retries the Citrus registration of unregistered locations.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveLocation(self, request, context):
-        """"locations:delete". Deactivates; resource data stays. NOT_FOUND for an unknown location.
+        """"admin.locations:delete". Deactivates; resource data stays. NOT_FOUND for an unknown location.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SetMember(self, request, context):
-        """"members:update". FAILED_PRECONDITION when the role does not exist or the member is the
+        """"admin.members:update". FAILED_PRECONDITION when the role does not exist or the member is the
         owner; PERMISSION_DENIED when the role grants permissions the caller does not hold (no escalation).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -187,7 +187,7 @@ class BusinessServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RemoveMember(self, request, context):
-        """"members:delete". NOT_FOUND for a non-member; FAILED_PRECONDITION when removing the owner.
+        """"admin.members:delete". NOT_FOUND for a non-member; FAILED_PRECONDITION when removing the owner.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

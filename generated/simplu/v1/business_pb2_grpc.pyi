@@ -51,26 +51,26 @@ class BusinessServiceStub:
     INVALID_ARGUMENT (bad page token or size).
     """
     UpdateBusiness: _grpc.UnaryUnaryMultiCallable[_business_pb2.UpdateBusinessRequest, _business_pb2.Business]
-    """Members whose role has "business:update" in every location (the "settings" path also needs
-    "settings:update"; "permissions.roles" needs "*"), platform admins, businesses.write.
+    """Members whose role has "admin.business:update" in every location (the "settings" path also
+    needs "admin.settings:update"; "permissions.roles" needs "*"), platform admins, businesses.write.
     INVALID_ARGUMENT, NOT_FOUND, ABORTED (etag mismatch), PERMISSION_DENIED.
     """
     UpdateBusinessSettings: _grpc.UnaryUnaryMultiCallable[_business_pb2.UpdateBusinessSettingsRequest, _business_pb2.Business]
-    """As UpdateBusiness, with "settings:update"."""
+    """As UpdateBusiness, with "admin.settings:update"."""
     DeleteBusiness: _grpc.UnaryUnaryMultiCallable[_business_pb2.DeleteBusinessRequest, _business_pb2.Business]
     """Soft delete. Owner role ("*"), platform admins, businesses.write. NOT_FOUND, ABORTED."""
     AddLocation: _grpc.UnaryUnaryMultiCallable[_business_pb2.AddLocationRequest, _business_pb2.AddLocationResponse]
-    """"locations:create". Registers the location with Citrus. ALREADY_EXISTS for a duplicate id."""
+    """"admin.locations:create". Registers the location with Citrus. ALREADY_EXISTS for a duplicate id."""
     UpdateLocation: _grpc.UnaryUnaryMultiCallable[_business_pb2.UpdateLocationRequest, _business_pb2.UpdateLocationResponse]
-    """"locations:update". Retries the Citrus registration of unregistered locations."""
+    """"admin.locations:update". Retries the Citrus registration of unregistered locations."""
     RemoveLocation: _grpc.UnaryUnaryMultiCallable[_business_pb2.RemoveLocationRequest, _business_pb2.Business]
-    """"locations:delete". Deactivates; resource data stays. NOT_FOUND for an unknown location."""
+    """"admin.locations:delete". Deactivates; resource data stays. NOT_FOUND for an unknown location."""
     SetMember: _grpc.UnaryUnaryMultiCallable[_business_pb2.SetMemberRequest, _business_pb2.Business]
-    """"members:update". FAILED_PRECONDITION when the role does not exist or the member is the
+    """"admin.members:update". FAILED_PRECONDITION when the role does not exist or the member is the
     owner; PERMISSION_DENIED when the role grants permissions the caller does not hold (no escalation).
     """
     RemoveMember: _grpc.UnaryUnaryMultiCallable[_business_pb2.RemoveMemberRequest, _business_pb2.Business]
-    """"members:delete". NOT_FOUND for a non-member; FAILED_PRECONDITION when removing the owner."""
+    """"admin.members:delete". NOT_FOUND for a non-member; FAILED_PRECONDITION when removing the owner."""
     GetMyAccess: _grpc.UnaryUnaryMultiCallable[_business_pb2.GetMyAccessRequest, _business_pb2.GetMyAccessResponse]
     """Any authenticated caller: who am I, and what may I do in this business / location.
     Answers for non-members too (with no permissions), without revealing whether the business exists.
@@ -99,26 +99,26 @@ class BusinessServiceAsyncStub(BusinessServiceStub):
     INVALID_ARGUMENT (bad page token or size).
     """
     UpdateBusiness: _aio.UnaryUnaryMultiCallable[_business_pb2.UpdateBusinessRequest, _business_pb2.Business]  # type: ignore[assignment]
-    """Members whose role has "business:update" in every location (the "settings" path also needs
-    "settings:update"; "permissions.roles" needs "*"), platform admins, businesses.write.
+    """Members whose role has "admin.business:update" in every location (the "settings" path also
+    needs "admin.settings:update"; "permissions.roles" needs "*"), platform admins, businesses.write.
     INVALID_ARGUMENT, NOT_FOUND, ABORTED (etag mismatch), PERMISSION_DENIED.
     """
     UpdateBusinessSettings: _aio.UnaryUnaryMultiCallable[_business_pb2.UpdateBusinessSettingsRequest, _business_pb2.Business]  # type: ignore[assignment]
-    """As UpdateBusiness, with "settings:update"."""
+    """As UpdateBusiness, with "admin.settings:update"."""
     DeleteBusiness: _aio.UnaryUnaryMultiCallable[_business_pb2.DeleteBusinessRequest, _business_pb2.Business]  # type: ignore[assignment]
     """Soft delete. Owner role ("*"), platform admins, businesses.write. NOT_FOUND, ABORTED."""
     AddLocation: _aio.UnaryUnaryMultiCallable[_business_pb2.AddLocationRequest, _business_pb2.AddLocationResponse]  # type: ignore[assignment]
-    """"locations:create". Registers the location with Citrus. ALREADY_EXISTS for a duplicate id."""
+    """"admin.locations:create". Registers the location with Citrus. ALREADY_EXISTS for a duplicate id."""
     UpdateLocation: _aio.UnaryUnaryMultiCallable[_business_pb2.UpdateLocationRequest, _business_pb2.UpdateLocationResponse]  # type: ignore[assignment]
-    """"locations:update". Retries the Citrus registration of unregistered locations."""
+    """"admin.locations:update". Retries the Citrus registration of unregistered locations."""
     RemoveLocation: _aio.UnaryUnaryMultiCallable[_business_pb2.RemoveLocationRequest, _business_pb2.Business]  # type: ignore[assignment]
-    """"locations:delete". Deactivates; resource data stays. NOT_FOUND for an unknown location."""
+    """"admin.locations:delete". Deactivates; resource data stays. NOT_FOUND for an unknown location."""
     SetMember: _aio.UnaryUnaryMultiCallable[_business_pb2.SetMemberRequest, _business_pb2.Business]  # type: ignore[assignment]
-    """"members:update". FAILED_PRECONDITION when the role does not exist or the member is the
+    """"admin.members:update". FAILED_PRECONDITION when the role does not exist or the member is the
     owner; PERMISSION_DENIED when the role grants permissions the caller does not hold (no escalation).
     """
     RemoveMember: _aio.UnaryUnaryMultiCallable[_business_pb2.RemoveMemberRequest, _business_pb2.Business]  # type: ignore[assignment]
-    """"members:delete". NOT_FOUND for a non-member; FAILED_PRECONDITION when removing the owner."""
+    """"admin.members:delete". NOT_FOUND for a non-member; FAILED_PRECONDITION when removing the owner."""
     GetMyAccess: _aio.UnaryUnaryMultiCallable[_business_pb2.GetMyAccessRequest, _business_pb2.GetMyAccessResponse]  # type: ignore[assignment]
     """Any authenticated caller: who am I, and what may I do in this business / location.
     Answers for non-members too (with no permissions), without revealing whether the business exists.
@@ -168,8 +168,8 @@ class BusinessServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _business_pb2.UpdateBusinessRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_business_pb2.Business, _abc.Awaitable[_business_pb2.Business]]:
-        """Members whose role has "business:update" in every location (the "settings" path also needs
-        "settings:update"; "permissions.roles" needs "*"), platform admins, businesses.write.
+        """Members whose role has "admin.business:update" in every location (the "settings" path also
+        needs "admin.settings:update"; "permissions.roles" needs "*"), platform admins, businesses.write.
         INVALID_ARGUMENT, NOT_FOUND, ABORTED (etag mismatch), PERMISSION_DENIED.
         """
 
@@ -179,7 +179,7 @@ class BusinessServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _business_pb2.UpdateBusinessSettingsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_business_pb2.Business, _abc.Awaitable[_business_pb2.Business]]:
-        """As UpdateBusiness, with "settings:update"."""
+        """As UpdateBusiness, with "admin.settings:update"."""
 
     @_abc_1.abstractmethod
     def DeleteBusiness(
@@ -195,7 +195,7 @@ class BusinessServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _business_pb2.AddLocationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_business_pb2.AddLocationResponse, _abc.Awaitable[_business_pb2.AddLocationResponse]]:
-        """"locations:create". Registers the location with Citrus. ALREADY_EXISTS for a duplicate id."""
+        """"admin.locations:create". Registers the location with Citrus. ALREADY_EXISTS for a duplicate id."""
 
     @_abc_1.abstractmethod
     def UpdateLocation(
@@ -203,7 +203,7 @@ class BusinessServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _business_pb2.UpdateLocationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_business_pb2.UpdateLocationResponse, _abc.Awaitable[_business_pb2.UpdateLocationResponse]]:
-        """"locations:update". Retries the Citrus registration of unregistered locations."""
+        """"admin.locations:update". Retries the Citrus registration of unregistered locations."""
 
     @_abc_1.abstractmethod
     def RemoveLocation(
@@ -211,7 +211,7 @@ class BusinessServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _business_pb2.RemoveLocationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_business_pb2.Business, _abc.Awaitable[_business_pb2.Business]]:
-        """"locations:delete". Deactivates; resource data stays. NOT_FOUND for an unknown location."""
+        """"admin.locations:delete". Deactivates; resource data stays. NOT_FOUND for an unknown location."""
 
     @_abc_1.abstractmethod
     def SetMember(
@@ -219,7 +219,7 @@ class BusinessServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _business_pb2.SetMemberRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_business_pb2.Business, _abc.Awaitable[_business_pb2.Business]]:
-        """"members:update". FAILED_PRECONDITION when the role does not exist or the member is the
+        """"admin.members:update". FAILED_PRECONDITION when the role does not exist or the member is the
         owner; PERMISSION_DENIED when the role grants permissions the caller does not hold (no escalation).
         """
 
@@ -229,7 +229,7 @@ class BusinessServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _business_pb2.RemoveMemberRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_business_pb2.Business, _abc.Awaitable[_business_pb2.Business]]:
-        """"members:delete". NOT_FOUND for a non-member; FAILED_PRECONDITION when removing the owner."""
+        """"admin.members:delete". NOT_FOUND for a non-member; FAILED_PRECONDITION when removing the owner."""
 
     @_abc_1.abstractmethod
     def GetMyAccess(

@@ -152,3 +152,49 @@ class DeleteResourceRequest(_message.Message):
     resource_id: str
     etag: str
     def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class ListResourceTypesRequest(_message.Message):
+    __slots__ = ("business_type",)
+    BUSINESS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    business_type: _business_pb2.BusinessType
+    def __init__(self, business_type: _Optional[_Union[_business_pb2.BusinessType, str]] = ...) -> None: ...
+
+class ResourceTypePermissions(_message.Message):
+    __slots__ = ("read", "create", "update", "delete", "all")
+    READ_FIELD_NUMBER: _ClassVar[int]
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    read: str
+    create: str
+    update: str
+    delete: str
+    all: str
+    def __init__(self, read: _Optional[str] = ..., create: _Optional[str] = ..., update: _Optional[str] = ..., delete: _Optional[str] = ..., all: _Optional[str] = ...) -> None: ...
+
+class ResourceType(_message.Message):
+    __slots__ = ("name", "common", "permissions")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COMMON_FIELD_NUMBER: _ClassVar[int]
+    PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    common: bool
+    permissions: ResourceTypePermissions
+    def __init__(self, name: _Optional[str] = ..., common: _Optional[bool] = ..., permissions: _Optional[_Union[ResourceTypePermissions, _Mapping]] = ...) -> None: ...
+
+class AdministrationPermission(_message.Message):
+    __slots__ = ("permission", "description")
+    PERMISSION_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    permission: str
+    description: str
+    def __init__(self, permission: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class ListResourceTypesResponse(_message.Message):
+    __slots__ = ("resource_types", "administration_permissions")
+    RESOURCE_TYPES_FIELD_NUMBER: _ClassVar[int]
+    ADMINISTRATION_PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    resource_types: _containers.RepeatedCompositeFieldContainer[ResourceType]
+    administration_permissions: _containers.RepeatedCompositeFieldContainer[AdministrationPermission]
+    def __init__(self, resource_types: _Optional[_Iterable[_Union[ResourceType, _Mapping]]] = ..., administration_permissions: _Optional[_Iterable[_Union[AdministrationPermission, _Mapping]]] = ...) -> None: ...

@@ -29,7 +29,8 @@ if _version_not_supported:
 class ResourceServiceStub:
     """Resource data. Callers: platform admins; machine clients with simplu/resources.read
     (Get, BatchGet, List) or simplu/resources.write (all); members whose role grants
-    "<resource_type>:<read|create|update|delete>" in a location they belong to.
+    "<resource_type>:<read|create|update|delete>" (or "<resource_type>:*", or "*") in a location
+    they belong to; ListResourceTypes lists the types and their strings.
     Before any shard is touched: the business must exist and be active, the location must
     belong to it and be active, and the caller must be allowed (PERMISSION_DENIED first,
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
@@ -77,12 +78,18 @@ class ResourceServiceStub:
                 request_serializer=simplu_dot_v1_dot_resource__pb2.DeleteResourceRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.ListResourceTypes = channel.unary_unary(
+                '/simplu.v1.ResourceService/ListResourceTypes',
+                request_serializer=simplu_dot_v1_dot_resource__pb2.ListResourceTypesRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_resource__pb2.ListResourceTypesResponse.FromString,
+                _registered_method=True)
 
 
 class ResourceServiceServicer:
     """Resource data. Callers: platform admins; machine clients with simplu/resources.read
     (Get, BatchGet, List) or simplu/resources.write (all); members whose role grants
-    "<resource_type>:<read|create|update|delete>" in a location they belong to.
+    "<resource_type>:<read|create|update|delete>" (or "<resource_type>:*", or "*") in a location
+    they belong to; ListResourceTypes lists the types and their strings.
     Before any shard is touched: the business must exist and be active, the location must
     belong to it and be active, and the caller must be allowed (PERMISSION_DENIED first,
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
@@ -136,6 +143,15 @@ class ResourceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListResourceTypes(self, request, context):
+        """The resource types a business type may store and the permission strings that grant each
+        action on them (public data: any authenticated caller, no business involved, no shard
+        touched). INVALID_ARGUMENT for an unspecified business type.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ResourceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +185,11 @@ def add_ResourceServiceServicer_to_server(servicer, server):
                     request_deserializer=simplu_dot_v1_dot_resource__pb2.DeleteResourceRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
+            'ListResourceTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListResourceTypes,
+                    request_deserializer=simplu_dot_v1_dot_resource__pb2.ListResourceTypesRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_resource__pb2.ListResourceTypesResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'simplu.v1.ResourceService', rpc_method_handlers)
@@ -180,7 +201,8 @@ def add_ResourceServiceServicer_to_server(servicer, server):
 class ResourceService:
     """Resource data. Callers: platform admins; machine clients with simplu/resources.read
     (Get, BatchGet, List) or simplu/resources.write (all); members whose role grants
-    "<resource_type>:<read|create|update|delete>" in a location they belong to.
+    "<resource_type>:<read|create|update|delete>" (or "<resource_type>:*", or "*") in a location
+    they belong to; ListResourceTypes lists the types and their strings.
     Before any shard is touched: the business must exist and be active, the location must
     belong to it and be active, and the caller must be allowed (PERMISSION_DENIED first,
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
@@ -344,6 +366,33 @@ class ResourceService:
             '/simplu.v1.ResourceService/DeleteResource',
             simplu_dot_v1_dot_resource__pb2.DeleteResourceRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListResourceTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.ResourceService/ListResourceTypes',
+            simplu_dot_v1_dot_resource__pb2.ListResourceTypesRequest.SerializeToString,
+            simplu_dot_v1_dot_resource__pb2.ListResourceTypesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -30,7 +30,8 @@ GRPC_VERSION: str
 class ResourceServiceStub:
     """Resource data. Callers: platform admins; machine clients with simplu/resources.read
     (Get, BatchGet, List) or simplu/resources.write (all); members whose role grants
-    "<resource_type>:<read|create|update|delete>" in a location they belong to.
+    "<resource_type>:<read|create|update|delete>" (or "<resource_type>:*", or "*") in a location
+    they belong to; ListResourceTypes lists the types and their strings.
     Before any shard is touched: the business must exist and be active, the location must
     belong to it and be active, and the caller must be allowed (PERMISSION_DENIED first,
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
@@ -58,12 +59,18 @@ class ResourceServiceStub:
     """"<type>:update". One atomic statement. NOT_FOUND, ABORTED (etag mismatch)."""
     DeleteResource: _grpc.UnaryUnaryMultiCallable[_resource_pb2.DeleteResourceRequest, _empty_pb2.Empty]
     """"<type>:delete". NOT_FOUND, ABORTED (etag mismatch)."""
+    ListResourceTypes: _grpc.UnaryUnaryMultiCallable[_resource_pb2.ListResourceTypesRequest, _resource_pb2.ListResourceTypesResponse]
+    """The resource types a business type may store and the permission strings that grant each
+    action on them (public data: any authenticated caller, no business involved, no shard
+    touched). INVALID_ARGUMENT for an unspecified business type.
+    """
 
 @_typing.type_check_only
 class ResourceServiceAsyncStub(ResourceServiceStub):
     """Resource data. Callers: platform admins; machine clients with simplu/resources.read
     (Get, BatchGet, List) or simplu/resources.write (all); members whose role grants
-    "<resource_type>:<read|create|update|delete>" in a location they belong to.
+    "<resource_type>:<read|create|update|delete>" (or "<resource_type>:*", or "*") in a location
+    they belong to; ListResourceTypes lists the types and their strings.
     Before any shard is touched: the business must exist and be active, the location must
     belong to it and be active, and the caller must be allowed (PERMISSION_DENIED first,
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
@@ -88,11 +95,17 @@ class ResourceServiceAsyncStub(ResourceServiceStub):
     """"<type>:update". One atomic statement. NOT_FOUND, ABORTED (etag mismatch)."""
     DeleteResource: _aio.UnaryUnaryMultiCallable[_resource_pb2.DeleteResourceRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """"<type>:delete". NOT_FOUND, ABORTED (etag mismatch)."""
+    ListResourceTypes: _aio.UnaryUnaryMultiCallable[_resource_pb2.ListResourceTypesRequest, _resource_pb2.ListResourceTypesResponse]  # type: ignore[assignment]
+    """The resource types a business type may store and the permission strings that grant each
+    action on them (public data: any authenticated caller, no business involved, no shard
+    touched). INVALID_ARGUMENT for an unspecified business type.
+    """
 
 class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Resource data. Callers: platform admins; machine clients with simplu/resources.read
     (Get, BatchGet, List) or simplu/resources.write (all); members whose role grants
-    "<resource_type>:<read|create|update|delete>" in a location they belong to.
+    "<resource_type>:<read|create|update|delete>" (or "<resource_type>:*", or "*") in a location
+    they belong to; ListResourceTypes lists the types and their strings.
     Before any shard is touched: the business must exist and be active, the location must
     belong to it and be active, and the caller must be allowed (PERMISSION_DENIED first,
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
@@ -151,5 +164,16 @@ class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """"<type>:delete". NOT_FOUND, ABORTED (etag mismatch)."""
+
+    @_abc_1.abstractmethod
+    def ListResourceTypes(
+        self,
+        request: _resource_pb2.ListResourceTypesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ListResourceTypesResponse, _abc.Awaitable[_resource_pb2.ListResourceTypesResponse]]:
+        """The resource types a business type may store and the permission strings that grant each
+        action on them (public data: any authenticated caller, no business involved, no shard
+        touched). INVALID_ARGUMENT for an unspecified business type.
+        """
 
 def add_ResourceServiceServicer_to_server(servicer: ResourceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
