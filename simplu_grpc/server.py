@@ -207,6 +207,19 @@ def interceptors(settings: Settings, deps: Deps) -> list[grpc.ServerInterceptor]
     ]
 
 
+def transport(settings: Settings, *, interceptors: Sequence[grpc.ServerInterceptor] = ()) -> grpc.Server:
+    """The gRPC server with no services yet: thread pool, options, concurrency limit.
+
+    One place, so the bench's bare echo server (bench/echo.py) runs on exactly this transport.
+    """
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_max_workers, thread_name_prefix="simplu-rpc"),
+        interceptors=interceptors,
+        options=server_options(settings),
+        maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+    )
+
+
 def build_server(
     settings: Settings,
     deps: Deps,
@@ -229,12 +242,7 @@ def build_server(
     health = health or ServerHealth()
     health.add_services(r.name for r in registrations)
 
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.grpc_max_workers, thread_name_prefix="simplu-rpc"),
-        interceptors=interceptors(settings, deps),
-        options=server_options(settings),
-        maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
-    )
+    server = transport(settings, interceptors=interceptors(settings, deps))
     for registration in registrations:
         add_service(registration.service, overrides.get(registration.name, registration.servicer), server)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
