@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -70,6 +71,7 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self._rpc_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._dependency_calls = Counter(
             "simplu_dependency_calls",
             "Calls to external systems (citrus, dynamodb, jwks), by outcome (ok or an error kind)",
@@ -97,8 +99,15 @@ class Metrics:
         )
 
     def rpc(self, method: str, code: str, seconds: float) -> None:
-        self._rpcs.labels(method, code).inc()
-        self._rpc_latency.labels(method).observe(seconds)
+        # Called on every RPC: the labelled children are looked up once per (method, code)
+        # (``labels()`` validates and locks each time). Methods and codes are bounded sets.
+        children = self._rpc_children.get((method, code))
+        if children is None:
+            children = (self._rpcs.labels(method, code), self._rpc_latency.labels(method))
+            self._rpc_children[method, code] = children
+        counter, latency = children
+        counter.inc()
+        latency.observe(seconds)
 
     def dependency_call(self, dependency: str, operation: str, outcome: str, seconds: float) -> None:
         self._dependency_calls.labels(dependency, operation, outcome).inc()

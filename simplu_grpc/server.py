@@ -214,7 +214,7 @@ def transport(settings: Settings, *, interceptors: Sequence[grpc.ServerIntercept
     """
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_max_workers, thread_name_prefix="simplu-rpc"),
-        interceptors=interceptors,
+        interceptors=list(interceptors),
         options=server_options(settings),
         maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
     )
