@@ -235,7 +235,15 @@ def _wait_ready(server: Server, timeout: float = 90.0) -> None:
                 time.sleep(0.2)
 
 
-def _start_service(stack: BenchStack, workers: int, settings: dict[str, str], scratch: Path) -> Server:
+def _start_service(
+    stack: BenchStack,
+    workers: int,
+    settings: dict[str, str],
+    scratch: Path,
+    *,
+    code: Path = REPO,
+    name: str = "",
+) -> Server:
     port = _free_port()
     metrics_port = _free_port(workers)
     env = {
@@ -254,12 +262,13 @@ def _start_service(stack: BenchStack, workers: int, settings: dict[str, str], sc
             "LOG_LEVEL": "INFO",
         }
     )
-    name = f"service-{workers}w"
+    name = name or f"service-{workers}w"
     log_path = scratch / f"{name}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
+            # ``-m`` puts the working directory first on sys.path: the code of ``code`` runs.
             [sys.executable, "-m", "simplu_grpc.cli", "serve"],
-            cwd=REPO,
+            cwd=code,
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -483,18 +492,38 @@ def _seed(target: str, token: str, count: int) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
+def _checkout(ref: str, scratch: Path) -> Iterator[Path]:
+    """A detached git worktree of ``ref`` (the baseline the current code is compared with)."""
+    path = scratch / "baseline"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(path), ref], cwd=REPO, check=True, capture_output=True
+    )
+    try:
+        yield path
+    finally:
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(path)], cwd=REPO, check=False, capture_output=True
+        )
+
+
+@contextlib.contextmanager
 def _servers(
-    stack: BenchStack, settings: dict[str, str], scratch: Path, workers: Sequence[int]
+    stack: BenchStack,
+    settings: dict[str, str],
+    scratch: Path,
+    workers: Sequence[int],
+    baseline: str | None,
 ) -> Iterator[dict[str, Server]]:
     started: dict[str, Server] = {}
-    try:
+    with contextlib.ExitStack() as exits:
+        exits.callback(lambda: [server.stop() for server in started.values()])
         started["echo"] = _start_echo(scratch)
         for count in workers:
             started[f"{count}w"] = _start_service(stack, count, settings, scratch)
+        if baseline:
+            code = exits.enter_context(_checkout(baseline, scratch))
+            started["base"] = _start_service(stack, 1, settings, scratch, code=code, name="baseline")
         yield started
-    finally:
-        for server in started.values():
-            server.stop()
 
 
 def run(config: dict[str, Any], settings: dict[str, str], out: Callable[[str], None]) -> dict[str, Any]:
@@ -522,7 +551,7 @@ def run(config: dict[str, Any], settings: dict[str, str], out: Callable[[str], N
     ):
         scratch = Path(tmp)
         workers = (1, 2) if config["workers"] else (1,)
-        with _servers(stack, settings, scratch, workers) as servers:
+        with _servers(stack, settings, scratch, workers, config["against"]) as servers:
             out(f"servers up: {', '.join(f'{n}:{s.port}' for n, s in servers.items())}; seeding...")
             business_id, resource_id = _seed(f"127.0.0.1:{servers['1w'].port}", stack.token, PAGE + 10)
             bodies: dict[str, Path] = {}
@@ -604,17 +633,23 @@ def _profile(bench: Bench, config: dict[str, Any]) -> dict[str, Any]:
 
 def _sweep(bench: Bench, config: dict[str, Any]) -> dict[str, Any]:
     sweep: dict[str, Any] = {}
-    kinds = ("echo", *config["rpcs"])
     for inflight in config["inflight"]:
         bench.out(f"sweep: {inflight} in flight, {config['rounds']} rounds")
-        rounds: dict[str, list[Round]] = {kind: [] for kind in kinds}
+        plan = [("echo", "echo")]
+        for kind in config["rpcs"]:
+            plan.append(("1w", kind))
+            if "base" in bench.servers:
+                plan.append(("base", kind))
+        rounds: dict[tuple[str, str], list[Round]] = {step: [] for step in plan}
         for _ in range(config["rounds"]):
-            for kind in kinds:
-                target = "echo" if kind == "echo" else "1w"
-                rounds[kind].append(bench.round(target, kind, inflight))
-        echo_rps = _median(rounds["echo"], "rps")
+            for target, kind in plan:
+                rounds[target, kind].append(bench.round(target, kind, inflight))
+        echo_rps = _median(rounds["echo", "echo"], "rps")
         sweep[str(inflight)] = {
-            kind: _summary(found, None if kind == "echo" else echo_rps) for kind, found in rounds.items()
+            (kind if target in {"echo", "1w"} else f"{target}:{kind}"): _summary(
+                found, None if kind == "echo" else echo_rps
+            )
+            for (target, kind), found in rounds.items()
         }
     return sweep
 
@@ -729,7 +764,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 def _summaries(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Every per-target summary in the report (those with rounds against a service process)."""
     for step in report.get("sweep", {}).values():
-        yield from (summary for kind, summary in step.items() if kind != "echo")
+        yield from (summary for kind, summary in step.items() if kind in RPCS)
     workers = report.get("workers", {})
     yield from (workers[key] for key in ("1", "2") if key in workers)
     if report.get("half_peak"):
@@ -775,7 +810,7 @@ def table(step: dict[str, Any]) -> str:
         loads = [r["load_average"] for r in summary["rounds"]]
         rows.append(
             (
-                LABELS[kind],
+                LABELS[kind] if kind in LABELS else f"  {kind.split(':')[0]}: {LABELS[kind.split(':')[1]]}",
                 f"{summary['median_rps']:.0f}",
                 f"{summary.get('ratio_to_echo', 1.0):.2f}",
                 f"{summary['median_p50_ms']:.2f}",
@@ -828,6 +863,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile-dir", type=Path, default=Path(tempfile.gettempdir()), help="where py-spy's raw stacks go"
     )
+    parser.add_argument(
+        "--against",
+        metavar="GIT_REF",
+        help="also run the service as of GIT_REF (a git worktree), alternating with the current code",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a server setting; repeatable"
@@ -851,6 +891,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "client": args.client,
         "quick": args.quick,
         "profile": args.profile,
+        "against": args.against,
         "profile_dir": args.profile_dir,
     }
     settings: dict[str, str] = {}
