@@ -71,6 +71,7 @@ RATIO_TARGETS = {"get": 0.5, "update": 0.4, "create": 0.4, "list": 0.25}
 HALF_PEAK_P99_MS = 5.0
 WORKER_SCALING = 1.5
 PAGE = 50
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 BUSINESS_CACHE_TTL = 30.0  # BUSINESS_CACHE_TTL_SECONDS' default
 CALL_TIMEOUT = "10S"  # grpc-timeout on every generated request, as real clients send one
 CITRUS_REQUEST_PATH = ("get_shard", "register")
@@ -189,6 +190,24 @@ class Server:
         with contextlib.suppress(OSError), self.log_path.open("rb") as f:
             return sum(1 for line in f if b'"simplu_grpc.access"' in line)
         return 0
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server's processes used so far: on a shared machine the
+        CPU cost per request is steadier than req/s, which depends on what else runs."""
+        total = 0.0
+        pids = [self.process.pid]
+        with contextlib.suppress(OSError):
+            pids += [
+                int(p)
+                for p in Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+                .read_text()
+                .split()
+            ]
+        for pid in pids:
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        return total
 
     def metrics(self) -> dict[str, dict[tuple[str, ...], float]]:
         """Counters summed over the workers: name -> label values -> value."""
@@ -310,6 +329,7 @@ class Round:
     load_average: float
     non_ok: dict[str, float] = field(default_factory=dict)
     cancelled_at_stop: float = 0.0
+    cpu_ms_per_request: float = 0.0
     warm_path_calls: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -320,6 +340,7 @@ class Round:
             "p50_ms": round(self.p50_ms, 3),
             "p99_ms": round(self.p99_ms, 3),
             "load_average": round(self.load_average, 2),
+            "cpu_ms_per_request": round(self.cpu_ms_per_request, 3),
             "non_ok": self.non_ok,
             "cancelled_at_stop": self.cancelled_at_stop,
             "warm_path_calls": self.warm_path_calls,
@@ -401,6 +422,7 @@ class Bench:
         headers = self.headers
         before = server.metrics() if server.metrics_ports else {}
         citrus_before = self.stack.citrus_calls()
+        cpu_before = server.cpu_seconds()
         result = self.generator.run(
             port=server.port,
             method=METHODS[kind],
@@ -422,6 +444,12 @@ class Bench:
             p99_ms=result.percentile(99),
             load_average=os.getloadavg()[0],
         )
+        # Over warm-up and measurement alike, so per request of both (h2load reports only the
+        # measured ones: the rate over the whole run is assumed the same).
+        cpu = server.cpu_seconds() - cpu_before
+        measured.cpu_ms_per_request = (
+            1000 * cpu / (result.rps * (self.duration + self.warmup)) if result.rps else 0.0
+        )
         if server.metrics_ports:
             after = server.metrics()
             measured.non_ok, ok = _non_ok(before, after)
@@ -439,6 +467,7 @@ class Bench:
         self.out(
             f"  {target:<12} {kind:<7} {inflight:>3} in flight: {result.rps:8.1f} req/s,"
             f" p50 {measured.p50_ms:6.2f} ms, p99 {measured.p99_ms:6.2f} ms,"
+            f" cpu {measured.cpu_ms_per_request:5.3f} ms/req,"
             f" load {measured.load_average:.2f}"
             + (f", NOT OK {measured.non_ok}" if measured.non_ok or result.failed else "")
         )
@@ -455,6 +484,7 @@ def _summary(rounds: Sequence[Round], echo_rps: float | None) -> dict[str, Any]:
         "median_rps": round(rps, 1),
         "median_p50_ms": round(_median(rounds, "p50_ms"), 3),
         "median_p99_ms": round(_median(rounds, "p99_ms"), 3),
+        "median_cpu_ms_per_request": round(_median(rounds, "cpu_ms_per_request"), 3),
         "rounds": [r.as_json() for r in rounds],
     }
     if echo_rps:
@@ -509,10 +539,12 @@ def _checkout(ref: str, scratch: Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def _servers(
     stack: BenchStack,
+    *,
     settings: dict[str, str],
     scratch: Path,
     workers: Sequence[int],
     baseline: str | None,
+    base_overrides: dict[str, str],
 ) -> Iterator[dict[str, Server]]:
     started: dict[str, Server] = {}
     with contextlib.ExitStack() as exits:
@@ -522,7 +554,8 @@ def _servers(
             started[f"{count}w"] = _start_service(stack, count, settings, scratch)
         if baseline:
             code = exits.enter_context(_checkout(baseline, scratch))
-            started["base"] = _start_service(stack, 1, settings, scratch, code=code, name="baseline")
+            base_settings = {**settings, **base_overrides}
+            started["base"] = _start_service(stack, 1, base_settings, scratch, code=code, name="baseline")
         yield started
 
 
@@ -551,7 +584,14 @@ def run(config: dict[str, Any], settings: dict[str, str], out: Callable[[str], N
     ):
         scratch = Path(tmp)
         workers = (1, 2) if config["workers"] else (1,)
-        with _servers(stack, settings, scratch, workers, config["against"]) as servers:
+        with _servers(
+            stack=stack,
+            settings=settings,
+            scratch=scratch,
+            workers=workers,
+            baseline=config["against"],
+            base_overrides=config["base_set"],
+        ) as servers:
             out(f"servers up: {', '.join(f'{n}:{s.port}' for n, s in servers.items())}; seeding...")
             business_id, resource_id = _seed(f"127.0.0.1:{servers['1w'].port}", stack.token, PAGE + 10)
             bodies: dict[str, Path] = {}
@@ -804,7 +844,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def table(step: dict[str, Any]) -> str:
-    header = ("RPC", "req/s", "ratio", "p50 ms", "p99 ms", "load avg")
+    header = ("RPC", "req/s", "ratio", "p50 ms", "p99 ms", "CPU ms/req", "load avg")
     rows = [header]
     for kind, summary in step.items():
         loads = [r["load_average"] for r in summary["rounds"]]
@@ -815,6 +855,7 @@ def table(step: dict[str, Any]) -> str:
                 f"{summary.get('ratio_to_echo', 1.0):.2f}",
                 f"{summary['median_p50_ms']:.2f}",
                 f"{summary['median_p99_ms']:.2f}",
+                f"{summary['median_cpu_ms_per_request']:.3f}",
                 f"{statistics.median(loads):.2f}" if loads else "-",
             )
         )
@@ -868,11 +909,28 @@ def _parser() -> argparse.ArgumentParser:
         metavar="GIT_REF",
         help="also run the service as of GIT_REF (a git worktree), alternating with the current code",
     )
+    parser.add_argument(
+        "--base-set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting for the --against service only (compare settings: --against HEAD)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a server setting; repeatable"
     )
     return parser
+
+
+def _pairs(pairs: Sequence[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"--set expects NAME=VALUE, got {pair!r}")
+        found[name.strip()] = value
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -894,12 +952,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "against": args.against,
         "profile_dir": args.profile_dir,
     }
-    settings: dict[str, str] = {}
-    for pair in args.set:
-        name, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects NAME=VALUE, got {pair!r}")
-        settings[name.strip()] = value
+    settings = _pairs(args.set)
+    config["base_set"] = _pairs(args.base_set)
 
     def out(text: str) -> None:
         print(text, file=sys.stderr, flush=True)

@@ -245,7 +245,7 @@ def build_server(
     server = transport(settings, interceptors=interceptors(settings, deps))
     for registration in registrations:
         add_service(registration.service, overrides.get(registration.name, registration.servicer), server)
-    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health.registered, server)
     if extra_handlers:
         server.add_generic_rpc_handlers(tuple(extra_handlers))
     if settings.grpc_reflection:
@@ -340,6 +340,7 @@ class Service:
         try:
             self.health.enter_graceful_shutdown()
             self.server.stop(grace).wait()
+            self.health.close()
             if self._close_deps:
                 self.deps.close()
             if self._stop_metrics is not None:

@@ -52,6 +52,11 @@ class ServerInterceptor(grpc.ServerInterceptor, abc.ABC):
         def wrapped(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
             return self.intercept(behavior, request_or_iterator, context, method_name)
 
+        # A behaviour with threads of its own (health checks) keeps them when wrapped.
+        own_threads = getattr(behavior, "experimental_thread_pool", None)
+        if own_threads is not None:
+            wrapped.experimental_thread_pool = own_threads  # type: ignore[attr-defined]
+
         # grpc's handler factories are typed loosely in types-grpcio; the result is a handler.
         made = factory(
             wrapped,
