@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.protobuf import empty_pb2, json_format, struct_pb2
+from google.protobuf import empty_pb2, json_format, struct_pb2, timestamp_pb2
 from simplu.v1 import business_pb2, resource_pb2, resource_pb2_grpc
 
 from simplu_grpc.domain.resource_ops import ResourceOps
@@ -32,20 +33,38 @@ def _document(struct: struct_pb2.Struct, field: str) -> dict[str, Any]:
 
 
 def to_proto(stored: StoredResource) -> resource_pb2.Resource:
-    message = resource_pb2.Resource(
-        business_id=stored.key.business_id,
-        location_id=stored.key.location_id,
-        resource_name=stored.key.resource_name,
-        resource_id=stored.key.resource_id,
-        business_type=_BUSINESS_TYPES.get(stored.business_type, business_pb2.BUSINESS_TYPE_UNSPECIFIED),
-        start_date=format_timestamp(stored.start_date) if stored.start_date else "",
-        end_date=format_timestamp(stored.end_date) if stored.end_date else "",
-        etag=stored.etag,
-    )
-    message.data.update(stored.data)
-    message.create_time.FromDatetime(stored.create_time)
-    message.update_time.FromDatetime(stored.update_time)
+    message = resource_pb2.Resource()
+    fill(message, stored)
     return message
+
+
+def fill(message: resource_pb2.Resource, stored: StoredResource) -> None:
+    """Write ``stored`` into an empty ``message`` (a list fills the response's own repeated
+    entries in place: building separate messages and passing them in would copy each one)."""
+    key = stored.key
+    message.business_id = key.business_id
+    message.location_id = key.location_id
+    message.resource_name = key.resource_name
+    message.resource_id = key.resource_id
+    message.business_type = _BUSINESS_TYPES.get(stored.business_type, business_pb2.BUSINESS_TYPE_UNSPECIFIED)
+    if stored.start_date:
+        message.start_date = format_timestamp(stored.start_date)
+    if stored.end_date:
+        message.end_date = format_timestamp(stored.end_date)
+    message.etag = stored.etag
+    message.data.update(stored.data)
+    _set_timestamp(message.create_time, stored.create_time)
+    _set_timestamp(message.update_time, stored.update_time)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _set_timestamp(field: timestamp_pb2.Timestamp, value: datetime) -> None:
+    """``Timestamp.FromDatetime`` for an aware datetime, at a quarter of its cost."""
+    since = value - _EPOCH
+    field.seconds = since.days * 86_400 + since.seconds
+    field.nanos = since.microseconds * 1000
 
 
 def _key(message: resource_pb2.ResourceKey, business_id: str) -> ResourceKey:
@@ -89,8 +108,7 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
         result = self._ops.batch_get(
             request.business_id, [_key(k, request.business_id) for k in request.keys]
         )
-        return resource_pb2.BatchGetResourcesResponse(
-            resources=[to_proto(found) for found in result.found],
+        response = resource_pb2.BatchGetResourcesResponse(
             missing=[
                 resource_pb2.ResourceKey(
                     location_id=k.location_id, resource_name=k.resource_name, resource_id=k.resource_id
@@ -98,6 +116,9 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
                 for k in result.missing
             ],
         )
+        for found in result.found:
+            fill(response.resources.add(), found)
+        return response
 
     def ListResources(
         self, request: resource_pb2.ListResourcesRequest, context: grpc.ServicerContext
@@ -117,9 +138,10 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
             page_size=request.page_size,
             page_token=request.page_token,
         )
-        return resource_pb2.ListResourcesResponse(
-            resources=[to_proto(found) for found in page.resources], next_page_token=page.next_page_token
-        )
+        response = resource_pb2.ListResourcesResponse(next_page_token=page.next_page_token)
+        for found in page.resources:
+            fill(response.resources.add(), found)
+        return response
 
     def UpdateResource(
         self, request: resource_pb2.UpdateResourceRequest, context: grpc.ServicerContext
