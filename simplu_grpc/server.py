@@ -50,6 +50,7 @@ from simplu_grpc.interceptors.access_log import AccessLogInterceptor
 from simplu_grpc.interceptors.auth import AuthInterceptor
 from simplu_grpc.interceptors.errors import ErrorMappingInterceptor
 from simplu_grpc.interceptors.metrics import MetricsInterceptor
+from simplu_grpc.interceptors.work_slots import WorkSlotsInterceptor
 from simplu_grpc.logs import configure_logging
 from simplu_grpc.metrics import Metrics
 from simplu_grpc.services.business import BusinessServicer
@@ -194,14 +195,18 @@ def interceptors(settings: Settings, deps: Deps) -> list[grpc.ServerInterceptor]
        below and the access line sees every outcome, rejections by auth included;
     2. metrics — counts every RPC by its final code, unauthenticated ones included, and
        times the whole of the work (auth and servicer);
-    3. auth — after observation (a rejected call is still logged and counted), before any
+    3. work slots — at most GRPC_MAX_WORKERS RPCs do Python work at once (the transport has
+       a thread for every admitted call); inside observation, so the wait is logged and
+       timed; health and reflection never wait;
+    4. auth — after observation (a rejected call is still logged and counted), before any
        servicer code; health and reflection are exempt;
-    4. error mapping — innermost, right around the servicer, so a domain error becomes its
+    5. error mapping — innermost, right around the servicer, so a domain error becomes its
        status before anything outside looks at the code.
     """
     return [
         AccessLogInterceptor(default_deadline_seconds=settings.default_deadline_seconds),
         MetricsInterceptor(deps.metrics),
+        WorkSlotsInterceptor(settings.grpc_max_workers),
         AuthInterceptor(deps.verifier),
         ErrorMappingInterceptor(),
     ]
@@ -212,8 +217,14 @@ def transport(settings: Settings, *, interceptors: Sequence[grpc.ServerIntercept
 
     One place, so the bench's bare echo server (bench/echo.py) runs on exactly this transport.
     """
+    # A thread for every call admitted (GRPC_MAX_CONCURRENT_RPCS): grpc's threaded server gives a
+    # call its thread before the request message arrives, so a client that never sends it
+    # holds that thread; with fewer threads than admitted calls, such clients can take them
+    # all (issue 9). The threads are made on demand; how many do Python work at once is
+    # bounded by the work slots (GRPC_MAX_WORKERS, interceptors/work_slots.py).
+    threads = max(settings.grpc_max_workers, settings.grpc_max_concurrent_rpcs)
     return grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.grpc_max_workers, thread_name_prefix="simplu-rpc"),
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="simplu-rpc"),
         interceptors=list(interceptors),
         options=server_options(settings),
         maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,

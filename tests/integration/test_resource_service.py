@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 from google.protobuf import field_mask_pb2, json_format
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 from simplu.v1 import resource_pb2
 
@@ -25,6 +27,8 @@ from tests.fixtures.server import MakeServer
 from tests.integration.resource_stack import ResourceStack, build_stack, struct
 
 pytestmark = pytest.mark.integration
+
+SERVICE_NAME = resource_pb2.DESCRIPTOR.services_by_name["ResourceService"].full_name
 
 
 @pytest.fixture
@@ -646,3 +650,36 @@ def test_an_etag_we_never_issued_is_aborted_on_update_and_delete_alike(stack: Re
         error = _code(lambda r=delete: stack.stub.DeleteResource(r, metadata=stack.md(), timeout=10))
         assert error.code() == grpc.StatusCode.ABORTED, (etag, error.details())
     assert dict(stack.get(business, created.resource_id).data) == {"keep": True}
+
+
+# --- the transport under held calls ---------------------------------------------------------
+
+HELD_CALLS = 64
+
+
+def test_calls_that_never_send_their_message_stop_neither_health_nor_requests(stack: ResourceStack) -> None:
+    """64 calls without a token that send their headers and never their message (issue 9 item 9)
+    hold no thread that health checks or other requests need: while they are open, every health
+    check and every authenticated GetResource is answered, and the held calls are still open."""
+    business = stack.add_business()
+    created = stack.create(business)
+    release = threading.Event()
+
+    def never() -> Iterator[bytes]:
+        release.wait()
+        yield from ()
+
+    holder = stack.server.new_channel()
+    hold = holder.stream_unary(f"/{SERVICE_NAME}/GetResource")
+    held = [hold.future(never(), timeout=120) for _ in range(HELD_CALLS)]
+    try:
+        # One check could slip in before the held calls reach the server; twenty in a row cannot.
+        for _ in range(20):
+            assert stack.server.health_status(timeout=2) == health_pb2.HealthCheckResponse.SERVING
+            assert stack.get(business, created.resource_id, timeout=2).resource_id == created.resource_id
+        assert not any(call.done() for call in held)
+    finally:
+        release.set()
+        for call in held:
+            call.cancel()
+        holder.close()
