@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -58,6 +59,7 @@ METHODS = {
     "update": "/simplu.v1.ResourceService/UpdateResource",
     "create": "/simplu.v1.ResourceService/CreateResource",
     "list": "/simplu.v1.ResourceService/ListResources",
+    "health": "/grpc.health.v1.Health/Check",
 }
 LABELS = {
     "echo": "echo (grpcio, identity bytes)",
@@ -65,10 +67,14 @@ LABELS = {
     "update": "UpdateResource (data.status mask)",
     "create": "CreateResource",
     "list": "ListResources (page of 50, ~0.5 KB each)",
+    "health": "Health/Check",
 }
 # Issue 8's targets: ratio to echo at 16 in flight.
 RATIO_TARGETS = {"get": 0.5, "update": 0.4, "create": 0.4, "list": 0.25}
 HALF_PEAK_P99_MS = 5.0
+# Issue 9: calls that send headers and never their message (no token) must not stop others.
+HELD_CALLS = 64
+HELD_P99_MS = 100.0
 WORKER_SCALING = 1.5
 PAGE = 50
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -121,6 +127,7 @@ def request_bodies(business_id: str, resource_id: str) -> dict[str, bytes]:
     )
     created.data.update(_document(0))
     return {
+        "health": _frame(health_pb2.HealthCheckRequest(service="")),
         "echo": _frame(get),
         "get": _frame(get),
         "update": _frame(
@@ -622,6 +629,7 @@ def run(config: dict[str, Any], settings: dict[str, str], out: Callable[[str], N
             if config["workers"]:
                 report["workers"] = _workers(bench, config)
             report["half_peak"] = _half_peak(bench, config, report["sweep"])
+            report["held_calls"] = _held_calls(bench, config)
             report["measured_s"] = round(time.monotonic() - measuring, 1)
             report["access_log_lines"] = {
                 name: server.access_lines() for name, server in servers.items() if name != "echo"
@@ -726,6 +734,34 @@ def _half_peak(bench: Bench, config: dict[str, Any], sweep: dict[str, Any]) -> d
     return {"peak_rps": peak, "rate_rps": round(rate, 1), **_summary(rounds, None)}
 
 
+def _held_calls(bench: Bench, config: dict[str, Any]) -> dict[str, Any]:
+    """Health checks and authenticated GetResource while HELD_CALLS calls without a token have
+    sent their headers and never send their message (issue 9 item 9)."""
+    bench.out(
+        f"held calls: {HELD_CALLS} calls that never send their message; health and GetResource meanwhile"
+    )
+    release = threading.Event()
+
+    def never() -> Iterator[bytes]:
+        release.wait()
+        yield from ()
+
+    found: dict[str, Any] = {"held": HELD_CALLS}
+    with grpc.insecure_channel(f"127.0.0.1:{bench.servers['1w'].port}") as channel:
+        hold = channel.stream_unary(METHODS["get"])
+        held = [hold.future(never(), timeout=600) for _ in range(HELD_CALLS)]
+        try:
+            for kind in ("health", "get"):
+                rounds = [bench.round("1w", kind, 1) for _ in range(config["rounds"])]
+                found[kind] = _summary(rounds, None)
+            found["still_held"] = sum(not call.done() for call in held)
+        finally:
+            release.set()
+            for call in held:
+                call.cancel()
+    return found
+
+
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Issue 8's targets, each with the measured value and whether it is met."""
     found: list[dict[str, Any]] = []
@@ -762,6 +798,17 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": value <= HALF_PEAK_P99_MS,
             }
         )
+    held = report.get("held_calls")
+    if held:
+        for kind in ("health", "get"):
+            value = held[kind]["median_p99_ms"]
+            found.append(
+                {
+                    "target": f"{LABELS[kind]} p99 with {held['held']} held calls <= {HELD_P99_MS:g} ms",
+                    "value": value,
+                    "met": value <= HELD_P99_MS and held["still_held"] == held["held"],
+                }
+            )
     workers = report.get("workers")
     if workers:
         value = workers["scaling"]
@@ -809,6 +856,8 @@ def _summaries(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield from (workers[key] for key in ("1", "2") if key in workers)
     if report.get("half_peak"):
         yield report["half_peak"]
+    if report.get("held_calls"):
+        yield report["held_calls"]["get"]
 
 
 def render(report: dict[str, Any]) -> str:
@@ -837,7 +886,14 @@ def render(report: dict[str, Any]) -> str:
             f" {half['median_rps']:.0f} req/s, p50 {half['median_p50_ms']:.2f} ms,"
             f" p99 {half['median_p99_ms']:.2f} ms"
         )
-    lines += ["", "Targets (issue 8):"]
+    held = report.get("held_calls")
+    if held:
+        lines.append(
+            f"With {held['held']} held calls (headers, no message, no token; {held['still_held']} still held"
+            f" at the end): Health/Check p99 {held['health']['median_p99_ms']:.2f} ms,"
+            f" GetResource p99 {held['get']['median_p99_ms']:.2f} ms (1 in flight)"
+        )
+    lines += ["", "Targets (issues 8 and 9):"]
     for target in report.get("targets", []):
         lines.append(f"  [{'x' if target['met'] else ' '}] {target['target']}: {target['value']}")
     return "\n".join(lines)
