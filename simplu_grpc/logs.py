@@ -140,3 +140,10 @@ def configure_logging(level: str = "INFO") -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # The JSON lines name neither source file, thread nor process: don't make every record
+    # walk the stack or look them up (the logging docs' "Optimization" section; the access
+    # log writes a record per RPC).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False

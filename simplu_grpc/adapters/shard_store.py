@@ -139,9 +139,10 @@ def _run(session: ShardSession, statement: str, params: dict[str, Any]) -> list[
     with session.guard("querying the shard") as millis:
         cursor = psycopg.ClientCursor(session.conn, row_factory=dict_row)
         cursor.execute(f"SET LOCAL statement_timeout = {int(millis)}; {statement}", params)
-        # The first result is the SET's; the statement's is the second.
+        # The first result is the SET's; the statement's is the second (every statement here
+        # returns rows: a SELECT or a RETURNING).
         cursor.nextset()
-        return cursor.fetchall() if cursor.description is not None else []
+        return cursor.fetchall()
 
 
 def _stored(row: Row) -> StoredResource:
