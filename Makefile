@@ -33,8 +33,10 @@ typecheck: install
 
 check: lint typecheck
 
+# Latency and warm-path counters, then capacity next to a bare echo server (bench/README.md).
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.capacity $(CAPACITY_ARGS)
 
 # Generated code is a file target: rebuilt only when a .proto changes (or by `make protos`).
 $(GEN_STAMP): $(PROTOS) | install

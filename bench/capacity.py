@@ -590,6 +590,7 @@ def run(config: dict[str, Any], settings: dict[str, str], out: Callable[[str], N
         running_stack(in_process_server=False) as stack,
     ):
         scratch = Path(tmp)
+        report["stack"] = {"postgres": stack.postgres, "db_prefix": stack.db_prefix}
         workers = (1, 2) if config["workers"] else (1,)
         with _servers(
             stack=stack,
