@@ -80,6 +80,7 @@ WORKER_SCALING = 1.5
 PAGE = 50
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CALL_TIMEOUT = "10S"  # grpc-timeout on every generated request, as real clients send one
+# Citrus calls a request may make ("health" and "capacity" are readiness probes and admin).
 CITRUS_REQUEST_PATH = ("get_shard", "register")
 DYNAMODB_PROBES = ("describe_table",)
 
@@ -388,8 +389,12 @@ def _warm_path_calls(
     for key, value in deps.items():
         delta = value - earlier.get(key, 0.0)
         labels = dict(part.split("=", 1) for part in key)
-        if delta and labels.get("operation") not in DYNAMODB_PROBES:
-            name = f"{labels.get('dependency')}.{labels.get('operation')}"
+        dependency, operation = labels.get("dependency"), labels.get("operation")
+        probe = operation in DYNAMODB_PROBES or (
+            dependency == "citrus" and operation not in CITRUS_REQUEST_PATH
+        )
+        if delta and not probe:
+            name = f"{dependency}.{operation}"
             calls[name] = calls.get(name, 0.0) + delta
     for kind in CITRUS_REQUEST_PATH:
         delta = citrus_after.get(kind, 0) - citrus_before.get(kind, 0)
