@@ -81,8 +81,10 @@ check: lint typecheck proto-lint proto-breaking k8s-validate alerts-check
 client-wheel: install
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./clients/python
 
+# Latency and warm-path counters, then capacity next to a bare echo server (bench/README.md).
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.capacity $(CAPACITY_ARGS)
 
 # Generated code is a file target: rebuilt only when a .proto changes (or by `make protos`).
 $(GEN_STAMP): $(PROTOS) | install

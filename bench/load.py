@@ -80,6 +80,11 @@ def close() -> None:
         _client = None
 
 
+def the_client() -> _Client:
+    """The load process's connected client (stubs and the token metadata)."""
+    return _the_client()
+
+
 def _the_client() -> _Client:
     if _client is None:
         raise RuntimeError("load process not connected")

@@ -47,6 +47,10 @@ class BenchStack:
         assert self.dev.moto is not None
         return {"grpc": self.dev.grpc_port, "citrus": self.citrus.port, "moto": self.dev.moto.port}
 
+    def server_env(self) -> dict[str, str]:
+        """The environment of a server process running against this stack (addresses, keys, pool ids)."""
+        return self.dev._server_env()  # the dev stack's own recipe, not a copy
+
     def citrus_calls(self) -> dict[str, int]:
         return dict(self.citrus.calls)
 
@@ -78,17 +82,29 @@ def _server_metrics(dev: DevStack) -> Metrics | None:
     return dev.service.deps.metrics if dev.service is not None else None
 
 
+class _DevStackWithoutServer(DevStack):
+    """The dev stack minus its in-process server: the capacity bench runs ``simplu-grpc serve``
+    processes instead (worker processes, and a server that does not share the bench's GIL)."""
+
+    def _start_server(self) -> None:
+        return None
+
+
 @contextmanager
-def running_stack(settings: Mapping[str, str] | None = None) -> Iterator[BenchStack]:
+def running_stack(
+    settings: Mapping[str, str] | None = None, *, in_process_server: bool = True
+) -> Iterator[BenchStack]:
     """Start PostgreSQL, the Citrus emulator (one shard to begin with), moto and the server; stop all after.
 
     ``settings`` are server environment settings (e.g. ``SHARD_POOL_MAX_SIZE``) passed through.
+    Without ``in_process_server`` no server is started: ``BenchStack.server_env()`` is the
+    environment a ``simplu-grpc serve`` process needs to run against this stack.
     """
     dsn, source = postgres_source(os.environ)
     prefix = f"simplu_bench_{secrets.token_hex(4)}"
     env = {**(settings or {}), "GRPC_HOST": "127.0.0.1", "GRPC_PORT": "0", "METRICS_PORT": "0"}
     config = DevConfig(citrus_port=0, moto_port=0, pg_dsn=dsn, shards=1, db_prefix=prefix, env=env)
-    dev = DevStack(config)
+    dev = DevStack(config) if in_process_server else _DevStackWithoutServer(config)
     dev.start()
     try:
         assert dev.citrus is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent import futures
 from typing import Any
 
 from grpc_health.v1 import health, health_pb2
@@ -64,11 +65,44 @@ class _HealthServicer(health.HealthServicer):  # type: ignore[misc]  # grpc_heal
             stream.close()
 
 
+# Threads of the health checks' own: a probe is answered even while every request thread is
+# busy or held (a client that sends headers and never its message holds one).
+CHECK_THREADS = 2
+
+
+class _ChecksOnOwnThreads:
+    """The health servicer as registered: Check and List run on ``pool``, not the request threads.
+
+    grpc runs a behaviour on its ``experimental_thread_pool`` when it has one (grpc_health
+    uses the same hook for Watch); the interceptors keep the attribute when they wrap it.
+    Watch streams stay on the request threads: they are long-lived, and a probe's Check must
+    never wait behind them.
+    """
+
+    def __init__(self, servicer: _HealthServicer, pool: futures.ThreadPoolExecutor) -> None:
+        def check(request: Any, context: Any) -> Any:
+            return servicer.Check(request, context)
+
+        def list_(request: Any, context: Any) -> Any:
+            return servicer.List(request, context)
+
+        for behaviour in (check, list_):
+            behaviour.experimental_thread_pool = pool  # type: ignore[attr-defined]
+        self.Check = check
+        self.List = list_
+        self.Watch = servicer.Watch
+
+
 class ServerHealth:
     """Owns the grpc HealthServicer and decides every status this server reports."""
 
     def __init__(self, *, readiness_checks: Sequence[ReadinessCheck] = ()) -> None:
         self.servicer = _HealthServicer()
+        self._check_pool = futures.ThreadPoolExecutor(
+            max_workers=CHECK_THREADS, thread_name_prefix="simplu-health"
+        )
+        # What to register with the server (health_pb2_grpc.add_HealthServicer_to_server).
+        self.registered = _ChecksOnOwnThreads(self.servicer, self._check_pool)
         self._checks = tuple(readiness_checks)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -111,6 +145,10 @@ class ServerHealth:
         if self._thread is not None:
             # A check may be in the middle of a network timeout: don't hold shutdown for it.
             self._thread.join(timeout=1.0)
+
+    def close(self) -> None:
+        """Release the health checks' threads (after the server stopped)."""
+        self._check_pool.shutdown(wait=False)
 
 
 def _passes(check: ReadinessCheck) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -102,6 +103,7 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self._rpc_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._dependency_calls = Counter(
             "simplu_dependency_calls",
             "Calls to external systems (citrus, dynamodb, jwks), by outcome (ok or an error kind)",
@@ -154,9 +156,17 @@ class Metrics:
             self._shard_max_businesses.labels(shard_id).set(max_businesses)
 
     def rpc(self, method: str, code: str, seconds: float) -> None:
-        self._rpcs.labels(method, code).inc()
-        if method not in _UNTIMED_METHODS:
-            self._rpc_latency.labels(method).observe(seconds)
+        # Called on every RPC: the labelled children are looked up once per (method, code)
+        # (``labels()`` validates and locks each time). Methods and codes are bounded sets.
+        children = self._rpc_children.get((method, code))
+        if children is None:
+            timed = self._rpc_latency.labels(method) if method not in _UNTIMED_METHODS else None
+            children = (self._rpcs.labels(method, code), timed)
+            self._rpc_children[method, code] = children
+        counter, latency = children
+        counter.inc()
+        if latency is not None:
+            latency.observe(seconds)
 
     def dependency_call(self, dependency: str, operation: str, outcome: str, seconds: float) -> None:
         self._dependency_calls.labels(dependency, operation, outcome).inc()

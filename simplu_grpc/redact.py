@@ -33,14 +33,24 @@ _URL_DSN = re.compile(r"(?P<scheme>postgres(?:ql)?://)(?P<authority>[^/?#]*)(?P<
 _MIN_SECRET_PIECE = 4
 
 REDACTED = "***"
+# Each pattern above needs one of these in the text: a JWT starts "eyJ", a bearer credential
+# follows "bearer", a URL password comes after "://", a key=value one after "password".
+# One scan for them lets text with no secret (nearly every log line) skip the four
+# substitutions, which cost tens of microseconds per line: the access log writes one per RPC.
+_SECRET_MARKERS = ("eyj", "bearer", "://", "password")  # compared with the lowercased text
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` without any secret: each of ``secrets`` (an API key, a configured password, a
     connection string and its password), passwords in URL (``user:pw@``) or key=value
     (``password=pw``) form, anything shaped like a JWT (``[token]``) and bearer credentials."""
-    for secret in sorted(_expand(secrets), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
+    if secrets:
+        for secret in sorted(_expand(secrets), key=len, reverse=True):
+            text = text.replace(secret, REDACTED)
+    lowered = text.lower()
+    eyj, bearer, url, password = _SECRET_MARKERS
+    if not (eyj in lowered or bearer in lowered or url in lowered or password in lowered):
+        return text
     text = _JWT.sub("[token]", text)
     text = _BEARER.sub(rf"\1{REDACTED}", text)
     text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)

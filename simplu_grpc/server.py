@@ -52,6 +52,7 @@ from simplu_grpc.interceptors.auth import AuthInterceptor
 from simplu_grpc.interceptors.errors import ErrorMappingInterceptor
 from simplu_grpc.interceptors.metrics import MetricsInterceptor
 from simplu_grpc.interceptors.tracing import TracingInterceptor
+from simplu_grpc.interceptors.work_slots import WorkSlotsInterceptor
 from simplu_grpc.logs import configure_logging
 from simplu_grpc.metrics import Metrics
 from simplu_grpc.services.business import BusinessServicer
@@ -210,9 +211,12 @@ def interceptors(settings: Settings, deps: Deps) -> list[grpc.ServerInterceptor]
        below and the access line sees every outcome, rejections by auth included;
     2. metrics — counts every RPC by its final code, unauthenticated ones included, and
        times the whole of the work (auth and servicer);
-    3. auth — after observation (a rejected call is still logged and counted), before any
+    3. work slots — at most GRPC_MAX_WORKERS RPCs do Python work at once (the transport has
+       a thread for every admitted call); inside observation, so the wait is logged and
+       timed; health and reflection never wait;
+    4. auth — after observation (a rejected call is still logged and counted), before any
        servicer code; health and reflection are exempt;
-    4. error mapping — innermost, right around the servicer, so a domain error becomes its
+    5. error mapping — innermost, right around the servicer, so a domain error becomes its
        status before anything outside looks at the code.
 
     While tracing is on, a tracing interceptor comes first of all: its span is current for
@@ -224,9 +228,29 @@ def interceptors(settings: Settings, deps: Deps) -> list[grpc.ServerInterceptor]
         *traced,
         AccessLogInterceptor(default_deadline_seconds=settings.default_deadline_seconds),
         MetricsInterceptor(deps.metrics),
+        WorkSlotsInterceptor(settings.grpc_max_workers),
         AuthInterceptor(deps.verifier),
         ErrorMappingInterceptor(),
     ]
+
+
+def transport(settings: Settings, *, interceptors: Sequence[grpc.ServerInterceptor] = ()) -> grpc.Server:
+    """The gRPC server with no services yet: thread pool, options, concurrency limit.
+
+    One place, so the bench's bare echo server (bench/echo.py) runs on exactly this transport.
+    """
+    # A thread for every call admitted (GRPC_MAX_CONCURRENT_RPCS): grpc's threaded server gives a
+    # call its thread before the request message arrives, so a client that never sends it
+    # holds that thread; with fewer threads than admitted calls, such clients can take them
+    # all (issue 9). The threads are made on demand; how many do Python work at once is
+    # bounded by the work slots (GRPC_MAX_WORKERS, interceptors/work_slots.py).
+    threads = max(settings.grpc_max_workers, settings.grpc_max_concurrent_rpcs)
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="simplu-rpc"),
+        interceptors=list(interceptors),
+        options=server_options(settings),
+        maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+    )
 
 
 def build_server(
@@ -251,15 +275,10 @@ def build_server(
     health = health or ServerHealth()
     health.add_services(r.name for r in registrations)
 
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.grpc_max_workers, thread_name_prefix="simplu-rpc"),
-        interceptors=interceptors(settings, deps),
-        options=server_options(settings),
-        maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
-    )
+    server = transport(settings, interceptors=interceptors(settings, deps))
     for registration in registrations:
         add_service(registration.service, overrides.get(registration.name, registration.servicer), server)
-    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health.registered, server)
     if extra_handlers:
         server.add_generic_rpc_handlers(tuple(extra_handlers))
     if settings.grpc_reflection:
@@ -372,6 +391,7 @@ class Service:
         try:
             self.health.enter_graceful_shutdown()
             self.server.stop(grace).wait()
+            self.health.close()
             if self._close_deps:
                 self.deps.close()
             if self._stop_metrics is not None:

@@ -364,12 +364,12 @@ def _check_text(field_name: str, text: str) -> None:
 
 
 def format_timestamp(value: datetime) -> str:
-    """RFC 3339 in UTC with a Z, microseconds only when present."""
-    utc = value.astimezone(UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    if utc.microsecond:
-        text += f".{utc.microsecond:06d}"
-    return text + "Z"
+    """RFC 3339 in UTC with a Z, microseconds only when present, the year in four digits.
+
+    ``isoformat`` rather than ``strftime``: it pads years below 1000 (``%Y`` does not on
+    glibc) and costs a third as much (three per resource in every response).
+    """
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
 
 
 def check_range(start: datetime | None, end: datetime | None, start_field: str, end_field: str) -> None:

@@ -73,49 +73,69 @@ def _read_mask(request: Any) -> field_mask_pb2.FieldMask | None:
 
 
 def to_proto(stored: StoredResource, mask: field_mask_pb2.FieldMask | None = None) -> resource_pb2.Resource:
-    message = resource_pb2.Resource(
-        business_id=stored.key.business_id,
-        location_id=stored.key.location_id,
-        resource_type=stored.key.resource_type,
-        resource_id=stored.key.resource_id,
-        business_type=_BUSINESS_TYPES.get(stored.business_type, business_pb2.BUSINESS_TYPE_UNSPECIFIED),
-        etag=stored.etag,
-    )
+    message = resource_pb2.Resource()
+    fill(message, stored, mask)
+    return message
+
+
+def fill(
+    message: resource_pb2.Resource, stored: StoredResource, mask: field_mask_pb2.FieldMask | None = None
+) -> None:
+    """Write ``stored`` into an empty ``message``, only the ``mask``'s fields when there is one (a
+    list fills the response's own repeated entries in place: building separate messages and
+    passing them in would copy each one)."""
+    key = stored.key
+    message.business_id = key.business_id
+    message.location_id = key.location_id
+    message.resource_type = key.resource_type
+    message.resource_id = key.resource_id
+    message.business_type = _BUSINESS_TYPES.get(stored.business_type, business_pb2.BUSINESS_TYPE_UNSPECIFIED)
+    message.etag = stored.etag
     if mask is None or "data" in mask.paths:
         # The document is the bulk of a resource: not even converted when masked out.
         message.data.update(stored.data)
     if stored.start_time is not None:
-        message.start_time.FromDatetime(stored.start_time)
+        _set_timestamp(message.start_time, stored.start_time)
     if stored.end_time is not None:
-        message.end_time.FromDatetime(stored.end_time)
-    message.create_time.FromDatetime(stored.create_time)
-    message.update_time.FromDatetime(stored.update_time)
-    if mask is None:
-        return message
-    masked = resource_pb2.Resource()
-    mask.MergeMessage(message, masked)
-    return masked
+        _set_timestamp(message.end_time, stored.end_time)
+    _set_timestamp(message.create_time, stored.create_time)
+    _set_timestamp(message.update_time, stored.update_time)
+    if mask is not None:
+        for name in _RESOURCE_FIELDS.difference(mask.paths):
+            message.ClearField(name)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RESOURCE_FIELDS = frozenset(resource_pb2.Resource.DESCRIPTOR.fields_by_name)
+
+
+def _set_timestamp(field: timestamp_pb2.Timestamp, value: datetime) -> None:
+    """``Timestamp.FromDatetime`` for an aware datetime, at a quarter of its cost."""
+    since = value - _EPOCH
+    field.seconds = since.days * 86_400 + since.seconds
+    field.nanos = since.microseconds * 1000
 
 
 class _ResponseBudget:
-    """Collects the resources of one response until the next would pass the byte budget.
+    """Fills a response's repeated resources until the next would pass the byte budget.
 
-    The first resource is always taken (a page must make progress); each resource is
-    converted once, here, and its encoded size counted as it will go on the wire."""
+    The first resource is always taken (a page must make progress); each resource is written
+    once, in place, and its encoded size counted as it will go on the wire."""
 
-    def __init__(self, max_bytes: int, mask: field_mask_pb2.FieldMask | None) -> None:
+    def __init__(self, max_bytes: int, mask: field_mask_pb2.FieldMask | None, into: Any) -> None:
         self._left = max_bytes
         self._mask = mask
-        self.messages: list[resource_pb2.Resource] = []
+        self._into = into
 
     def admit(self, resource: StoredResource) -> bool:
-        message = to_proto(resource, self._mask)
+        message = self._into.add()
+        fill(message, resource, self._mask)
         # The repeated field's tag and length prefix: a few bytes beyond the message itself.
         size = message.ByteSize() + 8
-        if self.messages and size > self._left:
+        if len(self._into) > 1 and size > self._left:
+            del self._into[-1]
             return False
         self._left -= size
-        self.messages.append(message)
         return True
 
 
@@ -168,7 +188,8 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
     def BatchGetResources(
         self, request: resource_pb2.BatchGetResourcesRequest, context: grpc.ServicerContext
     ) -> resource_pb2.BatchGetResourcesResponse:
-        budget = _ResponseBudget(self._response_max_bytes, _read_mask(request))
+        response = resource_pb2.BatchGetResourcesResponse()
+        budget = _ResponseBudget(self._response_max_bytes, _read_mask(request), response.resources)
         result = self._ops.batch_get(
             request.business_id,
             [_key(k, request.business_id) for k in request.keys],
@@ -176,16 +197,15 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
             binding_extra=list(request.read_mask.paths),
             budget=budget,
         )
-        return resource_pb2.BatchGetResourcesResponse(
-            resources=budget.messages,
-            missing=[_key_proto(k) for k in result.missing],
-            next_page_token=result.next_page_token,
-        )
+        response.missing.extend(_key_proto(k) for k in result.missing)
+        response.next_page_token = result.next_page_token
+        return response
 
     def ListResources(
         self, request: resource_pb2.ListResourcesRequest, context: grpc.ServicerContext
     ) -> resource_pb2.ListResourcesResponse:
-        budget = _ResponseBudget(self._response_max_bytes, _read_mask(request))
+        response = resource_pb2.ListResourcesResponse()
+        budget = _ResponseBudget(self._response_max_bytes, _read_mask(request), response.resources)
         page = self._ops.list(
             business_id=request.business_id,
             location_id=request.location_id,
@@ -202,9 +222,8 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
             page_token=request.page_token,
             budget=budget,
         )
-        return resource_pb2.ListResourcesResponse(
-            resources=budget.messages, next_page_token=page.next_page_token
-        )
+        response.next_page_token = page.next_page_token
+        return response
 
     def UpdateResource(
         self, request: resource_pb2.UpdateResourceRequest, context: grpc.ServicerContext

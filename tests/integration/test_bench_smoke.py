@@ -77,3 +77,54 @@ def test_quick_bench_reports_every_scenario_and_a_warm_path_without_citrus(
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0, f"{name} still listening on {port}"
     assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_quick_capacity_bench_checks_every_answer_through_the_server_metrics(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    """The quick capacity bench (echo server, a service process, the load generator) exits 0 and
+    writes JSON with a ratio to echo, every request answered OK according to the server's own
+    metrics, and the held-calls figures. Not a timing assertion: only that the figures exist."""
+    out = tmp_path / "capacity.json"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SIMPLU_", "CITRUS_", "COGNITO_", "DYNAMODB_", "GRPC_", "AWS_"))
+    }
+    env.update({"SIMPLU_BENCH_PG": pg.admin_dsn, "TMPDIR": str(scratch)})
+    args = [
+        "--quick",
+        "--rounds",
+        "1",
+        "--duration",
+        "0.5",
+        "--inflight",
+        "2",
+        "--rpcs",
+        "get",
+        "--no-workers",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.capacity", *args, "--json", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    step = report["sweep"]["2"]
+    assert step["echo"]["median_rps"] > 0
+    assert step["get"]["ratio_to_echo"] > 0
+    assert all(r["non_ok"] == {} for r in step["get"]["rounds"])
+    answered = {t["target"]: t["met"] for t in report["targets"]}
+    assert answered["every request answered OK (server metrics)"] is True
+    assert report["held_calls"]["still_held"] == report["held_calls"]["held"]
+    assert report["access_log_lines"]["1w"] > 0
+    assert pg.list_databases(report["stack"]["db_prefix"]) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ import psycopg
 import pytest
 from google.protobuf import field_mask_pb2, json_format, timestamp_pb2
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 from simplu.v1 import resource_pb2
 
@@ -26,6 +28,8 @@ from tests.fixtures.server import MakeServer
 from tests.integration.resource_stack import ResourceStack, build_stack, interval, struct, ts
 
 pytestmark = pytest.mark.integration
+
+SERVICE_NAME = resource_pb2.DESCRIPTOR.services_by_name["ResourceService"].full_name
 
 
 @pytest.fixture
@@ -991,3 +995,36 @@ def test_an_update_that_loses_a_race_after_its_snapshot_claims_no_current_etag(s
     now = stack.get(business, created.resource_id)
     assert now.etag not in ("", created.etag)
     assert dict(now.data) == {"n": 1}
+
+
+# --- the transport under held calls ---------------------------------------------------------
+
+HELD_CALLS = 64
+
+
+def test_calls_that_never_send_their_message_stop_neither_health_nor_requests(stack: ResourceStack) -> None:
+    """64 calls without a token that send their headers and never their message (issue 9 item 9)
+    hold no thread that health checks or other requests need: while they are open, every health
+    check and every authenticated GetResource is answered, and the held calls are still open."""
+    business = stack.add_business()
+    created = stack.create(business)
+    release = threading.Event()
+
+    def never() -> Iterator[bytes]:
+        release.wait()
+        yield from ()
+
+    holder = stack.server.new_channel()
+    hold = holder.stream_unary(f"/{SERVICE_NAME}/GetResource")
+    held = [hold.future(never(), timeout=120) for _ in range(HELD_CALLS)]
+    try:
+        # One check could slip in before the held calls reach the server; twenty in a row cannot.
+        for _ in range(20):
+            assert stack.server.health_status(timeout=2) == health_pb2.HealthCheckResponse.SERVING
+            assert stack.get(business, created.resource_id, timeout=2).resource_id == created.resource_id
+        assert not any(call.done() for call in held)
+    finally:
+        release.set()
+        for call in held:
+            call.cancel()
+        holder.close()

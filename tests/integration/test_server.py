@@ -498,6 +498,26 @@ def test_concurrency_beyond_the_bound_is_resource_exhausted(
     assert get(server, "ok", bearer()).id == "ok"
 
 
+def test_health_answers_and_a_call_waits_its_deadline_out_while_every_worker_is_busy(
+    core_server: Any, probe: ProbeBusiness, bearer: Any
+) -> None:
+    """With GRPC_MAX_WORKERS=1 and that worker busy, health checks are still answered (their own
+    threads, no work slot), and another call waits for the slot until its deadline:
+    DEADLINE_EXCEEDED, then served once the worker is free."""
+    server = core_server(grpc_max_workers=1)
+    held = server.business.GetBusiness.future(
+        business_pb2.GetBusinessRequest(business_id="hold"), metadata=bearer(), timeout=20
+    )
+    assert probe.entered.wait(10)
+    for _ in range(5):
+        assert server.health_status(timeout=5) == SERVING
+    error = rpc_error(lambda: get(server, "ok", bearer(), timeout=0.5))
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    probe.release.set()
+    assert held.result(timeout=10).id == "held"
+    assert get(server, "ok", bearer()).id == "ok"
+
+
 def test_a_port_in_use_is_a_clear_startup_error(core_server: Any, core_auth: Any) -> None:
     """Binding a port someone listens on fails with StartupError naming port and host."""
     with socket.socket() as squatter:

@@ -114,6 +114,15 @@ def test_format_timestamp_is_rfc3339_utc() -> None:
     assert rules.format_timestamp(datetime(2026, 3, 1, 8, tzinfo=UTC)) == "2026-03-01T08:00:00Z"
 
 
+def test_format_timestamp_writes_four_digit_years() -> None:
+    """RFC 3339 wants four digits for the year: year 1 is 0001, not 1 (strftime's %Y on glibc)."""
+    assert rules.format_timestamp(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00Z"
+    assert (
+        rules.format_timestamp(datetime(999, 12, 31, 23, 59, 59, 5, tzinfo=UTC))
+        == "0999-12-31T23:59:59.000005Z"
+    )
+
+
 def _plan(
     paths: list[str],
     data: dict[str, Any] | None = None,
