@@ -10,6 +10,10 @@ statement) and by how much of the table is read:
   Block sampling is unbiased for totals but noisy for a location stored in few pages: small
   locations may be missing or off; the heavy ones (what an operator looks for) are not.
 
+Shards are read over a short-lived read-only connection (``default_transaction_read_only``), not
+the pools: a pool's first checkout migrates a shard, and reading storage must change nothing
+(a shard never migrated has no ``resources`` table and is reported empty).
+
 Bytes are the stored size of the documents (``pg_column_size``: after compression, out-of-line
 TOAST counted without reading it back), not row headers or indexes; ``table_bytes``
 (``pg_total_relation_size``: heap, TOAST and indexes) is given alongside for the whole shard.
@@ -18,8 +22,14 @@ Read-only, and only the ``resources`` table.
 
 from __future__ import annotations
 
-from simplu_grpc.adapters.pools import ShardSession
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from simplu_grpc import context
 from simplu_grpc.domain.admin_usage import ShardStorage, TypeStorage
+from simplu_grpc.errors import DeadlineExceeded, ShardUnavailable
 
 # A sequential scan of this much heap stays well under a second on a warm shard.
 EXACT_MAX_BYTES = 64 * 1024 * 1024
@@ -59,9 +69,27 @@ class StorageReader:
             raise ValueError("exact_max_bytes must be at least one page (8192)")
         self._exact_max_bytes = exact_max_bytes
 
-    def read(self, session: ShardSession, *, locations: int, by_bytes: bool) -> ShardStorage:
-        """The top ``locations`` locations by stored bytes (or rows), each with every resource type."""
-        table = session.run(_TABLE)
+    def read(self, dsn: str, *, locations: int, by_bytes: bool) -> ShardStorage:
+        """The top ``locations`` locations by stored bytes (or rows), each with every resource
+        type; DEADLINE_EXCEEDED past the RPC's deadline, UNAVAILABLE when the shard fails."""
+        timeout_ms = max(100, int(context.deadline().remaining() * 1000))
+        try:
+            with psycopg.connect(
+                dsn,
+                autocommit=True,
+                connect_timeout=max(2, timeout_ms // 1000),
+                options=f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}",
+                application_name="simplu-grpc tenant usage",
+                row_factory=dict_row,
+            ) as conn:
+                return self._read(conn, locations=locations, by_bytes=by_bytes)
+        except psycopg.errors.QueryCanceled as exc:
+            raise DeadlineExceeded("reading the shard's storage took longer than the deadline") from exc
+        except psycopg.Error as exc:
+            raise ShardUnavailable(f"the shard could not be read ({type(exc).__name__})") from exc
+
+    def _read(self, conn: psycopg.Connection[Any], *, locations: int, by_bytes: bool) -> ShardStorage:
+        table = conn.execute(_TABLE).fetchall()
         if not table:  # a shard this server never migrated: nothing stored here
             return ShardStorage([], exact=True, sampled_percent=100.0, table_bytes=0, estimated_rows=0)
         heap_bytes = int(table[0]["heap_bytes"])
@@ -72,7 +100,7 @@ class StorageReader:
             # A fixed literal from a float computed here: never text from a request.
             sample = f"TABLESAMPLE SYSTEM ({percent:.6f})"
         statement = _GROUPS.format(sample=sample, total="location_bytes" if by_bytes else "location_rows")
-        rows = session.run(statement, {"locations": locations})
+        rows = conn.execute(statement, {"locations": locations}).fetchall()
         scale = 100.0 / percent
         return ShardStorage(
             types=[

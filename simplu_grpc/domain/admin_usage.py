@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol
+from typing import Protocol
 
 from simplu_grpc.domain.admin_ports import Pools, ShardSource
 from simplu_grpc.domain.admin_status import describe_error, run_bounded, within
@@ -79,9 +79,9 @@ class ShardStorage:
 
 
 class StorageReading(Protocol):
-    """Reads storage per location on one shard session (``adapters.storage_usage.StorageReader``)."""
+    """Reads storage per location of one shard, read-only (``adapters.storage_usage.StorageReader``)."""
 
-    def read(self, session: Any, *, locations: int, by_bytes: bool) -> ShardStorage: ...
+    def read(self, dsn: str, *, locations: int, by_bytes: bool) -> ShardStorage: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +227,7 @@ class TenantUsageQuery:
 
     def _reader(self, assignment: ShardAssignment, limit: int, by_bytes: bool) -> Callable[[], ShardStorage]:
         def read() -> ShardStorage:
-            with self._pools.connection(assignment) as session:
-                return self._storage.read(session, locations=limit, by_bytes=by_bytes)
+            return self._storage.read(assignment.connection_string, locations=limit, by_bytes=by_bytes)
 
         return read
 

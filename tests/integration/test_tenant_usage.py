@@ -148,7 +148,7 @@ def test_failed_calls_count_as_errors(usage_stack: UsageStack) -> None:
 
 def test_storage_per_location_and_type_is_read_from_the_shards(usage_stack: UsageStack) -> None:
     """Ordered by stored rows or bytes: rows and bytes per resource type, exact on a small shard,
-    for one shard or every shard, with the load of the same locations attached."""
+    for one shard or every shard, with the load of the same locations attached; read-only."""
     stack = usage_stack
     business_id = uid()
     shard_id = stack.registered(business_id, "big", "small")
@@ -180,9 +180,15 @@ def test_storage_per_location_and_type_is_read_from_the_shards(usage_stack: Usag
     )
     assert [t.location_id for t in by_bytes.tenants] == ["small", "big"]
     assert by_bytes.tenants[0].stored_bytes > 40_000
-    # Every shard Citrus lists was read (the empty ones too).
+    # Every shard Citrus lists was read (the empty ones too), and reading changed nothing: the
+    # shards no resource call ever used are still not migrated.
     assert sorted(n.shard_id for n in by_bytes.storage) == sorted(s.shard_id for s in stack.citrus.shards())
     assert all(n.error == "" for n in by_bytes.storage)
+    for shard in stack.citrus.shards():
+        if shard.shard_id != shard_id:
+            with stack.pg.connect(shard.database) as conn:
+                row = conn.execute("SELECT to_regclass('resources') IS NULL").fetchone()
+            assert row == (True,), shard.shard_id
 
 
 def test_storage_of_a_large_table_is_estimated_from_a_sample(fresh_database: Callable[[], str]) -> None:
@@ -200,17 +206,7 @@ def test_storage_of_a_large_table_is_estimated_from_a_sample(fresh_database: Cal
             """
         )
         heap = int(conn.execute("SELECT pg_relation_size('resources')").fetchone()[0])  # type: ignore[index]
-    from simplu_grpc.adapters.pools import PoolRegistry
-    from simplu_grpc.domain.shards import ShardAssignment
-    from simplu_grpc.metrics import Metrics
-
-    pools = PoolRegistry(metrics=Metrics(), migrate=False)
-    try:
-        assignment = ShardAssignment(shard_id="s", connection_string=dsn, is_active=True)
-        with pools.connection(assignment) as session:
-            storage = StorageReader(exact_max_bytes=heap // 5).read(session, locations=10, by_bytes=False)
-    finally:
-        pools.close()
+    storage = StorageReader(exact_max_bytes=heap // 5).read(dsn, locations=10, by_bytes=False)
     assert not storage.exact
     assert 15 <= storage.sampled_percent <= 25
     rows = {t.location_id: t.rows for t in storage.types}
