@@ -2,7 +2,8 @@
 
 Adapters and interceptors call the methods here; nothing else touches prometheus_client,
 so metric names and labels are decided in one place. Labels are bounded sets: gRPC
-methods, status codes, dependency names, shard ids (a handful per deployment).
+methods, status codes, dependency names, shard ids (a handful per deployment), and the
+tenants (business, location) of the top N only (``watch_tenants``: N series at most per metric).
 """
 
 from __future__ import annotations
@@ -80,6 +81,56 @@ class _ShardCollector(Collector):
         for shard_id, is_active in sorted(self._source().items()):
             active.add_metric([shard_id], 1.0 if is_active else 0.0)
         yield active
+
+
+@dataclass(frozen=True, slots=True)
+class TenantGauge:
+    """One of the top tenants of the last 5 minutes in this process, as /metrics shows it."""
+
+    shard_id: str
+    business_id: str
+    location_id: str
+    shard_seconds: float
+    requests: int
+    errors: int
+    rows: int
+
+
+class _TenantCollector(Collector):
+    """The top tenants at scrape time: a tenant that drops out of the top N drops its series."""
+
+    def __init__(self, source: Callable[[], Iterable[TenantGauge]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        labels = ["shard", "business", "location"]
+        seconds = GaugeMetricFamily(
+            "simplu_tenant_top_shard_seconds",
+            "Shard time of the top tenants over the last 5 minutes (this process)",
+            labels=labels,
+        )
+        requests = GaugeMetricFamily(
+            "simplu_tenant_top_requests",
+            "Shard calls of the top tenants over the last 5 minutes",
+            labels=labels,
+        )
+        errors = GaugeMetricFamily(
+            "simplu_tenant_top_errors",
+            "Failed shard calls of the top tenants over the last 5 minutes",
+            labels=labels,
+        )
+        rows = GaugeMetricFamily(
+            "simplu_tenant_top_rows",
+            "Rows read and written by the top tenants over the last 5 minutes",
+            labels=labels,
+        )
+        for tenant in self._source():
+            key = [tenant.shard_id, tenant.business_id, tenant.location_id]
+            seconds.add_metric(key, tenant.shard_seconds)
+            requests.add_metric(key, tenant.requests)
+            errors.add_metric(key, tenant.errors)
+            rows.add_metric(key, tenant.rows)
+        yield from (seconds, requests, errors, rows)
 
 
 class Metrics:
@@ -185,6 +236,10 @@ class Metrics:
     def watch_shards(self, source: Callable[[], Mapping[str, bool]]) -> None:
         """Register the routed shards' active flags (shard id -> isActive), read at every scrape."""
         self.registry.register(_ShardCollector(source))
+
+    def watch_tenants(self, source: Callable[[], Iterable[TenantGauge]]) -> None:
+        """Register the top tenants (``source`` yields at most N), read at every scrape."""
+        self.registry.register(_TenantCollector(source))
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> Callable[[], None]:
         """Expose /metrics on its own port; return a function that stops the endpoint."""

@@ -40,6 +40,7 @@ from simplu_grpc.adapters.citrus import CitrusClient
 from simplu_grpc.adapters.jwks import JwksClient
 from simplu_grpc.adapters.pools import PoolRegistry
 from simplu_grpc.domain.admin import ShardAdminService
+from simplu_grpc.domain.admin_usage import TenantUsageQuery
 from simplu_grpc.domain.authz import Authorizer
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.business_ops import BusinessOps
@@ -109,6 +110,7 @@ class Deps:
     resource_ops: ResourceOps | None = None
     # --- ShardAdmin components -------------------------------------------------------------
     shard_admin: ShardAdminService | None = None
+    tenant_usage: TenantUsageQuery | None = None
 
     def close(self) -> None:
         """Run every closer (last registered first); one failing does not stop the rest."""
@@ -161,6 +163,7 @@ def simplu_services(settings: Settings, deps: Deps) -> list[Registration]:
             ShardAdminServicer(
                 admin=deps.shard_admin,
                 authorizer=deps.authorizer or Authorizer(admin_group=settings.admin_group),
+                usage=deps.tenant_usage,
             )
             if deps.shard_admin is not None
             else unimplemented(shard_admin_pb2_grpc.ShardAdminServiceServicer),

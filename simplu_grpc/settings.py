@@ -116,6 +116,10 @@ class Settings:
     # messages over 4 MiB by default); the rest comes with next_page_token.
     response_max_bytes: int = 3 * 1024 * 1024
     shard_near_capacity_percent: float = 80.0
+    # Per-tenant load: entries of each minute's top-K sketch, and how many of the top tenants
+    # /metrics shows (label cardinality: at most this many series per metric).
+    tenant_usage_top_k: int = 1000
+    tenant_metrics_top: int = 10
 
     @property
     def cognito_issuer(self) -> str:
@@ -361,4 +365,8 @@ class _Reader:
             shard_near_capacity_percent=self.float_(
                 "SHARD_NEAR_CAPACITY_PERCENT", d.shard_near_capacity_percent, minimum=1, maximum=100
             ),
+            tenant_usage_top_k=self.int_(
+                "TENANT_USAGE_TOP_K", d.tenant_usage_top_k, minimum=10, maximum=100_000
+            ),
+            tenant_metrics_top=self.int_("TENANT_METRICS_TOP", d.tenant_metrics_top, minimum=0, maximum=100),
         )

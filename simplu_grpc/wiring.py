@@ -7,6 +7,10 @@ holding connections or threads, and a readiness check where the dependency is es
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Callable
+
 from simplu_grpc.adapters.business_store import BusinessStore, make_dynamodb_client
 from simplu_grpc.adapters.citrus import CitrusClient
 from simplu_grpc.adapters.jwks import JwksClient
@@ -16,14 +20,17 @@ from simplu_grpc.adapters.shard_directory import (
     SingleDatabaseDirectory,
     single_database_dsn,
 )
+from simplu_grpc.adapters.storage_usage import StorageReader
 from simplu_grpc.domain.admin import ShardAdminService
+from simplu_grpc.domain.admin_usage import Replica, TenantUsageQuery
 from simplu_grpc.domain.authz import Authorizer
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.business_ops import BusinessOps, probe_check
 from simplu_grpc.domain.resource_ops import Limits, ResourceOps
 from simplu_grpc.domain.routing import RoutingCache
+from simplu_grpc.domain.tenant_load import LoadOrder, TenantLoad
 from simplu_grpc.domain.tokens import TokenVerifier
-from simplu_grpc.metrics import Metrics
+from simplu_grpc.metrics import Metrics, TenantGauge
 from simplu_grpc.server import Deps
 from simplu_grpc.settings import Settings
 
@@ -107,6 +114,9 @@ def build_deps(settings: Settings) -> Deps:
         # Registered after the Citrus client: closers run last-first, so pools close first.
         deps.closers.append(deps.pools.close)
         metrics.watch_pools(deps.pools.gauges)
+        tenant_load = TenantLoad(capacity=settings.tenant_usage_top_k)
+        if settings.tenant_metrics_top:
+            metrics.watch_tenants(top_tenants(tenant_load, settings.tenant_metrics_top))
         deps.resource_ops = ResourceOps(
             businesses=deps.business_cache,
             authorizer=deps.authorizer,
@@ -115,6 +125,7 @@ def build_deps(settings: Settings) -> Deps:
             limits=Limits(
                 max_bytes=settings.resource_data_max_bytes, max_depth=settings.resource_data_max_depth
             ),
+            load=tenant_load,
         )
         # --- ShardAdmin components ---
         deps.shard_admin = ShardAdminService(
@@ -127,10 +138,44 @@ def build_deps(settings: Settings) -> Deps:
             on_registered=deps.business_ops.note_registered,
             secrets=(settings.citrus_api_key, settings.database_password),
         )
+        deps.tenant_usage = TenantUsageQuery(
+            load=tenant_load,
+            storage=StorageReader(),
+            shards=admin_shards,
+            pools=deps.pools,
+            replica=this_replica(),
+            secrets=(settings.citrus_api_key, settings.database_password),
+        )
     except BaseException:
         close_deps(deps)
         raise
     return deps
+
+
+def this_replica() -> Replica:
+    """This process as GetTenantUsage names it: the host name (the pod's on Kubernetes) and pid."""
+    return Replica(host=socket.gethostname(), pid=os.getpid())
+
+
+def top_tenants(load: TenantLoad, count: int) -> Callable[[], list[TenantGauge]]:
+    """The ``count`` tenants with the most shard time over the last 5 minutes, for /metrics."""
+
+    def read() -> list[TenantGauge]:
+        report = load.top(minutes=5, order=LoadOrder.SHARD_TIME, limit=count)
+        return [
+            TenantGauge(
+                shard_id=t.shard_id,
+                business_id=t.business_id,
+                location_id=t.location_id,
+                shard_seconds=t.shard_ns / 1e9,
+                requests=t.requests,
+                errors=t.errors,
+                rows=t.rows_read + t.rows_written,
+            )
+            for t in report.tenants
+        ]
+
+    return read
 
 
 def close_deps(deps: Deps) -> None:

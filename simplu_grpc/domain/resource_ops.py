@@ -19,6 +19,7 @@ when the failure happened before the statement was sent, so no write is applied 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -35,11 +36,36 @@ from simplu_grpc.domain.ids import new_resource_id
 from simplu_grpc.domain.resources import ResourceKey, StoredResource
 from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.tenant_load import IgnoreLoad, LoadRecorder
 from simplu_grpc.errors import ShardUnavailable, SimpluError
 
 T = TypeVar("T")
 
 CREATE, UPDATE, DELETE = "create", "update", "delete"
+
+# What one shard call read and wrote, from its result (for per-tenant load, ``LoadRecorder``).
+RowCounts = Callable[[Any], tuple[int, int]]
+
+
+def _read_one(_: object) -> tuple[int, int]:
+    return 1, 0
+
+
+def _wrote_one(_: object) -> tuple[int, int]:
+    return 0, 1
+
+
+def _created(result: tuple[StoredResource, bool]) -> tuple[int, int]:
+    # A replayed create (same request id) only read the first result back.
+    return (0, 1) if result[1] else (1, 0)
+
+
+def _read_all(rows: Sequence[StoredResource]) -> tuple[int, int]:
+    return len(rows), 0
+
+
+def _read_page(page: tuple[Sequence[StoredResource], bool]) -> tuple[int, int]:
+    return len(page[0]), 0
 
 
 class BusinessLookup(Protocol):
@@ -96,6 +122,7 @@ class ResourceOps:
         store: ShardStore | None = None,
         limits: Limits = Limits(),
         new_id: Callable[[], str] = new_resource_id,
+        load: LoadRecorder | None = None,
     ) -> None:
         self._businesses = businesses
         self._authorizer = authorizer
@@ -104,6 +131,7 @@ class ResourceOps:
         self._store = store or ShardStore()
         self._limits = limits
         self._new_id = new_id
+        self._load = load or IgnoreLoad()
 
     # --- the six RPCs ------------------------------------------------------------------
 
@@ -138,11 +166,15 @@ class ResourceOps:
         if generate:
             new = replace(new, key=replace(new.key, resource_id=self._new_id()))
         new = replace(new, requester=context.principal().subject)
-        return self._on_shard(business, location_id, lambda s: self._store.create(s, new), idempotent=False)
+        return self._on_shard(
+            business, location_id, lambda s: self._store.create(s, new), idempotent=False, rows=_created
+        )
 
     def get(self, key: ResourceKey) -> StoredResource:
         business = self._checked_key(key, READ)
-        return self._on_shard(business, key.location_id, lambda s: self._store.get(s, key), idempotent=True)
+        return self._on_shard(
+            business, key.location_id, lambda s: self._store.get(s, key), idempotent=True, rows=_read_one
+        )
 
     def batch_get(
         self,
@@ -190,6 +222,7 @@ class ResourceOps:
                 functools.partial(self._store.batch_get, business_id=business_id, keys=shard_keys),
                 idempotent=True,
                 assignment=assignment,
+                rows=_read_all,
             )
             for row in rows:
                 found[row.key] = row
@@ -239,7 +272,11 @@ class ResourceOps:
         binding = query.binding()
         after = page_tokens.decode(page_token, binding)
         rows, more = self._on_shard(
-            business, location_id, lambda s: self._store.list_page(s, query, after), idempotent=True
+            business,
+            location_id,
+            lambda s: self._store.list_page(s, query, after),
+            idempotent=True,
+            rows=_read_page,
         )
         budget = budget or Unbounded()
         taken = 0
@@ -262,6 +299,7 @@ class ResourceOps:
             key.location_id,
             lambda s: self._store.update(s, key, plan, max_bytes=self._limits.max_bytes),
             idempotent=False,
+            rows=_wrote_one,
         )
 
     def delete(self, key: ResourceKey, *, etag: str) -> None:
@@ -272,6 +310,7 @@ class ResourceOps:
             key.location_id,
             lambda s: self._store.delete(s, key, expected_version=version),
             idempotent=False,
+            rows=_wrote_one,
         )
 
     # --- the shared path -----------------------------------------------------------------
@@ -307,14 +346,16 @@ class ResourceOps:
         work: Callable[[ShardSession], T],
         *,
         idempotent: bool,
+        rows: RowCounts,
         assignment: ShardAssignment | None = None,
     ) -> T:
         """Run ``work`` on the location's shard (``assignment`` when the caller already routed
-        it); once more on a fresh route when the shard cannot be reached."""
+        it); once more on a fresh route when the shard cannot be reached. ``rows`` says what a
+        result read and wrote, for the tenant's load."""
         if assignment is None:
             assignment = self._route(business, location_id)
         try:
-            return self._run(assignment, work)
+            return self._run(assignment, work, business.id, location_id, rows)
         except ShardUnavailable as failure:
             if not (idempotent or isinstance(failure, ShardUnreachable)):
                 raise
@@ -325,10 +366,42 @@ class ResourceOps:
                 raise failure from None
             if fresh.connection_string == assignment.connection_string:
                 raise
-            return self._run(fresh, work)
+            return self._run(fresh, work, business.id, location_id, rows)
 
-    def _run(self, assignment: ShardAssignment, work: Callable[[ShardSession], T]) -> T:
+    def _run(
+        self,
+        assignment: ShardAssignment,
+        work: Callable[[ShardSession], T],
+        business_id: str,
+        location_id: str,
+        rows: RowCounts,
+    ) -> T:
+        """Every statement on a shard passes here: it is also where the tenant's load is counted
+        (one call per attempt, on the shard that ran it; failed attempts count as errors)."""
         # Citrus's isActive=false means "take no new businesses" (Citrus's register honours it);
         # the shard's existing tenants are served while its database answers.
-        with self._pools.connection(assignment) as session:
-            return work(session)
+        # Shard time is the time the tenant held a shard connection (checkout excluded: a
+        # wait for the pool is the other tenants' load, not this one's).
+        started = ended = 0
+        read = written = 0
+        failed = True
+        try:
+            with self._pools.connection(assignment) as session:
+                started = time.perf_counter_ns()
+                try:
+                    result = work(session)
+                finally:
+                    ended = time.perf_counter_ns()
+                read, written = rows(result)
+                failed = False
+                return result
+        finally:
+            self._load.record(
+                assignment.shard_id,
+                business_id,
+                location_id,
+                shard_ns=ended - started,
+                rows_read=read,
+                rows_written=written,
+                error=failed,
+            )

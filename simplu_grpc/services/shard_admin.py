@@ -22,8 +22,9 @@ from simplu_grpc.domain.admin import (
 )
 from simplu_grpc.domain.admin_consistency import FindingKind
 from simplu_grpc.domain.admin_ports import PoolStatsView
+from simplu_grpc.domain.admin_usage import TenantOrder, TenantUsageQuery, TenantUsageReport
 from simplu_grpc.domain.authz import Authorizer
-from simplu_grpc.errors import InvalidArgument
+from simplu_grpc.errors import FailedPrecondition, InvalidArgument
 from simplu_grpc.services.business_proto import TYPE_FROM_PROTO, timestamp
 
 T = TypeVar("T")
@@ -35,14 +36,30 @@ _FINDINGS = {
     FindingKind.SHARD_INACTIVE: shard_admin_pb2.FINDING_KIND_SHARD_INACTIVE,
     FindingKind.CITRUS_UNAVAILABLE: shard_admin_pb2.FINDING_KIND_CITRUS_UNAVAILABLE,
 }
+_TENANT_ORDERS: dict[int, TenantOrder] = {
+    shard_admin_pb2.TENANT_USAGE_ORDER_UNSPECIFIED: TenantOrder.SHARD_TIME,
+    shard_admin_pb2.TENANT_USAGE_ORDER_SHARD_TIME: TenantOrder.SHARD_TIME,
+    shard_admin_pb2.TENANT_USAGE_ORDER_REQUESTS: TenantOrder.REQUESTS,
+    shard_admin_pb2.TENANT_USAGE_ORDER_ERRORS: TenantOrder.ERRORS,
+    shard_admin_pb2.TENANT_USAGE_ORDER_ROWS: TenantOrder.ROWS,
+    shard_admin_pb2.TENANT_USAGE_ORDER_STORED_ROWS: TenantOrder.STORED_ROWS,
+    shard_admin_pb2.TENANT_USAGE_ORDER_STORED_BYTES: TenantOrder.STORED_BYTES,
+}
 
 
 class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServiceServicer):
     """The operators' console; errors are domain errors, mapped to statuses by the interceptor."""
 
-    def __init__(self, *, admin: ShardAdminService, authorizer: Authorizer) -> None:
+    def __init__(
+        self,
+        *,
+        admin: ShardAdminService,
+        authorizer: Authorizer,
+        usage: TenantUsageQuery | None = None,
+    ) -> None:
         self._admin = admin
         self._authorizer = authorizer
+        self._usage = usage
 
     def _require_admin(self) -> None:
         self._authorizer.require_admin(context.principal())
@@ -196,6 +213,60 @@ class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServiceServicer):
                     detail=finding.detail,
                 )
         return response
+
+    def GetTenantUsage(
+        self, request: shard_admin_pb2.GetTenantUsageRequest, _: grpc.ServicerContext
+    ) -> shard_admin_pb2.GetTenantUsageResponse:
+        self._require_admin()
+        if self._usage is None:
+            raise FailedPrecondition("this server was built without tenant usage tracking")
+        report = self._usage.usage(
+            shard_id=request.shard_id,
+            window_minutes=request.window_minutes,
+            order=_known(_TENANT_ORDERS, request.order, "order"),
+            limit=request.page_size,
+        )
+        return _tenant_usage(report)
+
+
+def _tenant_usage(report: TenantUsageReport) -> shard_admin_pb2.GetTenantUsageResponse:
+    response = shard_admin_pb2.GetTenantUsageResponse(
+        replica=shard_admin_pb2.ReplicaInfo(host=report.replica.host, pid=report.replica.pid),
+        window_minutes=report.window_minutes,
+        load_exact=report.load_exact,
+        tracked_locations=report.tracked,
+        top_k=report.capacity,
+    )
+    response.window_start.FromNanoseconds(int(report.window_start * 1e9))
+    response.window_end.FromNanoseconds(int(report.window_end * 1e9))
+    for row in report.tenants:
+        tenant = response.tenants.add(
+            shard_id=row.shard_id,
+            business_id=row.business_id,
+            location_id=row.location_id,
+            stored_rows=row.stored_rows,
+            stored_bytes=row.stored_bytes,
+        )
+        if row.load is not None:
+            load = row.load
+            tenant.load.requests = load.requests
+            tenant.load.errors = load.errors
+            tenant.load.rows_read = load.rows_read
+            tenant.load.rows_written = load.rows_written
+            tenant.load.shard_time.FromNanoseconds(load.shard_ns)
+            tenant.load.shard_time_overcount.FromNanoseconds(load.overcount_ns)
+        for kind in row.storage:
+            tenant.storage.add(resource_type=kind.resource_type, rows=kind.rows, bytes=kind.bytes)
+    for note in report.storage:
+        response.storage.add(
+            shard_id=note.shard_id,
+            exact=note.exact,
+            sampled_percent=note.sampled_percent,
+            table_bytes=note.table_bytes,
+            estimated_rows=note.estimated_rows,
+            error=note.error,
+        )
+    return response
 
 
 def _known(mapping: Mapping[int, T], value: int, field: str) -> T:

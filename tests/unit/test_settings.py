@@ -84,6 +84,8 @@ def test_settings_are_frozen() -> None:
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be"),
         ("DYNAMODB_ENDPOINT", "localhost:4566", "DYNAMODB_ENDPOINT must be an http:// or https:// URL"),
         ("COGNITO_JWKS_URL", "file:///etc/passwd", "COGNITO_JWKS_URL must be an http:// or https:// URL"),
+        ("TENANT_USAGE_TOP_K", "5", "TENANT_USAGE_TOP_K must be between 10 and 100000"),
+        ("TENANT_METRICS_TOP", "1000", "TENANT_METRICS_TOP must be between 0 and 100"),
     ],
 )
 def test_a_bad_value_names_its_variable(name: str, value: str, expected: str) -> None:

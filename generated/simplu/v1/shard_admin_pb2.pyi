@@ -22,6 +22,16 @@ class FindingKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINDING_KIND_ORPHAN_RESOURCES: _ClassVar[FindingKind]
     FINDING_KIND_SHARD_INACTIVE: _ClassVar[FindingKind]
     FINDING_KIND_CITRUS_UNAVAILABLE: _ClassVar[FindingKind]
+
+class TenantUsageOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TENANT_USAGE_ORDER_UNSPECIFIED: _ClassVar[TenantUsageOrder]
+    TENANT_USAGE_ORDER_SHARD_TIME: _ClassVar[TenantUsageOrder]
+    TENANT_USAGE_ORDER_REQUESTS: _ClassVar[TenantUsageOrder]
+    TENANT_USAGE_ORDER_ERRORS: _ClassVar[TenantUsageOrder]
+    TENANT_USAGE_ORDER_ROWS: _ClassVar[TenantUsageOrder]
+    TENANT_USAGE_ORDER_STORED_ROWS: _ClassVar[TenantUsageOrder]
+    TENANT_USAGE_ORDER_STORED_BYTES: _ClassVar[TenantUsageOrder]
 FINDING_KIND_UNSPECIFIED: FindingKind
 FINDING_KIND_LOCATION_NOT_REGISTERED: FindingKind
 FINDING_KIND_SHARD_UNREACHABLE: FindingKind
@@ -29,6 +39,13 @@ FINDING_KIND_SHARD_NOT_MIGRATED: FindingKind
 FINDING_KIND_ORPHAN_RESOURCES: FindingKind
 FINDING_KIND_SHARD_INACTIVE: FindingKind
 FINDING_KIND_CITRUS_UNAVAILABLE: FindingKind
+TENANT_USAGE_ORDER_UNSPECIFIED: TenantUsageOrder
+TENANT_USAGE_ORDER_SHARD_TIME: TenantUsageOrder
+TENANT_USAGE_ORDER_REQUESTS: TenantUsageOrder
+TENANT_USAGE_ORDER_ERRORS: TenantUsageOrder
+TENANT_USAGE_ORDER_ROWS: TenantUsageOrder
+TENANT_USAGE_ORDER_STORED_ROWS: TenantUsageOrder
+TENANT_USAGE_ORDER_STORED_BYTES: TenantUsageOrder
 
 class PoolStats(_message.Message):
     __slots__ = ("shard_id", "target", "pool_min", "pool_max", "pool_size", "pool_available", "requests_waiting", "requests_num", "requests_errors", "connections_num", "connections_errors", "connections_lost", "create_time", "last_used_time")
@@ -319,3 +336,105 @@ class CheckConsistencyResponse(_message.Message):
     businesses: _containers.RepeatedCompositeFieldContainer[BusinessConsistency]
     next_page_token: str
     def __init__(self, businesses: _Optional[_Iterable[_Union[BusinessConsistency, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetTenantUsageRequest(_message.Message):
+    __slots__ = ("shard_id", "window_minutes", "order", "page_size")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_MINUTES_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    window_minutes: int
+    order: TenantUsageOrder
+    page_size: int
+    def __init__(self, shard_id: _Optional[str] = ..., window_minutes: _Optional[int] = ..., order: _Optional[_Union[TenantUsageOrder, str]] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class TenantLoad(_message.Message):
+    __slots__ = ("requests", "errors", "rows_read", "rows_written", "shard_time", "shard_time_overcount")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_READ_FIELD_NUMBER: _ClassVar[int]
+    ROWS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    SHARD_TIME_FIELD_NUMBER: _ClassVar[int]
+    SHARD_TIME_OVERCOUNT_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    errors: int
+    rows_read: int
+    rows_written: int
+    shard_time: _duration_pb2.Duration
+    shard_time_overcount: _duration_pb2.Duration
+    def __init__(self, requests: _Optional[int] = ..., errors: _Optional[int] = ..., rows_read: _Optional[int] = ..., rows_written: _Optional[int] = ..., shard_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., shard_time_overcount: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class ResourceTypeStorage(_message.Message):
+    __slots__ = ("resource_type", "rows", "bytes")
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    resource_type: str
+    rows: int
+    bytes: int
+    def __init__(self, resource_type: _Optional[str] = ..., rows: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class TenantUsage(_message.Message):
+    __slots__ = ("shard_id", "business_id", "location_id", "load", "storage", "stored_rows", "stored_bytes")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FIELD_NUMBER: _ClassVar[int]
+    STORED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    business_id: str
+    location_id: str
+    load: TenantLoad
+    storage: _containers.RepeatedCompositeFieldContainer[ResourceTypeStorage]
+    stored_rows: int
+    stored_bytes: int
+    def __init__(self, shard_id: _Optional[str] = ..., business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., load: _Optional[_Union[TenantLoad, _Mapping]] = ..., storage: _Optional[_Iterable[_Union[ResourceTypeStorage, _Mapping]]] = ..., stored_rows: _Optional[int] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
+
+class ShardStorageInfo(_message.Message):
+    __slots__ = ("shard_id", "exact", "sampled_percent", "table_bytes", "estimated_rows", "error")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    TABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    exact: bool
+    sampled_percent: float
+    table_bytes: int
+    estimated_rows: int
+    error: str
+    def __init__(self, shard_id: _Optional[str] = ..., exact: _Optional[bool] = ..., sampled_percent: _Optional[float] = ..., table_bytes: _Optional[int] = ..., estimated_rows: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ReplicaInfo(_message.Message):
+    __slots__ = ("host", "pid")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    pid: int
+    def __init__(self, host: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
+
+class GetTenantUsageResponse(_message.Message):
+    __slots__ = ("tenants", "replica", "window_minutes", "window_start", "window_end", "load_exact", "tracked_locations", "top_k", "storage")
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_MINUTES_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_FIELD_NUMBER: _ClassVar[int]
+    LOAD_EXACT_FIELD_NUMBER: _ClassVar[int]
+    TRACKED_LOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FIELD_NUMBER: _ClassVar[int]
+    tenants: _containers.RepeatedCompositeFieldContainer[TenantUsage]
+    replica: ReplicaInfo
+    window_minutes: int
+    window_start: _timestamp_pb2.Timestamp
+    window_end: _timestamp_pb2.Timestamp
+    load_exact: bool
+    tracked_locations: int
+    top_k: int
+    storage: _containers.RepeatedCompositeFieldContainer[ShardStorageInfo]
+    def __init__(self, tenants: _Optional[_Iterable[_Union[TenantUsage, _Mapping]]] = ..., replica: _Optional[_Union[ReplicaInfo, _Mapping]] = ..., window_minutes: _Optional[int] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., load_exact: _Optional[bool] = ..., tracked_locations: _Optional[int] = ..., top_k: _Optional[int] = ..., storage: _Optional[_Iterable[_Union[ShardStorageInfo, _Mapping]]] = ...) -> None: ...

@@ -93,6 +93,11 @@ class ShardAdminServiceStub:
                 request_serializer=simplu_dot_v1_dot_shard__admin__pb2.CheckConsistencyRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.CheckConsistencyResponse.FromString,
                 _registered_method=True)
+        self.GetTenantUsage = channel.unary_unary(
+                '/simplu.v1.ShardAdminService/GetTenantUsage',
+                request_serializer=simplu_dot_v1_dot_shard__admin__pb2.GetTenantUsageRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.GetTenantUsageResponse.FromString,
+                _registered_method=True)
 
 
 class ShardAdminServiceServicer:
@@ -182,6 +187,17 @@ class ShardAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTenantUsage(self, request, context):
+        """Which locations load or fill a shard: the top locations by shard time, requests, errors,
+        rows, stored rows or stored bytes, per shard or for every shard. Load figures are the
+        answering replica's only (see TenantUsageResponse.replica); storage is read from the shards.
+        INVALID_ARGUMENT for a window not offered or a page_size over 100; NOT_FOUND for an unknown
+        shard (storage orders only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -239,6 +255,11 @@ def add_ShardAdminServiceServicer_to_server(servicer, server):
                     servicer.CheckConsistency,
                     request_deserializer=simplu_dot_v1_dot_shard__admin__pb2.CheckConsistencyRequest.FromString,
                     response_serializer=simplu_dot_v1_dot_shard__admin__pb2.CheckConsistencyResponse.SerializeToString,
+            ),
+            'GetTenantUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenantUsage,
+                    request_deserializer=simplu_dot_v1_dot_shard__admin__pb2.GetTenantUsageRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_shard__admin__pb2.GetTenantUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -542,6 +563,33 @@ class ShardAdminService:
             '/simplu.v1.ShardAdminService/CheckConsistency',
             simplu_dot_v1_dot_shard__admin__pb2.CheckConsistencyRequest.SerializeToString,
             simplu_dot_v1_dot_shard__admin__pb2.CheckConsistencyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenantUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.ShardAdminService/GetTenantUsage',
+            simplu_dot_v1_dot_shard__admin__pb2.GetTenantUsageRequest.SerializeToString,
+            simplu_dot_v1_dot_shard__admin__pb2.GetTenantUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

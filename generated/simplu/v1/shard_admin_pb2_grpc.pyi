@@ -63,6 +63,13 @@ class ShardAdminServiceStub:
     """DynamoDB, Citrus, JWKS and every shard pool, probed concurrently; answers within ~2 s."""
     CheckConsistency: _grpc.UnaryUnaryMultiCallable[_shard_admin_pb2.CheckConsistencyRequest, _shard_admin_pb2.CheckConsistencyResponse]
     """Read-only: reports findings, repairs nothing."""
+    GetTenantUsage: _grpc.UnaryUnaryMultiCallable[_shard_admin_pb2.GetTenantUsageRequest, _shard_admin_pb2.GetTenantUsageResponse]
+    """Which locations load or fill a shard: the top locations by shard time, requests, errors,
+    rows, stored rows or stored bytes, per shard or for every shard. Load figures are the
+    answering replica's only (see TenantUsageResponse.replica); storage is read from the shards.
+    INVALID_ARGUMENT for a window not offered or a page_size over 100; NOT_FOUND for an unknown
+    shard (storage orders only).
+    """
 
 @_typing.type_check_only
 class ShardAdminServiceAsyncStub(ShardAdminServiceStub):
@@ -99,6 +106,13 @@ class ShardAdminServiceAsyncStub(ShardAdminServiceStub):
     """DynamoDB, Citrus, JWKS and every shard pool, probed concurrently; answers within ~2 s."""
     CheckConsistency: _aio.UnaryUnaryMultiCallable[_shard_admin_pb2.CheckConsistencyRequest, _shard_admin_pb2.CheckConsistencyResponse]  # type: ignore[assignment]
     """Read-only: reports findings, repairs nothing."""
+    GetTenantUsage: _aio.UnaryUnaryMultiCallable[_shard_admin_pb2.GetTenantUsageRequest, _shard_admin_pb2.GetTenantUsageResponse]  # type: ignore[assignment]
+    """Which locations load or fill a shard: the top locations by shard time, requests, errors,
+    rows, stored rows or stored bytes, per shard or for every shard. Load figures are the
+    answering replica's only (see TenantUsageResponse.replica); storage is read from the shards.
+    INVALID_ARGUMENT for a window not offered or a page_size over 100; NOT_FOUND for an unknown
+    shard (storage orders only).
+    """
 
 class ShardAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Operators' console. Every RPC: the admin group (SIMPLU_ADMIN_GROUP) or the simplu/admin
@@ -198,5 +212,18 @@ class ShardAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_shard_admin_pb2.CheckConsistencyResponse, _abc.Awaitable[_shard_admin_pb2.CheckConsistencyResponse]]:
         """Read-only: reports findings, repairs nothing."""
+
+    @_abc_1.abstractmethod
+    def GetTenantUsage(
+        self,
+        request: _shard_admin_pb2.GetTenantUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shard_admin_pb2.GetTenantUsageResponse, _abc.Awaitable[_shard_admin_pb2.GetTenantUsageResponse]]:
+        """Which locations load or fill a shard: the top locations by shard time, requests, errors,
+        rows, stored rows or stored bytes, per shard or for every shard. Load figures are the
+        answering replica's only (see TenantUsageResponse.replica); storage is read from the shards.
+        INVALID_ARGUMENT for a window not offered or a page_size over 100; NOT_FOUND for an unknown
+        shard (storage orders only).
+        """
 
 def add_ShardAdminServiceServicer_to_server(servicer: ShardAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
