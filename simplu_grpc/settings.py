@@ -120,6 +120,9 @@ class Settings:
     # /metrics shows (label cardinality: at most this many series per metric).
     tenant_usage_top_k: int = 1000
     tenant_metrics_top: int = 10
+    # How long each shard's change log keeps a change (ListResourceChanges' history); older
+    # changes are pruned a few at a time by later writes.
+    change_retention_seconds: float = 7 * 86_400.0
 
     @property
     def cognito_issuer(self) -> str:
@@ -369,4 +372,7 @@ class _Reader:
                 "TENANT_USAGE_TOP_K", d.tenant_usage_top_k, minimum=10, maximum=100_000
             ),
             tenant_metrics_top=self.int_("TENANT_METRICS_TOP", d.tenant_metrics_top, minimum=0, maximum=100),
+            change_retention_seconds=self.float_(
+                "CHANGE_RETENTION_SECONDS", d.change_retention_seconds, minimum=60, maximum=366 * 86_400
+            ),
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from datetime import timedelta
 
 from simplu_grpc.adapters.business_store import BusinessStore, make_dynamodb_client
 from simplu_grpc.adapters.citrus import CitrusClient
@@ -20,6 +21,7 @@ from simplu_grpc.adapters.shard_directory import (
     SingleDatabaseDirectory,
     single_database_dsn,
 )
+from simplu_grpc.adapters.shard_store import ShardStore
 from simplu_grpc.adapters.storage_usage import StorageReader
 from simplu_grpc.domain.admin import ShardAdminService
 from simplu_grpc.domain.admin_usage import Replica, TenantUsageQuery
@@ -126,6 +128,7 @@ def build_deps(settings: Settings) -> Deps:
                 max_bytes=settings.resource_data_max_bytes, max_depth=settings.resource_data_max_depth
             ),
             load=tenant_load,
+            store=ShardStore(change_retention=timedelta(seconds=settings.change_retention_seconds)),
         )
         # --- ShardAdmin components ---
         deps.shard_admin = ShardAdminService(

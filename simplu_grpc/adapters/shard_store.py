@@ -23,6 +23,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from simplu_grpc.adapters.pools import Row, ShardSession
+from simplu_grpc.domain.changes import ChangeKind, ChangeQuery, ResourceChange
 from simplu_grpc.domain.page_tokens import Position
 from simplu_grpc.domain.resources import (
     ListQuery,
@@ -41,11 +42,37 @@ _COLUMNS = (
 )
 _PK = "business_id = %(b)s AND location_id = %(l)s AND resource_type = %(n)s AND resource_id = %(id)s"
 
+# Every write records its change in the same statement (a ``logged`` CTE, and _PRUNE_CHANGES):
+# the row commits or rolls back with the write, and costs no extra round trip. A create
+# replayed by its request id changed nothing and logs nothing (``created`` is then empty).
+_CHANGE_COLUMNS = "business_id, location_id, resource_type, resource_id, kind, version, paths, principal"
+
+# A few changes past retention are deleted by each write, in the write's statement: more
+# than one per write, so the prune outruns the log; few, so a write never does much more
+# than its own work. Maintenance, not a tenant read: it returns nothing, and the rows it
+# takes are ones no concurrent prune holds (SKIP LOCKED).
+_PRUNE_CHANGES = """
+prune_changes AS (
+    DELETE FROM resource_changes
+    WHERE sequence IN (
+        SELECT sequence FROM resource_changes
+        WHERE change_time < now() - %(change_retention)s::interval
+        LIMIT %(change_prune)s
+        FOR UPDATE SKIP LOCKED)
+)"""
+
 _INSERT = f"""
-INSERT INTO resources (business_id, location_id, resource_type, resource_id, business_type, data,
-                       start_time, end_time)
-VALUES (%(b)s, %(l)s, %(n)s, %(id)s, %(type)s, %(data)s, %(start)s, %(end)s)
-RETURNING true AS created, {_COLUMNS}
+WITH created AS (
+    INSERT INTO resources (business_id, location_id, resource_type, resource_id, business_type, data,
+                           start_time, end_time)
+    VALUES (%(b)s, %(l)s, %(n)s, %(id)s, %(type)s, %(data)s, %(start)s, %(end)s)
+    RETURNING {_COLUMNS}
+), logged AS (
+    INSERT INTO resource_changes ({_CHANGE_COLUMNS})
+    SELECT business_id, location_id, resource_type, resource_id, 'created', version, '{{}}', %(who)s
+    FROM created
+), {_PRUNE_CHANGES}
+SELECT true AS created, {_COLUMNS} FROM created
 """
 
 # The request id is claimed first: a concurrent retry blocks on the claim's unique index
@@ -81,7 +108,11 @@ WITH purge AS (
                            start_time, end_time)
     SELECT %(b)s, %(l)s, %(n)s, %(id)s, %(type)s, %(data)s, %(start)s, %(end)s FROM claim
     RETURNING {_COLUMNS}
-)
+), logged AS (
+    INSERT INTO resource_changes ({_CHANGE_COLUMNS})
+    SELECT business_id, location_id, resource_type, resource_id, 'created', version, '{{}}', %(who)s
+    FROM created
+), {_PRUNE_CHANGES}
 SELECT true AS created, {_COLUMNS} FROM created
 UNION ALL
 SELECT false AS created, {", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","))}
@@ -116,8 +147,12 @@ WITH current_row AS (
     SELECT version FROM resources WHERE {_PK}
 ), deleted AS (
     DELETE FROM resources WHERE {_PK} AND (%(v)s::bigint IS NULL OR version = %(v)s::bigint)
-    RETURNING version
-)
+    RETURNING business_id, location_id, resource_type, resource_id, version
+), logged AS (
+    INSERT INTO resource_changes ({_CHANGE_COLUMNS})
+    SELECT business_id, location_id, resource_type, resource_id, 'deleted', version, '{{}}', %(who)s
+    FROM deleted
+), {_PRUNE_CHANGES}
 SELECT (SELECT version FROM current_row) AS current_version, (SELECT version FROM deleted) AS deleted_version
 """
 
@@ -152,6 +187,10 @@ REQUEST_ID_RETENTION = timedelta(hours=24)
 # Expired request ids each idempotent create deletes at most (more than one per create, so
 # the purge outruns the claims; few, so a create never does much more than its own work).
 _PURGE_BATCH = 20
+# How long the change log keeps a change (CHANGE_RETENTION_SECONDS); expired changes each write
+# deletes at most (as _PURGE_BATCH: more than the one change a write adds).
+CHANGE_RETENTION = timedelta(days=7)
+_CHANGE_PRUNE_BATCH = 10
 
 
 def _etag_mismatch(key: ResourceKey, current_version: int, expected_version: int | None) -> Aborted:
@@ -197,10 +236,26 @@ def _check_violation(
 class ShardStore:
     """Resource reads and writes on one shard session (see module docstring)."""
 
-    def __init__(self, *, request_id_retention: timedelta = REQUEST_ID_RETENTION) -> None:
+    def __init__(
+        self,
+        *,
+        request_id_retention: timedelta = REQUEST_ID_RETENTION,
+        change_retention: timedelta = CHANGE_RETENTION,
+    ) -> None:
         if request_id_retention <= timedelta(0):
             raise ValueError("request_id_retention must be positive")
+        if change_retention <= timedelta(0):
+            raise ValueError("change_retention must be positive")
         self._retention = request_id_retention
+        self._change_retention = change_retention
+
+    def _change_params(self, principal: str) -> dict[str, Any]:
+        """What every write's change row and prune need: who wrote, and what is past retention."""
+        return {
+            "who": principal,
+            "change_retention": self._change_retention,
+            "change_prune": _CHANGE_PRUNE_BATCH,
+        }
 
     def create(self, session: ShardSession, new: NewResource) -> tuple[StoredResource, bool]:
         """Insert; with a request id, a retry returns the first result. Returns (resource, created)."""
@@ -211,9 +266,9 @@ class ShardStore:
             "start": new.start_time,
             "end": new.end_time,
             "rq": new.request_id,
-            "who": new.requester,
             "retention": self._retention,
             "purge": _PURGE_BATCH,
+            **self._change_params(new.requester),
         }
         try:
             rows = session.run(_INSERT_IDEMPOTENT if new.request_id else _INSERT, params, write=True)
@@ -311,11 +366,19 @@ class ShardStore:
         return [_stored(row) for row in rows[: query.page_size]], len(rows) > query.page_size
 
     def update(
-        self, session: ShardSession, key: ResourceKey, plan: UpdatePlan, *, max_bytes: int | None = None
+        self,
+        session: ShardSession,
+        key: ResourceKey,
+        plan: UpdatePlan,
+        *,
+        principal: str,
+        max_bytes: int | None = None,
     ) -> StoredResource:
-        """Apply the plan in one statement; NOT_FOUND, ABORTED when the etag is stale, and
-        INVALID_ARGUMENT (nothing changed) when the resulting document exceeds ``max_bytes``."""
-        params: dict[str, Any] = _key_params(key)
+        """Apply the plan in one statement, logging the change as ``principal``'s; NOT_FOUND,
+        ABORTED when the etag is stale, and INVALID_ARGUMENT (nothing changed) when the
+        resulting document exceeds ``max_bytes``."""
+        params: dict[str, Any] = {**_key_params(key), **self._change_params(principal)}
+        params["paths"] = list(plan.paths)
         expression = "data"
         if plan.replace_data is not None:
             params["replace"] = Jsonb(plan.replace_data)
@@ -348,7 +411,12 @@ WITH current_row AS (
     UPDATE resources SET {", ".join(assignments)}
     WHERE {_PK} AND (%(v)s::bigint IS NULL OR version = %(v)s::bigint)
     RETURNING {_COLUMNS}
-)
+), logged AS (
+    INSERT INTO resource_changes ({_CHANGE_COLUMNS})
+    SELECT business_id, location_id, resource_type, resource_id, 'updated', version, %(paths)s::text[],
+           %(who)s
+    FROM updated
+), {_PRUNE_CHANGES}
 SELECT (SELECT version FROM current_row) AS current_version, u.*
 FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
 """
@@ -365,9 +433,12 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
             raise _etag_mismatch(key, row["current_version"], plan.expected_version)
         return _stored(row)
 
-    def delete(self, session: ShardSession, key: ResourceKey, *, expected_version: int | None) -> None:
-        """Delete; ``expected_version`` (``resources.expected_version(etag)``) None deletes any version."""
-        params = {**_key_params(key), "v": expected_version}
+    def delete(
+        self, session: ShardSession, key: ResourceKey, *, expected_version: int | None, principal: str
+    ) -> None:
+        """Delete, logging the change as ``principal``'s; ``expected_version``
+        (``resources.expected_version(etag)``) None deletes any version."""
+        params = {**_key_params(key), "v": expected_version, **self._change_params(principal)}
         row = session.run(_DELETE, params, write=True)[0]
         if row["current_version"] is None:
             raise NotFound(
@@ -375,6 +446,54 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
             )
         if row["deleted_version"] is None:
             raise _etag_mismatch(key, row["current_version"], expected_version)
+
+    def list_changes(
+        self, session: ShardSession, query: ChangeQuery, after: int | None
+    ) -> tuple[list[ResourceChange], bool]:
+        """One page of the change log in sequence order (after the sequence ``after``), and whether
+        more rows follow it. The location (and, for one resource, its key) leads the WHERE so the
+        scan is an index range: resource_changes_by_location or _by_resource."""
+        where = ["business_id = %(b)s", "location_id = %(l)s", "resource_type = ANY(%(n)s::text[])"]
+        params: dict[str, Any] = {
+            "b": query.business_id,
+            "l": query.location_id,
+            "n": list(query.resource_types),
+            "limit": query.page_size + 1,
+        }
+        if query.resource_id is not None:
+            where.append("resource_id = %(id)s")
+            params["id"] = query.resource_id
+        if query.principal is not None:
+            where.append("principal = %(who)s")
+            params["who"] = query.principal
+        if query.change_time.start is not None:
+            where.append("change_time >= %(from)s")
+            params["from"] = query.change_time.start
+        if query.change_time.end is not None:
+            where.append("change_time < %(to)s")
+            params["to"] = query.change_time.end
+        direction = "DESC" if query.descending else "ASC"
+        if after is not None:
+            where.append(f"sequence {'<' if query.descending else '>'} %(after)s")
+            params["after"] = after
+        statement = (
+            f"SELECT sequence, {_CHANGE_COLUMNS}, change_time FROM resource_changes"
+            f" WHERE {' AND '.join(where)} ORDER BY sequence {direction} LIMIT %(limit)s"
+        )
+        rows = session.run(statement, params)
+        return [_change(row) for row in rows[: query.page_size]], len(rows) > query.page_size
+
+
+def _change(row: Row) -> ResourceChange:
+    return ResourceChange(
+        sequence=int(row["sequence"]),
+        kind=ChangeKind(row["kind"]),
+        key=ResourceKey(row["business_id"], row["location_id"], row["resource_type"], row["resource_id"]),
+        version=int(row["version"]),
+        paths=tuple(row["paths"]),
+        principal=row["principal"],
+        change_time=row["change_time"],
+    )
 
 
 def group_by_location(keys: Sequence[ResourceKey]) -> dict[str, list[ResourceKey]]:

@@ -114,6 +114,15 @@ USER_EXAMPLES: tuple[tuple[str, dict[str, object]], ...] = (
             "page_size": 10,
         },
     ),
+    (
+        "simplu.v1.ResourceService/ListResourceChanges",
+        {
+            "business_id": DEMO_BUSINESS_ID,
+            "location_id": DEMO_LOCATION_ID,
+            "order_by": "sequence desc",
+            "page_size": 10,
+        },
+    ),
 )
 
 

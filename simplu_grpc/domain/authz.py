@@ -197,6 +197,42 @@ class Authorizer:
             raise FailedPrecondition(f"location {location_id!r} is inactive", reason="LOCATION_INACTIVE")
         return business, location
 
+    def require_readable_types(
+        self,
+        principal: Principal,
+        business: Business | None,
+        business_id: str,
+        *,
+        location_id: str,
+        resource_types: tuple[str, ...],
+        all_required: bool,
+    ) -> tuple[Business, tuple[str, ...]]:
+        """Read several types of one location (a location's change history): each type is
+        checked as ``require_resource(..., action=READ)`` would. ``all_required``: every type
+        must be readable (the caller named them); otherwise the readable ones are returned and
+        only none readable is PERMISSION_DENIED. Permission is decided before existence."""
+        readable: list[str] = []
+        denied: PermissionDenied | None = None
+        for resource_type in resource_types:
+            try:
+                business, _ = self.require_resource(
+                    principal,
+                    business,
+                    business_id,
+                    location_id=location_id,
+                    resource_type=resource_type,
+                    action=READ,
+                )
+            except PermissionDenied as exc:
+                if all_required:
+                    raise
+                denied = denied or exc
+                continue
+            readable.append(resource_type)
+        if not readable or business is None:
+            raise denied or _not_member(business_id)
+        return business, tuple(readable)
+
     def may_see_members(self, principal: Principal, business: Business) -> bool:
         """Whether ``principal`` sees who belongs to ``business`` (everyone's Cognito sub): platform
         admins, machine clients that may read businesses, members who may read or manage members."""

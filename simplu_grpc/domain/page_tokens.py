@@ -1,8 +1,9 @@
 """Opaque page tokens (AIP-158): a keyset position bound to the query that produced it.
 
 A token is URL-safe base64 of compact JSON ``{"v": 1, "q": <query hash>, "k": [sort value,
-resource id]}``. The hash covers every filter and the ordering (not the page size), so a
-token replayed against another query, or edited, is refused with INVALID_ARGUMENT. The
+resource id]}`` (``"i": offset`` for BatchGet, ``"s": sequence`` for ListResourceChanges).
+The hash covers every filter and the ordering (not the page size), so a token replayed
+against another query, or edited, is refused with INVALID_ARGUMENT. The
 token carries no secret and grants nothing: the position only says where to resume
 within a query the caller is already allowed to run, so no HMAC is needed.
 """
@@ -102,6 +103,26 @@ def decode_offset(token: str, binding: Mapping[str, Any], limit: int) -> int:
     if not isinstance(offset, int) or isinstance(offset, bool) or not 0 < offset < limit:
         raise InvalidArgument.field(_FIELD, "is malformed")
     return offset
+
+
+def encode_sequence(binding: Mapping[str, Any], sequence: int) -> str:
+    """A token naming the change after ``sequence`` (ListResourceChanges), bound to the query."""
+    body = {"v": _VERSION, "q": query_hash(binding), "s": sequence}
+    raw = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_sequence(token: str, binding: Mapping[str, Any]) -> int | None:
+    """The sequence a token names (None for ""); INVALID_ARGUMENT when not this query's."""
+    if not token:
+        return None
+    body = _body(token)
+    if body.get("q") != query_hash(binding):
+        raise InvalidArgument.field(_FIELD, "was issued for a different query")
+    sequence = body.get("s")
+    if not isinstance(sequence, int) or isinstance(sequence, bool) or not 0 < sequence < 2**63:
+        raise InvalidArgument.field(_FIELD, "is malformed")
+    return sequence
 
 
 def _body(token: str) -> dict[str, Any]:

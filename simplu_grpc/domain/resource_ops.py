@@ -28,10 +28,11 @@ from typing import Any, Protocol, TypeVar
 from simplu_grpc import context
 from simplu_grpc.adapters.pools import PoolRegistry, ShardSession, ShardUnreachable
 from simplu_grpc.adapters.shard_store import ShardStore, group_by_location
-from simplu_grpc.domain import page_tokens
+from simplu_grpc.domain import changes, page_tokens
 from simplu_grpc.domain import resources as rules
 from simplu_grpc.domain.authz import READ, Authorizer
 from simplu_grpc.domain.business import Business
+from simplu_grpc.domain.changes import ResourceChange
 from simplu_grpc.domain.ids import new_resource_id
 from simplu_grpc.domain.resources import ResourceKey, StoredResource
 from simplu_grpc.domain.routing import RoutingCache
@@ -64,7 +65,7 @@ def _read_all(rows: Sequence[StoredResource]) -> tuple[int, int]:
     return len(rows), 0
 
 
-def _read_page(page: tuple[Sequence[StoredResource], bool]) -> tuple[int, int]:
+def _read_page(page: tuple[Sequence[Any], bool]) -> tuple[int, int]:
     return len(page[0]), 0
 
 
@@ -103,6 +104,12 @@ class Page:
 
 
 @dataclass(frozen=True, slots=True)
+class ChangePage:
+    changes: list[ResourceChange]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
 class BatchResult:
     found: list[StoredResource]
     missing: list[ResourceKey]
@@ -133,7 +140,7 @@ class ResourceOps:
         self._new_id = new_id
         self._load = load or IgnoreLoad()
 
-    # --- the six RPCs ------------------------------------------------------------------
+    # --- the RPCs ------------------------------------------------------------------
 
     def create(
         self,
@@ -293,11 +300,14 @@ class ResourceOps:
         plan = rules.validate_update(
             request, max_bytes=self._limits.max_bytes, max_depth=self._limits.max_depth
         )
+        principal = context.principal()
         # The request alone is bounded above; the shard bounds the RESULT (masked sets add up).
         return self._on_shard(
             business,
             key.location_id,
-            lambda s: self._store.update(s, key, plan, max_bytes=self._limits.max_bytes),
+            lambda s: self._store.update(
+                s, key, plan, principal=principal.subject, max_bytes=self._limits.max_bytes
+            ),
             idempotent=False,
             rows=_wrote_one,
         )
@@ -308,10 +318,80 @@ class ResourceOps:
         self._on_shard(
             business,
             key.location_id,
-            lambda s: self._store.delete(s, key, expected_version=version),
+            lambda s: self._store.delete(
+                s, key, expected_version=version, principal=context.principal().subject
+            ),
             idempotent=False,
             rows=_wrote_one,
         )
+
+    def list_changes(
+        self,
+        *,
+        business_id: str,
+        location_id: str,
+        resource_types: Sequence[str],
+        resource_id: str,
+        principal: str,
+        change_time: rules.TimeRange,
+        order_by: str,
+        page_size: int,
+        page_token: str,
+    ) -> ChangePage:
+        """A location's change history (or one resource's), read permission per type: named
+        types must all be readable; no types means every type of the location the caller may
+        read (PERMISSION_DENIED when none)."""
+        rules.validate_tenant(business_id, location_id)
+        named = tuple(resource_types)
+        for index, resource_type in enumerate(named):
+            rules.require_known_type(resource_type, f"resource_types[{index}]")
+        wanted_id, who, descending, size = changes.validate_filters(
+            resource_types=named,
+            resource_id=resource_id,
+            principal=principal,
+            change_time=change_time,
+            order_by=order_by,
+            page_size=page_size,
+        )
+        known = self._businesses.get(business_id)
+        if named:
+            candidates = named
+        elif known is not None:
+            candidates = tuple(sorted(rules.catalog_types(known.type.value)))
+        else:
+            candidates = tuple(sorted(rules.KNOWN_RESOURCE_TYPES))
+        business, readable = self._authorizer.require_readable_types(
+            context.principal(),
+            known,
+            business_id,
+            location_id=location_id,
+            resource_types=candidates,
+            all_required=bool(named),
+        )
+        for index, resource_type in enumerate(named):
+            rules.require_resource_type(business.type.value, resource_type, f"resource_types[{index}]")
+        query = changes.ChangeQuery(
+            business_id=business_id,
+            location_id=location_id,
+            resource_types=tuple(sorted(readable)),
+            resource_id=wanted_id,
+            principal=who,
+            change_time=change_time,
+            descending=descending,
+            page_size=size,
+        )
+        binding = query.binding()
+        after = page_tokens.decode_sequence(page_token, binding)
+        rows, more = self._on_shard(
+            business,
+            location_id,
+            lambda s: self._store.list_changes(s, query, after),
+            idempotent=True,
+            rows=_read_page,
+        )
+        if not more or not rows:
+            return ChangePage(rows, "")
+        return ChangePage(rows, page_tokens.encode_sequence(binding, rows[-1].sequence))
 
     # --- the shared path -----------------------------------------------------------------
 

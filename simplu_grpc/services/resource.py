@@ -12,6 +12,7 @@ from simplu.v1 import business_pb2, resource_pb2, resource_pb2_grpc
 
 from simplu_grpc.domain import permissions
 from simplu_grpc.domain import resources as rules
+from simplu_grpc.domain.changes import ChangeKind, ResourceChange
 from simplu_grpc.domain.resource_ops import ResourceOps
 from simplu_grpc.domain.resources import ResourceKey, StoredResource
 from simplu_grpc.errors import InvalidArgument
@@ -252,6 +253,25 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
         self._ops.delete(key, etag=request.etag)
         return empty_pb2.Empty()
 
+    def ListResourceChanges(
+        self, request: resource_pb2.ListResourceChangesRequest, context: grpc.ServicerContext
+    ) -> resource_pb2.ListResourceChangesResponse:
+        page = self._ops.list_changes(
+            business_id=request.business_id,
+            location_id=request.location_id,
+            resource_types=list(request.resource_types),
+            resource_id=request.resource_id,
+            principal=request.principal,
+            change_time=_interval(request, "change_time_range"),
+            order_by=request.order_by,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        response = resource_pb2.ListResourceChangesResponse(next_page_token=page.next_page_token)
+        for change in page.changes:
+            _fill_change(response.changes.add(), change)
+        return response
+
     def ListResourceTypes(
         self, request: resource_pb2.ListResourceTypesRequest, context: grpc.ServicerContext
     ) -> resource_pb2.ListResourceTypesResponse:
@@ -275,6 +295,27 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
                 for p in permissions.ADMIN_PERMISSIONS
             ],
         )
+
+
+_CHANGE_KINDS = {
+    ChangeKind.CREATED: resource_pb2.CHANGE_KIND_CREATED,
+    ChangeKind.UPDATED: resource_pb2.CHANGE_KIND_UPDATED,
+    ChangeKind.DELETED: resource_pb2.CHANGE_KIND_DELETED,
+}
+
+
+def _fill_change(message: resource_pb2.ResourceChange, change: ResourceChange) -> None:
+    key = change.key
+    message.sequence = change.sequence
+    message.kind = _CHANGE_KINDS[change.kind]
+    message.business_id = key.business_id
+    message.location_id = key.location_id
+    message.resource_type = key.resource_type
+    message.resource_id = key.resource_id
+    message.etag = change.etag
+    message.changed_paths.extend(change.paths)
+    message.principal = change.principal
+    _set_timestamp(message.change_time, change.change_time)
 
 
 def _type_permissions(resource_type: str) -> resource_pb2.ResourceTypePermissions:

@@ -1,16 +1,17 @@
-"""The shard store against real PostgreSQL: bounds on updated documents and request-id retention."""
+"""The shard store against real PostgreSQL: bounds on updated documents, request-id and change retention."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from simplu_grpc.adapters.pools import PoolRegistry
+from simplu_grpc.adapters.pools import PoolRegistry, ShardSession
 from simplu_grpc.adapters.shard_store import ShardStore
 from simplu_grpc.domain.resources import NewResource, ResourceKey, UpdatePlan, document_size
 from simplu_grpc.domain.shards import ShardAssignment
@@ -65,7 +66,7 @@ def test_masked_updates_cannot_grow_a_document_past_the_limit(
         plan = UpdatePlan(set_paths=(((f"k{index}",), "x" * 400),), paths=(f"data.k{index}",))
         try:
             with registry.connection(assignment) as session:
-                store.update(session, _key("r1"), plan, max_bytes=MAX_BYTES)
+                store.update(session, _key("r1"), plan, principal="tester", max_bytes=MAX_BYTES)
         except InvalidArgument as exc:
             refused = exc
             break
@@ -81,7 +82,9 @@ def test_masked_updates_cannot_grow_a_document_past_the_limit(
     assert size <= MAX_BYTES
     # Removing keys and changing dates still works on a document at the limit.
     with registry.connection(assignment) as session:
-        shrunk = store.update(session, _key("r1"), UpdatePlan(remove_paths=(("k0",),)), max_bytes=MAX_BYTES)
+        shrunk = store.update(
+            session, _key("r1"), UpdatePlan(remove_paths=(("k0",),)), principal="tester", max_bytes=MAX_BYTES
+        )
     assert "k0" not in shrunk.data
 
 
@@ -98,7 +101,7 @@ def test_concurrent_masked_updates_never_exceed_the_limit(
         plan = UpdatePlan(set_paths=(((f"k{index}",), "y" * 300),), paths=(f"data.k{index}",))
         try:
             with registry.connection(assignment) as session:
-                store.update(session, _key("r1"), plan, max_bytes=MAX_BYTES)
+                store.update(session, _key("r1"), plan, principal="tester", max_bytes=MAX_BYTES)
         except InvalidArgument:
             return False
         return True
@@ -188,3 +191,42 @@ CREATE TRIGGER bounded_insert BEFORE INSERT ON resources FOR EACH ROW EXECUTE FU
     assert [v.field for v in caught.value.violations] == ["resource.data"]
     assert "update" not in caught.value.message
     assert "update" not in caught.value.violations[0].description
+
+
+def test_changes_past_retention_are_pruned_a_few_per_write(
+    shard: tuple[PoolRegistry, ShardAssignment],
+) -> None:
+    """Every kind of write (create, idempotent create, update, delete) deletes at most 10 changes
+    past the retention, of any tenant, and never one still within it."""
+    registry, assignment = shard
+    store = ShardStore(change_retention=timedelta(hours=1))
+    with registry.connection(assignment) as session:
+        for index in range(35):
+            store.create(session, _new(f"old-{index}", business_id="b2"))
+    _sql(assignment, "UPDATE resource_changes SET change_time = change_time - interval '2 hours'")
+
+    def expired() -> int:
+        return int(
+            _sql(
+                assignment,
+                "SELECT count(*) FROM resource_changes WHERE change_time < now() - interval '1 hour'",
+            )[0][0]
+        )
+
+    writes: list[Callable[[ShardSession], object]] = [
+        lambda s: store.create(s, _new("r1")),
+        lambda s: store.create(s, _new("r2", "rq-1")),
+        lambda s: store.update(
+            s, _key("r1"), UpdatePlan(set_paths=((("k",), 1),), paths=("data.k",)), principal="t"
+        ),
+        lambda s: store.delete(s, _key("r2"), expected_version=None, principal="t"),
+    ]
+    left = [35]
+    for write in writes:
+        with registry.connection(assignment) as session:
+            write(session)
+        left.append(expired())
+    assert left == [35, 25, 15, 5, 0]
+    # The four writes' own changes are within retention: all kept, in the order they were made.
+    kept = _sql(assignment, "SELECT kind, resource_id FROM resource_changes ORDER BY sequence")
+    assert kept == [("created", "r1"), ("created", "r2"), ("updated", "r1"), ("deleted", "r2")]

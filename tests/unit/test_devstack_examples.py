@@ -28,6 +28,7 @@ REQUEST_TYPES: dict[str, type[Message]] = {
     "simplu.v1.ShardAdminService/ListShards": shard_admin_pb2.ListShardsRequest,
     "simplu.v1.ResourceService/CreateResource": resource_pb2.CreateResourceRequest,
     "simplu.v1.ResourceService/ListResources": resource_pb2.ListResourcesRequest,
+    "simplu.v1.ResourceService/ListResourceChanges": resource_pb2.ListResourceChangesRequest,
 }
 
 

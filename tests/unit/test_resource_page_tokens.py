@@ -78,3 +78,24 @@ def test_a_position_with_no_utc_instant_is_malformed_not_an_overflow(sort_value:
     with pytest.raises(InvalidArgument) as caught:
         page_tokens.decode(token, binding)
     assert caught.value.violations[0].field == "page_token"
+
+
+CHANGES = {"changes": 1, "b": "biz", "l": "loc", "n": ["patients"], "id": None, "p": None, "t": [None, None]}
+
+
+def test_a_change_token_names_its_sequence_for_its_query_only() -> None:
+    """A ListResourceChanges token decodes to its sequence; another query's or a resource page's
+    token is refused, as is an edited sequence."""
+    token = page_tokens.encode_sequence(CHANGES, 42)
+    assert page_tokens.decode_sequence(token, CHANGES) == 42
+    assert page_tokens.decode_sequence("", CHANGES) is None
+    with pytest.raises(InvalidArgument):
+        page_tokens.decode_sequence(token, {**CHANGES, "p": "someone"})
+    with pytest.raises(InvalidArgument):
+        page_tokens.decode_sequence(page_tokens.encode(CHANGES, Position(None, "r1")), CHANGES)
+    body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    for sequence in (0, -1, 2**63, "42", True, None):
+        body["s"] = sequence
+        forged = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+        with pytest.raises(InvalidArgument):
+            page_tokens.decode_sequence(forged, CHANGES)

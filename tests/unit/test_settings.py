@@ -27,6 +27,7 @@ def test_defaults_follow_the_design() -> None:
     assert settings.grpc_reflection is True
     assert settings.single_database is True
     assert settings.cognito_client_ids == ("client-a",)
+    assert settings.change_retention_seconds == 7 * 86_400
     assert settings.jwks_url == (
         "https://cognito-idp.us-east-1.amazonaws.com/eu-west-1_AbCdEf/.well-known/jwks.json"
     )
@@ -45,6 +46,7 @@ def test_values_are_read_from_the_environment() -> None:
         GRPC_REFLECTION="off",
         SIMPLU_WORKERS="4",
         LOG_LEVEL="debug",
+        CHANGE_RETENTION_SECONDS="3600",
     )
     assert settings.grpc_port == 6000
     assert settings.citrus_server_url == "https://citrus.example"
@@ -56,6 +58,7 @@ def test_values_are_read_from_the_environment() -> None:
     assert settings.grpc_reflection is False
     assert settings.workers == 4
     assert settings.log_level == "DEBUG"
+    assert settings.change_retention_seconds == 3600
 
 
 def test_settings_are_frozen() -> None:
@@ -86,6 +89,8 @@ def test_settings_are_frozen() -> None:
         ("COGNITO_JWKS_URL", "file:///etc/passwd", "COGNITO_JWKS_URL must be an http:// or https:// URL"),
         ("TENANT_USAGE_TOP_K", "5", "TENANT_USAGE_TOP_K must be between 10 and 100000"),
         ("TENANT_METRICS_TOP", "1000", "TENANT_METRICS_TOP must be between 0 and 100"),
+        ("CHANGE_RETENTION_SECONDS", "10", "CHANGE_RETENTION_SECONDS must be between 60 and"),
+        ("CHANGE_RETENTION_SECONDS", "a week", "CHANGE_RETENTION_SECONDS must be a number"),
     ],
 )
 def test_a_bad_value_names_its_variable(name: str, value: str, expected: str) -> None:

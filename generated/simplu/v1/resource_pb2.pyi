@@ -8,12 +8,24 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.type import interval_pb2 as _interval_pb2
 from simplu.v1 import business_pb2 as _business_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHANGE_KIND_UNSPECIFIED: _ClassVar[ChangeKind]
+    CHANGE_KIND_CREATED: _ClassVar[ChangeKind]
+    CHANGE_KIND_UPDATED: _ClassVar[ChangeKind]
+    CHANGE_KIND_DELETED: _ClassVar[ChangeKind]
+CHANGE_KIND_UNSPECIFIED: ChangeKind
+CHANGE_KIND_CREATED: ChangeKind
+CHANGE_KIND_UPDATED: ChangeKind
+CHANGE_KIND_DELETED: ChangeKind
 
 class Resource(_message.Message):
     __slots__ = ("business_id", "location_id", "resource_type", "resource_id", "business_type", "data", "start_time", "end_time", "create_time", "update_time", "etag")
@@ -198,3 +210,57 @@ class ListResourceTypesResponse(_message.Message):
     resource_types: _containers.RepeatedCompositeFieldContainer[ResourceType]
     administration_permissions: _containers.RepeatedCompositeFieldContainer[AdministrationPermission]
     def __init__(self, resource_types: _Optional[_Iterable[_Union[ResourceType, _Mapping]]] = ..., administration_permissions: _Optional[_Iterable[_Union[AdministrationPermission, _Mapping]]] = ...) -> None: ...
+
+class ResourceChange(_message.Message):
+    __slots__ = ("sequence", "kind", "business_id", "location_id", "resource_type", "resource_id", "etag", "changed_paths", "principal", "change_time")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_PATHS_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    kind: ChangeKind
+    business_id: str
+    location_id: str
+    resource_type: str
+    resource_id: str
+    etag: str
+    changed_paths: _containers.RepeatedScalarFieldContainer[str]
+    principal: str
+    change_time: _timestamp_pb2.Timestamp
+    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., etag: _Optional[str] = ..., changed_paths: _Optional[_Iterable[str]] = ..., principal: _Optional[str] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListResourceChangesRequest(_message.Message):
+    __slots__ = ("business_id", "location_id", "resource_types", "resource_id", "principal", "change_time_range", "order_by", "page_size", "page_token")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPES_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_TIME_RANGE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    location_id: str
+    resource_types: _containers.RepeatedScalarFieldContainer[str]
+    resource_id: str
+    principal: str
+    change_time_range: _interval_pb2.Interval
+    order_by: str
+    page_size: int
+    page_token: str
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_types: _Optional[_Iterable[str]] = ..., resource_id: _Optional[str] = ..., principal: _Optional[str] = ..., change_time_range: _Optional[_Union[_interval_pb2.Interval, _Mapping]] = ..., order_by: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListResourceChangesResponse(_message.Message):
+    __slots__ = ("changes", "next_page_token")
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[ResourceChange]
+    next_page_token: str
+    def __init__(self, changes: _Optional[_Iterable[_Union[ResourceChange, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -83,6 +83,11 @@ class ResourceServiceStub:
                 request_serializer=simplu_dot_v1_dot_resource__pb2.ListResourceTypesRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_resource__pb2.ListResourceTypesResponse.FromString,
                 _registered_method=True)
+        self.ListResourceChanges = channel.unary_unary(
+                '/simplu.v1.ResourceService/ListResourceChanges',
+                request_serializer=simplu_dot_v1_dot_resource__pb2.ListResourceChangesRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_resource__pb2.ListResourceChangesResponse.FromString,
+                _registered_method=True)
 
 
 class ResourceServiceServicer:
@@ -152,6 +157,16 @@ class ResourceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListResourceChanges(self, request, context):
+        """"<type>:read" for every type listed: the history of a location's resources, or of one
+        resource, from the change log every create, update and delete writes in the same
+        transaction. Without resource_types, the types the caller may read (PERMISSION_DENIED when
+        none). Changes are kept for the server's CHANGE_RETENTION_SECONDS (default 7 days).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ResourceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +204,11 @@ def add_ResourceServiceServicer_to_server(servicer, server):
                     servicer.ListResourceTypes,
                     request_deserializer=simplu_dot_v1_dot_resource__pb2.ListResourceTypesRequest.FromString,
                     response_serializer=simplu_dot_v1_dot_resource__pb2.ListResourceTypesResponse.SerializeToString,
+            ),
+            'ListResourceChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListResourceChanges,
+                    request_deserializer=simplu_dot_v1_dot_resource__pb2.ListResourceChangesRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_resource__pb2.ListResourceChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -393,6 +413,33 @@ class ResourceService:
             '/simplu.v1.ResourceService/ListResourceTypes',
             simplu_dot_v1_dot_resource__pb2.ListResourceTypesRequest.SerializeToString,
             simplu_dot_v1_dot_resource__pb2.ListResourceTypesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListResourceChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.ResourceService/ListResourceChanges',
+            simplu_dot_v1_dot_resource__pb2.ListResourceChangesRequest.SerializeToString,
+            simplu_dot_v1_dot_resource__pb2.ListResourceChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

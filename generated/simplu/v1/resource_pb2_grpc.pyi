@@ -64,6 +64,12 @@ class ResourceServiceStub:
     action on them (public data: any authenticated caller, no business involved, no shard
     touched). INVALID_ARGUMENT for an unspecified business type.
     """
+    ListResourceChanges: _grpc.UnaryUnaryMultiCallable[_resource_pb2.ListResourceChangesRequest, _resource_pb2.ListResourceChangesResponse]
+    """"<type>:read" for every type listed: the history of a location's resources, or of one
+    resource, from the change log every create, update and delete writes in the same
+    transaction. Without resource_types, the types the caller may read (PERMISSION_DENIED when
+    none). Changes are kept for the server's CHANGE_RETENTION_SECONDS (default 7 days).
+    """
 
 @_typing.type_check_only
 class ResourceServiceAsyncStub(ResourceServiceStub):
@@ -99,6 +105,12 @@ class ResourceServiceAsyncStub(ResourceServiceStub):
     """The resource types a business type may store and the permission strings that grant each
     action on them (public data: any authenticated caller, no business involved, no shard
     touched). INVALID_ARGUMENT for an unspecified business type.
+    """
+    ListResourceChanges: _aio.UnaryUnaryMultiCallable[_resource_pb2.ListResourceChangesRequest, _resource_pb2.ListResourceChangesResponse]  # type: ignore[assignment]
+    """"<type>:read" for every type listed: the history of a location's resources, or of one
+    resource, from the change log every create, update and delete writes in the same
+    transaction. Without resource_types, the types the caller may read (PERMISSION_DENIED when
+    none). Changes are kept for the server's CHANGE_RETENTION_SECONDS (default 7 days).
     """
 
 class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -174,6 +186,18 @@ class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
         """The resource types a business type may store and the permission strings that grant each
         action on them (public data: any authenticated caller, no business involved, no shard
         touched). INVALID_ARGUMENT for an unspecified business type.
+        """
+
+    @_abc_1.abstractmethod
+    def ListResourceChanges(
+        self,
+        request: _resource_pb2.ListResourceChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ListResourceChangesResponse, _abc.Awaitable[_resource_pb2.ListResourceChangesResponse]]:
+        """"<type>:read" for every type listed: the history of a location's resources, or of one
+        resource, from the change log every create, update and delete writes in the same
+        transaction. Without resource_types, the types the caller may read (PERMISSION_DENIED when
+        none). Changes are kept for the server's CHANGE_RETENTION_SECONDS (default 7 days).
         """
 
 def add_ResourceServiceServicer_to_server(servicer: ResourceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
