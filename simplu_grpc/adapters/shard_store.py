@@ -50,13 +50,16 @@ _CHANGE_COLUMNS = "business_id, location_id, resource_type, resource_id, kind, v
 # A few changes past retention are deleted by each write, in the write's statement: more
 # than one per write, so the prune outruns the log; few, so a write never does much more
 # than its own work. Maintenance, not a tenant read: it returns nothing, and the rows it
-# takes are ones no concurrent prune holds (SKIP LOCKED).
+# takes are ones no concurrent prune holds (SKIP LOCKED). ORDER BY change_time makes the plan
+# a range scan of resource_changes_by_time (oldest first) even before the table has
+# statistics: without it a young, unanalysed log is scanned whole by every write.
 _PRUNE_CHANGES = """
 prune_changes AS (
     DELETE FROM resource_changes
     WHERE sequence IN (
         SELECT sequence FROM resource_changes
         WHERE change_time < now() - %(change_retention)s::interval
+        ORDER BY change_time
         LIMIT %(change_prune)s
         FOR UPDATE SKIP LOCKED)
 )"""

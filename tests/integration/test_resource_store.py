@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from simplu_grpc.adapters import shard_store
 from simplu_grpc.adapters.pools import PoolRegistry, ShardSession
 from simplu_grpc.adapters.shard_store import ShardStore
 from simplu_grpc.domain.resources import NewResource, ResourceKey, UpdatePlan, document_size
@@ -230,3 +231,39 @@ def test_changes_past_retention_are_pruned_a_few_per_write(
     # The four writes' own changes are within retention: all kept, in the order they were made.
     kept = _sql(assignment, "SELECT kind, resource_id FROM resource_changes ORDER BY sequence")
     assert kept == [("created", "r1"), ("created", "r2"), ("updated", "r1"), ("deleted", "r2")]
+
+
+def test_the_change_prune_is_an_index_range_scan_even_before_statistics(
+    shard: tuple[PoolRegistry, ShardAssignment],
+) -> None:
+    """With 20,000 changes and no ANALYZE yet, the prune in a write's statement reads the
+    change_time index, never the whole log (a scan per write would grow with the log)."""
+    registry, assignment = shard
+    store = ShardStore()
+    with registry.connection(assignment) as session:  # the first connection migrates the shard
+        store.create(session, _new("r0"))
+    _sql(
+        assignment,
+        "INSERT INTO resource_changes (business_id, location_id, resource_type, resource_id, kind,"
+        " version, principal) SELECT 'b1', 'main', 'patients', 'r' || i, 'updated', 1, 'p'"
+        " FROM generate_series(1, 20000) AS i",
+    )
+    params = {
+        "b": "b1",
+        "l": "main",
+        "n": "patients",
+        "id": "r1",
+        "type": "dental",
+        "data": Jsonb({}),
+        "start": None,
+        "end": None,
+        "who": "p",
+        "change_retention": timedelta(days=7),
+        "change_prune": 10,
+    }
+    with psycopg.connect(assignment.connection_string, autocommit=True) as conn:
+        cursor = psycopg.ClientCursor(conn)
+        cursor.execute("EXPLAIN " + shard_store._INSERT, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "resource_changes_by_time" in plan
+    assert "Seq Scan on resource_changes" not in plan
