@@ -14,6 +14,7 @@ statement read.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import timedelta
@@ -42,27 +43,38 @@ _COLUMNS = (
 )
 _PK = "business_id = %(b)s AND location_id = %(l)s AND resource_type = %(n)s AND resource_id = %(id)s"
 
-# Every write records its change in the same statement (a ``logged`` CTE, and _PRUNE_CHANGES):
-# the row commits or rolls back with the write, and costs no extra round trip. A create
-# replayed by its request id changed nothing and logs nothing (``created`` is then empty).
+# Every write records its change in the same statement (a ``logged`` CTE): the row commits or
+# rolls back with the write, and costs no extra round trip. A create replayed by its request
+# id changed nothing and logs nothing (``created`` is then empty).
 _CHANGE_COLUMNS = "business_id, location_id, resource_type, resource_id, kind, version, paths, principal"
 
-# A few changes past retention are deleted by each write, in the write's statement: more
-# than one per write, so the prune outruns the log; few, so a write never does much more
-# than its own work. Maintenance, not a tenant read: it returns nothing, and the rows it
-# takes are ones no concurrent prune holds (SKIP LOCKED). ORDER BY change_time makes the plan
-# a range scan of resource_changes_by_time (oldest first) even before the table has
-# statistics: without it a young, unanalysed log is scanned whole by every write.
-_PRUNE_CHANGES = """
+# Changes past retention are deleted by one write in ``change_prune_every`` (ShardStore), in
+# that write's statement, at most _CHANGE_PRUNE_BATCH of them: bounded work, no extra round
+# trip, no background thread, and several times the log's inflow, so the prune outruns it.
+# Not on every write: planning the prune costs a write about as much as logging its change
+# does (measured), so it is paid once in many writes. Maintenance, not a tenant read: it
+# returns nothing, and takes rows no concurrent prune holds (SKIP LOCKED). The plan must not
+# read the whole log, whatever the statistics say (a young log has none): ORDER BY change_time
+# makes the choice a range scan of resource_changes_by_time (oldest first), and = ANY(ARRAY(..))
+# deletes them through the primary key (IN (...) may be planned as a join over the whole table).
+_PRUNE_CHANGES = """,
 prune_changes AS (
     DELETE FROM resource_changes
-    WHERE sequence IN (
+    WHERE sequence = ANY(ARRAY(
         SELECT sequence FROM resource_changes
         WHERE change_time < now() - %(change_retention)s::interval
         ORDER BY change_time
         LIMIT %(change_prune)s
-        FOR UPDATE SKIP LOCKED)
+        FOR UPDATE SKIP LOCKED))
 )"""
+# Where a write statement's last CTE ends: the prune goes there when it is that write's turn.
+_PRUNE_SLOT = "/* prune */"
+
+
+def _with_and_without_prune(statement: str) -> tuple[str, str]:
+    """The write statement without the prune, and with it."""
+    return statement.replace(_PRUNE_SLOT, ""), statement.replace(_PRUNE_SLOT, _PRUNE_CHANGES)
+
 
 _INSERT = f"""
 WITH created AS (
@@ -74,7 +86,7 @@ WITH created AS (
     INSERT INTO resource_changes ({_CHANGE_COLUMNS})
     SELECT business_id, location_id, resource_type, resource_id, 'created', version, '{{}}', %(who)s
     FROM created
-), {_PRUNE_CHANGES}
+){_PRUNE_SLOT}
 SELECT true AS created, {_COLUMNS} FROM created
 """
 
@@ -115,7 +127,7 @@ WITH purge AS (
     INSERT INTO resource_changes ({_CHANGE_COLUMNS})
     SELECT business_id, location_id, resource_type, resource_id, 'created', version, '{{}}', %(who)s
     FROM created
-), {_PRUNE_CHANGES}
+){_PRUNE_SLOT}
 SELECT true AS created, {_COLUMNS} FROM created
 UNION ALL
 SELECT false AS created, {", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","))}
@@ -155,9 +167,14 @@ WITH current_row AS (
     INSERT INTO resource_changes ({_CHANGE_COLUMNS})
     SELECT business_id, location_id, resource_type, resource_id, 'deleted', version, '{{}}', %(who)s
     FROM deleted
-), {_PRUNE_CHANGES}
+){_PRUNE_SLOT}
 SELECT (SELECT version FROM current_row) AS current_version, (SELECT version FROM deleted) AS deleted_version
 """
+
+# (without the prune, with it) for each fixed write statement; see _PRUNE_CHANGES.
+_INSERTS = _with_and_without_prune(_INSERT)
+_INSERTS_IDEMPOTENT = _with_and_without_prune(_INSERT_IDEMPOTENT)
+_DELETES = _with_and_without_prune(_DELETE)
 
 # ListResources sort keys. A missing start_time sorts last ('infinity'), so the keyset
 # comparison never meets NULL; the expression matches the index resources_by_start_time.
@@ -190,10 +207,11 @@ REQUEST_ID_RETENTION = timedelta(hours=24)
 # Expired request ids each idempotent create deletes at most (more than one per create, so
 # the purge outruns the claims; few, so a create never does much more than its own work).
 _PURGE_BATCH = 20
-# How long the change log keeps a change (CHANGE_RETENTION_SECONDS); expired changes each write
-# deletes at most (as _PURGE_BATCH: more than the one change a write adds).
+# How long the change log keeps a change (CHANGE_RETENTION_SECONDS); one write in
+# CHANGE_PRUNE_EVERY deletes at most _CHANGE_PRUNE_BATCH expired changes (see _PRUNE_CHANGES).
 CHANGE_RETENTION = timedelta(days=7)
-_CHANGE_PRUNE_BATCH = 10
+_CHANGE_PRUNE_BATCH = 100
+CHANGE_PRUNE_EVERY = 16
 
 
 def _etag_mismatch(key: ResourceKey, current_version: int, expected_version: int | None) -> Aborted:
@@ -244,21 +262,30 @@ class ShardStore:
         *,
         request_id_retention: timedelta = REQUEST_ID_RETENTION,
         change_retention: timedelta = CHANGE_RETENTION,
+        change_prune_every: int = CHANGE_PRUNE_EVERY,
     ) -> None:
         if request_id_retention <= timedelta(0):
             raise ValueError("request_id_retention must be positive")
         if change_retention <= timedelta(0):
             raise ValueError("change_retention must be positive")
+        if change_prune_every < 1:
+            raise ValueError("change_prune_every must be at least 1")
         self._retention = request_id_retention
         self._change_retention = change_retention
+        self._prune_every = change_prune_every
+        # Counts writes to pick the ones that prune; next() on a count is atomic under the GIL,
+        # and a miscount would only move a prune by one write.
+        self._writes = itertools.count(1)
 
-    def _change_params(self, principal: str) -> dict[str, Any]:
-        """What every write's change row and prune need: who wrote, and what is past retention."""
-        return {
-            "who": principal,
-            "change_retention": self._change_retention,
-            "change_prune": _CHANGE_PRUNE_BATCH,
-        }
+    def _logging(self, principal: str) -> tuple[dict[str, Any], bool]:
+        """What a write's change row needs (who wrote), and whether this write also prunes
+        (with what is past retention)."""
+        params: dict[str, Any] = {"who": principal}
+        prune = next(self._writes) % self._prune_every == 0
+        if prune:
+            params["change_retention"] = self._change_retention
+            params["change_prune"] = _CHANGE_PRUNE_BATCH
+        return params, prune
 
     def create(self, session: ShardSession, new: NewResource) -> tuple[StoredResource, bool]:
         """Insert; with a request id, a retry returns the first result. Returns (resource, created)."""
@@ -271,10 +298,12 @@ class ShardStore:
             "rq": new.request_id,
             "retention": self._retention,
             "purge": _PURGE_BATCH,
-            **self._change_params(new.requester),
         }
+        logging, prune = self._logging(new.requester)
+        params.update(logging)
+        statement = (_INSERTS_IDEMPOTENT if new.request_id else _INSERTS)[prune]
         try:
-            rows = session.run(_INSERT_IDEMPOTENT if new.request_id else _INSERT, params, write=True)
+            rows = session.run(statement, params, write=True)
             if not rows and new.request_id:
                 # A concurrent create with this request id committed while we waited on the
                 # claim; our statement's snapshot predates it, a new one sees it.
@@ -380,8 +409,8 @@ class ShardStore:
         """Apply the plan in one statement, logging the change as ``principal``'s; NOT_FOUND,
         ABORTED when the etag is stale, and INVALID_ARGUMENT (nothing changed) when the
         resulting document exceeds ``max_bytes``."""
-        params: dict[str, Any] = {**_key_params(key), **self._change_params(principal)}
-        params["paths"] = list(plan.paths)
+        logging, prune = self._logging(principal)
+        params: dict[str, Any] = {**_key_params(key), **logging, "paths": list(plan.paths)}
         expression = "data"
         if plan.replace_data is not None:
             params["replace"] = Jsonb(plan.replace_data)
@@ -419,10 +448,11 @@ WITH current_row AS (
     SELECT business_id, location_id, resource_type, resource_id, 'updated', version, %(paths)s::text[],
            %(who)s
     FROM updated
-), {_PRUNE_CHANGES}
+){_PRUNE_SLOT}
 SELECT (SELECT version FROM current_row) AS current_version, u.*
 FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
 """
+        statement = _with_and_without_prune(statement)[prune]
         try:
             rows = session.run(statement, params, write=True)
         except psycopg.errors.CheckViolation as exc:
@@ -441,8 +471,9 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
     ) -> None:
         """Delete, logging the change as ``principal``'s; ``expected_version``
         (``resources.expected_version(etag)``) None deletes any version."""
-        params = {**_key_params(key), "v": expected_version, **self._change_params(principal)}
-        row = session.run(_DELETE, params, write=True)[0]
+        logging, prune = self._logging(principal)
+        params = {**_key_params(key), "v": expected_version, **logging}
+        row = session.run(_DELETES[prune], params, write=True)[0]
         if row["current_version"] is None:
             raise NotFound(
                 f"resource {key.resource_type}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"

@@ -194,43 +194,51 @@ CREATE TRIGGER bounded_insert BEFORE INSERT ON resources FOR EACH ROW EXECUTE FU
     assert "update" not in caught.value.violations[0].description
 
 
-def test_changes_past_retention_are_pruned_a_few_per_write(
+def test_changes_past_retention_are_pruned_by_every_nth_write_a_bounded_batch_at_a_time(
     shard: tuple[PoolRegistry, ShardAssignment],
 ) -> None:
-    """Every kind of write (create, idempotent create, update, delete) deletes at most 10 changes
-    past the retention, of any tenant, and never one still within it."""
+    """Every second write (of any kind: create, idempotent create, update, delete) deletes at
+    most 100 changes past the retention, of any tenant, and never one still within it."""
     registry, assignment = shard
-    store = ShardStore(change_retention=timedelta(hours=1))
-    with registry.connection(assignment) as session:
-        for index in range(35):
-            store.create(session, _new(f"old-{index}", business_id="b2"))
-    _sql(assignment, "UPDATE resource_changes SET change_time = change_time - interval '2 hours'")
+    store = ShardStore(change_retention=timedelta(hours=1), change_prune_every=2)
+    with registry.connection(assignment) as session:  # the first connection migrates the shard
+        session.run("SELECT 1")
+    _sql(
+        assignment,
+        "INSERT INTO resource_changes (business_id, location_id, resource_type, resource_id, kind,"
+        " version, principal, change_time) SELECT 'b2', 'main', 'patients', 'old-' || i, 'created', 1,"
+        " 'p', now() - interval '2 hours' FROM generate_series(1, 250) AS i",
+    )
 
     def expired() -> int:
-        return int(
-            _sql(
-                assignment,
-                "SELECT count(*) FROM resource_changes WHERE change_time < now() - interval '1 hour'",
-            )[0][0]
-        )
+        query = "SELECT count(*) FROM resource_changes WHERE change_time < now() - interval '1 hour'"
+        return int(_sql(assignment, query)[0][0])
 
+    plan = UpdatePlan(set_paths=((("k",), 1),), paths=("data.k",))
     writes: list[Callable[[ShardSession], object]] = [
         lambda s: store.create(s, _new("r1")),
         lambda s: store.create(s, _new("r2", "rq-1")),
-        lambda s: store.update(
-            s, _key("r1"), UpdatePlan(set_paths=((("k",), 1),), paths=("data.k",)), principal="t"
-        ),
+        lambda s: store.update(s, _key("r1"), plan, principal="t"),
         lambda s: store.delete(s, _key("r2"), expected_version=None, principal="t"),
+        lambda s: store.update(s, _key("r1"), plan, principal="t"),
+        lambda s: store.update(s, _key("r1"), plan, principal="t"),
     ]
-    left = [35]
+    left = [expired()]
     for write in writes:
         with registry.connection(assignment) as session:
             write(session)
         left.append(expired())
-    assert left == [35, 25, 15, 5, 0]
-    # The four writes' own changes are within retention: all kept, in the order they were made.
+    assert left == [250, 250, 150, 150, 50, 50, 0]
+    # The writes' own changes are within retention: all kept, in the order they were made.
     kept = _sql(assignment, "SELECT kind, resource_id FROM resource_changes ORDER BY sequence")
-    assert kept == [("created", "r1"), ("created", "r2"), ("updated", "r1"), ("deleted", "r2")]
+    assert kept == [
+        ("created", "r1"),
+        ("created", "r2"),
+        ("updated", "r1"),
+        ("deleted", "r2"),
+        ("updated", "r1"),
+        ("updated", "r1"),
+    ]
 
 
 def test_the_change_prune_is_an_index_range_scan_even_before_statistics(
@@ -259,11 +267,11 @@ def test_the_change_prune_is_an_index_range_scan_even_before_statistics(
         "end": None,
         "who": "p",
         "change_retention": timedelta(days=7),
-        "change_prune": 10,
+        "change_prune": 100,
     }
     with psycopg.connect(assignment.connection_string, autocommit=True) as conn:
         cursor = psycopg.ClientCursor(conn)
-        cursor.execute("EXPLAIN " + shard_store._INSERT, params)
+        cursor.execute("EXPLAIN " + shard_store._INSERTS[True], params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "resource_changes_by_time" in plan
     assert "Seq Scan on resource_changes" not in plan
