@@ -661,8 +661,10 @@ class PoolRegistry:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
         if max_waiting < 0:
             raise ValueError("max_waiting must not be negative")
-        if connect_timeout <= 0 or idle_close_seconds <= 0 or sweep_interval <= 0:
-            raise ValueError("connect_timeout, idle_close_seconds and sweep_interval must be positive")
+        if min(connect_timeout, idle_close_seconds, sweep_interval, worker_idle_exit) <= 0:
+            raise ValueError(
+                "connect_timeout, idle_close_seconds, sweep_interval and worker_idle_exit must be positive"
+            )
         self._metrics = metrics
         self._min_size = min_size
         self._max_size = max_size
