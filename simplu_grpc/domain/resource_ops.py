@@ -74,6 +74,8 @@ class Unbounded:
 class Page:
     resources: list[StoredResource]
     next_page_token: str
+    # Exact number of matches when cheap to know (see ShardStore.list_page), else None.
+    total_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +220,7 @@ class ResourceOps:
         page_size: int,
         page_token: str,
         budget: ResponseBudget | None = None,
+        filter_text: str = "",
     ) -> Page:
         rules.validate_tenant(business_id, location_id)
         rules.require_known_type(resource_type, "resource_type")
@@ -234,21 +237,21 @@ class ResourceOps:
             page_size=page_size,
             max_bytes=self._limits.max_bytes,
             max_depth=self._limits.max_depth,
+            filter_text=filter_text,
         )
         binding = query.binding()
-        after = page_tokens.decode(page_token, binding)
-        rows, more = self._on_shard(
+        after = page_tokens.decode(page_token, binding, [key.is_data for key in query.order_by])
+        listed = self._on_shard(
             business, location_id, lambda s: self._store.list_page(s, query, after), idempotent=True
         )
+        rows = listed.resources
         budget = budget or Unbounded()
         taken = 0
         while taken < len(rows) and budget.admit(rows[taken]):
             taken += 1
-        if taken == len(rows) and not more:
-            return Page(rows, "")
-        return Page(
-            rows[:taken], page_tokens.encode(binding, page_tokens.position_after(query, rows[taken - 1]))
-        )
+        if taken == len(rows) and not listed.more:
+            return Page(rows, "", listed.total_size)
+        return Page(rows[:taken], page_tokens.encode(binding, listed.positions[taken - 1]), listed.total_size)
 
     def update(self, key: ResourceKey, request: rules.UpdateRequest) -> StoredResource:
         business = self._checked_key(key, UPDATE, prefix="resource.")

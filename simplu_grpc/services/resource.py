@@ -199,9 +199,10 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
             page_size=request.page_size,
             page_token=request.page_token,
             budget=budget,
+            filter_text=request.filter,
         )
         return resource_pb2.ListResourcesResponse(
-            resources=budget.messages, next_page_token=page.next_page_token
+            resources=budget.messages, next_page_token=page.next_page_token, total_size=page.total_size
         )
 
     def UpdateResource(

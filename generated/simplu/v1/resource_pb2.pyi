@@ -98,7 +98,7 @@ class BatchGetResourcesResponse(_message.Message):
     def __init__(self, resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., missing: _Optional[_Iterable[_Union[ResourceKey, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListResourcesRequest(_message.Message):
-    __slots__ = ("business_id", "location_id", "resource_type", "start_time_range", "overlaps", "data_contains", "order_by", "page_size", "page_token", "read_mask")
+    __slots__ = ("business_id", "location_id", "resource_type", "start_time_range", "overlaps", "data_contains", "order_by", "filter", "page_size", "page_token", "read_mask")
     BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
     LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +106,7 @@ class ListResourcesRequest(_message.Message):
     OVERLAPS_FIELD_NUMBER: _ClassVar[int]
     DATA_CONTAINS_FIELD_NUMBER: _ClassVar[int]
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     READ_MASK_FIELD_NUMBER: _ClassVar[int]
@@ -116,18 +117,21 @@ class ListResourcesRequest(_message.Message):
     overlaps: _interval_pb2.Interval
     data_contains: _struct_pb2.Struct
     order_by: str
+    filter: str
     page_size: int
     page_token: str
     read_mask: _field_mask_pb2.FieldMask
-    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., start_time_range: _Optional[_Union[_interval_pb2.Interval, _Mapping]] = ..., overlaps: _Optional[_Union[_interval_pb2.Interval, _Mapping]] = ..., data_contains: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., order_by: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., read_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., start_time_range: _Optional[_Union[_interval_pb2.Interval, _Mapping]] = ..., overlaps: _Optional[_Union[_interval_pb2.Interval, _Mapping]] = ..., data_contains: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., order_by: _Optional[str] = ..., filter: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., read_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
 class ListResourcesResponse(_message.Message):
-    __slots__ = ("resources", "next_page_token")
+    __slots__ = ("resources", "next_page_token", "total_size")
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     resources: _containers.RepeatedCompositeFieldContainer[Resource]
     next_page_token: str
-    def __init__(self, resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    total_size: int
+    def __init__(self, resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class UpdateResourceRequest(_message.Message):
     __slots__ = ("resource", "update_mask", "data_paths")
