@@ -448,6 +448,7 @@ def _check_literal(token: _Token, text: str) -> None:
         raise _error(token.position, f"a value is longer than {MAX_LITERAL_LENGTH} characters")
 
 
+_NUMBER_LIKE: Final = re.compile(r"-?[0-9][0-9.eE+-]*")
 _NUMBER: Final = re.compile(r"-?(0|[1-9][0-9]{0,17})(\.[0-9]{1,17})?([eE][+-]?[0-9]{1,3})?")
 
 
@@ -470,6 +471,8 @@ def _value(field: Field, token: _Token) -> Value:
         return text == "true"
     if text == "null":
         return None
+    if _NUMBER_LIKE.fullmatch(text) and not _NUMBER.fullmatch(text):
+        raise _error(token.position, "is not a number this filter takes (at most 18 digits before the point)")
     if _NUMBER.fullmatch(text):
         if isinstance(field, Column):
             return text  # resource_id is text: 007 stays "007"
@@ -517,15 +520,16 @@ def _plain(node: Node) -> Any:
     return ["cmp", field, node.op.value, value, type(value).__name__]
 
 
-_MISSING: Final = object()
+# What lookup() returns for a path that names nothing (a missing key, or a non-object on the way).
+MISSING: Final = object()
 
 
 def lookup(data: Mapping[str, Any], path: Sequence[str]) -> Any:
-    """The value at a key path, or _MISSING (through objects only, like jsonb's #> with keys)."""
+    """The value at a key path, or MISSING (through objects only, like jsonb's #> with keys)."""
     current: Any = data
     for key in path:
         if not isinstance(current, Mapping) or key not in current:
-            return _MISSING
+            return MISSING
         current = current[key]
     return current
 
@@ -546,14 +550,14 @@ def evaluate(node: Node, columns: Mapping[str, Any], data: Mapping[str, Any]) ->
     found = lookup(data, node.field.path)
     if isinstance(node, Has):
         if node.present:
-            return found is not _MISSING and found is not None
+            return found is not MISSING and found is not None
         if isinstance(node.value, str) and _contains_text(found, node.value):
             return True
         if isinstance(found, list):
             return any(_json_equal(element, node.value) for element in found)
         return _json_equal(found, node.value)
     if node.op in (Op.EQ, Op.NE):
-        equal = (found is _MISSING or found is None) if node.value is None else _json_equal(found, node.value)
+        equal = (found is MISSING or found is None) if node.value is None else _json_equal(found, node.value)
         return equal if node.op is Op.EQ else not equal
     return _ordered(found, node.op, node.value)
 
@@ -563,7 +567,7 @@ def _contains_text(found: Any, text: str) -> bool:
 
 
 def _json_equal(found: Any, value: Any) -> bool:
-    if found is _MISSING:
+    if found is MISSING:
         return False
     if isinstance(value, bool) or isinstance(found, bool):
         return isinstance(value, bool) and isinstance(found, bool) and found == value
