@@ -130,6 +130,12 @@ def _column(node: f.Compare | f.Has, name: str, out: Compiled) -> str:
     if node.op is f.Op.NE:
         # Complement of =: an unset start/end time differs from every instant.
         return f"({name} = {_typed(name, node.value, out)}) IS NOT TRUE"
+    if name in f.NULLABLE_COLUMNS and node.op is not f.Op.EQ:
+        # The shape of the (tenant, COALESCE(time, infinity), id) indexes, so a range is an
+        # index range: below an instant the COALESCE changes nothing; above it, an unset
+        # time (infinity) is excluded explicitly.
+        bound = f"{_TIME_SORT[name]} {_COMPARISON[node.op]} {_typed(name, node.value, out)}"
+        return bound if node.op in (f.Op.LT, f.Op.LE) else f"{bound} AND {name} IS NOT NULL"
     return f"{_collated(name)} {_COMPARISON[node.op]} {_typed(name, node.value, out)}"
 
 
