@@ -1,0 +1,194 @@
+"""ListResources filter, data ordering and total_size over a real channel (Citrus emulator
+shards on PostgreSQL, moto DynamoDB, real tokens): results, errors and tenant isolation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from simplu.v1 import resource_pb2
+
+from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
+from simplu_grpc.devstack.moto_server import MotoServer
+from simplu_grpc.domain.business import Business, Member, Role
+from tests.fixtures.server import MakeServer
+from tests.integration.resource_stack import ResourceStack, build_stack, ts
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stack(
+    make_server: MakeServer,
+    citrus: CitrusEmulator,
+    moto_server: MotoServer,
+    auth_settings: dict[str, Any],
+    admin_token: str,
+) -> Iterator[ResourceStack]:
+    built = build_stack(
+        make_server=make_server,
+        citrus=citrus,
+        moto_server=moto_server,
+        auth_settings=auth_settings,
+        admin_token=admin_token,
+    )
+    yield built
+    built.server.stop(0)
+    built.server.deps.close()
+
+
+def _list(
+    stack: ResourceStack,
+    business: Business,
+    *,
+    location_id: str = "main",
+    token: str | None = None,
+    **fields: Any,
+) -> resource_pb2.ListResourcesResponse:
+    return stack.stub.ListResources(
+        resource_pb2.ListResourcesRequest(
+            business_id=business.id, location_id=location_id, resource_type="patients", **fields
+        ),
+        metadata=stack.md(token),
+        timeout=10,
+    )
+
+
+def _error(call: Callable[[], Any]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value
+
+
+def _bad_request(error: grpc.RpcError) -> list[tuple[str, str]]:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    found: list[tuple[str, str]] = []
+    for detail in status.details:
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(bad_request):
+            found += [(v.field, v.description) for v in bad_request.field_violations]
+    return found
+
+
+PATIENTS = [
+    {"first_name": "Ana", "last_name": "Popescu", "age": 34, "status": "active"},
+    {"first_name": "Ion", "last_name": "Popa", "age": 71, "status": "active"},
+    {"first_name": "Maria", "last_name": "Ionescu", "age": 8, "status": "archived"},
+    {"first_name": "Dan", "last_name": "Pop", "status": "active"},
+    {"first_name": "Elena", "last_name": "Stan", "age": 45, "status": "new", "tags": ["vip"]},
+]
+
+
+def _seed(stack: ResourceStack, business: Business, location_id: str = "main") -> None:
+    for index, data in enumerate(PATIENTS):
+        stack.create(
+            business,
+            location_id=location_id,
+            resource_id=f"p{index}",
+            data=data,
+            start_time=ts(f"2026-03-0{index + 1}T09:00:00Z"),
+        )
+
+
+def test_filter_order_by_data_and_total_size(stack: ResourceStack) -> None:
+    """A filter with OR, NOT, a text search and a comparison; ordered by a data field
+    descending; paged by 2 with the total on every page."""
+    business = stack.add_business()
+    _seed(stack, business)
+    request: dict[str, Any] = {
+        "filter": '"pop" AND (data.age >= 30 OR -data.age:*) AND NOT data.status = "archived"',
+        "order_by": "data.last_name desc, start_time",
+        "page_size": 2,
+    }
+    names: list[str] = []
+    totals: list[int] = []
+    token = ""
+    while True:
+        page = _list(stack, business, page_token=token, **request)
+        names += [r.data["last_name"] for r in page.resources]
+        assert page.HasField("total_size")
+        totals.append(page.total_size)
+        token = page.next_page_token
+        if not token:
+            break
+    assert names == ["Popescu", "Popa", "Pop"]
+    assert totals == [3, 3]
+    searched = _list(stack, business, filter='data.tags:"vip" OR data.first_name:"MAR"', order_by="data.age")
+    assert [r.resource_id for r in searched.resources] == ["p2", "p4"]
+
+
+def test_page_token_is_bound_to_the_filter(stack: ResourceStack) -> None:
+    """A token issued for one filter is refused for another (INVALID_ARGUMENT on page_token)."""
+    business = stack.add_business()
+    _seed(stack, business)
+    first = _list(stack, business, filter='data.status = "active"', page_size=1)
+    assert first.next_page_token
+    error = _error(
+        lambda: _list(stack, business, filter='data.status = "new"', page_token=first.next_page_token)
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in _bad_request(error)] == ["page_token"]
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "data.a = 1; DROP TABLE resources",
+        'data.a = "\x00"',
+        "(" * 50 + "data.a = 1" + ")" * 50,
+        'data.a = "' + "x" * 5000 + '"',
+        " OR ".join(["data.a = 1"] * 40),
+        'business_id = "other"',
+        "data.a = 1e999",
+        "data.a = '",
+        "data.a ~ 1",
+    ],
+)
+def test_hostile_filters_answer_invalid_argument_never_internal(stack: ResourceStack, hostile: str) -> None:
+    """Over the wire: INVALID_ARGUMENT with a BadRequest violation on "filter" that gives the
+    position; the shard is not asked for anything (no rows are changed, none are listed)."""
+    business = stack.add_business()
+    stack.create(business, resource_id="keep")
+    error = _error(lambda: _list(stack, business, filter=hostile))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = _bad_request(error)
+    assert [f for f, _ in violations] == ["filter"]
+    assert violations[0][1].startswith("at character ")
+    assert [r.resource_id for r in _list(stack, business).resources] == ["keep"]
+
+
+def test_filters_never_see_other_locations_or_businesses(
+    stack: ResourceStack, make_user_token: Callable[..., tuple[str, str]]
+) -> None:
+    """The same documents in another location of the business (same shard) and in another
+    business: a filter that matches everything returns only the asked location's rows, a
+    filter cannot name business_id or location_id, and a member of one location is refused
+    the other whatever the filter."""
+    sub, token = make_user_token("main-only-reader")
+    business = stack.add_business(
+        locations=("main", "annex"),
+        roles={"owner": Role(permissions=("*",)), "reader": Role(permissions=("patients:read",))},
+        members={sub: Member(role="reader", location_ids=("main",))},
+    )
+    other = stack.add_business()
+    _seed(stack, business, "main")
+    _seed(stack, business, "annex")
+    _seed(stack, other, "main")
+    assert stack.shard_of(business, "main") == stack.shard_of(business, "annex")
+    everything = "data.status:* OR NOT data.status:* OR resource_id:*"
+    listed = _list(stack, business, filter=everything, token=token, page_size=100)
+    assert {(r.business_id, r.location_id) for r in listed.resources} == {(business.id, "main")}
+    assert listed.total_size == len(PATIENTS)
+    for naming in ('location_id = "annex"', f'business_id = "{other.id}"'):
+        error = _error(lambda naming=naming: _list(stack, business, filter=naming, token=token))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    denied = _error(lambda: _list(stack, business, location_id="annex", filter=everything, token=token))
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert _error(lambda: _list(stack, other, filter=everything, token=token)).code() == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
