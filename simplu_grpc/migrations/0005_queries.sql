@@ -6,11 +6,13 @@
 -- a unit test checks that every searchable field has its index here). A field made
 -- searchable later needs a new migration with its index.
 --
--- pg_trgm: CREATE EXTENSION needs the CREATE privilege on the database (PostgreSQL 13+ lets a
--- database owner create trusted extensions such as pg_trgm without being superuser). When
--- the shard role may do neither, this migration fails as a whole (nothing is applied, the
--- shard stays at v4 and answers UNAVAILABLE on the migration error); an operator runs
--- "CREATE EXTENSION pg_trgm" once as a superuser and the next connection migrates.
+-- pg_trgm: CREATE EXTENSION needs the CREATE privilege on the database (pg_trgm is a trusted
+-- extension, so a superuser is not needed; the postgres superuser of the dev stack has it).
+-- When the shard role lacks it, the migration run fails with InsufficientPrivilege and, as
+-- every run is one transaction, applies nothing: the shard keeps its previous schema and the
+-- error shows in ShardAdmin.MigrateShard / "simplu-grpc migrate". An operator then runs
+-- "CREATE EXTENSION pg_trgm" once as a privileged role, and the next run migrates
+-- (tests/integration/test_migration_pg_trgm.py).
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
 
 CREATE INDEX resources_search_patients_first_name ON resources USING gin ((data #>> '{first_name}'::text[]) gin_trgm_ops)
