@@ -26,8 +26,9 @@ from typing import Any, Protocol, TypeVar
 
 from simplu_grpc import context
 from simplu_grpc.adapters.pools import PoolRegistry, ShardSession, ShardUnreachable
+from simplu_grpc.adapters.resource_aggregate_sql import aggregate as aggregate_on_shard
 from simplu_grpc.adapters.shard_store import ShardStore, group_by_location
-from simplu_grpc.domain import page_tokens
+from simplu_grpc.domain import page_tokens, resource_aggregates
 from simplu_grpc.domain import resources as rules
 from simplu_grpc.domain.authz import READ, Authorizer
 from simplu_grpc.domain.business import Business
@@ -252,6 +253,41 @@ class ResourceOps:
         if taken == len(rows) and not listed.more:
             return Page(rows, "", listed.total_size)
         return Page(rows[:taken], page_tokens.encode(binding, listed.positions[taken - 1]), listed.total_size)
+
+    def aggregate(
+        self,
+        *,
+        business_id: str,
+        location_id: str,
+        resource_type: str,
+        filter_text: str,
+        value_field: str,
+        group_by: Sequence[str],
+        max_groups: int,
+    ) -> resource_aggregates.AggregateResult:
+        """Counts (and sum/min/max of a numeric data field) per group; "<type>:read"."""
+        rules.validate_tenant(business_id, location_id)
+        rules.require_known_type(resource_type, "resource_type")
+        business, location = self._authorizer.require_resource(
+            context.principal(),
+            self._businesses.get(business_id),
+            business_id,
+            location_id=location_id,
+            resource_type=resource_type,
+            action=READ,
+        )
+        query = resource_aggregates.validate_aggregate(
+            business_type=business.type.value,
+            business_id=business_id,
+            location_id=location_id,
+            resource_type=resource_type,
+            filter_text=filter_text,
+            value_field=value_field,
+            group_by=group_by,
+            max_groups=max_groups,
+            zone=resource_aggregates.time_zone(location.timezone, business.settings.timezone),
+        )
+        return self._on_shard(business, location_id, lambda s: aggregate_on_shard(s, query), idempotent=True)
 
     def update(self, key: ResourceKey, request: rules.UpdateRequest) -> StoredResource:
         business = self._checked_key(key, UPDATE, prefix="resource.")

@@ -117,6 +117,16 @@ class _ResponseBudget:
         return True
 
 
+def _json_value(value: Any) -> struct_pb2.Value:
+    """A group key as a protobuf Value (instants as RFC 3339 strings)."""
+    message = struct_pb2.Value()
+    if isinstance(value, datetime):
+        message.string_value = rules.format_timestamp(value)
+    else:
+        json_format.ParseDict(value, message)
+    return message
+
+
 def _key(message: resource_pb2.ResourceKey, business_id: str) -> ResourceKey:
     return ResourceKey(business_id, message.location_id, message.resource_type, message.resource_id)
 
@@ -204,6 +214,25 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
         return resource_pb2.ListResourcesResponse(
             resources=budget.messages, next_page_token=page.next_page_token, total_size=page.total_size
         )
+
+    def AggregateResources(
+        self, request: resource_pb2.AggregateResourcesRequest, context: grpc.ServicerContext
+    ) -> resource_pb2.AggregateResourcesResponse:
+        result = self._ops.aggregate(
+            business_id=request.business_id,
+            location_id=request.location_id,
+            resource_type=request.resource_type,
+            filter_text=request.filter,
+            value_field=request.value_field,
+            group_by=list(request.group_by),
+            max_groups=request.max_groups,
+        )
+        response = resource_pb2.AggregateResourcesResponse(truncated=result.truncated)
+        for group in result.groups:
+            message = response.groups.add(count=group.count, sum=group.sum, min=group.min, max=group.max)
+            for key in group.keys:
+                message.keys.add().CopyFrom(_json_value(key))
+        return response
 
     def UpdateResource(
         self, request: resource_pb2.UpdateResourceRequest, context: grpc.ServicerContext

@@ -3,18 +3,20 @@ shards on PostgreSQL, moto DynamoDB, real tokens): results, errors and tenant is
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from simplu.v1 import resource_pb2
 
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer
-from simplu_grpc.domain.business import Business, Member, Role
+from simplu_grpc.domain.business import Business, BusinessType, Location, Member, Permissions, Role
 from tests.fixtures.server import MakeServer
 from tests.integration.resource_stack import ResourceStack, build_stack, ts
 
@@ -191,4 +193,86 @@ def test_filters_never_see_other_locations_or_businesses(
     assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
     assert _error(lambda: _list(stack, other, filter=everything, token=token)).code() == (
         grpc.StatusCode.PERMISSION_DENIED
+    )
+
+
+# --- AggregateResources ---------------------------------------------------------------------
+
+
+def _aggregate(
+    stack: ResourceStack, business: Business, token: str | None = None, **fields: Any
+) -> resource_pb2.AggregateResourcesResponse:
+    return stack.stub.AggregateResources(
+        resource_pb2.AggregateResourcesRequest(
+            business_id=business.id, location_id="main", resource_type="appointments", **fields
+        ),
+        metadata=stack.md(token),
+        timeout=10,
+    )
+
+
+def _keys(group: resource_pb2.AggregateResourcesResponse.Group) -> list[Any]:
+    return [json_format.MessageToDict(k) for k in group.keys]
+
+
+def test_aggregates_group_by_local_day_and_data_field(
+    stack: ResourceStack, make_user_token: Callable[..., tuple[str, str]]
+) -> None:
+    """Counts and sum/min/max of data.price, filtered, per local day in the location's time
+    zone (Europe/Bucharest: UTC+2, +3 from March 29) and per status; only numbers count."""
+    business = Business(
+        id=f"b{secrets.token_hex(5)}",
+        name="Tz clinic",
+        type=BusinessType.DENTAL,
+        locations=(Location(id="main", name="main", timezone="Europe/Bucharest"),),
+        permissions=Permissions(roles={"owner": Role(permissions=("*",))}, members={}),
+    )
+    stack.store.create(business)
+    rows = [
+        ("2026-03-01T21:30:00Z", "done", 100),  # 23:30 on March 1, local
+        ("2026-03-01T22:30:00Z", "done", 50.5),  # 00:30 on March 2, local
+        ("2026-03-01T23:00:00Z", "open", "n/a"),  # March 2; a price that is not a number
+        ("2026-03-31T22:30:00Z", "done", 20),  # 01:30 on April 1, local (DST)
+        ("2026-03-02T10:00:00Z", "cancelled", 999),  # filtered out
+        (None, "open", 5),  # no start_time: the null day
+    ]
+    for start, status, price in rows:
+        fields: dict[str, Any] = {"start_time": ts(start)} if start else {}
+        stack.create(business, "appointments", data={"status": status, "price": price}, **fields)
+    by_day = _aggregate(
+        stack,
+        business,
+        filter='data.status != "cancelled"',
+        value_field="data.price",
+        group_by=["start_time:day"],
+    )
+    assert [(_keys(g), g.count, g.sum if g.HasField("sum") else None) for g in by_day.groups] == [
+        (["2026-02-28T22:00:00Z"], 1, 100.0),
+        (["2026-03-01T22:00:00Z"], 2, 50.5),
+        (["2026-03-31T21:00:00Z"], 1, 20.0),
+        ([None], 1, 5.0),
+    ]
+    by_status = _aggregate(
+        stack, business, value_field="data.price", group_by=["data.status", "start_time:month"]
+    )
+    summary = [(_keys(g), g.count, g.min, g.max) for g in by_status.groups]
+    assert summary[:2] == [
+        (["cancelled", "2026-02-28T22:00:00Z"], 1, 999.0, 999.0),
+        (["done", "2026-02-28T22:00:00Z"], 2, 50.5, 100.0),
+    ]
+    assert not by_status.truncated
+    assert _aggregate(stack, business, group_by=["data.status"], max_groups=2).truncated
+    total = _aggregate(stack, business)
+    assert [(g.count, g.HasField("sum")) for g in total.groups] == [(len(rows), False)]
+    bad = _error(lambda: _aggregate(stack, business, filter="data.x = 1 )"))
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in _bad_request(bad)] == ["filter"]
+    for wrong in (["data.a", "data.b", "data.c"], ["start_time:year"], ["status"]):
+        assert _error(lambda wrong=wrong: _aggregate(stack, business, group_by=wrong)).code() == (
+            grpc.StatusCode.INVALID_ARGUMENT
+        )
+    _, stranger = make_user_token("aggregate-stranger")
+    assert (
+        _error(lambda: _aggregate(stack, business, token=stranger)).code()
+        == grpc.StatusCode.PERMISSION_DENIED
     )

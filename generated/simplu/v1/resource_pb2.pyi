@@ -133,6 +133,45 @@ class ListResourcesResponse(_message.Message):
     total_size: int
     def __init__(self, resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
+class AggregateResourcesRequest(_message.Message):
+    __slots__ = ("business_id", "location_id", "resource_type", "filter", "value_field", "group_by", "max_groups")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    MAX_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    location_id: str
+    resource_type: str
+    filter: str
+    value_field: str
+    group_by: _containers.RepeatedScalarFieldContainer[str]
+    max_groups: int
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., filter: _Optional[str] = ..., value_field: _Optional[str] = ..., group_by: _Optional[_Iterable[str]] = ..., max_groups: _Optional[int] = ...) -> None: ...
+
+class AggregateResourcesResponse(_message.Message):
+    __slots__ = ("groups", "truncated")
+    class Group(_message.Message):
+        __slots__ = ("keys", "count", "sum", "min", "max")
+        KEYS_FIELD_NUMBER: _ClassVar[int]
+        COUNT_FIELD_NUMBER: _ClassVar[int]
+        SUM_FIELD_NUMBER: _ClassVar[int]
+        MIN_FIELD_NUMBER: _ClassVar[int]
+        MAX_FIELD_NUMBER: _ClassVar[int]
+        keys: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Value]
+        count: int
+        sum: float
+        min: float
+        max: float
+        def __init__(self, keys: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., count: _Optional[int] = ..., sum: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[AggregateResourcesResponse.Group]
+    truncated: bool
+    def __init__(self, groups: _Optional[_Iterable[_Union[AggregateResourcesResponse.Group, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
 class UpdateResourceRequest(_message.Message):
     __slots__ = ("resource", "update_mask", "data_paths")
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
