@@ -21,14 +21,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from simplu_grpc import context
+from simplu_grpc.adapters.location_statistics_sql import statistics as statistics_on_shard
 from simplu_grpc.adapters.pools import PoolRegistry, ShardSession, ShardUnreachable
 from simplu_grpc.adapters.resource_aggregate_sql import aggregate as aggregate_on_shard
 from simplu_grpc.adapters.shard_store import ShardStore, group_by_location
-from simplu_grpc.domain import page_tokens, resource_aggregates
+from simplu_grpc.domain import location_statistics, page_tokens, resource_aggregates
 from simplu_grpc.domain import resources as rules
 from simplu_grpc.domain.authz import READ, Authorizer
 from simplu_grpc.domain.business import Business
@@ -99,6 +100,7 @@ class ResourceOps:
         store: ShardStore | None = None,
         limits: Limits = Limits(),
         new_id: Callable[[], str] = new_resource_id,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._businesses = businesses
         self._authorizer = authorizer
@@ -107,6 +109,7 @@ class ResourceOps:
         self._store = store or ShardStore()
         self._limits = limits
         self._new_id = new_id
+        self._clock = clock
 
     # --- the six RPCs ------------------------------------------------------------------
 
@@ -288,6 +291,39 @@ class ResourceOps:
             zone=resource_aggregates.time_zone(location.timezone, business.settings.timezone),
         )
         return self._on_shard(business, location_id, lambda s: aggregate_on_shard(s, query), idempotent=True)
+
+    def statistics(self, *, business_id: str, location_id: str) -> location_statistics.LocationStatistics:
+        """The business type's dashboard for one location; read permission on every type it
+        summarises is checked before anything is read (PERMISSION_DENIED names none of them)."""
+        rules.validate_tenant(business_id, location_id)
+        principal = context.principal()
+        looked_up = self._businesses.get(business_id)
+        # The types summarised follow from the business type; every one must be readable. An
+        # unknown business still goes through the authorizer (PERMISSION_DENIED first).
+        kinds = location_statistics.definitions(looked_up.type.value.lower()) if looked_up else ()
+        types = list(dict.fromkeys(d.resource_type for d in kinds)) or ["activities"]
+        for resource_type in types:
+            business, location = self._authorizer.require_resource(
+                principal,
+                looked_up,
+                business_id,
+                location_id=location_id,
+                resource_type=resource_type,
+                action=READ,
+            )
+        zone = resource_aggregates.time_zone(location.timezone, business.settings.timezone)
+        now = self._clock()
+        query = location_statistics.plan(
+            business_type=business.type.value.lower(),
+            business_id=business_id,
+            location_id=location_id,
+            now=now,
+            zone=zone,
+        )
+        found, recent = self._on_shard(
+            business, location_id, lambda s: statistics_on_shard(s, query), idempotent=True
+        )
+        return location_statistics.LocationStatistics(now, zone, found, recent)
 
     def update(self, key: ResourceKey, request: rules.UpdateRequest) -> StoredResource:
         business = self._checked_key(key, UPDATE, prefix="resource.")

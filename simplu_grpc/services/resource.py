@@ -234,6 +234,27 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
                 message.keys.add().CopyFrom(_json_value(key))
         return response
 
+    def GetLocationStatistics(
+        self, request: resource_pb2.GetLocationStatisticsRequest, context: grpc.ServicerContext
+    ) -> resource_pb2.LocationStatistics:
+        found = self._ops.statistics(business_id=request.business_id, location_id=request.location_id)
+        response = resource_pb2.LocationStatistics(time_zone=found.time_zone)
+        response.as_of.FromDatetime(found.as_of)
+        for statistic in found.statistics:
+            response.statistics.add(
+                name=statistic.name,
+                resource_type=statistic.resource_type,
+                value=statistic.value,
+                breakdown=statistic.breakdown,
+            )
+        for activity in found.recent_activities:
+            item = response.recent_activities.add(
+                resource_type=activity.resource_type, resource_id=activity.resource_id
+            )
+            item.create_time.FromDatetime(activity.create_time)
+            item.update_time.FromDatetime(activity.update_time)
+        return response
+
     def UpdateResource(
         self, request: resource_pb2.UpdateResourceRequest, context: grpc.ServicerContext
     ) -> resource_pb2.Resource:

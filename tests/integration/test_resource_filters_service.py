@@ -4,7 +4,8 @@ shards on PostgreSQL, moto DynamoDB, real tokens): results, errors and tenant is
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -276,3 +277,84 @@ def test_aggregates_group_by_local_day_and_data_field(
         _error(lambda: _aggregate(stack, business, token=stranger)).code()
         == grpc.StatusCode.PERMISSION_DENIED
     )
+
+
+# --- GetLocationStatistics ------------------------------------------------------------------
+
+
+def test_dental_statistics_in_one_call_with_read_permission_on_every_type(
+    stack: ResourceStack, make_user_token: Callable[..., tuple[str, str]]
+) -> None:
+    """Appointments today / this month by status, new patients, revenue (numbers only, not
+    cancelled), top treatments and recent activities; a member who cannot read one of the
+    summarised types is refused the whole dashboard."""
+    partial_sub, partial = make_user_token("stats-partial")
+    full_sub, full = make_user_token("stats-full")
+    business = stack.add_business(
+        roles={
+            "owner": Role(permissions=("*",)),
+            "front": Role(permissions=("appointments:read", "patients:read")),
+            "manager": Role(permissions=("appointments:read", "patients:read", "invoices:read")),
+        },
+        members={partial_sub: Member(role="front"), full_sub: Member(role="manager")},
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    offsets = [
+        timedelta(0),
+        timedelta(minutes=-1),
+        timedelta(days=-2),
+        timedelta(days=-40),
+        timedelta(hours=1),
+    ]
+    appointments = []
+    for index, offset in enumerate(offsets):
+        start = now + offset
+        status = ["done", "confirmed", "done", "done", "cancelled"][index]
+        treatment = ["cleaning", "cleaning", "filling", "crown", "cleaning"][index]
+        appointments.append((start, status, treatment))
+        stack.create(
+            business,
+            "appointments",
+            data={"status": status, "treatment": treatment},
+            start_time=ts(start.isoformat().replace("+00:00", "Z")),
+        )
+    for name in ("Ana", "Ion"):
+        stack.create(business, "patients", data={"first_name": name})
+    for total, status in ((120, "paid"), (30.5, "paid"), (999, "cancelled"), ("n/a", "paid")):
+        stack.create(business, "invoices", data={"total": total, "status": status})
+
+    answer = stack.stub.GetLocationStatistics(
+        resource_pb2.GetLocationStatisticsRequest(business_id=business.id, location_id="main"),
+        metadata=stack.md(full),
+        timeout=10,
+    )
+    values = {s.name: s for s in answer.statistics}
+    today = [a for a in appointments if a[0].date() == answer.as_of.ToDatetime(tzinfo=UTC).date()]
+    month = [a for a in appointments if (a[0].year, a[0].month) == (now.year, now.month)]
+    assert answer.time_zone == "UTC"
+    assert values["appointments_today"].value == len(today)
+    assert dict(values["appointments_today"].breakdown) == _counts(a[1] for a in today)
+    assert values["appointments_this_month"].value == len(month)
+    assert dict(values["top_treatments_this_month"].breakdown) == _counts(a[2] for a in month)
+    assert values["new_patients_this_month"].value == 2
+    assert values["revenue_this_month"].value == 150.5
+    assert len(answer.recent_activities) == 10
+    updates = [a.update_time.ToDatetime() for a in answer.recent_activities]
+    assert updates == sorted(updates, reverse=True)
+    assert answer.recent_activities[0].resource_type == "invoices"
+
+    denied = _error(
+        lambda: stack.stub.GetLocationStatistics(
+            resource_pb2.GetLocationStatisticsRequest(business_id=business.id, location_id="main"),
+            metadata=stack.md(partial),
+            timeout=10,
+        )
+    )
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def _counts(values: Iterable[str]) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for value in values:
+        counted[value] = counted.get(value, 0) + 1
+    return counted

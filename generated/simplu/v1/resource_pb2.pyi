@@ -172,6 +172,55 @@ class AggregateResourcesResponse(_message.Message):
     truncated: bool
     def __init__(self, groups: _Optional[_Iterable[_Union[AggregateResourcesResponse.Group, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
+class GetLocationStatisticsRequest(_message.Message):
+    __slots__ = ("business_id", "location_id")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    location_id: str
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ...) -> None: ...
+
+class LocationStatistics(_message.Message):
+    __slots__ = ("as_of", "time_zone", "statistics", "recent_activities")
+    class Statistic(_message.Message):
+        __slots__ = ("name", "resource_type", "value", "breakdown")
+        class BreakdownEntry(_message.Message):
+            __slots__ = ("key", "value")
+            KEY_FIELD_NUMBER: _ClassVar[int]
+            VALUE_FIELD_NUMBER: _ClassVar[int]
+            key: str
+            value: int
+            def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+        NAME_FIELD_NUMBER: _ClassVar[int]
+        RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        BREAKDOWN_FIELD_NUMBER: _ClassVar[int]
+        name: str
+        resource_type: str
+        value: float
+        breakdown: _containers.ScalarMap[str, int]
+        def __init__(self, name: _Optional[str] = ..., resource_type: _Optional[str] = ..., value: _Optional[float] = ..., breakdown: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    class Activity(_message.Message):
+        __slots__ = ("resource_type", "resource_id", "create_time", "update_time")
+        RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+        RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+        CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+        UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+        resource_type: str
+        resource_id: str
+        create_time: _timestamp_pb2.Timestamp
+        update_time: _timestamp_pb2.Timestamp
+        def __init__(self, resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_ACTIVITIES_FIELD_NUMBER: _ClassVar[int]
+    as_of: _timestamp_pb2.Timestamp
+    time_zone: str
+    statistics: _containers.RepeatedCompositeFieldContainer[LocationStatistics.Statistic]
+    recent_activities: _containers.RepeatedCompositeFieldContainer[LocationStatistics.Activity]
+    def __init__(self, as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., statistics: _Optional[_Iterable[_Union[LocationStatistics.Statistic, _Mapping]]] = ..., recent_activities: _Optional[_Iterable[_Union[LocationStatistics.Activity, _Mapping]]] = ...) -> None: ...
+
 class UpdateResourceRequest(_message.Message):
     __slots__ = ("resource", "update_mask", "data_paths")
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
