@@ -15,11 +15,14 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+
+def _word(rng: random.Random) -> str:
+    return "".join(rng.choice(string.ascii_lowercase) for _ in range(7)).title()
+
+
 # Share of the rows per type: patients are searched, appointments filtered and summarised.
 MIX = (("patients", 0.5), ("appointments", 0.4), ("invoices", 0.1))
-SURNAMES = tuple(
-    "".join(random.Random(n).choice(string.ascii_lowercase) for _ in range(7)).title() for n in range(5000)
-)
+SURNAMES = tuple(_word(random.Random(n)) for n in range(5000))
 STATUSES = ("active", "archived", "new", "confirmed", "done", "cancelled")
 TREATMENTS = ("cleaning", "filling", "crown", "implant", "whitening", "extraction")
 

@@ -88,7 +88,8 @@ def statistics(session: ShardSession, query: StatisticsQuery) -> tuple[list[Stat
         f" WHERE business_id = %(b)s AND location_id = %(l)s AND resource_type = ANY({types}::text[])"
         f" ORDER BY update_time DESC, resource_id DESC LIMIT {out.bind(query.recent)}) AS r) AS recent"
     )
-    row = session.run(f"SELECT {', '.join([*columns, recent])}", out.params)[0]
+    # Custom plans: see ShardSession.run.
+    row = session.run(f"SELECT {', '.join([*columns, recent])}", out.params, prepare=False)[0]
     found = [
         Statistic(
             planned.definition.name,

@@ -544,7 +544,12 @@ class ShardSession:
         self._health = health
 
     def run(
-        self, query: Query, params: Sequence[Any] | dict[str, Any] | None = None, *, write: bool = False
+        self,
+        query: Query,
+        params: Sequence[Any] | dict[str, Any] | None = None,
+        *,
+        write: bool = False,
+        prepare: bool | None = None,
     ) -> list[Row]:
         """Run one statement in its own transaction with statement_timeout = the remaining deadline.
 
@@ -552,6 +557,11 @@ class ShardSession:
         been sent is CommitOutcomeUnknown (the write may or may not be applied), not a plain
         ShardUnavailable. BEGIN, the statement and COMMIT go out in one pipeline, so any
         loss during it is such a loss.
+
+        ``prepare=False``: never a server-side prepared statement, so PostgreSQL plans with
+        the actual values every time. Filtered lists need it: after five executions a
+        prepared statement may switch to a generic plan, which cannot use an expression or
+        partial index whose key is a parameter (a trigram search went from 2 ms to 300 ms).
         """
         conn = self.conn
         with self.guard("querying the shard", write=write) as millis:
@@ -560,7 +570,7 @@ class ShardSession:
                     conn.execute("BEGIN")
                     conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(millis),))
                     cursor = conn.cursor(row_factory=dict_row)
-                    cursor.execute(query, params)
+                    cursor.execute(query, params, prepare=prepare)
                     conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)

@@ -68,7 +68,7 @@ def aggregate(session: ShardSession, query: AggregateQuery) -> AggregateResult:
         + (f" GROUP BY {grouping} ORDER BY {ordering}" if keys else "")
         + " LIMIT %(limit)s"
     )
-    rows = session.run(statement, params)
+    rows = session.run(statement, params, prepare=False)  # custom plans: see ShardSession.run
     groups = [
         Group(
             keys=tuple(

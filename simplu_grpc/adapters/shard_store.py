@@ -311,7 +311,8 @@ class ShardStore:
             f" AS total_size FROM resources WHERE {page_where}"
             f" ORDER BY {sql.order_clause(query.order_by, expressions)} LIMIT %(limit)s"
         )
-        rows = session.run(statement, params)
+        # Custom plans only: the indexes that serve a filter have its values as their keys.
+        rows = session.run(statement, params, prepare=False)
         page = rows[: query.page_size]
         total: int | None = None
         if rows and rows[0]["total_size"] <= TOTAL_SIZE_LIMIT:

@@ -59,8 +59,8 @@ MAX_DEPTH: Final = 12
 MAX_TERMS: Final = 32
 MAX_LITERAL_LENGTH: Final = 256
 MAX_PATH_KEYS: Final = 8
-# Shortest text a search or a partial match accepts: below 3 characters a trigram index
-# cannot help and nearly everything matches.
+# Shortest search text. Below 3 characters a trigram index cannot narrow the search: such a
+# search reads the tenant's rows of the type (still bounded by the tenant index).
 MIN_SEARCH_LENGTH: Final = 1
 
 KEY_PATTERN: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")

@@ -391,3 +391,16 @@ def test_sql_looking_filters_are_only_values(seeded: Seeded, text: str) -> None:
     with psycopg.connect(seeded.assignment.connection_string) as conn:
         count = conn.execute("SELECT count(*) FROM resources").fetchone()
     assert count == (DOCUMENTS * 3,)
+
+
+def test_filtered_lists_are_never_server_side_prepared(seeded: Seeded) -> None:
+    """Ten filtered lists on one connection leave no prepared statement behind: each is planned
+    with its values, so a search keeps its trigram index (a generic plan of a prepared
+    statement cannot use an index whose key is a parameter)."""
+    with seeded.registry.connection(seeded.assignment) as session:
+        for index in range(10):
+            ShardStore().list_page(session, _query(f'"pop{index}" OR data.age > {index}'), None)
+        rows = session.run(
+            "SELECT count(*) AS n FROM pg_prepared_statements WHERE statement LIKE '%total_size%'"
+        )
+    assert rows == [{"n": 0}]
