@@ -80,13 +80,27 @@ def decode(token: str, binding: Mapping[str, Any], data_keys: Sequence[bool] = (
 
 
 def _json_text(value: str | None) -> str:
+    """A data sort value: JSON that PostgreSQL's jsonb accepts as the shard wrote it (no NaN or
+    Infinity, numbers of sane size), so a forged token is refused here, not by the shard."""
     if value is None:
         raise InvalidArgument.field(_FIELD, "is malformed")
     try:
-        json.loads(value)
+        json.loads(value, parse_constant=_refuse, parse_float=_number, parse_int=_number)
     except (ValueError, RecursionError):
         raise InvalidArgument.field(_FIELD, "is malformed") from None
     return value
+
+
+def _refuse(text: str) -> None:
+    raise ValueError(text)
+
+
+def _number(text: str) -> str:
+    # jsonb numbers are numeric; an exponent beyond its range would fail on the shard. Stored
+    # numbers are doubles (Struct), which jsonb prints in full: up to ~330 characters.
+    if len(text) > 400 or ("e" in text.lower() and abs(int(text.lower().split("e")[1])) > 1000):
+        raise ValueError(text)
+    return text
 
 
 def _instant(value: str | None) -> datetime | None:

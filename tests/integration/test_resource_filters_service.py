@@ -358,3 +358,19 @@ def _counts(values: Iterable[str]) -> dict[str, int]:
     for value in values:
         counted[value] = counted.get(value, 0) + 1
     return counted
+
+
+def test_paging_by_a_data_field_with_extreme_numbers(stack: ResourceStack) -> None:
+    """Sort values that jsonb prints at full length (1e300) travel in page tokens and page exactly."""
+    business = stack.add_business()
+    for index, price in enumerate([1e300, -1e300, 2.5, 1e-300]):
+        stack.create(business, resource_id=f"x{index}", data={"price": price})
+    seen: list[float] = []
+    token = ""
+    while True:
+        page = _list(stack, business, order_by="data.price desc", page_size=1, page_token=token)
+        seen += [r.data["price"] for r in page.resources]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [1e300, 2.5, 1e-300, -1e300]

@@ -78,3 +78,23 @@ def test_a_position_with_no_utc_instant_is_malformed_not_an_overflow(sort_value:
     with pytest.raises(InvalidArgument) as caught:
         page_tokens.decode(token, binding)
     assert caught.value.violations[0].field == "page_token"
+
+
+@pytest.mark.parametrize(
+    "value", ["NaN", "Infinity", "1e999999", "[" * 5000 + "]" * 5000, "1" * 500, "{", None]
+)
+def test_forged_data_sort_values_are_malformed(value: str | None) -> None:
+    """A data ordering's sort value that jsonb would refuse (NaN, huge numbers, deep nesting,
+    broken JSON) is INVALID_ARGUMENT on page_token, never an error from the shard."""
+    body = {"v": 1, "q": page_tokens.query_hash(QUERY), "k": [value, "r1"]}
+    token = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+    with pytest.raises(InvalidArgument) as caught:
+        page_tokens.decode(token, QUERY, [True])
+    assert caught.value.violations[0].field == "page_token"
+
+
+def test_data_sort_values_round_trip_as_jsonb_text() -> None:
+    """The jsonb text of a data sort value comes back unchanged (exact numbers included)."""
+    position = Position(('{"a": [1, 2.50]}', "1" + "0" * 308, "null"), "r1")
+    token = page_tokens.encode(QUERY, position)
+    assert page_tokens.decode(token, QUERY, [True, True, True]) == position
