@@ -7,7 +7,10 @@ from datetime import UTC, datetime
 from importlib import resources as package_files
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
+from simplu_grpc.adapters import resource_filter_sql as sql
 from simplu_grpc.domain import resource_filter as f
 from simplu_grpc.domain.resources import catalog
 from simplu_grpc.errors import InvalidArgument
@@ -193,3 +196,37 @@ def test_every_searchable_field_has_its_trigram_index() -> None:
             assert re.search(
                 expression + r"\s+WHERE resource_type = '" + re.escape(resource_type) + "'", migrations
             ), (resource_type, info.path)
+
+
+_ALPHABET = st.sampled_from(list("data.x_yz =!<>:()\"'\\-*ANDORNOT 0123456789eE+,;%\x00é\t"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.one_of(st.text(_ALPHABET, max_size=60), st.text(max_size=40)))
+@example(text='data.x = "a\'b" OR data.y = 1 AND -data.z = true')
+@example(text='data.x:"it\'s" data.y:3 data.w:* NOT data.v = null')
+@example(text="data.x > 1.5 AND data.y <= \"m;n\" AND data.q != 'x'")
+@example(text='resource_id < "p\'1" OR resource_id:"%" OR start_time < "2026-01-01T00:00:00Z"')
+@example(text='end_time = null OR end_time != "2026-01-01T00:00:00+02:00" OR "o\'neil" OR pop')
+def test_any_text_parses_or_is_invalid_argument_and_compiles(text: str) -> None:
+    """Arbitrary input never raises anything but INVALID_ARGUMENT on "filter", and every tree
+    that parses compiles to SQL made of fixed fragments and placeholders only (no literal of
+    the input is spliced: once placeholders and the compiler's own constants are removed, no
+    quote, semicolon or NUL is left)."""
+    violations: list[str] = []
+    node: f.Node | None = None
+    try:
+        node = f.parse(text, "patients")
+    except InvalidArgument as error:
+        violations = [v.field for v in error.violations]
+    if violations:
+        assert violations == ["filter"]
+        return
+    if node is None:
+        return
+    out = sql.Compiled()
+    condition = sql.compile_filter(node, out)
+    skeleton = re.sub(r"%\(f[0-9]+\)s", "", condition)
+    for constant in ("'string'", "'number'", "'null'", "'infinity'", '"C"'):
+        skeleton = skeleton.replace(constant, "")
+    assert not set(skeleton) & {"'", '"', ";", "\x00"}, condition
