@@ -1,7 +1,8 @@
 """Opaque page tokens (AIP-158): a keyset position bound to the query that produced it.
 
 A token is URL-safe base64 of compact JSON ``{"v": 1, "q": <query hash>, "k": [sort value,
-resource id]}``. The hash covers every filter and the ordering (not the page size), so a
+..., resource id]}`` with one sort value per order_by key (an instant, or a data value's jsonb
+text). The hash covers every filter and the ordering (not the page size), so a
 token replayed against another query, or edited, is refused with INVALID_ARGUMENT. The
 token carries no secret and grants nothing: the position only says where to resume
 within a query the caller is already allowed to run, so no HMAC is needed.
@@ -38,10 +39,6 @@ class Position:
 
     sort_values: tuple[datetime | str | None, ...]
     resource_id: str
-
-    @property
-    def sort_value(self) -> datetime | str | None:
-        return self.sort_values[0]
 
 
 def query_hash(binding: Mapping[str, Any]) -> str:
