@@ -547,7 +547,11 @@ class ShardSession:
         self._health = health
 
     def run(
-        self, query: Query, params: Sequence[Any] | dict[str, Any] | None = None, *, write: bool = False
+        self,
+        query: Query,
+        params: Sequence[Any] | dict[str, Any] | None = None,
+        *,
+        write: bool = False,
     ) -> list[Row]:
         """Run one statement bounded by the deadline, in one message and one round trip.
 
@@ -558,6 +562,11 @@ class ShardSession:
         did four times the statements on both sides; the bench's capacity rows show what this
         bought.) Values are still never part of the SQL we write: psycopg's ``ClientCursor``
         quotes each parameter by the connection's own rules; ``millis`` is an int.
+
+        The values are inlined by the client and the text is never a server-side prepared
+        statement, so PostgreSQL always plans with the actual values (a generic plan cannot use
+        an expression or partial index whose key is a parameter: the filtered lists' trigram
+        searches need this).
 
         ``write``: the statement changes data, so a connection lost once it was sent is
         CommitOutcomeUnknown (the write may or may not be applied), not a plain ShardUnavailable.

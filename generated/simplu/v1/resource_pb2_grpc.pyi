@@ -55,6 +55,14 @@ class ResourceServiceStub:
     """"<type>:read" for every key. INVALID_ARGUMENT for more than 100 keys."""
     ListResources: _grpc.UnaryUnaryMultiCallable[_resource_pb2.ListResourcesRequest, _resource_pb2.ListResourcesResponse]
     """"<type>:read". Keyset pagination, stable under concurrent inserts."""
+    AggregateResources: _grpc.UnaryUnaryMultiCallable[_resource_pb2.AggregateResourcesRequest, _resource_pb2.AggregateResourcesResponse]
+    """"<type>:read". Counts and sum/min/max of a numeric data field per group, with the
+    ListResources filter; one statement on the location's shard.
+    """
+    GetLocationStatistics: _grpc.UnaryUnaryMultiCallable[_resource_pb2.GetLocationStatisticsRequest, _resource_pb2.LocationStatistics]
+    """"<type>:read" on every type the business type's dashboard summarises (see
+    LocationStatistics). One statement on the location's shard.
+    """
     UpdateResource: _grpc.UnaryUnaryMultiCallable[_resource_pb2.UpdateResourceRequest, _resource_pb2.Resource]
     """"<type>:update". One atomic statement. NOT_FOUND, ABORTED (etag mismatch)."""
     DeleteResource: _grpc.UnaryUnaryMultiCallable[_resource_pb2.DeleteResourceRequest, _empty_pb2.Empty]
@@ -91,6 +99,14 @@ class ResourceServiceAsyncStub(ResourceServiceStub):
     """"<type>:read" for every key. INVALID_ARGUMENT for more than 100 keys."""
     ListResources: _aio.UnaryUnaryMultiCallable[_resource_pb2.ListResourcesRequest, _resource_pb2.ListResourcesResponse]  # type: ignore[assignment]
     """"<type>:read". Keyset pagination, stable under concurrent inserts."""
+    AggregateResources: _aio.UnaryUnaryMultiCallable[_resource_pb2.AggregateResourcesRequest, _resource_pb2.AggregateResourcesResponse]  # type: ignore[assignment]
+    """"<type>:read". Counts and sum/min/max of a numeric data field per group, with the
+    ListResources filter; one statement on the location's shard.
+    """
+    GetLocationStatistics: _aio.UnaryUnaryMultiCallable[_resource_pb2.GetLocationStatisticsRequest, _resource_pb2.LocationStatistics]  # type: ignore[assignment]
+    """"<type>:read" on every type the business type's dashboard summarises (see
+    LocationStatistics). One statement on the location's shard.
+    """
     UpdateResource: _aio.UnaryUnaryMultiCallable[_resource_pb2.UpdateResourceRequest, _resource_pb2.Resource]  # type: ignore[assignment]
     """"<type>:update". One atomic statement. NOT_FOUND, ABORTED (etag mismatch)."""
     DeleteResource: _aio.UnaryUnaryMultiCallable[_resource_pb2.DeleteResourceRequest, _empty_pb2.Empty]  # type: ignore[assignment]
@@ -148,6 +164,26 @@ class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resource_pb2.ListResourcesResponse, _abc.Awaitable[_resource_pb2.ListResourcesResponse]]:
         """"<type>:read". Keyset pagination, stable under concurrent inserts."""
+
+    @_abc_1.abstractmethod
+    def AggregateResources(
+        self,
+        request: _resource_pb2.AggregateResourcesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.AggregateResourcesResponse, _abc.Awaitable[_resource_pb2.AggregateResourcesResponse]]:
+        """"<type>:read". Counts and sum/min/max of a numeric data field per group, with the
+        ListResources filter; one statement on the location's shard.
+        """
+
+    @_abc_1.abstractmethod
+    def GetLocationStatistics(
+        self,
+        request: _resource_pb2.GetLocationStatisticsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.LocationStatistics, _abc.Awaitable[_resource_pb2.LocationStatistics]]:
+        """"<type>:read" on every type the business type's dashboard summarises (see
+        LocationStatistics). One statement on the location's shard.
+        """
 
     @_abc_1.abstractmethod
     def UpdateResource(
