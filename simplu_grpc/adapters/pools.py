@@ -37,17 +37,17 @@ Why it is shaped this way (DESIGN §6):
   on connection attempts or on queries the shard never answered is DEADLINE_EXCEEDED (both
   ``"unavailable"``). Connection attempts are observed through the pool's
   ``connection_class``, queries through ``ShardSession.guard``.
-* A write whose connection is lost once its COMMIT may have been sent (the pipeline sends
-  it with the statement) is CommitOutcomeUnknown (UNAVAILABLE / COMMIT_OUTCOME_UNKNOWN): it
-  may or may not be applied, and a retry with the same ``request_id`` is the safe way on.
+* A write whose connection is lost once the statement was sent (it commits on its own, in
+  the one message ``ShardSession.run`` sends) is CommitOutcomeUnknown (UNAVAILABLE /
+  COMMIT_OUTCOME_UNKNOWN): it may or may not be applied, and a retry with the same ``request_id`` is the safe way on.
 * The liveness check of a pooled connection costs no round trip: its socket is polled, and
   only a connection with something to read (usually: the server or a proxy closed it) goes
   through ``ConnectionPool.check_connection``, bounded by the deadline. A ping before every
   reuse would double the warm path's round trips and catch nothing more: a peer that
   vanished silently makes the ping hang just like the statement, and once TCP keepalives
   (below) give up on it the socket polls readable too. A warm request costs one round trip.
-* Each query runs in one pipeline (BEGIN, statement_timeout, the statement, COMMIT): one
-  network round trip.
+* Each statement goes out as one simple-protocol message with its statement_timeout
+  (``ShardSession.run``): one network round trip, its own implicit transaction.
 * Schema migrations run once per pool, on its first checkout.
 * A pool nobody used for ``idle_close_seconds`` is closed by a sweep on the timer thread
   (every ``_SWEEP_INTERVAL``), so a replica that goes quiet gives its connections back; the
@@ -83,7 +83,6 @@ from psycopg_pool.pool import MaintenanceTask, ShrinkPool
 
 from simplu_grpc import context, tracing
 from simplu_grpc.adapters import migrator
-from simplu_grpc.adapters.shard_tls import ShardTlsPolicy
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import CommitOutcomeUnknown, DeadlineExceeded, ResourceExhausted, ShardUnavailable
 from simplu_grpc.metrics import Metrics, PoolGauge
@@ -664,7 +663,6 @@ class PoolRegistry:
         clock: Callable[[], float] = time.monotonic,
         sweep_interval: float = _SWEEP_INTERVAL,
         worker_idle_exit: float = _WORKER_IDLE_EXIT,
-        tls: ShardTlsPolicy = ShardTlsPolicy(),
     ) -> None:
         if min_size < 0 or max_size < 1 or min_size > max_size:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
@@ -684,7 +682,6 @@ class PoolRegistry:
         self._connect_timeout = connect_timeout
         self._migrate = migrate
         self._application_name = application_name
-        self._tls = tls
         self._clock = clock
         # Guards _pools changes (creation, replacement, removal). Lookups of an existing,
         # matching pool read the dict without it: dict reads are atomic under the GIL.
@@ -714,7 +711,6 @@ class PoolRegistry:
             max_lifetime=settings.shard_pool_max_lifetime_seconds,
             idle_close_seconds=settings.shard_pool_idle_close_seconds,
             connect_timeout=settings.shard_connect_timeout_seconds,
-            tls=ShardTlsPolicy(minimum=settings.shard_sslmode_min, root_cert=settings.shard_sslrootcert),
         )
 
     # --- checkout ------------------------------------------------------------------------
@@ -927,7 +923,6 @@ class PoolRegistry:
         self, shard_id: str, conninfo: str, previous: _PoolEntry | None, *, keep_migrated: bool = False
     ) -> _PoolEntry:
         """Caller holds ``_lock``. Open a new pool for the shard; retire the previous one."""
-        tls = self._tls.connect_kwargs(shard_id, conninfo)  # refuses a string below the floor
         self._start_sweeper()
         health = _Health(self._clock)
         pool = _ShardPool(
@@ -945,7 +940,6 @@ class PoolRegistry:
                 "keepalives_idle": 30,
                 "keepalives_interval": 10,
                 "keepalives_count": 3,
-                **tls,
             },
             min_size=self._min_size,
             max_size=self._max_size,

@@ -5,7 +5,7 @@ shape of the update expression are chosen from fixed fragments by validated enum
 counts; ids, documents, paths and dates are always bound parameters. Multi-step work
 (idempotent create, etag-checked update and delete) is one statement with CTEs, so it is
 atomic and costs one round trip. Each statement goes out as ONE simple-protocol query,
-``SET LOCAL statement_timeout = <ms left>; <statement>`` (see ``_run``). psycopg errors
+``SET LOCAL statement_timeout = <ms left>; <statement>`` (see ``ShardSession.run``). psycopg errors
 are translated here: unique violation ->
 ALREADY_EXISTS, check violation -> INVALID_ARGUMENT; etag mismatch -> ABORTED with
 nothing changed, carrying the current etag (ErrorInfo metadata ``current_etag``) that the same

@@ -37,7 +37,8 @@ class ResourceServiceStub:
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
     PERMISSION_DENIED, FAILED_PRECONDITION (BUSINESS_DELETED for platform admins, LOCATION_INACTIVE),
     NOT_FOUND (a deleted business for everyone else: the same answer as BusinessService gives),
-    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
+    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE,
+    JWKS_UNAVAILABLE, SHARD_TLS_REFUSED),
     RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
     lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have
     been applied, and a retry with the same request_id is the safe way on.
@@ -84,7 +85,8 @@ class ResourceServiceAsyncStub(ResourceServiceStub):
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
     PERMISSION_DENIED, FAILED_PRECONDITION (BUSINESS_DELETED for platform admins, LOCATION_INACTIVE),
     NOT_FOUND (a deleted business for everyone else: the same answer as BusinessService gives),
-    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
+    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE,
+    JWKS_UNAVAILABLE, SHARD_TLS_REFUSED),
     RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
     lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have
     been applied, and a retry with the same request_id is the safe way on.
@@ -127,7 +129,8 @@ class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
     PERMISSION_DENIED, FAILED_PRECONDITION (BUSINESS_DELETED for platform admins, LOCATION_INACTIVE),
     NOT_FOUND (a deleted business for everyone else: the same answer as BusinessService gives),
-    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
+    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE,
+    JWKS_UNAVAILABLE, SHARD_TLS_REFUSED),
     RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
     lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have
     been applied, and a retry with the same request_id is the safe way on.
