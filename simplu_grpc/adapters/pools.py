@@ -39,7 +39,8 @@ Why it is shaped this way (DESIGN §6):
   ``connection_class``, queries through ``ShardSession.guard``.
 * A write whose connection is lost once the statement was sent (it commits on its own, in
   the one message ``ShardSession.run`` sends) is CommitOutcomeUnknown (UNAVAILABLE /
-  COMMIT_OUTCOME_UNKNOWN): it may or may not be applied, and a retry with the same ``request_id`` is the safe way on.
+  COMMIT_OUTCOME_UNKNOWN): it may or may not be applied, and a retry with the same
+  ``request_id`` is the safe way on.
 * The liveness check of a pooled connection costs no round trip: its socket is polled, and
   only a connection with something to read (usually: the server or a proxy closed it) goes
   through ``ConnectionPool.check_connection``, bounded by the deadline. A ping before every
