@@ -27,35 +27,25 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.config
 import botocore.exceptions
 import tenacity
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from simplu_grpc import context, tracing
+from simplu_grpc.adapters.business_items import KIND_BUSINESS, from_item, iso, to_item
 from simplu_grpc.adapters.retry import StopAtDeadline
 from simplu_grpc.domain.business import (
     KIND_REQUEST,
     Business,
     BusinessPage,
-    BusinessSettings,
     BusinessStatus,
-    BusinessType,
     CreateOutcome,
-    Location,
-    Member,
-    Permissions,
-    Role,
-    WorkingHours,
     request_key,
 )
-from simplu_grpc.domain.permissions import upgrade_legacy
-from simplu_grpc.domain.resources import catalog_types
-from simplu_grpc.domain.validation import Violations, check_business_id, settings_document
+from simplu_grpc.domain.validation import Violations, check_business_id
 from simplu_grpc.errors import (
     Aborted,
     AlreadyExists,
@@ -74,7 +64,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KIND_BUSINESS = "business"
 # A list page stops growing past this many bytes of items, well under gRPC's 4 MiB message.
 PAGE_BYTES = 2 * 1024 * 1024
 # How long an idempotency key is remembered (DynamoDB TTL attribute ``expiresAt``).
@@ -102,10 +91,6 @@ _THROTTLED_CODES = frozenset(
 )
 _SERVER_ERROR_CODES = frozenset({"InternalServerError", "ServiceUnavailable"})
 _READ_OPERATIONS = frozenset({"get_item", "scan", "describe_table"})
-
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
-
 
 def make_dynamodb_client(settings: Settings) -> DynamoDBClient:
     """A DynamoDB client with explicit timeouts and no retries of its own (``BusinessStore`` retries).
@@ -192,7 +177,7 @@ class BusinessStore:
         item = response.get("Item")
         if item is None or item.get("kind", {}).get("S") != KIND_BUSINESS:
             return None
-        return _from_item(item)
+        return from_item(item)
 
     def list(
         self,
@@ -240,7 +225,7 @@ class BusinessStore:
             items = response.get("Items", [])
             last_key = response.get("LastEvaluatedKey")
             for index, item in enumerate(items):
-                found.append(_from_item(item))
+                found.append(from_item(item))
                 used += len(json.dumps(item, separators=(",", ":")))
                 # A page of large businesses ends early rather than outgrowing a gRPC message.
                 if len(found) == page_size or used >= self._page_bytes:
@@ -275,7 +260,7 @@ class BusinessStore:
         """
         now = self._now()
         stored = replace(business, version=1, create_time=now, update_time=now)
-        item = _to_item(stored)
+        item = to_item(stored)
         if request_key is None:
             try:
                 self._call(
@@ -294,7 +279,7 @@ class BusinessStore:
             "id": {"S": request_key},
             "kind": {"S": KIND_REQUEST},
             "businessId": {"S": business.id},
-            "createdAt": {"S": _iso(now)},
+            "createdAt": {"S": iso(now)},
             "expiresAt": {"N": str(int(now.timestamp()) + REQUEST_KEY_TTL_SECONDS)},
         }
         try:
@@ -345,7 +330,7 @@ class BusinessStore:
                 "put_item",
                 self._client.put_item,
                 TableName=self._table,
-                Item=_to_item(updated),
+                Item=to_item(updated),
                 ConditionExpression="attribute_exists(id) AND #version = :version",
                 ExpressionAttributeNames={"#version": "version"},
                 ExpressionAttributeValues={":version": {"N": str(business.version)}},
@@ -564,133 +549,6 @@ def _not_a_business_id(value: str) -> bool:
     check = Violations()
     check_business_id(check, "after", value)
     return bool(check)
-
-
-# --- item <-> domain -----------------------------------------------------------------------
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
-def _to_item(business: Business) -> dict[str, Any]:
-    settings = settings_document(business.settings)
-    # Struct numbers are doubles, which DynamoDB's serializer refuses: extras stay JSON text.
-    settings["extrasJson"] = json.dumps(settings.pop("extras"), separators=(",", ":"))
-    document: dict[str, Any] = {
-        "id": business.id,
-        "kind": KIND_BUSINESS,
-        "name": business.name,
-        "type": business.type.value,
-        "status": business.status.value,
-        "owner": business.owner,
-        "version": business.version,
-        "createdAt": _iso(business.create_time) if business.create_time else "",
-        "updatedAt": _iso(business.update_time) if business.update_time else "",
-        "locations": [
-            {
-                "id": loc.id,
-                "name": loc.name,
-                "address": loc.address,
-                "phone": loc.phone,
-                "email": loc.email,
-                "timezone": loc.timezone,
-                "active": loc.active,
-            }
-            for loc in business.locations
-        ],
-        "settings": settings,
-        "permissions": {
-            "roles": {name: list(role.permissions) for name, role in business.permissions.roles.items()},
-            "members": {
-                subject: {"role": member.role, "locationIds": list(member.location_ids)}
-                for subject, member in business.permissions.members.items()
-            },
-        },
-        "memberSubs": sorted(business.permissions.members),
-        "unregisteredLocationIds": list(business.unregistered_location_ids),
-    }
-    return {key: _serializer.serialize(value) for key, value in document.items()}
-
-
-def _plain(value: Any) -> Any:
-    """Deserialized DynamoDB values with Decimals turned back into ints."""
-    if isinstance(value, Decimal):
-        return int(value)
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _from_item(item: Mapping[str, Any]) -> Business:
-    doc = {key: _plain(_deserializer.deserialize(value)) for key, value in item.items()}
-    try:
-        settings = doc.get("settings", {})
-        permissions = doc.get("permissions", {})
-        business_type = BusinessType(doc["type"])
-        # Roles written before administration had its own namespace name it with bare strings
-        # ("members:update"): read them in today's grammar (domain.permissions.upgrade_legacy).
-        types = catalog_types(business_type)
-        return Business(
-            id=doc["id"],
-            name=doc["name"],
-            type=business_type,
-            status=BusinessStatus(doc.get("status", BusinessStatus.ACTIVE.value)),
-            owner=doc.get("owner", ""),
-            version=int(doc.get("version", 0)),
-            create_time=_parse_time(doc.get("createdAt")),
-            update_time=_parse_time(doc.get("updatedAt")),
-            locations=tuple(
-                Location(
-                    id=loc["id"],
-                    name=loc.get("name", ""),
-                    address=loc.get("address", ""),
-                    phone=loc.get("phone", ""),
-                    email=loc.get("email", ""),
-                    timezone=loc.get("timezone", ""),
-                    active=bool(loc.get("active", True)),
-                )
-                for loc in doc.get("locations", [])
-            ),
-            settings=BusinessSettings(
-                currency=settings.get("currency", ""),
-                language=settings.get("language", ""),
-                timezone=settings.get("timezone", ""),
-                date_format=settings.get("dateFormat", ""),
-                time_format=settings.get("timeFormat", ""),
-                working_hours=tuple(
-                    WorkingHours(
-                        day=int(wh["day"]),
-                        open=wh.get("open", ""),
-                        close=wh.get("close", ""),
-                        closed=bool(wh.get("closed", False)),
-                    )
-                    for wh in settings.get("workingHours", [])
-                ),
-                features={str(k): bool(v) for k, v in settings.get("features", {}).items()},
-                extras=json.loads(settings.get("extrasJson") or "{}"),
-            ),
-            permissions=Permissions(
-                roles={
-                    name: Role(permissions=upgrade_legacy(perms, types))
-                    for name, perms in permissions.get("roles", {}).items()
-                },
-                members={
-                    subject: Member(role=m["role"], location_ids=tuple(m.get("locationIds", [])))
-                    for subject, m in permissions.get("members", {}).items()
-                },
-            ),
-            unregistered_location_ids=tuple(doc.get("unregisteredLocationIds", [])),
-        )
-    except (KeyError, ValueError, TypeError) as exc:
-        # Never guess: a malformed item is an internal error with the item's id in the log.
-        raise ValueError(f"business item {doc.get('id')!r} is malformed: {exc}") from exc
 
 
 __all__ = ["BusinessPage", "BusinessStore", "CreateOutcome", "make_dynamodb_client", "request_key"]
