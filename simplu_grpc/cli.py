@@ -1,4 +1,5 @@
-"""The ``simplu-grpc`` command: ``serve``, ``dev`` (the whole local stack) and ``migrate``.
+"""The ``simplu-grpc`` command: ``serve``, ``dev`` (the whole local stack), ``migrate`` and the
+business-info table's one-shot migrations (``index-members``).
 
 Configuration comes from the environment (DESIGN §9); a bad value stops the command with
 ``configuration error: <message naming the variable>`` and exit status 2.
@@ -42,6 +43,15 @@ def _parser() -> argparse.ArgumentParser:
         help="start PostgreSQL, the Citrus emulator, moto and the server locally; print a token",
     )
     commands.add_parser("migrate", help="apply pending schema migrations to every shard (or the database)")
+    index = commands.add_parser(
+        "index-members",
+        help="give every member of every business its membership item (run once after upgrading;"
+        " idempotent: a second run writes nothing, a stopped run resumes by running again)",
+    )
+    index.add_argument("--dry-run", action="store_true", help="count what is missing, write nothing")
+    index.add_argument(
+        "--start-after", default=None, metavar="ID", help="resume after this item id (the last one reported)"
+    )
     return parser
 
 
@@ -86,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         if args.command == "serve":
             return _serve(settings, workers=args.workers, port=args.port)
+        if args.command == "index-members":
+            return _index_members(settings, dry_run=args.dry_run, start_after=args.start_after)
         return _migrate(settings)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
@@ -150,6 +162,32 @@ def _migrate(settings: Settings) -> int:
     if not outcomes:
         print("no shards to migrate")
     return EXIT_FAILURE if failed else 0
+
+
+def _index_members(settings: Settings, *, dry_run: bool, start_after: str | None) -> int:
+    from simplu_grpc.adapters.business_migrations import IndexReport, index_members
+    from simplu_grpc.adapters.business_store import BusinessStore, make_dynamodb_client
+    from simplu_grpc.metrics import Metrics
+
+    def progress(report: IndexReport) -> None:
+        # The last id scanned, for --start-after should the run stop.
+        print(f"scanned through {report.last_id}: {report.missing} missing so far", file=sys.stderr)
+
+    client = make_dynamodb_client(settings)
+    try:
+        with _errors_only_logging():
+            store = BusinessStore(
+                table=settings.dynamodb_business_info_table, client=client, metrics=Metrics()
+            )
+            report = index_members(store, dry_run=dry_run, start_after=start_after, on_page=progress)
+    finally:
+        client.close()
+    done = "would be written (dry run)" if dry_run else "written"
+    print(
+        f"{report.businesses} businesses, {report.memberships} memberships,"
+        f" {report.missing} membership items {done}"
+    )
+    return 0
 
 
 if __name__ == "__main__":
