@@ -41,13 +41,12 @@ import botocore.exceptions
 import tenacity
 
 from simplu_grpc import context, tracing
-from simplu_grpc.adapters.business_items import KIND_BUSINESS, from_item, iso, to_item
+from simplu_grpc.adapters.business_items import KIND_BUSINESS, from_item, is_business_item, iso, to_item
 from simplu_grpc.adapters.retry import StopAtDeadline
 from simplu_grpc.domain.business import (
     KIND_REQUEST,
     Business,
     BusinessPage,
-    BusinessStatus,
     CreateOutcome,
     request_key,
 )
@@ -196,7 +195,7 @@ class BusinessStore:
             ConsistentRead=consistent,
         )
         item = response.get("Item")
-        if item is None or item.get("kind", {}).get("S") != KIND_BUSINESS:
+        if item is None or not is_business_item(item):
             return None
         return from_item(item)
 
@@ -219,13 +218,11 @@ class BusinessStore:
         start_after = _decode_token(page_token, query) if page_token else None
         if member is not None:
             return self._list_memberships(member, page_size, start_after, query, include_deleted)
+        # Businesses, the original system's included (no kind); their status is read in full
+        # (the original's may be missing or spelled otherwise), so it is checked here.
         names = {"#kind": "kind"}
         values: dict[str, Any] = {":business": {"S": KIND_BUSINESS}}
-        conditions = ["#kind = :business"]
-        if not include_deleted:
-            names["#status"] = "status"
-            values[":active"] = {"S": BusinessStatus.ACTIVE.value}
-            conditions.append("#status = :active")
+        conditions = ["(#kind = :business OR attribute_not_exists(#kind))"]
         # Scan reads `Limit` items before filtering: read a little more than a page each time.
         scan_limit = min(1000, max(page_size + 1, 100))
         found: list[Business] = []
@@ -246,7 +243,12 @@ class BusinessStore:
             items = response.get("Items", [])
             last_key = response.get("LastEvaluatedKey")
             for index, item in enumerate(items):
-                found.append(from_item(item))
+                if not is_business_item(item):
+                    continue
+                business = from_item(item)
+                if not include_deleted and not business.is_active:
+                    continue
+                found.append(business)
                 used += _size(item)
                 # A page of large businesses ends early rather than outgrowing a gRPC message.
                 if len(found) == page_size or used >= self._page_bytes:
@@ -302,7 +304,7 @@ class BusinessStore:
         """The businesses among ``business_ids`` (at most 100) that exist, with their item sizes."""
         found: dict[str, tuple[Business, int]] = {}
         for item in self._batch_get([{"id": {"S": business_id}} for business_id in business_ids]):
-            if item.get("kind", {}).get("S") == KIND_BUSINESS:
+            if is_business_item(item):
                 business = from_item(item)
                 found[business.id] = (business, _size(item))
         return found
@@ -424,28 +426,24 @@ class BusinessStore:
         item = to_item(updated)
         condition = "attribute_exists(id) AND #version = :version"
         names = {"#version": "version"}
-        values = {":version": {"N": str(business.version)}}
+        values: dict[str, Any] = {":version": {"N": str(business.version)}}
+        if business.version == 0:
+            # An item of the original system (no version yet): this write gives it the current shape.
+            condition, values = "attribute_exists(id) AND attribute_not_exists(#version)", {}
         before, after = set(previous.permissions.members), set(business.permissions.members)
         memberships = [self._put(_membership_item(s, business.id)) for s in sorted(after - before)]
         memberships += [self._delete(membership_id(s, business.id)) for s in sorted(before - after)]
         if len(memberships) >= _TRANSACTION_ITEMS:
             # Members change through SetMember and RemoveMember, one at a time.
             raise ValueError(f"{len(memberships)} membership changes do not fit in one transaction")
+        business_put = self._put(item, condition=condition)
+        business_put["Put"]["ExpressionAttributeNames"] = names
+        if values:
+            business_put["Put"]["ExpressionAttributeValues"] = values
         try:
             if not memberships:
-                self._call(
-                    "put_item",
-                    self._client.put_item,
-                    TableName=self._table,
-                    Item=item,
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
-                )
+                self._call("put_item", self._client.put_item, **business_put["Put"])
             else:
-                business_put = self._put(item, condition=condition)
-                business_put["Put"]["ExpressionAttributeNames"] = names
-                business_put["Put"]["ExpressionAttributeValues"] = values
                 self._call(
                     "transact_write_items",
                     self._client.transact_write_items,
