@@ -837,7 +837,7 @@ ALL_RPCS: list[tuple[str, Message]] = [
     ("MigrateShard", ADMIN.MigrateShardRequest(all_shards=True)),
     ("GetDependencyStatus", ADMIN.GetDependencyStatusRequest()),
     ("CheckConsistency", ADMIN.CheckConsistencyRequest()),
-    ("GetTenantUsage", ADMIN.GetTenantUsageRequest(order=ADMIN.TENANT_USAGE_ORDER_STORED_BYTES)),
+    ("GetTenantUsage", ADMIN.GetTenantUsageRequest(order_by=ADMIN.TENANT_USAGE_ORDER_STORED_BYTES)),
 ]
 
 
