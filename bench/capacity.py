@@ -289,6 +289,12 @@ def _start_service(
             "LOG_LEVEL": "INFO",
         }
     )
+    if code is not None:
+        # The stubs of that code too: they live in its generated/ (installed as simplu-client
+        # since; before, inside the server package), not in the working directory.
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(Path(code) / "generated"), env.get("PYTHONPATH")])
+        )
     name = name or f"service-{workers}w"
     log_path = scratch / f"{name}.log"
     with log_path.open("wb") as log_file:

@@ -28,6 +28,8 @@ from simplu.v1 import (
 RESOURCE_TYPE = "patients"
 CALL_TIMEOUT_SECONDS = 10.0
 STATUSES = ("new", "confirmed", "done")
+# Text searches of the query scenarios: fragments of the seeded surnames (bench/queries.py).
+SEARCH_TERMS = ("abc", "pop", "xyz", "ion", "mar", "ele", "dan", "qua")
 
 
 @dataclass(frozen=True)
@@ -174,13 +176,36 @@ def _call(kind: str, workload: Workload, i: int) -> Callable[[], Any]:
         return lambda: client.resource.CreateResource(
             create_request, metadata=md, timeout=CALL_TIMEOUT_SECONDS
         )
+    if kind in ("filtered_list", "search"):
+        if kind == "filtered_list":
+            # A selective filter on a large type, in an order an index does not give for free.
+            text = f'data.status = "{STATUSES[i % len(STATUSES)]}" AND data.price >= {1000 + i % 500}'
+            resource_type = "appointments"
+        else:
+            text = f'"{SEARCH_TERMS[i % len(SEARCH_TERMS)]}"'
+            resource_type = RESOURCE_TYPE
+        query_request = resource_pb2.ListResourcesRequest(
+            business_id=workload.business_id,
+            location_id=workload.location_ids[0],
+            resource_type=resource_type,
+            filter=text,
+            page_size=workload.page_size,
+        )
+        return lambda: client.resource.ListResources(query_request, metadata=md, timeout=CALL_TIMEOUT_SECONDS)
+    if kind == "statistics":
+        statistics_request = resource_pb2.GetLocationStatisticsRequest(
+            business_id=workload.business_id, location_id=workload.location_ids[0]
+        )
+        return lambda: client.resource.GetLocationStatistics(
+            statistics_request, metadata=md, timeout=CALL_TIMEOUT_SECONDS
+        )
     raise ValueError(f"unknown scenario kind {kind!r}")
 
 
 def _record(kind: str, response: Any, samples: Samples) -> None:
     if kind == "create":
         samples.created.append((response.location_id, response.resource_id))
-    elif kind == "list":
+    elif kind in ("list", "filtered_list", "search"):
         samples.items.append(len(response.resources))
 
 

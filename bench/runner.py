@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from bench import load
+from bench import load, queries
 from bench.load import Samples, Workload
 from bench.pgwire import PgRoundTripCounter
 from bench.stack import BenchStack, running_stack
@@ -45,8 +45,15 @@ CITRUS_REQUEST_PATH = ("get_shard", "register")
 # DynamoDB operations that are readiness probes, not request work.
 DYNAMODB_PROBES = ("describe_table",)
 
-DEFAULTS = {"requests": 2000, "duration": 10.0, "concurrency": 8, "cold": 2, "seed": 60}
-QUICK = {"requests": 40, "duration": 1.0, "concurrency": 2, "cold": 1, "seed": 10}
+DEFAULTS = {
+    "requests": 2000,
+    "duration": 10.0,
+    "concurrency": 8,
+    "cold": 2,
+    "seed": 60,
+    "query_rows": 100_000,
+}
+QUICK = {"requests": 40, "duration": 1.0, "concurrency": 2, "cold": 1, "seed": 10, "query_rows": 2000}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"resources created per location before the warm phase (default {DEFAULTS['seed']})",
     )
     parser.add_argument(
+        "--query-rows",
+        type=int,
+        help="resources COPY-ed into the first location for the filter, search and statistics scenarios"
+        f" (default {DEFAULTS['query_rows']})",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="tiny counts, for smoke-checking that the bench and the service work (numbers mean little)",
@@ -97,7 +110,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     config: dict[str, Any] = {
         name: getattr(args, name) if getattr(args, name) is not None else base[name] for name in DEFAULTS
     }
-    for name in ("requests", "concurrency", "seed"):
+    for name in ("requests", "concurrency", "seed", "query_rows"):
         if config[name] < 1:
             raise SystemExit(f"--{name} must be at least 1")
     if config["cold"] < 0 or config["duration"] <= 0:
@@ -294,6 +307,8 @@ def _scenarios(
         **Counters.summarize(before, after),
     }
 
+    _query_scenarios(call, stack, workload, config, scenarios)
+
     report["cold"] = _cold(call, stack, counters, config["cold"], business_id)
     for kind, label in (("new_shard", "new shard"), ("known_shard", "new business, known shard")):
         latencies = [s["first_request_ms"] for s in report["cold"]["samples"] if s["kind"] == kind]
@@ -305,6 +320,34 @@ def _scenarios(
             )
 
     report["pg_round_trips"] = _round_trips(call, stack, workload, min(requests, 50), proxies)
+
+
+def _query_scenarios(
+    call: Callable[..., Any],
+    stack: BenchStack,
+    workload: Workload,
+    config: dict[str, Any],
+    scenarios: dict[str, dict[str, Any]],
+) -> None:
+    """Filtered list, text search and statistics on a location COPY-seeded with query_rows resources."""
+    location = workload.location_ids[0]
+    shard_id = stack.citrus.registrations()[f"{workload.business_id}-{location}"]
+    rows = config["query_rows"]
+    seeded_s = queries.seed_location(
+        stack.citrus.shard(shard_id).connection_string, workload.business_id, location, rows
+    )
+    count = max(1, config["requests"] // 8)
+    for kind, description in (
+        ("filtered_list", f"ListResources filter, {rows} resources in the location"),
+        ("search", f"ListResources text search, {rows} resources in the location"),
+        ("statistics", f"GetLocationStatistics (dental), {rows} resources in the location"),
+    ):
+        call(load.run_sequential, kind, workload, 5)
+        samples: Samples = call(load.run_sequential, kind, workload, count)
+        extra: dict[str, Any] = {"seed_s": round(seeded_s, 1)}
+        if samples.items:
+            extra["items_per_page"] = round(sum(samples.items) / len(samples.items), 1)
+        scenarios[kind] = scenario_result(description, samples, **extra)
 
 
 def _round_trips(

@@ -1,4 +1,5 @@
-"""The ``simplu-grpc`` command: ``serve``, ``dev`` (the whole local stack) and ``migrate``.
+"""The ``simplu-grpc`` command: ``serve``, ``dev`` (the whole local stack), ``migrate`` and the
+business-info table's one-shot migrations (``rewrite-items``, ``index-members``).
 
 Configuration comes from the environment (DESIGN §9); a bad value stops the command with
 ``configuration error: <message naming the variable>`` and exit status 2.
@@ -14,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from simplu_grpc.errors import SimpluError
 from simplu_grpc.logs import configure_logging
@@ -42,6 +44,27 @@ def _parser() -> argparse.ArgumentParser:
         help="start PostgreSQL, the Citrus emulator, moto and the server locally; print a token",
     )
     commands.add_parser("migrate", help="apply pending schema migrations to every shard (or the database)")
+    for name, help_text in (
+        (
+            "rewrite-items",
+            "rewrite business items of the original system in the current shape, in place",
+        ),
+        ("index-members", "give every member of every business its membership item"),
+    ):
+        migration = commands.add_parser(
+            name,
+            help=f"{help_text} (run once after upgrading; idempotent: a second run writes nothing,"
+            " a stopped run resumes by running again)",
+        )
+        migration.add_argument(
+            "--dry-run", action="store_true", help="count what it would write, write nothing"
+        )
+        migration.add_argument(
+            "--start-after",
+            default=None,
+            metavar="ID",
+            help="resume after this item id (the last one reported)",
+        )
     return parser
 
 
@@ -86,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         if args.command == "serve":
             return _serve(settings, workers=args.workers, port=args.port)
+        if args.command in ("index-members", "rewrite-items"):
+            return _table_migration(
+                args.command, settings, dry_run=args.dry_run, start_after=args.start_after
+            )
         return _migrate(settings)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
@@ -150,6 +177,45 @@ def _migrate(settings: Settings) -> int:
     if not outcomes:
         print("no shards to migrate")
     return EXIT_FAILURE if failed else 0
+
+
+def _table_migration(command: str, settings: Settings, *, dry_run: bool, start_after: str | None) -> int:
+    """``rewrite-items`` or ``index-members``: progress on stderr, the counts on stdout."""
+    from simplu_grpc.adapters.business_migrations import index_members, rewrite_items
+    from simplu_grpc.adapters.business_store import BusinessStore, make_dynamodb_client
+    from simplu_grpc.metrics import Metrics
+
+    def progress(report: Any) -> None:
+        # The last id scanned, for --start-after should the run stop.
+        print(f"scanned through {report.last_id}", file=sys.stderr)
+
+    client = make_dynamodb_client(settings)
+    try:
+        with _errors_only_logging():
+            store = BusinessStore(
+                table=settings.dynamodb_business_info_table, client=client, metrics=Metrics()
+            )
+            if command == "index-members":
+                index = index_members(store, dry_run=dry_run, start_after=start_after, on_page=progress)
+            else:
+                rewrite = rewrite_items(store, dry_run=dry_run, start_after=start_after, on_page=progress)
+    finally:
+        client.close()
+    done = "would be written (dry run)" if dry_run else "written"
+    if command == "index-members":
+        print(
+            f"{index.businesses} businesses, {index.memberships} memberships,"
+            f" {index.missing} membership items {done}"
+        )
+        return 0
+    print(
+        f"{rewrite.businesses} businesses, {rewrite.current} already current,"
+        f" {rewrite.rewritten} {done.replace('written', 'rewritten')},"
+        f" {rewrite.changed_meanwhile} changed meanwhile (run again), {len(rewrite.unreadable)} unreadable"
+    )
+    for item_id in rewrite.unreadable:
+        print(f"unreadable (left as it is): {item_id}", file=sys.stderr)
+    return EXIT_FAILURE if rewrite.unreadable or rewrite.changed_meanwhile else 0
 
 
 if __name__ == "__main__":

@@ -198,8 +198,8 @@ class ShardUnavailable(Unavailable):
 
 
 class CommitOutcomeUnknown(ShardUnavailable):
-    """The connection to the shard was lost after a write's COMMIT was sent: the write may or may
-    not have been applied. A retry with the same ``request_id`` is the safe way on."""
+    """The connection to the shard was lost after a write was sent (it commits on its own): the
+    write may or may not have been applied. A retry with the same ``request_id`` is the safe way on."""
 
     default_reason: Reason = "COMMIT_OUTCOME_UNKNOWN"
 

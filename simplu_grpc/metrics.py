@@ -155,6 +155,7 @@ class Metrics:
             registry=self.registry,
         )
         self._rpc_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._cache_children: dict[tuple[str, str], Any] = {}
         self._dependency_calls = Counter(
             "simplu_dependency_calls",
             "Calls to external systems (citrus, dynamodb, jwks), by outcome (ok or an error kind)",
@@ -224,7 +225,11 @@ class Metrics:
         self._dependency_latency.labels(dependency, operation).observe(seconds)
 
     def cache_lookup(self, cache: str, result: str) -> None:
-        self._cache.labels(cache, result).inc()
+        # Several per warm RPC: the labelled child is looked up once (caches and results are few).
+        child = self._cache_children.get((cache, result))
+        if child is None:
+            child = self._cache_children[cache, result] = self._cache.labels(cache, result)
+        child.inc()
 
     def pool_error(self, shard_id: str, kind: str) -> None:
         self._pool_errors.labels(shard_id, kind).inc()

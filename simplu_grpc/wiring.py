@@ -22,6 +22,7 @@ from simplu_grpc.adapters.shard_directory import (
     single_database_dsn,
 )
 from simplu_grpc.adapters.shard_store import ShardStore
+from simplu_grpc.adapters.shard_tls import shard_tls
 from simplu_grpc.adapters.storage_usage import StorageReader
 from simplu_grpc.domain.admin import ShardAdminService
 from simplu_grpc.domain.admin_usage import Replica, TenantUsageQuery
@@ -82,6 +83,7 @@ def build_deps(settings: Settings) -> Deps:
                 timeout_ms=settings.citrus_timeout_ms,
                 retry_attempts=settings.citrus_retry_attempts,
                 metrics=metrics,
+                tls=shard_tls(settings),
             )
             deps.closers.append(deps.citrus.close)
             deps.readiness_checks.append(probe_check(deps.citrus.probe))

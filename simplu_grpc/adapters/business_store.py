@@ -5,13 +5,19 @@ Library errors stop here (AWS Powertools style): a failed condition becomes the 
 or misconfigured table become ``BusinessStoreUnavailable``. Nothing is ever returned that
 DynamoDB did not answer: a failed read raises, it never yields an empty or default business.
 
-Items follow the reference's ``BusinessInfo`` shape (``id``, ``name``, ``type`` lowercase,
-``locations``, ``settings``, ``permissions``, ``createdAt``, ``updatedAt``) plus ``kind``,
-``status``, ``version`` (optimistic concurrency), ``owner``, ``memberSubs`` (for listing a
-person's businesses) and ``unregisteredLocationIds`` (locations Citrus has not registered yet).
-Idempotent creates (AIP-155) keep a second item ``id = "request#<digest>"`` written in the
-same transaction as the business, so a retried create finds the first one's business id.
-Business ids never contain ``#``, so the two kinds of item cannot collide.
+Business items are shaped by ``adapters.business_items``. Two other kinds of item share the
+table (business ids never contain ``#``, so no kind can collide with another):
+
+- ``id = "request#<digest>"``: an idempotent create's key (AIP-155), written in the same
+  transaction as the business, so a retried create finds the first one's business id.
+- ``id = "member#<sub>#<business id>"``: one per membership, carrying ``memberSub`` and
+  ``memberOf``, the keys of the sparse global secondary index ``member-index``. A person's
+  businesses are one Query of that index (then one BatchGetItem of the page's businesses),
+  never a scan. A GSI, not a sort key: the table's key is ``id`` alone, fixed by the existing
+  deployments, and a person's memberships must be one Query. Every write that changes the
+  members writes their membership items in the same TransactWriteItems as the business item
+  (conditional on its version), so the index cannot drift from the businesses; ``index_members``
+  backfills it for businesses written before it existed.
 """
 
 from __future__ import annotations
@@ -23,39 +29,28 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.config
 import botocore.exceptions
 import tenacity
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from simplu_grpc import context, tracing
+from simplu_grpc.adapters.business_items import KIND_BUSINESS, from_item, is_business_item, iso, to_item
 from simplu_grpc.adapters.retry import StopAtDeadline
 from simplu_grpc.domain.business import (
     KIND_REQUEST,
     Business,
     BusinessPage,
-    BusinessSettings,
-    BusinessStatus,
-    BusinessType,
     CreateOutcome,
-    Location,
-    Member,
-    Permissions,
-    Role,
-    WorkingHours,
     request_key,
 )
-from simplu_grpc.domain.permissions import upgrade_legacy
-from simplu_grpc.domain.resources import catalog_types
-from simplu_grpc.domain.validation import Violations, check_business_id, settings_document
+from simplu_grpc.domain.validation import Violations, check_business_id
 from simplu_grpc.errors import (
     Aborted,
     AlreadyExists,
@@ -74,7 +69,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KIND_BUSINESS = "business"
 # A list page stops growing past this many bytes of items, well under gRPC's 4 MiB message.
 PAGE_BYTES = 2 * 1024 * 1024
 # How long an idempotency key is remembered (DynamoDB TTL attribute ``expiresAt``).
@@ -101,10 +95,21 @@ _THROTTLED_CODES = frozenset(
     {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 )
 _SERVER_ERROR_CODES = frozenset({"InternalServerError", "ServiceUnavailable"})
-_READ_OPERATIONS = frozenset({"get_item", "scan", "describe_table"})
+_READ_OPERATIONS = frozenset({"get_item", "scan", "describe_table", "query", "batch_get_item"})
 
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
+# Raw DynamoDB items (a module-level alias: inside BusinessStore, ``list`` names its method).
+_Items = list[dict[str, Any]]
+
+KIND_MEMBER = "member"
+MEMBER_INDEX = "member-index"
+MEMBER_SUB = "memberSub"
+MEMBER_OF = "memberOf"
+# DynamoDB's limits: actions in one TransactWriteItems, keys in one BatchGetItem, puts in one BatchWriteItem.
+_TRANSACTION_ITEMS = 100
+_BATCH_GET_KEYS = 100
+_BATCH_WRITE_ITEMS = 25
+# A create writes the business, its request key and one item per member in one transaction.
+MAX_MEMBERS_ON_CREATE = _TRANSACTION_ITEMS - 2
 
 
 def make_dynamodb_client(settings: Settings) -> DynamoDBClient:
@@ -190,9 +195,9 @@ class BusinessStore:
             ConsistentRead=consistent,
         )
         item = response.get("Item")
-        if item is None or item.get("kind", {}).get("S") != KIND_BUSINESS:
+        if item is None or not is_business_item(item):
             return None
-        return _from_item(item)
+        return from_item(item)
 
     def list(
         self,
@@ -202,24 +207,22 @@ class BusinessStore:
         member: str | None,
         include_deleted: bool,
     ) -> BusinessPage:
-        """One page of businesses in scan order; ``member`` limits it to that person's ones.
+        """One page of businesses; ``member`` limits it to that person's ones (a Query of the
+        membership index, in business id order), without it every business (scan order).
 
         The token is opaque and bound to the query (member, include_deleted): used with
-        another query it is INVALID_ARGUMENT. It names the last business returned, so the
-        next scan starts right after it however many items the previous scan read.
+        another query it is INVALID_ARGUMENT. It names the last business read, so the next
+        page starts right after it however many items the previous one read.
         """
         query = _query_fingerprint(member, include_deleted)
         start_after = _decode_token(page_token, query) if page_token else None
+        if member is not None:
+            return self._list_memberships(member, page_size, start_after, query, include_deleted)
+        # Businesses, the original system's included (no kind); their status is read in full
+        # (the original's may be missing or spelled otherwise), so it is checked here.
         names = {"#kind": "kind"}
         values: dict[str, Any] = {":business": {"S": KIND_BUSINESS}}
-        conditions = ["#kind = :business"]
-        if not include_deleted:
-            names["#status"] = "status"
-            values[":active"] = {"S": BusinessStatus.ACTIVE.value}
-            conditions.append("#status = :active")
-        if member is not None:
-            values[":member"] = {"S": member}
-            conditions.append("contains(memberSubs, :member)")
+        conditions = ["(#kind = :business OR attribute_not_exists(#kind))"]
         # Scan reads `Limit` items before filtering: read a little more than a page each time.
         scan_limit = min(1000, max(page_size + 1, 100))
         found: list[Business] = []
@@ -240,8 +243,13 @@ class BusinessStore:
             items = response.get("Items", [])
             last_key = response.get("LastEvaluatedKey")
             for index, item in enumerate(items):
-                found.append(_from_item(item))
-                used += len(json.dumps(item, separators=(",", ":")))
+                if not is_business_item(item):
+                    continue
+                business = from_item(item)
+                if not include_deleted and not business.is_active:
+                    continue
+                found.append(business)
+                used += _size(item)
                 # A page of large businesses ends early rather than outgrowing a gRPC message.
                 if len(found) == page_size or used >= self._page_bytes:
                     more = index < len(items) - 1 or last_key is not None
@@ -250,6 +258,79 @@ class BusinessStore:
             if not last_key:
                 return BusinessPage(found, "")
             exclusive_start = last_key
+
+    def _list_memberships(
+        self, subject: str, page_size: int, start_after: str | None, query: str, include_deleted: bool
+    ) -> BusinessPage:
+        """A person's businesses: Query the membership index a page at a time, then read just
+        those businesses. A membership whose business is gone, deleted (unless asked for) or no
+        longer lists the person is skipped: the answer is always what the businesses say."""
+        found: list[Business] = []
+        used = 0
+        exclusive_start = _membership_key(subject, start_after) if start_after else None
+        while True:
+            context.deadline().check("listing businesses")
+            kwargs: dict[str, Any] = {
+                "TableName": self._table,
+                "IndexName": MEMBER_INDEX,
+                "KeyConditionExpression": "#sub = :sub",
+                "ExpressionAttributeNames": {"#sub": MEMBER_SUB},
+                "ExpressionAttributeValues": {":sub": {"S": subject}},
+                # Only as many memberships as the page still needs: a member of 3 reads 3.
+                "Limit": min(_BATCH_GET_KEYS, page_size - len(found)),
+            }
+            if exclusive_start:
+                kwargs["ExclusiveStartKey"] = exclusive_start
+            response = self._call("query", self._client.query, **kwargs)
+            ids = [str(item[MEMBER_OF]["S"]) for item in response.get("Items", [])]
+            last_key = response.get("LastEvaluatedKey")
+            businesses = self._get_many(ids)
+            for index, business_id in enumerate(ids):
+                business, size = businesses.get(business_id, (None, 0))
+                if business is None or subject not in business.permissions.members:
+                    continue
+                if not include_deleted and not business.is_active:
+                    continue
+                found.append(business)
+                used += size
+                if len(found) == page_size or used >= self._page_bytes:
+                    more = index < len(ids) - 1 or last_key is not None
+                    return BusinessPage(found, _encode_token(business_id, query) if more else "")
+            if not last_key:
+                return BusinessPage(found, "")
+            exclusive_start = last_key
+
+    def _get_many(self, business_ids: Sequence[str]) -> dict[str, tuple[Business, int]]:
+        """The businesses among ``business_ids`` (at most 100) that exist, with their item sizes."""
+        found: dict[str, tuple[Business, int]] = {}
+        for item in self._batch_get([{"id": {"S": business_id}} for business_id in business_ids]):
+            if is_business_item(item):
+                business = from_item(item)
+                found[business.id] = (business, _size(item))
+        return found
+
+    def _batch_get(self, keys: _Items, *, projection: str = "") -> _Items:
+        """The items of ``keys`` (at most 100) that exist: one BatchGetItem, again for any keys
+        DynamoDB left unprocessed (throttling), within the adapter's attempts."""
+        found: _Items = []
+        for attempt in range(self._attempts):
+            if not keys:
+                return found
+            if attempt:
+                self._sleep(min(1.0, 0.05 * 2**attempt))
+            request: dict[str, Any] = {"Keys": keys}
+            if projection:
+                request["ProjectionExpression"] = projection
+            response = self._call(
+                "batch_get_item", self._client.batch_get_item, RequestItems={self._table: request}
+            )
+            found.extend(response.get("Responses", {}).get(self._table, []))
+            keys = response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
+        if keys:
+            raise BusinessStoreUnavailable(
+                "the business store is throttling reads; retry", metadata={"operation": "batch_get_item"}
+            )
+        return found
 
     def find_request(self, request_key: str) -> str | None:
         """The business id an earlier create with this idempotency key produced, if any."""
@@ -268,15 +349,23 @@ class BusinessStore:
     # --- writes --------------------------------------------------------------------------
 
     def create(self, business: Business, *, request_key: str | None = None) -> CreateOutcome:
-        """Create the business (version 1); AlreadyExists when the id is taken.
+        """Create the business (version 1) and its membership items; AlreadyExists when the id is taken.
 
         With ``request_key``, the key is written in the same transaction; if it already
         exists the earlier create's business is returned instead (``replayed``).
         """
+        members = sorted(business.permissions.members)
+        if len(members) > MAX_MEMBERS_ON_CREATE:
+            # One transaction holds the business and every membership item (DynamoDB: 100 actions).
+            raise InvalidArgument.field(
+                "business.permissions.members",
+                f"at most {MAX_MEMBERS_ON_CREATE} members when creating a business (got {len(members)});"
+                " add the others with SetMember",
+            )
         now = self._now()
         stored = replace(business, version=1, create_time=now, update_time=now)
-        item = _to_item(stored)
-        if request_key is None:
+        item = to_item(stored)
+        if request_key is None and not members:
             try:
                 self._call(
                     "put_item",
@@ -290,38 +379,25 @@ class BusinessStore:
             except _ItemTooLarge:
                 raise _too_large_to_create(business.id) from None
             return CreateOutcome(stored, replayed=False)
-        marker = {
-            "id": {"S": request_key},
-            "kind": {"S": KIND_REQUEST},
-            "businessId": {"S": business.id},
-            "createdAt": {"S": _iso(now)},
-            "expiresAt": {"N": str(int(now.timestamp()) + REQUEST_KEY_TTL_SECONDS)},
-        }
+        actions: list[dict[str, Any]] = []
+        if request_key is not None:
+            marker = {
+                "id": {"S": request_key},
+                "kind": {"S": KIND_REQUEST},
+                "businessId": {"S": business.id},
+                "createdAt": {"S": iso(now)},
+                "expiresAt": {"N": str(int(now.timestamp()) + REQUEST_KEY_TTL_SECONDS)},
+            }
+            actions.append(self._put(marker, condition="attribute_not_exists(id)"))
+        business_action = len(actions)
+        actions.append(self._put(item, condition="attribute_not_exists(id)"))
+        actions.extend(self._put(_membership_item(subject, business.id)) for subject in members)
         try:
-            self._call(
-                "transact_write_items",
-                self._client.transact_write_items,
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": marker,
-                            "ConditionExpression": "attribute_not_exists(id)",
-                        }
-                    },
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": item,
-                            "ConditionExpression": "attribute_not_exists(id)",
-                        }
-                    },
-                ],
-            )
+            self._call("transact_write_items", self._client.transact_write_items, TransactItems=actions)
         except _ItemTooLarge:
             raise _too_large_to_create(business.id) from None
         except _TransactionCancelled as cancelled:
-            if cancelled.failed(0):
+            if request_key is not None and cancelled.failed(0):
                 earlier = self.find_request(request_key)
                 previous = self.get(earlier) if earlier else None
                 if previous is None:
@@ -332,25 +408,50 @@ class BusinessStore:
                         reason="REQUEST_ID_ORPHANED",
                     ) from None
                 return CreateOutcome(previous, replayed=True)
-            if cancelled.failed(1):
+            if cancelled.failed(business_action):
                 raise _already_exists(business.id) from None
             raise BusinessStoreUnavailable("DynamoDB cancelled the create; retry it") from None
         return CreateOutcome(stored, replayed=False)
 
-    def update(self, business: Business) -> Business:
-        """Write ``business`` if the stored version is still ``business.version``; else Aborted."""
+    def update(self, business: Business, *, previous: Business) -> Business:
+        """Write ``business`` if the stored version is still ``business.version``; else Aborted.
+
+        ``previous`` is the stored business (same id and version) that ``business`` changes:
+        members it had and ``business`` has not lose their membership items, new ones get
+        theirs, in the same transaction as the business item.
+        """
+        if previous.id != business.id or previous.version != business.version:
+            raise ValueError("previous must be the stored business (same id and version) being changed")
         updated = replace(business, version=business.version + 1, update_time=self._now())
+        item = to_item(updated)
+        condition = "attribute_exists(id) AND #version = :version"
+        names = {"#version": "version"}
+        values: dict[str, Any] = {":version": {"N": str(business.version)}}
+        if business.version == 0:
+            # An item of the original system (no version yet): this write gives it the current shape.
+            condition, values = "attribute_exists(id) AND attribute_not_exists(#version)", {}
+        before, after = set(previous.permissions.members), set(business.permissions.members)
+        memberships = [self._put(_membership_item(s, business.id)) for s in sorted(after - before)]
+        memberships += [self._delete(membership_id(s, business.id)) for s in sorted(before - after)]
+        if len(memberships) >= _TRANSACTION_ITEMS:
+            # Members change through SetMember and RemoveMember, one at a time.
+            raise ValueError(f"{len(memberships)} membership changes do not fit in one transaction")
+        business_put = self._put(item, condition=condition)
+        business_put["Put"]["ExpressionAttributeNames"] = names
+        if values:
+            business_put["Put"]["ExpressionAttributeValues"] = values
         try:
-            self._call(
-                "put_item",
-                self._client.put_item,
-                TableName=self._table,
-                Item=_to_item(updated),
-                ConditionExpression="attribute_exists(id) AND #version = :version",
-                ExpressionAttributeNames={"#version": "version"},
-                ExpressionAttributeValues={":version": {"N": str(business.version)}},
-            )
-        except _ConditionFailed:
+            if not memberships:
+                self._call("put_item", self._client.put_item, **business_put["Put"])
+            else:
+                self._call(
+                    "transact_write_items",
+                    self._client.transact_write_items,
+                    TransactItems=[business_put, *memberships],
+                )
+        except (_ConditionFailed, _TransactionCancelled) as failed:
+            if isinstance(failed, _TransactionCancelled) and not failed.failed(0):
+                raise BusinessStoreUnavailable("DynamoDB cancelled the update; retry it") from None
             raise Aborted(
                 f"business {business.id!r} was changed by another request; read it again and retry",
                 metadata={"business_id": business.id},
@@ -363,6 +464,61 @@ class BusinessStore:
                 metadata={"business_id": business.id},
             ) from None
         return updated
+
+    def _put(self, item: dict[str, Any], *, condition: str = "") -> dict[str, Any]:
+        """A Put action of a TransactWriteItems on this table."""
+        put: dict[str, Any] = {"TableName": self._table, "Item": item}
+        if condition:
+            put["ConditionExpression"] = condition
+        return {"Put": put}
+
+    def _delete(self, item_id: str) -> dict[str, Any]:
+        """A Delete action of a TransactWriteItems on this table."""
+        return {"Delete": {"TableName": self._table, "Key": {"id": {"S": item_id}}}}
+
+    # --- table-wide maintenance (the one-shot migrations in ``business_migrations``) -------
+
+    def scan_page(self, *, start_after: str | None, limit: int) -> tuple[_Items, str | None]:
+        """One page of raw items of every kind in scan order, and the id to resume after (None: the end)."""
+        kwargs: dict[str, Any] = {"TableName": self._table, "Limit": limit}
+        if start_after:
+            kwargs["ExclusiveStartKey"] = {"id": {"S": start_after}}
+        response = self._call("scan", self._client.scan, **kwargs)
+        last = response.get("LastEvaluatedKey")
+        return list(response.get("Items", [])), (str(last["id"]["S"]) if last else None)
+
+    def existing_ids(self, item_ids: Sequence[str]) -> set[str]:
+        """Which of these item ids exist (keys only, 100 per BatchGetItem)."""
+        found: set[str] = set()
+        for start in range(0, len(item_ids), _BATCH_GET_KEYS):
+            keys = [{"id": {"S": item_id}} for item_id in item_ids[start : start + _BATCH_GET_KEYS]]
+            found.update(str(item["id"]["S"]) for item in self._batch_get(keys, projection="id"))
+        return found
+
+    def put_memberships(self, memberships: Sequence[tuple[str, str]]) -> None:
+        """Write membership items for these (subject, business id) pairs (25 per BatchWriteItem).
+
+        Unconditional: a membership item holds nothing but its keys, so writing one twice is a no-op.
+        """
+        for start in range(0, len(memberships), _BATCH_WRITE_ITEMS):
+            requests: _Items = [
+                {"PutRequest": {"Item": _membership_item(subject, business_id)}}
+                for subject, business_id in memberships[start : start + _BATCH_WRITE_ITEMS]
+            ]
+            for attempt in range(self._attempts):
+                if not requests:
+                    break
+                if attempt:
+                    self._sleep(min(1.0, 0.05 * 2**attempt))
+                response = self._call(
+                    "batch_write_item", self._client.batch_write_item, RequestItems={self._table: requests}
+                )
+                requests = response.get("UnprocessedItems", {}).get(self._table, [])
+            if requests:
+                raise BusinessStoreUnavailable(
+                    "the business store is throttling writes; run again to resume",
+                    metadata={"operation": "batch_write_item"},
+                )
 
     def probe(self) -> None:
         """A light call for readiness and dependency status: the table exists and answers."""
@@ -425,6 +581,22 @@ class BusinessStore:
                 outcome = "too_large"
                 raise _ItemTooLarge() from exc
             outcome = "throttled" if "Throttl" in code or "Exceeded" in code else "error"
+            if code in {"ValidationException", "ResourceNotFoundException"} and MEMBER_INDEX in str(
+                error.get("Message", "")
+            ):
+                # The table predates the membership index: a deployment step was missed (AWS
+                # answers ValidationException, moto ResourceNotFoundException, both naming it).
+                log.error(
+                    "dynamodb %s failed: table %r has no index %r (add it, then run"
+                    " `simplu-grpc index-members`)",
+                    operation,
+                    self._table,
+                    MEMBER_INDEX,
+                )
+                raise BusinessStoreUnavailable(
+                    f"the business store is missing its index {MEMBER_INDEX!r}",
+                    metadata={"operation": operation},
+                ) from exc
             if code == "ResourceNotFoundException":
                 # A missing table is a deployment mistake, not "no such business": answer
                 # UNAVAILABLE (readiness fails too) and say loudly what to fix.
@@ -527,6 +699,34 @@ def _already_exists(business_id: str) -> AlreadyExists:
     return AlreadyExists(f"business {business_id!r} already exists", metadata={"business_id": business_id})
 
 
+# --- membership items ----------------------------------------------------------------------
+
+
+def membership_id(subject: str, business_id: str) -> str:
+    """The id of the item saying ``subject`` is a member of ``business_id``."""
+    return f"{KIND_MEMBER}#{subject}#{business_id}"
+
+
+def _membership_item(subject: str, business_id: str) -> dict[str, Any]:
+    return {
+        "id": {"S": membership_id(subject, business_id)},
+        "kind": {"S": KIND_MEMBER},
+        MEMBER_SUB: {"S": subject},
+        MEMBER_OF: {"S": business_id},
+    }
+
+
+def _membership_key(subject: str, business_id: str) -> dict[str, Any]:
+    """The index position of a membership (a Query's ExclusiveStartKey: index keys and table key)."""
+    item = _membership_item(subject, business_id)
+    return {key: item[key] for key in ("id", MEMBER_SUB, MEMBER_OF)}
+
+
+def _size(item: Mapping[str, Any]) -> int:
+    """About what an item weighs in an answer (the page byte budget)."""
+    return len(json.dumps(item, separators=(",", ":")))
+
+
 # --- page tokens ---------------------------------------------------------------------------
 
 
@@ -564,133 +764,6 @@ def _not_a_business_id(value: str) -> bool:
     check = Violations()
     check_business_id(check, "after", value)
     return bool(check)
-
-
-# --- item <-> domain -----------------------------------------------------------------------
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
-def _to_item(business: Business) -> dict[str, Any]:
-    settings = settings_document(business.settings)
-    # Struct numbers are doubles, which DynamoDB's serializer refuses: extras stay JSON text.
-    settings["extrasJson"] = json.dumps(settings.pop("extras"), separators=(",", ":"))
-    document: dict[str, Any] = {
-        "id": business.id,
-        "kind": KIND_BUSINESS,
-        "name": business.name,
-        "type": business.type.value,
-        "status": business.status.value,
-        "owner": business.owner,
-        "version": business.version,
-        "createdAt": _iso(business.create_time) if business.create_time else "",
-        "updatedAt": _iso(business.update_time) if business.update_time else "",
-        "locations": [
-            {
-                "id": loc.id,
-                "name": loc.name,
-                "address": loc.address,
-                "phone": loc.phone,
-                "email": loc.email,
-                "timezone": loc.timezone,
-                "active": loc.active,
-            }
-            for loc in business.locations
-        ],
-        "settings": settings,
-        "permissions": {
-            "roles": {name: list(role.permissions) for name, role in business.permissions.roles.items()},
-            "members": {
-                subject: {"role": member.role, "locationIds": list(member.location_ids)}
-                for subject, member in business.permissions.members.items()
-            },
-        },
-        "memberSubs": sorted(business.permissions.members),
-        "unregisteredLocationIds": list(business.unregistered_location_ids),
-    }
-    return {key: _serializer.serialize(value) for key, value in document.items()}
-
-
-def _plain(value: Any) -> Any:
-    """Deserialized DynamoDB values with Decimals turned back into ints."""
-    if isinstance(value, Decimal):
-        return int(value)
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _from_item(item: Mapping[str, Any]) -> Business:
-    doc = {key: _plain(_deserializer.deserialize(value)) for key, value in item.items()}
-    try:
-        settings = doc.get("settings", {})
-        permissions = doc.get("permissions", {})
-        business_type = BusinessType(doc["type"])
-        # Roles written before administration had its own namespace name it with bare strings
-        # ("members:update"): read them in today's grammar (domain.permissions.upgrade_legacy).
-        types = catalog_types(business_type)
-        return Business(
-            id=doc["id"],
-            name=doc["name"],
-            type=business_type,
-            status=BusinessStatus(doc.get("status", BusinessStatus.ACTIVE.value)),
-            owner=doc.get("owner", ""),
-            version=int(doc.get("version", 0)),
-            create_time=_parse_time(doc.get("createdAt")),
-            update_time=_parse_time(doc.get("updatedAt")),
-            locations=tuple(
-                Location(
-                    id=loc["id"],
-                    name=loc.get("name", ""),
-                    address=loc.get("address", ""),
-                    phone=loc.get("phone", ""),
-                    email=loc.get("email", ""),
-                    timezone=loc.get("timezone", ""),
-                    active=bool(loc.get("active", True)),
-                )
-                for loc in doc.get("locations", [])
-            ),
-            settings=BusinessSettings(
-                currency=settings.get("currency", ""),
-                language=settings.get("language", ""),
-                timezone=settings.get("timezone", ""),
-                date_format=settings.get("dateFormat", ""),
-                time_format=settings.get("timeFormat", ""),
-                working_hours=tuple(
-                    WorkingHours(
-                        day=int(wh["day"]),
-                        open=wh.get("open", ""),
-                        close=wh.get("close", ""),
-                        closed=bool(wh.get("closed", False)),
-                    )
-                    for wh in settings.get("workingHours", [])
-                ),
-                features={str(k): bool(v) for k, v in settings.get("features", {}).items()},
-                extras=json.loads(settings.get("extrasJson") or "{}"),
-            ),
-            permissions=Permissions(
-                roles={
-                    name: Role(permissions=upgrade_legacy(perms, types))
-                    for name, perms in permissions.get("roles", {}).items()
-                },
-                members={
-                    subject: Member(role=m["role"], location_ids=tuple(m.get("locationIds", [])))
-                    for subject, m in permissions.get("members", {}).items()
-                },
-            ),
-            unregistered_location_ids=tuple(doc.get("unregisteredLocationIds", [])),
-        )
-    except (KeyError, ValueError, TypeError) as exc:
-        # Never guess: a malformed item is an internal error with the item's id in the log.
-        raise ValueError(f"business item {doc.get('id')!r} is malformed: {exc}") from exc
 
 
 __all__ = ["BusinessPage", "BusinessStore", "CreateOutcome", "make_dynamodb_client", "request_key"]

@@ -13,6 +13,7 @@ from its repr) and never appear in a log line or an error message; neither does 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -26,8 +27,9 @@ import urllib3
 
 from simplu_grpc import context, tracing
 from simplu_grpc.adapters.retry import MIN_ATTEMPT_SECONDS, StopAtDeadline
+from simplu_grpc.adapters.shard_tls import ShardTlsPolicy
 from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
-from simplu_grpc.errors import CitrusUnavailable
+from simplu_grpc.errors import CitrusUnavailable, ShardUnavailable
 from simplu_grpc.metrics import Metrics
 from simplu_grpc.redact import normalize_dsn
 
@@ -101,6 +103,7 @@ class CitrusClient:
         sleep: Callable[[float], None] = time.sleep,
         backoff_max_seconds: float = 2.0,
         pool_maxsize: int = 16,
+        tls: ShardTlsPolicy = ShardTlsPolicy(),
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must be an http:// or https:// URL")
@@ -119,6 +122,8 @@ class CitrusClient:
         self._timeout = timeout_ms / 1000.0
         self._attempts = retry_attempts
         self._metrics = metrics
+        # The shards' TLS floor, put into every connection string Citrus hands out.
+        self._tls = tls
         self._sleep = sleep
         self._backoff_max = backoff_max_seconds
         # retries=False: tenacity owns the retry policy; urllib3 must not retry underneath it.
@@ -134,7 +139,7 @@ class CitrusClient:
         """The shard of a registered business+location, or None when Citrus does not know it."""
         key = quote(f"{business_id}-{location_id}", safe="")
         body = self._call("get_shard", "GET", f"/api/shard/{key}", none_on_404=True)
-        return None if body is None else self._seen(_assignment(body, operation="get_shard"))
+        return None if body is None else self._secured(self._seen(_assignment(body, operation="get_shard")))
 
     def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
         """Register a business+location (idempotent at Citrus); ``business_type`` like ``dental``."""
@@ -147,14 +152,32 @@ class CitrusClient:
         body = self._call("register", "POST", "/api/register", payload=payload)
         if body is None:  # pragma: no cover - none_on_404 is off, a 404 raises
             raise CitrusUnavailable("Citrus did not register the location")
-        return self._seen(_assignment(body, operation="register"))
+        return self._secured(self._seen(_assignment(body, operation="register")))
 
     def shards_health(self) -> list[ShardAssignment]:
         """Every shard Citrus knows, with its health and usage."""
         body = self._call("health", "GET", "/api/shards/health")
         if not isinstance(body, list):
             raise self._malformed("health")
-        return [self._seen(_assignment(item, operation="health", require_connection=False)) for item in body]
+        listed = [
+            self._seen(_assignment(item, operation="health", require_connection=False)) for item in body
+        ]
+        return [self._secured(shard, listing=True) for shard in listed]
+
+    def _secured(self, assignment: ShardAssignment, *, listing: bool = False) -> ShardAssignment:
+        """The assignment with the TLS floor in its connection string. A string below the floor
+        refuses the route (UNAVAILABLE, SHARD_TLS_REFUSED); in a health listing the shard stays
+        listed with no connection string, so nothing connects to it."""
+        if not assignment.connection_string:
+            return assignment
+        try:
+            secured = self._tls.secure(assignment.shard_id, assignment.connection_string)
+        except ShardUnavailable as refused:
+            if not listing:
+                raise
+            log.warning("Citrus listing: %s", refused.message)
+            secured = ""
+        return dataclasses.replace(assignment, connection_string=secured)
 
     def _seen(self, assignment: ShardAssignment) -> ShardAssignment:
         """Export what Citrus just said of the shard's capacity as gauges (near-capacity alert)."""

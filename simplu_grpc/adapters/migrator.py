@@ -186,6 +186,7 @@ def _default_shard_lister(settings: Settings) -> Callable[[], list[ShardAssignme
         return lambda: [directory.assignment]
 
     from simplu_grpc.adapters.citrus import CitrusClient
+    from simplu_grpc.adapters.shard_tls import shard_tls
     from simplu_grpc.metrics import Metrics
 
     def from_citrus() -> list[ShardAssignment]:
@@ -195,6 +196,7 @@ def _default_shard_lister(settings: Settings) -> Callable[[], list[ShardAssignme
             timeout_ms=settings.citrus_timeout_ms,
             retry_attempts=settings.citrus_retry_attempts,
             metrics=Metrics(),
+            tls=shard_tls(settings),
         )
         try:
             return list(client.shards_health())

@@ -37,17 +37,18 @@ Why it is shaped this way (DESIGN §6):
   on connection attempts or on queries the shard never answered is DEADLINE_EXCEEDED (both
   ``"unavailable"``). Connection attempts are observed through the pool's
   ``connection_class``, queries through ``ShardSession.guard``.
-* A write whose connection is lost once its COMMIT may have been sent (the pipeline sends
-  it with the statement) is CommitOutcomeUnknown (UNAVAILABLE / COMMIT_OUTCOME_UNKNOWN): it
-  may or may not be applied, and a retry with the same ``request_id`` is the safe way on.
+* A write whose connection is lost once the statement was sent (it commits on its own, in
+  the one message ``ShardSession.run`` sends) is CommitOutcomeUnknown (UNAVAILABLE /
+  COMMIT_OUTCOME_UNKNOWN): it may or may not be applied, and a retry with the same
+  ``request_id`` is the safe way on.
 * The liveness check of a pooled connection costs no round trip: its socket is polled, and
   only a connection with something to read (usually: the server or a proxy closed it) goes
   through ``ConnectionPool.check_connection``, bounded by the deadline. A ping before every
   reuse would double the warm path's round trips and catch nothing more: a peer that
   vanished silently makes the ping hang just like the statement, and once TCP keepalives
   (below) give up on it the socket polls readable too. A warm request costs one round trip.
-* Each query runs in one pipeline (BEGIN, statement_timeout, the statement, COMMIT): one
-  network round trip.
+* Each statement goes out as one simple-protocol message with its statement_timeout
+  (``ShardSession.run``): one network round trip, its own implicit transaction.
 * Schema migrations run once per pool, on its first checkout.
 * A pool nobody used for ``idle_close_seconds`` is closed by a sweep on the timer thread
   (every ``_SWEEP_INTERVAL``), so a replica that goes quiet gives its connections back; the
@@ -83,7 +84,6 @@ from psycopg_pool.pool import MaintenanceTask, ShrinkPool
 
 from simplu_grpc import context, tracing
 from simplu_grpc.adapters import migrator
-from simplu_grpc.adapters.shard_tls import ShardTlsPolicy
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import CommitOutcomeUnknown, DeadlineExceeded, ResourceExhausted, ShardUnavailable
 from simplu_grpc.metrics import Metrics, PoolGauge
@@ -547,7 +547,11 @@ class ShardSession:
         self._health = health
 
     def run(
-        self, query: Query, params: Sequence[Any] | dict[str, Any] | None = None, *, write: bool = False
+        self,
+        query: Query,
+        params: Sequence[Any] | dict[str, Any] | None = None,
+        *,
+        write: bool = False,
     ) -> list[Row]:
         """Run one statement bounded by the deadline, in one message and one round trip.
 
@@ -558,6 +562,11 @@ class ShardSession:
         did four times the statements on both sides; the bench's capacity rows show what this
         bought.) Values are still never part of the SQL we write: psycopg's ``ClientCursor``
         quotes each parameter by the connection's own rules; ``millis`` is an int.
+
+        The values are inlined by the client and the text is never a server-side prepared
+        statement, so PostgreSQL always plans with the actual values (a generic plan cannot use
+        an expression or partial index whose key is a parameter: the filtered lists' trigram
+        searches need this).
 
         ``write``: the statement changes data, so a connection lost once it was sent is
         CommitOutcomeUnknown (the write may or may not be applied), not a plain ShardUnavailable.
@@ -655,14 +664,15 @@ class PoolRegistry:
         clock: Callable[[], float] = time.monotonic,
         sweep_interval: float = _SWEEP_INTERVAL,
         worker_idle_exit: float = _WORKER_IDLE_EXIT,
-        tls: ShardTlsPolicy = ShardTlsPolicy(),
     ) -> None:
         if min_size < 0 or max_size < 1 or min_size > max_size:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
         if max_waiting < 0:
             raise ValueError("max_waiting must not be negative")
-        if connect_timeout <= 0 or idle_close_seconds <= 0 or sweep_interval <= 0:
-            raise ValueError("connect_timeout, idle_close_seconds and sweep_interval must be positive")
+        if min(connect_timeout, idle_close_seconds, sweep_interval, worker_idle_exit) <= 0:
+            raise ValueError(
+                "connect_timeout, idle_close_seconds, sweep_interval and worker_idle_exit must be positive"
+            )
         self._metrics = metrics
         self._min_size = min_size
         self._max_size = max_size
@@ -673,7 +683,6 @@ class PoolRegistry:
         self._connect_timeout = connect_timeout
         self._migrate = migrate
         self._application_name = application_name
-        self._tls = tls
         self._clock = clock
         # Guards _pools changes (creation, replacement, removal). Lookups of an existing,
         # matching pool read the dict without it: dict reads are atomic under the GIL.
@@ -703,7 +712,6 @@ class PoolRegistry:
             max_lifetime=settings.shard_pool_max_lifetime_seconds,
             idle_close_seconds=settings.shard_pool_idle_close_seconds,
             connect_timeout=settings.shard_connect_timeout_seconds,
-            tls=ShardTlsPolicy(minimum=settings.shard_sslmode_min, root_cert=settings.shard_sslrootcert),
         )
 
     # --- checkout ------------------------------------------------------------------------
@@ -916,7 +924,6 @@ class PoolRegistry:
         self, shard_id: str, conninfo: str, previous: _PoolEntry | None, *, keep_migrated: bool = False
     ) -> _PoolEntry:
         """Caller holds ``_lock``. Open a new pool for the shard; retire the previous one."""
-        tls = self._tls.connect_kwargs(shard_id, conninfo)  # refuses a string below the floor
         self._start_sweeper()
         health = _Health(self._clock)
         pool = _ShardPool(
@@ -934,7 +941,6 @@ class PoolRegistry:
                 "keepalives_idle": 30,
                 "keepalives_interval": 10,
                 "keepalives_count": 3,
-                **tls,
             },
             min_size=self._min_size,
             max_size=self._max_size,

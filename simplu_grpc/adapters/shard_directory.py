@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from psycopg.conninfo import make_conninfo
 
+from simplu_grpc.adapters.shard_tls import shard_tls
 from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
 from simplu_grpc.errors import SimpluError
 
@@ -71,14 +72,16 @@ class CitrusDirectory:
 
 
 def single_database_dsn(settings: Settings) -> str:
-    """The libpq conninfo of the single database (``DATABASE_*``); contains the password."""
-    return make_conninfo(
+    """The libpq conninfo of the single database (``DATABASE_*``, with the shards' TLS floor);
+    contains the password."""
+    dsn = make_conninfo(
         host=settings.database_host,
         port=str(settings.database_port),
         user=settings.database_username,
         password=settings.database_password or None,
         dbname=settings.database_name,
     )
+    return shard_tls(settings).secure(DEFAULT_SHARD_ID, dsn)
 
 
 class SingleDatabaseDirectory:

@@ -5,7 +5,7 @@ shape of the update expression are chosen from fixed fragments by validated enum
 counts; ids, documents, paths and dates are always bound parameters. Multi-step work
 (idempotent create, etag-checked update and delete) is one statement with CTEs, so it is
 atomic and costs one round trip. Each statement goes out as ONE simple-protocol query,
-``SET LOCAL statement_timeout = <ms left>; <statement>`` (see ``_run``). psycopg errors
+``SET LOCAL statement_timeout = <ms left>; <statement>`` (see ``ShardSession.run``). psycopg errors
 are translated here: unique violation ->
 ALREADY_EXISTS, check violation -> INVALID_ARGUMENT; etag mismatch -> ABORTED with
 nothing changed, carrying the current etag (ErrorInfo metadata ``current_etag``) that the same
@@ -17,12 +17,14 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from simplu_grpc.adapters import resource_filter_sql as sql
 from simplu_grpc.adapters.pools import Row, ShardSession
 from simplu_grpc.domain.changes import ChangeKind, ChangeQuery, ResourceChange
 from simplu_grpc.domain.page_tokens import Position
@@ -176,12 +178,28 @@ _INSERTS = _with_and_without_prune(_INSERT)
 _INSERTS_IDEMPOTENT = _with_and_without_prune(_INSERT_IDEMPOTENT)
 _DELETES = _with_and_without_prune(_DELETE)
 
-# ListResources sort keys. A missing start_time sorts last ('infinity'), so the keyset
-# comparison never meets NULL; the expression matches the index resources_by_start_time.
-_SORT_KEYS = {
-    "start_time": "COALESCE(start_time, 'infinity'::timestamptz)",
-    "update_time": "update_time",
-}
+
+# ListResources' total_size is exact up to this many matches, absent beyond (the count stops
+# there, so a broad filter never costs a full count).
+TOTAL_SIZE_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ListedPage:
+    """A ListResources page: the rows, the keyset position after each, whether more follow,
+    and the number of matches when at most TOTAL_SIZE_LIMIT (None: more, or unknown)."""
+
+    resources: list[StoredResource]
+    positions: list[Position]
+    more: bool
+    total_size: int | None
+
+
+def _position(query: ListQuery, row: Row) -> Position:
+    values: list[Any] = []
+    for index, key in enumerate(query.order_by):
+        values.append(row[f"sort_{index}"] if key.is_data else row[key.field])
+    return Position(tuple(values), row["resource_id"])
 
 
 def _stored(row: Row) -> StoredResource:
@@ -351,20 +369,19 @@ class ShardStore:
         )
         return [_stored(row) for row in rows]
 
-    def list_page(
-        self, session: ShardSession, query: ListQuery, after: Position | None
-    ) -> tuple[list[StoredResource], bool]:
-        """One page in keyset order, and whether more rows follow it."""
-        sort_key = _SORT_KEYS[query.order_by.column]
-        direction = "DESC" if query.order_by.descending else "ASC"
-        comparison = "<" if query.order_by.descending else ">"
+    def list_page(self, session: ShardSession, query: ListQuery, after: Position | None) -> ListedPage:
+        """One page in keyset order, whether more rows follow it, and the bounded total."""
+        out = sql.Compiled()
         where = ["business_id = %(b)s", "location_id = %(l)s", "resource_type = %(n)s"]
-        params: dict[str, Any] = {
-            "b": query.business_id,
-            "l": query.location_id,
-            "n": query.resource_type,
-            "limit": query.page_size + 1,
-        }
+        params = out.params
+        params.update(
+            {
+                "b": query.business_id,
+                "l": query.location_id,
+                "n": query.resource_type,
+                "limit": query.page_size + 1,
+            }
+        )
         if query.start_range.start is not None:
             where.append("start_time >= %(from)s")
             params["from"] = query.start_range.start
@@ -386,16 +403,42 @@ class ShardStore:
         if query.data_contains:
             where.append("data @> %(contains)s")
             params["contains"] = Jsonb(query.data_contains)
+        if query.filter is not None:
+            where.append(sql.compile_filter(query.filter, out))
+        expressions = [sql.sort_expression(key, out) for key in query.order_by]
+        matching = " AND ".join(where)
+        page_where = matching
         if after is not None:
-            where.append(f"({sort_key}, resource_id) {comparison} (%(after_key)s::timestamptz, %(after_id)s)")
-            params["after_key"] = "infinity" if after.sort_value is None else after.sort_value
-            params["after_id"] = after.resource_id
-        statement = (
-            f"SELECT {_COLUMNS} FROM resources WHERE {' AND '.join(where)}"
-            f" ORDER BY {sort_key} {direction}, resource_id {direction} LIMIT %(limit)s"
+            page_where += " AND " + sql.after_condition(query.order_by, expressions, after, out)
+        # Data sort values come back as jsonb text, so a position goes back to the shard exactly.
+        sort_values = "".join(
+            f", ({e})::text AS sort_{i}"
+            for i, (k, e) in enumerate(zip(query.order_by, expressions, strict=True))
+            if k.is_data
         )
+        params["count_limit"] = TOTAL_SIZE_LIMIT + 1
+        # The total is an uncorrelated subquery (computed once) that stops counting past the
+        # limit: bounded work, in the same statement as the page.
+        statement = (
+            f"SELECT {_COLUMNS}{sort_values},"
+            f" (SELECT count(*) FROM (SELECT 1 FROM resources WHERE {matching} LIMIT %(count_limit)s) AS c)"
+            f" AS total_size FROM resources WHERE {page_where}"
+            f" ORDER BY {sql.order_clause(query.order_by, expressions)} LIMIT %(limit)s"
+        )
+        # Custom plans only: the indexes that serve a filter have its values as their keys.
         rows = session.run(statement, params)
-        return [_stored(row) for row in rows[: query.page_size]], len(rows) > query.page_size
+        page = rows[: query.page_size]
+        total: int | None = None
+        if rows and rows[0]["total_size"] <= TOTAL_SIZE_LIMIT:
+            total = int(rows[0]["total_size"])
+        elif not rows and after is None:
+            total = 0
+        return ListedPage(
+            resources=[_stored(row) for row in page],
+            positions=[_position(query, row) for row in page],
+            more=len(rows) > query.page_size,
+            total_size=total,
+        )
 
     def update(
         self,

@@ -4,8 +4,9 @@
 ``SHARD_SSLROOTCERT`` the CA file that verifies shards. A connection string that asks for less
 (``sslmode=disable`` under a ``require`` floor) is refused, not silently upgraded: it means
 Citrus and this deployment disagree, which an operator must see. One that names no sslmode gets
-the floor (libpq's own default, ``prefer``, would fall back to plaintext). Applied when a pool
-is created, never per request.
+the floor (libpq's own default, ``prefer``, would fall back to plaintext). Applied where the
+strings enter the process (the Citrus client, the single database's DSN), so every connection
+made with them — pools, ShardAdmin's short-lived reads, migrations — gets it; never per request.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from simplu_grpc.errors import ShardUnavailable
-from simplu_grpc.settings import SSLMODES
+from simplu_grpc.settings import SSLMODES, Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,11 @@ class ShardTlsPolicy:
     def __post_init__(self) -> None:
         if self.minimum not in SSLMODES:
             raise ValueError(f"sslmode must be one of {', '.join(SSLMODES)}")
+
+    def secure(self, shard_id: str, conninfo: str) -> str:
+        """``conninfo`` with the floor (and the CA file) in it; ShardUnavailable when it asks for less."""
+        extra = self.connect_kwargs(shard_id, conninfo)
+        return make_conninfo(conninfo, **extra) if extra else conninfo
 
     def connect_kwargs(self, shard_id: str, conninfo: str) -> dict[str, Any]:
         """Connection parameters that enforce the floor over ``conninfo``; ShardUnavailable
@@ -55,3 +61,8 @@ class ShardTlsPolicy:
         if self.root_cert is not None and "sslrootcert" not in params:
             extra["sslrootcert"] = self.root_cert
         return extra
+
+
+def shard_tls(settings: Settings) -> ShardTlsPolicy:
+    """The policy SHARD_SSLMODE_MIN and SHARD_SSLROOTCERT configure."""
+    return ShardTlsPolicy(minimum=settings.shard_sslmode_min, root_cert=settings.shard_sslrootcert)

@@ -174,13 +174,29 @@ def client(service: str, endpoint: str, region: str) -> Any:
 
 
 def create_business_table(endpoint: str, region: str, table: str) -> None:
-    """Create the business-info table (partition key ``id``); an existing table is left alone."""
+    """Create the business-info table (partition key ``id``, the sparse membership index
+    ``member-index`` on ``memberSub`` + ``memberOf``); an existing table is left alone."""
     dynamodb = client("dynamodb", endpoint, region)
     try:
         dynamodb.create_table(
             TableName=table,
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            AttributeDefinitions=[
+                {"AttributeName": "id", "AttributeType": "S"},
+                {"AttributeName": "memberSub", "AttributeType": "S"},
+                {"AttributeName": "memberOf", "AttributeType": "S"},
+            ],
             KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            # Keys only: a person's listing needs the business ids, then reads the businesses.
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": "member-index",
+                    "KeySchema": [
+                        {"AttributeName": "memberSub", "KeyType": "HASH"},
+                        {"AttributeName": "memberOf", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "KEYS_ONLY"},
+                }
+            ],
             BillingMode="PAY_PER_REQUEST",
         )
     except ClientError as exc:

@@ -116,7 +116,7 @@ class ShardView:
     """One line of ListShards: Citrus's view merged with this server's pool."""
 
     shard_id: str
-    active: bool
+    active: bool | None  # None: neither Citrus nor a route of this server said
     last_health_check: datetime | None
     business_count: int | None  # None: unknown (Citrus did not report it, or did not list the shard)
     max_businesses: int | None
@@ -264,7 +264,7 @@ class ShardAdminService:
                 views[shard_id] = ShardView(
                     shard_id=shard_id,
                     # Citrus did not list it (or did not answer): its last isActive on a route.
-                    active=last_known.get(shard_id, False),
+                    active=last_known.get(shard_id),
                     last_health_check=None,
                     business_count=None,
                     max_businesses=None,

@@ -246,7 +246,9 @@ class TenantUsageQuery:
             listed = [a for a in listed if a.shard_id == shard_id]
             if not listed:
                 raise NotFound(f"shard {shard_id!r} is unknown", metadata={"shard_id": shard_id})
-        return listed
+        # An entry without a connection string (Citrus sent none, or it was below the TLS floor)
+        # must not be read: libpq would connect to its defaults, another database altogether.
+        return [a for a in listed if a.connection_string]
 
 
 def _checked(shard_id: str, window_minutes: int, limit: int) -> tuple[int, int]:
@@ -255,7 +257,7 @@ def _checked(shard_id: str, window_minutes: int, limit: int) -> tuple[int, int]:
     check_text(v, "shard_id", shard_id, max_length=SHARD_ID_MAX)
     minutes = window_minutes or DEFAULT_WINDOW_MINUTES
     if minutes not in WINDOWS_MINUTES:
-        v.add("window", f"must be one of {', '.join(map(str, WINDOWS_MINUTES))} minutes")
+        v.add("window_minutes", f"must be one of {', '.join(map(str, WINDOWS_MINUTES))} minutes")
     if not 0 <= limit <= MAX_LIMIT:
         v.add("page_size", f"must be between 0 and {MAX_LIMIT}")
     v.raise_if_any()

@@ -114,6 +114,10 @@ class Business:
     update_time: datetime | None = None
     version: int = 0
     unregistered_location_ids: tuple[str, ...] = ()
+    # Attributes of the stored item this service does not model (the original system's
+    # domainLabel, credits, billing fields, ...), as the store read them: written back
+    # unchanged, never shown to callers.
+    unmodelled: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def is_active(self) -> bool:

@@ -108,7 +108,9 @@ class BusinessRepository(Protocol):
 
     def create(self, business: Business, *, request_key: str | None = None) -> CreateOutcome: ...
 
-    def update(self, business: Business) -> Business: ...
+    def update(self, business: Business, *, previous: Business) -> Business:
+        """Write ``business`` over ``previous`` (the stored business it changes, same version)."""
+        ...
 
     def list(
         self, *, page_size: int, page_token: str, member: str | None, include_deleted: bool
@@ -587,7 +589,7 @@ class BusinessOps:
             return Registered(business, pending)
         remaining = tuple(lid for lid in pending if lid not in done)
         try:
-            saved = self._store.update(business.with_unregistered(remaining))
+            saved = self._store.update(business.with_unregistered(remaining), previous=business)
         except Aborted:
             # Someone changed the business meanwhile; their copy still lists these locations,
             # and registering them again later is harmless (idempotent).
@@ -604,7 +606,7 @@ class BusinessOps:
             return
         remaining = tuple(lid for lid in business.unregistered_location_ids if lid != location_id)
         try:
-            self._cache.put(self._store.update(business.with_unregistered(remaining)))
+            self._cache.put(self._store.update(business.with_unregistered(remaining), previous=business))
         except Aborted:
             self._cache.invalidate(business_id)
 
@@ -660,7 +662,7 @@ class BusinessOps:
             if changed == business:
                 return business
             try:
-                saved = self._store.update(changed)
+                saved = self._store.update(changed, previous=business)
             except Aborted:
                 self._cache.invalidate(business_id)
                 if etag or attempt == _WRITE_ATTEMPTS - 1:

@@ -1,9 +1,10 @@
 """Opaque page tokens (AIP-158): a keyset position bound to the query that produced it.
 
 A token is URL-safe base64 of compact JSON ``{"v": 1, "q": <query hash>, "k": [sort value,
-resource id]}`` (``"i": offset`` for BatchGet, ``"s": sequence`` for ListResourceChanges).
-The hash covers every filter and the ordering (not the page size), so a token replayed
-against another query, or edited, is refused with INVALID_ARGUMENT. The
+..., resource id]}`` with one sort value per order_by key (an instant, or a data value's jsonb
+text); ``"i": offset`` for BatchGet, ``"s": sequence`` for ListResourceChanges. The hash covers
+every filter and the ordering (not the page size), so a token replayed against another query,
+or edited, is refused with INVALID_ARGUMENT. The
 token carries no secret and grants nothing: the position only says where to resume
 within a query the caller is already allowed to run, so no HMAC is needed.
 """
@@ -14,32 +15,31 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from simplu_grpc.domain.resources import ID_PATTERN as _ID
-from simplu_grpc.domain.resources import ListQuery, StoredResource
 from simplu_grpc.errors import InvalidArgument
 
 _VERSION: Final = 1
-_MAX_TOKEN_LENGTH: Final = 1024
+# Data sort keys carry their value, so a token may be longer than an id and an instant; the
+# bound keeps a hostile token cheap to refuse.
+_MAX_TOKEN_LENGTH: Final = 8192
 _FIELD: Final = "page_token"
 
 
 @dataclass(frozen=True, slots=True)
 class Position:
-    """The last row of a page: its sort value (None for "no start_time") and its id."""
+    """The last row of a page: one sort value per sort key, and its id.
 
-    sort_value: datetime | None
+    A time key's value is an aware datetime (None: no start/end time, which sorts last); a
+    data key's value is the JSON text of the value at that path ("null" when missing), as
+    the shard rendered it, so it goes back to the shard exactly as it came out."""
+
+    sort_values: tuple[datetime | str | None, ...]
     resource_id: str
-
-
-def position_after(query: ListQuery, row: StoredResource) -> Position:
-    """Where the page after ``row`` starts, in the query's ordering."""
-    value = row.start_time if query.order_by.column == "start_time" else row.update_time
-    return Position(value, row.key.resource_id)
 
 
 def query_hash(binding: Mapping[str, Any]) -> str:
@@ -48,13 +48,15 @@ def query_hash(binding: Mapping[str, Any]) -> str:
 
 
 def encode(binding: Mapping[str, Any], position: Position) -> str:
-    body = {"v": _VERSION, "q": query_hash(binding), "k": [_iso(position.sort_value), position.resource_id]}
+    key = [_iso(v) if isinstance(v, datetime) or v is None else v for v in position.sort_values]
+    body = {"v": _VERSION, "q": query_hash(binding), "k": [*key, position.resource_id]}
     raw = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii")
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
-def decode(token: str, binding: Mapping[str, Any]) -> Position | None:
-    """The position a token names for this query; None for ""; INVALID_ARGUMENT when not ours."""
+def decode(token: str, binding: Mapping[str, Any], data_keys: Sequence[bool] = (False,)) -> Position | None:
+    """The position a token names for this query; None for ""; INVALID_ARGUMENT when not ours.
+    ``data_keys`` says, per sort key, whether it is a data key (JSON text) or a time."""
     if not token:
         return None
     body = _body(token)
@@ -63,22 +65,53 @@ def decode(token: str, binding: Mapping[str, Any]) -> Position | None:
     key = body.get("k")
     if (
         not isinstance(key, list)
-        or len(key) != 2
-        or not (key[0] is None or isinstance(key[0], str))
-        or not isinstance(key[1], str)
-        or not _ID.fullmatch(key[1])
+        or len(key) != len(data_keys) + 1
+        or not all(v is None or isinstance(v, str) for v in key[:-1])
+        or not isinstance(key[-1], str)
+        or not _ID.fullmatch(key[-1])
     ):
         raise InvalidArgument.field(_FIELD, "is malformed")
-    sort_value: datetime | None = None
-    if key[0] is not None:
-        try:
-            sort_value = datetime.fromisoformat(key[0])
-            if sort_value.tzinfo is None:
-                raise InvalidArgument.field(_FIELD, "is malformed")
-            sort_value.astimezone(UTC)  # an instant outside the datetime range is no position
-        except (ValueError, OverflowError):
-            raise InvalidArgument.field(_FIELD, "is malformed") from None
-    return Position(sort_value, key[1])
+    values = tuple(
+        _json_text(v) if is_data else _instant(v) for v, is_data in zip(key[:-1], data_keys, strict=True)
+    )
+    return Position(values, key[-1])
+
+
+def _json_text(value: str | None) -> str:
+    """A data sort value: JSON that PostgreSQL's jsonb accepts as the shard wrote it (no NaN or
+    Infinity, numbers of sane size), so a forged token is refused here, not by the shard."""
+    if value is None:
+        raise InvalidArgument.field(_FIELD, "is malformed")
+    try:
+        json.loads(value, parse_constant=_refuse, parse_float=_number, parse_int=_number)
+    except (ValueError, RecursionError):
+        raise InvalidArgument.field(_FIELD, "is malformed") from None
+    return value
+
+
+def _refuse(text: str) -> None:
+    raise ValueError(text)
+
+
+def _number(text: str) -> str:
+    # jsonb numbers are numeric; an exponent beyond its range would fail on the shard. Stored
+    # numbers are doubles (Struct), which jsonb prints in full: up to ~330 characters.
+    if len(text) > 400 or ("e" in text.lower() and abs(int(text.lower().split("e")[1])) > 1000):
+        raise ValueError(text)
+    return text
+
+
+def _instant(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        instant = datetime.fromisoformat(value)
+        if instant.tzinfo is None:
+            raise InvalidArgument.field(_FIELD, "is malformed")
+        instant.astimezone(UTC)  # an instant outside the datetime range is no position
+    except (ValueError, OverflowError):
+        raise InvalidArgument.field(_FIELD, "is malformed") from None
+    return instant
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -131,7 +164,7 @@ def _body(token: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         body = json.loads(raw.decode("ascii"))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidArgument.field(_FIELD, "is malformed") from None
     if not isinstance(body, dict) or body.get("v") != _VERSION:
         raise InvalidArgument.field(_FIELD, "is malformed")

@@ -22,13 +22,15 @@ import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from simplu_grpc import context
+from simplu_grpc.adapters.location_statistics_sql import statistics as statistics_on_shard
 from simplu_grpc.adapters.pools import PoolRegistry, ShardSession, ShardUnreachable
-from simplu_grpc.adapters.shard_store import ShardStore, group_by_location
-from simplu_grpc.domain import changes, page_tokens
+from simplu_grpc.adapters.resource_aggregate_sql import aggregate as aggregate_on_shard
+from simplu_grpc.adapters.shard_store import ListedPage, ShardStore, group_by_location
+from simplu_grpc.domain import changes, location_statistics, page_tokens, resource_aggregates
 from simplu_grpc.domain import resources as rules
 from simplu_grpc.domain.authz import READ, Authorizer
 from simplu_grpc.domain.business import Business
@@ -65,8 +67,17 @@ def _read_all(rows: Sequence[StoredResource]) -> tuple[int, int]:
     return len(rows), 0
 
 
-def _read_page(page: tuple[Sequence[Any], bool]) -> tuple[int, int]:
-    return len(page[0]), 0
+def _read_groups(result: Any) -> tuple[int, int]:
+    # An aggregate reads many rows to answer few groups; the groups answered is what is known.
+    return len(getattr(result, "groups", ())), 0
+
+
+def _read_recent(result: tuple[Any, Sequence[Any]]) -> tuple[int, int]:
+    return len(result[1]), 0
+
+
+def _read_page(page: ListedPage) -> tuple[int, int]:
+    return len(page.resources), 0
 
 
 class BusinessLookup(Protocol):
@@ -101,6 +112,8 @@ class Unbounded:
 class Page:
     resources: list[StoredResource]
     next_page_token: str
+    # Exact number of matches when cheap to know (see ShardStore.list_page), else None.
+    total_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +143,7 @@ class ResourceOps:
         limits: Limits = Limits(),
         new_id: Callable[[], str] = new_resource_id,
         load: LoadRecorder | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._businesses = businesses
         self._authorizer = authorizer
@@ -139,6 +153,7 @@ class ResourceOps:
         self._limits = limits
         self._new_id = new_id
         self._load = load or IgnoreLoad()
+        self._clock = clock
 
     # --- the RPCs ------------------------------------------------------------------
 
@@ -259,6 +274,7 @@ class ResourceOps:
         page_size: int,
         page_token: str,
         budget: ResponseBudget | None = None,
+        filter_text: str = "",
     ) -> Page:
         rules.validate_tenant(business_id, location_id)
         rules.require_known_type(resource_type, "resource_type")
@@ -275,25 +291,95 @@ class ResourceOps:
             page_size=page_size,
             max_bytes=self._limits.max_bytes,
             max_depth=self._limits.max_depth,
+            filter_text=filter_text,
         )
         binding = query.binding()
-        after = page_tokens.decode(page_token, binding)
-        rows, more = self._on_shard(
+        after = page_tokens.decode(page_token, binding, [key.is_data for key in query.order_by])
+        listed = self._on_shard(
             business,
             location_id,
             lambda s: self._store.list_page(s, query, after),
             idempotent=True,
             rows=_read_page,
         )
+        rows = listed.resources
         budget = budget or Unbounded()
         taken = 0
         while taken < len(rows) and budget.admit(rows[taken]):
             taken += 1
-        if taken == len(rows) and not more:
-            return Page(rows, "")
-        return Page(
-            rows[:taken], page_tokens.encode(binding, page_tokens.position_after(query, rows[taken - 1]))
+        if taken == len(rows) and not listed.more:
+            return Page(rows, "", listed.total_size)
+        return Page(rows[:taken], page_tokens.encode(binding, listed.positions[taken - 1]), listed.total_size)
+
+    def aggregate(
+        self,
+        *,
+        business_id: str,
+        location_id: str,
+        resource_type: str,
+        filter_text: str,
+        value_field: str,
+        group_by: Sequence[str],
+        max_groups: int,
+    ) -> resource_aggregates.AggregateResult:
+        """Counts (and sum/min/max of a numeric data field) per group; "<type>:read"."""
+        rules.validate_tenant(business_id, location_id)
+        rules.require_known_type(resource_type, "resource_type")
+        business, location = self._authorizer.require_resource(
+            context.principal(),
+            self._businesses.get(business_id),
+            business_id,
+            location_id=location_id,
+            resource_type=resource_type,
+            action=READ,
         )
+        query = resource_aggregates.validate_aggregate(
+            business_type=business.type.value,
+            business_id=business_id,
+            location_id=location_id,
+            resource_type=resource_type,
+            filter_text=filter_text,
+            value_field=value_field,
+            group_by=group_by,
+            max_groups=max_groups,
+            zone=resource_aggregates.time_zone(location.timezone, business.settings.timezone),
+        )
+        return self._on_shard(
+            business, location_id, lambda s: aggregate_on_shard(s, query), idempotent=True, rows=_read_groups
+        )
+
+    def statistics(self, *, business_id: str, location_id: str) -> location_statistics.LocationStatistics:
+        """The business type's dashboard for one location; read permission on every type it
+        summarises is checked before anything is read (PERMISSION_DENIED names none of them)."""
+        rules.validate_tenant(business_id, location_id)
+        principal = context.principal()
+        looked_up = self._businesses.get(business_id)
+        # The types summarised follow from the business type; every one must be readable. An
+        # unknown business still goes through the authorizer (PERMISSION_DENIED first).
+        kinds = location_statistics.definitions(looked_up.type.value.lower()) if looked_up else ()
+        types = list(dict.fromkeys(d.resource_type for d in kinds)) or ["activities"]
+        for resource_type in types:
+            business, location = self._authorizer.require_resource(
+                principal,
+                looked_up,
+                business_id,
+                location_id=location_id,
+                resource_type=resource_type,
+                action=READ,
+            )
+        zone = resource_aggregates.time_zone(location.timezone, business.settings.timezone)
+        now = self._clock()
+        query = location_statistics.plan(
+            business_type=business.type.value.lower(),
+            business_id=business_id,
+            location_id=location_id,
+            now=now,
+            zone=zone,
+        )
+        found, recent = self._on_shard(
+            business, location_id, lambda s: statistics_on_shard(s, query), idempotent=True, rows=_read_recent
+        )
+        return location_statistics.LocationStatistics(now, zone, found, recent)
 
     def update(self, key: ResourceKey, request: rules.UpdateRequest) -> StoredResource:
         business = self._checked_key(key, UPDATE, prefix="resource.")

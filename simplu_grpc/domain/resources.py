@@ -22,6 +22,7 @@ from functools import cache
 from importlib import resources as package_files
 from typing import Any, Final
 
+from simplu_grpc.domain import resource_filter
 from simplu_grpc.errors import FieldViolation, InvalidArgument
 
 ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -128,7 +129,8 @@ OPEN_RANGE: Final = TimeRange()
 
 
 class OrderBy(Enum):
-    """ListResources orderings: a sort column and a direction."""
+    """The time orderings ListResources had before data fields could be sorted on; their page
+    tokens stay valid (the binding names them as before)."""
 
     START_TIME = ("start_time", False)
     START_TIME_DESC = ("start_time", True)
@@ -145,6 +147,22 @@ class OrderBy(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class SortKey:
+    """One key of an order_by: a time column (``field``) or a data path, and a direction."""
+
+    field: str
+    descending: bool = False
+    data_path: tuple[str, ...] = ()
+
+    @property
+    def is_data(self) -> bool:
+        return bool(self.data_path)
+
+    def text(self) -> str:
+        return self.field + (" desc" if self.descending else "")
+
+
+@dataclass(frozen=True, slots=True)
 class ListQuery:
     """A validated ListResources query (the page token's position is added by the servicer)."""
 
@@ -154,20 +172,34 @@ class ListQuery:
     start_range: TimeRange
     overlaps: TimeRange
     data_contains: dict[str, Any] | None
-    order_by: OrderBy
+    order_by: tuple[SortKey, ...]
     page_size: int
+    filter: resource_filter.Node | None = None
+    filter_key: str | None = None
 
     def binding(self) -> dict[str, Any]:
-        """What a page token is bound to: everything but the page size (AIP-158 lets it change)."""
-        return {
+        """What a page token is bound to: everything but the page size (AIP-158 lets it change).
+        A query without the newer parts (filter, data ordering) binds as it always did, so
+        tokens issued before them stay valid."""
+        binding = {
             "b": self.business_id,
             "l": self.location_id,
             "n": self.resource_type,
             "f": self.start_range.binding(),
             "v": self.overlaps.binding(),
             "c": self.data_contains,
-            "o": self.order_by.name,
+            "o": _legacy_name(self.order_by) or ", ".join(k.text() for k in self.order_by),
         }
+        if self.filter_key is not None:
+            binding["q"] = self.filter_key
+        return binding
+
+
+def _legacy_name(keys: tuple[SortKey, ...]) -> str | None:
+    for ordering in OrderBy:
+        if keys == (SortKey(ordering.column, ordering.descending),):
+            return ordering.name
+    return None
 
 
 class Unset(Enum):
@@ -450,15 +482,43 @@ def validate_batch_names(business_type: str, keys: Sequence[ResourceKey]) -> Non
         require_resource_type(business_type, key.resource_type, f"keys[{index}].resource_type")
 
 
-_ORDERINGS: Final = {
-    "": OrderBy.START_TIME,
-    "start_time": OrderBy.START_TIME,
-    "start_time asc": OrderBy.START_TIME,
-    "start_time desc": OrderBy.START_TIME_DESC,
-    "update_time": OrderBy.UPDATE_TIME,
-    "update_time asc": OrderBy.UPDATE_TIME,
-    "update_time desc": OrderBy.UPDATE_TIME_DESC,
-}
+MAX_SORT_KEYS: Final = 3
+SORT_COLUMNS: Final = ("start_time", "end_time", "update_time", "create_time")
+_ORDER_HELP: Final = (
+    'is a comma-separated list of up to 3 keys, each "start_time", "end_time", "update_time", '
+    '"create_time" or "data.<key>[.<key>...]", optionally followed by "asc" or "desc"'
+)
+
+
+def parse_order_by(order_by: str) -> tuple[SortKey, ...]:
+    """``"data.last_name desc, start_time"`` as sort keys; "" is start_time ascending."""
+    if not order_by.strip():
+        return (SortKey("start_time"),)
+    if len(order_by) > 512:
+        raise InvalidArgument.field("order_by", _ORDER_HELP)
+    keys: list[SortKey] = []
+    for part in order_by.split(","):
+        words = part.split()
+        if not 1 <= len(words) <= 2 or (len(words) == 2 and words[1].lower() not in ("asc", "desc")):
+            raise InvalidArgument.field("order_by", _ORDER_HELP)
+        name = words[0]
+        descending = len(words) == 2 and words[1].lower() == "desc"
+        if name.lower() in SORT_COLUMNS:
+            keys.append(SortKey(name.lower(), descending))
+        elif name.startswith("data."):
+            path = tuple(name.split(".")[1:])
+            if len(path) > 8 or not all(MASK_KEY_PATTERN.fullmatch(k) for k in path):
+                raise InvalidArgument.field(
+                    "order_by", "a data key path has at most 8 keys of 1-64 characters of [A-Za-z0-9_]"
+                )
+            keys.append(SortKey(name, descending, path))
+        else:
+            raise InvalidArgument.field("order_by", _ORDER_HELP)
+    if len(keys) > MAX_SORT_KEYS:
+        raise InvalidArgument.field("order_by", _ORDER_HELP)
+    if len({k.field for k in keys}) != len(keys):
+        raise InvalidArgument.field("order_by", "names a key twice")
+    return tuple(keys)
 
 
 def validate_list(
@@ -474,6 +534,7 @@ def validate_list(
     page_size: int,
     max_bytes: int,
     max_depth: int,
+    filter_text: str = "",
 ) -> ListQuery:
     # Ids were shape-checked before authorisation (validate_tenant, require_known_type).
     require_resource_type(business_type, resource_type)
@@ -483,16 +544,24 @@ def validate_list(
     if contains is not None:
         check_document("data_contains", contains, max_bytes=max_bytes, max_depth=max_depth)
         _check_filter_keys(contains)
-    ordering = _ORDERINGS.get(" ".join(order_by.lower().split()))
-    if ordering is None:
-        raise InvalidArgument.field(
-            "order_by", 'must be "start_time", "start_time desc", "update_time" or "update_time desc"'
-        )
+    ordering = parse_order_by(order_by)
+    tree = resource_filter.parse(filter_text, resource_type)
     if page_size < 0:
         raise InvalidArgument.field("page_size", "must not be negative")
     # AIP-158: 0 means the default; above the maximum is coerced to it.
     size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
-    return ListQuery(business_id, location_id, resource_type, start_range, overlaps, contains, ordering, size)
+    return ListQuery(
+        business_id,
+        location_id,
+        resource_type,
+        start_range,
+        overlaps,
+        contains,
+        ordering,
+        size,
+        filter=tree,
+        filter_key=resource_filter.canonical(tree),
+    )
 
 
 @dataclass(frozen=True, slots=True)

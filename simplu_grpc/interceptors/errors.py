@@ -86,7 +86,7 @@ def rich_status_proto(err: SimpluError) -> Any:
 
 def to_status(err: SimpluError) -> grpc.Status:
     """The gRPC status for ``err``: its code, its message, and the rich details as trailing metadata."""
-    err = sendable(err)
+    err = sendable(err)  # the code below must be the one the details describe
     proto = rich_status_proto(err)
     return RichStatus(
         code=err.code,

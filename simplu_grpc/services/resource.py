@@ -140,6 +140,16 @@ class _ResponseBudget:
         return True
 
 
+def _json_value(value: Any) -> struct_pb2.Value:
+    """A group key as a protobuf Value (instants as RFC 3339 strings)."""
+    message = struct_pb2.Value()
+    if isinstance(value, datetime):
+        message.string_value = rules.format_timestamp(value)
+    else:
+        json_format.ParseDict(value, message)
+    return message
+
+
 def _key(message: resource_pb2.ResourceKey, business_id: str) -> ResourceKey:
     return ResourceKey(business_id, message.location_id, message.resource_type, message.resource_id)
 
@@ -222,8 +232,51 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
             page_size=request.page_size,
             page_token=request.page_token,
             budget=budget,
+            filter_text=request.filter,
         )
         response.next_page_token = page.next_page_token
+        if page.total_size is not None:
+            response.total_size = page.total_size
+        return response
+
+    def AggregateResources(
+        self, request: resource_pb2.AggregateResourcesRequest, context: grpc.ServicerContext
+    ) -> resource_pb2.AggregateResourcesResponse:
+        result = self._ops.aggregate(
+            business_id=request.business_id,
+            location_id=request.location_id,
+            resource_type=request.resource_type,
+            filter_text=request.filter,
+            value_field=request.value_field,
+            group_by=list(request.group_by),
+            max_groups=request.max_groups,
+        )
+        response = resource_pb2.AggregateResourcesResponse(truncated=result.truncated)
+        for group in result.groups:
+            message = response.groups.add(count=group.count, sum=group.sum, min=group.min, max=group.max)
+            for key in group.keys:
+                message.keys.add().CopyFrom(_json_value(key))
+        return response
+
+    def GetLocationStatistics(
+        self, request: resource_pb2.GetLocationStatisticsRequest, context: grpc.ServicerContext
+    ) -> resource_pb2.LocationStatistics:
+        found = self._ops.statistics(business_id=request.business_id, location_id=request.location_id)
+        response = resource_pb2.LocationStatistics(time_zone=found.time_zone)
+        response.as_of.FromDatetime(found.as_of)
+        for statistic in found.statistics:
+            response.statistics.add(
+                name=statistic.name,
+                resource_type=statistic.resource_type,
+                value=statistic.value,
+                breakdown=statistic.breakdown,
+            )
+        for activity in found.recent_activities:
+            item = response.recent_activities.add(
+                resource_type=activity.resource_type, resource_id=activity.resource_id
+            )
+            item.create_time.FromDatetime(activity.create_time)
+            item.update_time.FromDatetime(activity.update_time)
         return response
 
     def UpdateResource(

@@ -223,7 +223,7 @@ class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServiceServicer):
         report = self._usage.usage(
             shard_id=request.shard_id,
             window_minutes=request.window_minutes,
-            order=_known(_TENANT_ORDERS, request.order, "order"),
+            order=_known(_TENANT_ORDERS, request.order_by, "order_by"),
             limit=request.page_size,
         )
         return _tenant_usage(report)

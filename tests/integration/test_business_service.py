@@ -293,6 +293,9 @@ def test_full_lifecycle(
         timeout=10,
     )
     assert with_member.permissions.members[staff_sub].role == "reception"
+    # The membership index follows SetMember: the new member lists the business (a Query of it).
+    listed = svc.ListBusinesses(pb.ListBusinessesRequest(), metadata=staff, timeout=10)
+    assert [b.id for b in listed.businesses] == [business_id]
     assert (
         svc.GetBusiness(pb.GetBusinessRequest(business_id=business_id), metadata=staff, timeout=10).id
         == business_id
@@ -304,6 +307,8 @@ def test_full_lifecycle(
     svc.RemoveMember(
         pb.RemoveMemberRequest(business_id=business_id, member=staff_sub), metadata=owner, timeout=10
     )
+    listed = svc.ListBusinesses(pb.ListBusinessesRequest(), metadata=staff, timeout=10)
+    assert list(listed.businesses) == []
     error = rpc_error(
         lambda: svc.GetBusiness(pb.GetBusinessRequest(business_id=business_id), metadata=staff, timeout=10)
     )

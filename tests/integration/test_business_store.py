@@ -104,10 +104,10 @@ def test_create_is_conditional(store: BusinessStore) -> None:
 def test_update_is_conditional_on_version(store: BusinessStore) -> None:
     """Writing from a stale copy is ABORTED; the stored item keeps the newer write."""
     first = store.create(sample("ver1")).business
-    newer = store.update(replace(first, name="Renamed"))
+    newer = store.update(replace(first, name="Renamed"), previous=first)
     assert newer.version == 2
     with pytest.raises(Aborted):
-        store.update(replace(first, name="Stale write"))
+        store.update(replace(first, name="Stale write"), previous=first)
     found = store.get("ver1")
     assert found is not None
     assert found.name == "Renamed"
@@ -148,7 +148,7 @@ def test_list_pages_through_everything_once_and_filters(store: BusinessStore) ->
         )
     gone = store.get("p6")
     assert gone is not None
-    store.update(replace(gone, status=BusinessStatus.DELETED))
+    store.update(replace(gone, status=BusinessStatus.DELETED), previous=gone)
     seen: list[str] = []
     token = ""
     pages = 0
@@ -193,7 +193,7 @@ def test_oversized_items_are_a_clear_client_error(store: BusinessStore) -> None:
     assert store.get("huge1") is None
     created = store.create(sample("huge2")).business
     with pytest.raises(FailedPrecondition) as grown:
-        store.update(replace(created, settings=huge.settings))
+        store.update(replace(created, settings=huge.settings), previous=created)
     assert grown.value.reason == "BUSINESS_TOO_LARGE"
     assert store.get("huge2") == created
 

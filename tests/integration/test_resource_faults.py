@@ -282,3 +282,30 @@ def test_a_saturated_shard_pool_is_resource_exhausted_with_a_retry_delay(
         info = error_details_pb2.ErrorInfo()
         assert any(detail.Unpack(info) for detail in status.details)
         assert info.metadata["shard_id"] == shard
+
+
+def test_concurrent_callers_of_a_blackholed_shard_never_hear_resource_exhausted(
+    make_stack: Callable[..., ResourceStack], fault_proxy: MakeProxy
+) -> None:
+    """Waves of 12 concurrent reads of a blackholed shard (pool of 4) for a few seconds: every one
+    ends with DEADLINE_EXCEEDED or UNAVAILABLE by its deadline, none with RESOURCE_EXHAUSTED (stale
+    waiters once filled the queue and made a silent shard look saturated)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stack = make_stack()
+    business = stack.add_business()
+    _, proxy = _behind_proxy(stack, business, fault_proxy)
+    resource_id = stack.create(business).resource_id
+
+    proxy.blackhole()
+    failures: list[tuple[grpc.RpcError, float]] = []
+    with ThreadPoolExecutor(max_workers=12) as callers:
+        for _ in range(3):
+            failures += callers.map(
+                lambda _: _failure(lambda: stack.get(business, resource_id, timeout=1.0)), range(12)
+            )
+    codes = {error.code() for error, _ in failures}
+    assert codes <= {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE}, codes
+    assert max(elapsed for _, elapsed in failures) < 2.0
+    proxy.heal()
+    assert _eventually(lambda: _succeeds(lambda: stack.get(business, resource_id, timeout=3.0)), timeout=15)

@@ -758,7 +758,8 @@ def test_check_consistency_finds_unregistered_locations_and_orphans(stack: Stack
     store.update(
         current.with_location(Location(id="l2", name="l2")).with_location(
             Location(id="l3", name="l3", active=False)
-        )
+        ),
+        previous=current,
     )
     plant(stack, shard_id, business_id, "l1", 1)  # fine: l1 exists
     plant(stack, shard_id, business_id, "ghost", 2)  # orphans
@@ -836,7 +837,7 @@ ALL_RPCS: list[tuple[str, Message]] = [
     ("MigrateShard", ADMIN.MigrateShardRequest(all_shards=True)),
     ("GetDependencyStatus", ADMIN.GetDependencyStatusRequest()),
     ("CheckConsistency", ADMIN.CheckConsistencyRequest()),
-    ("GetTenantUsage", ADMIN.GetTenantUsageRequest(order=ADMIN.TENANT_USAGE_ORDER_STORED_BYTES)),
+    ("GetTenantUsage", ADMIN.GetTenantUsageRequest(order_by=ADMIN.TENANT_USAGE_ORDER_STORED_BYTES)),
 ]
 
 

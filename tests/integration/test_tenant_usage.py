@@ -103,11 +103,11 @@ def test_three_locations_are_ranked_by_their_load(usage_stack: UsageStack) -> No
         ADMIN.TENANT_USAGE_ORDER_UNSPECIFIED,  # shard time
         ADMIN.TENANT_USAGE_ORDER_ROWS,
     ):
-        answer = stack.call("GetTenantUsage", ADMIN.GetTenantUsageRequest(order=order))
+        answer = stack.call("GetTenantUsage", ADMIN.GetTenantUsageRequest(order_by=order))
         assert [t.location_id for t in answer.tenants] == ["l1000", "l100", "l10"], order
     answer = stack.call(
         "GetTenantUsage",
-        ADMIN.GetTenantUsageRequest(order=ADMIN.TENANT_USAGE_ORDER_REQUESTS, window_minutes=1),
+        ADMIN.GetTenantUsageRequest(order_by=ADMIN.TENANT_USAGE_ORDER_REQUESTS, window_minutes=1),
     )
     shard_id = stack.citrus.registrations()[f"{business_id}-l10"]
     for tenant in answer.tenants:
@@ -142,7 +142,9 @@ def test_failed_calls_count_as_errors(usage_stack: UsageStack) -> None:
     with pytest.raises(grpc.RpcError) as missing:
         get_resource(stack, business_id, "l1", "nope")
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
-    answer = stack.call("GetTenantUsage", ADMIN.GetTenantUsageRequest(order=ADMIN.TENANT_USAGE_ORDER_ERRORS))
+    answer = stack.call(
+        "GetTenantUsage", ADMIN.GetTenantUsageRequest(order_by=ADMIN.TENANT_USAGE_ORDER_ERRORS)
+    )
     assert [(t.location_id, t.load.requests, t.load.errors) for t in answer.tenants] == [("l1", 1, 1)]
 
 
@@ -164,7 +166,7 @@ def test_storage_per_location_and_type_is_read_from_the_shards(usage_stack: Usag
 
     by_rows = stack.call(
         "GetTenantUsage",
-        ADMIN.GetTenantUsageRequest(shard_id=shard_id, order=ADMIN.TENANT_USAGE_ORDER_STORED_ROWS),
+        ADMIN.GetTenantUsageRequest(shard_id=shard_id, order_by=ADMIN.TENANT_USAGE_ORDER_STORED_ROWS),
     )
     assert [(t.location_id, t.stored_rows) for t in by_rows.tenants] == [("big", 4), ("small", 2)]
     big = by_rows.tenants[0]
@@ -176,7 +178,7 @@ def test_storage_per_location_and_type_is_read_from_the_shards(usage_stack: Usag
     assert note.table_bytes > 0
 
     by_bytes = stack.call(
-        "GetTenantUsage", ADMIN.GetTenantUsageRequest(order=ADMIN.TENANT_USAGE_ORDER_STORED_BYTES)
+        "GetTenantUsage", ADMIN.GetTenantUsageRequest(order_by=ADMIN.TENANT_USAGE_ORDER_STORED_BYTES)
     )
     assert [t.location_id for t in by_bytes.tenants] == ["small", "big"]
     assert by_bytes.tenants[0].stored_bytes > 40_000
@@ -259,10 +261,10 @@ def test_bad_arguments_are_invalid(usage_stack: UsageStack) -> None:
     for request in (
         ADMIN.GetTenantUsageRequest(window_minutes=2),
         ADMIN.GetTenantUsageRequest(page_size=101),
-        ADMIN.GetTenantUsageRequest(order=99),  # type: ignore[arg-type]
+        ADMIN.GetTenantUsageRequest(order_by=99),  # type: ignore[arg-type]
     ):
         assert stack.fails("GetTenantUsage", request).code() == grpc.StatusCode.INVALID_ARGUMENT
-    unknown = ADMIN.GetTenantUsageRequest(shard_id="shard-99", order=ADMIN.TENANT_USAGE_ORDER_STORED_BYTES)
+    unknown = ADMIN.GetTenantUsageRequest(shard_id="shard-99", order_by=ADMIN.TENANT_USAGE_ORDER_STORED_BYTES)
     assert stack.fails("GetTenantUsage", unknown).code() == grpc.StatusCode.NOT_FOUND
 
 

@@ -10,14 +10,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from simplu_grpc.adapters.pools import PoolRegistry
+from simplu_grpc.adapters.citrus import CitrusClient
 from simplu_grpc.adapters.shard_tls import ShardTlsPolicy
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.errors import ShardUnavailable
 from simplu_grpc.metrics import Metrics
 from simplu_grpc.settings import Settings, SettingsError
 from tests.fixtures.certs import ThrowawayCA, write
-from tests.fixtures.postgres import PgServer
+from tests.fixtures.citrus import CITRUS_API_KEY
 from tests.fixtures.server import BASE_ENV, MakeServer
 
 pytestmark = pytest.mark.integration
@@ -137,16 +137,27 @@ def test_a_citrus_string_below_the_sslmode_floor_is_refused() -> None:
     assert ShardTlsPolicy().connect_kwargs("shard-01", "postgresql://u:pw@db/s1?sslmode=disable") == {}
 
 
-def test_the_pool_registry_refuses_to_connect_below_the_floor(pg: PgServer) -> None:
-    """A PoolRegistry with a require floor opens no pool for a shard whose string says
-    sslmode=disable: the request is UNAVAILABLE (SHARD_TLS_REFUSED) and no connection is made."""
-    registry = PoolRegistry(metrics=Metrics(), tls=ShardTlsPolicy(minimum="require"))
-    try:
-        dsn = f"{pg.admin_dsn}?sslmode=disable"
-        assignment = ShardAssignment(shard_id="shard-x", connection_string=dsn)
-        with pytest.raises(ShardUnavailable) as caught, registry.connection(assignment):
-            pass
-        assert caught.value.reason == "SHARD_TLS_REFUSED"
-        assert registry.stats() == []
-    finally:
-        registry.close()
+def test_citrus_strings_below_the_floor_are_refused_and_others_get_it(citrus: CitrusEmulator) -> None:
+    """Under a require floor the Citrus client refuses a route whose string says sslmode=disable
+    (UNAVAILABLE, SHARD_TLS_REFUSED, no password in the message), lists that shard with no
+    connection string (so ShardAdmin's short-lived reads cannot connect in plaintext either), and
+    puts the floor into strings that name no sslmode."""
+    client = CitrusClient(
+        base_url=citrus.url,
+        api_key=CITRUS_API_KEY,
+        timeout_ms=2000,
+        retry_attempts=1,
+        metrics=Metrics(),
+        sleep=lambda _seconds: None,
+        tls=ShardTlsPolicy(minimum="require"),
+    )
+    first = client.register("bizT", "loc-1", "dental")
+    assert "sslmode=require" in first.connection_string
+    plain = citrus.shard(first.shard_id).connection_string
+    citrus.move_shard(first.shard_id, f"{plain}?sslmode=disable")
+    with pytest.raises(ShardUnavailable) as caught:
+        client.get_shard("bizT", "loc-1")
+    assert caught.value.reason == "SHARD_TLS_REFUSED"
+    assert citrus.shard_password not in caught.value.message
+    listed = {s.shard_id: s for s in client.shards_health()}
+    assert listed[first.shard_id].connection_string == ""

@@ -60,8 +60,9 @@ class MemoryRepository:
             self.requests[request_key] = business.id
         return CreateOutcome(stored, replayed=False)
 
-    def update(self, business: Business) -> Business:
+    def update(self, business: Business, *, previous: Business) -> Business:
         current = self.items[business.id]
+        assert previous.version == business.version
         if current.version != business.version:
             raise Aborted("stale")
         stored = replace(business, version=business.version + 1)

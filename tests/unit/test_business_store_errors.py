@@ -87,7 +87,7 @@ def test_unavailable_codes_are_business_store_unavailable(fake: FakeDynamo, code
     for call in (
         lambda: store.get("b1"),
         lambda: store.create(business()),
-        lambda: store.update(business()),
+        lambda: store.update(business(), previous=business()),
         lambda: store.list(page_size=5, page_token="", member=None, include_deleted=False),
         store.probe,
     ):
@@ -104,7 +104,7 @@ def test_conditional_failures_become_domain_errors(fake: FakeDynamo) -> None:
     with pytest.raises(AlreadyExists):
         store.create(business())
     with pytest.raises(Aborted):
-        store.update(business())
+        store.update(business(), previous=business())
 
 
 def test_transaction_cancellation_reasons_are_read(fake: FakeDynamo) -> None:
@@ -147,7 +147,7 @@ def test_item_size_limit_is_a_clear_client_error(fake: FakeDynamo) -> None:
     assert created.value.reason == "BUSINESS_TOO_LARGE"
     assert [v.field for v in created.value.violations] == ["business"]
     with pytest.raises(FailedPrecondition) as updated:
-        store.update(business())
+        store.update(business(), previous=business())
     assert updated.value.reason == "BUSINESS_TOO_LARGE"
 
 
@@ -217,7 +217,7 @@ def test_reads_are_retried_after_timeouts_writes_only_when_never_applied(fake: F
         fake.requests.clear()
         fake.fail("ProvisionedThroughputExceededException")
         with pytest.raises(BusinessStoreUnavailable):
-            store.update(business())
+            store.update(business(), previous=business())
         assert len(fake.requests) == 3
 
 

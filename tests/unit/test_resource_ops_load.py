@@ -18,7 +18,7 @@ from simplu_grpc.domain.resources import ResourceKey, StoredResource
 from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.domain.tenant_load import TenantLoad
-from simplu_grpc.errors import NotFound, ShardUnavailable
+from simplu_grpc.errors import NotFound
 from simplu_grpc.metrics import Metrics
 
 BUSINESS = Business(
@@ -116,14 +116,15 @@ def test_a_failed_over_read_counts_on_both_shards(
     assert figures(load) == {"shard-a": (2, 1, 1, 0), "shard-b": (1, 0, 1, 0)}
 
 
-def test_a_shard_marked_inactive_is_not_a_call(
+def test_a_shard_marked_inactive_still_serves_and_counts_its_tenants(
     parts: tuple[ResourceOps, TenantLoad, Directory, Pools],
 ) -> None:
-    """Nothing reaches an inactive shard, so nothing is counted against it."""
+    """isActive=false only stops new businesses (issue 9 item 10): an existing tenant's read runs
+    on the shard and is counted like any other."""
     ops, load, directory, _ = parts
     directory.current = ShardAssignment(
         shard_id="shard-a", connection_string="postgresql://a/x", is_active=False
     )
-    with context.bind(principal=ADMIN), pytest.raises(ShardUnavailable):
+    with context.bind(principal=ADMIN):
         ops.get(KEY)
-    assert figures(load) == {}
+    assert figures(load) == {"shard-a": (1, 0, 1, 0)}

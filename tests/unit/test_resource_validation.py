@@ -261,10 +261,36 @@ def test_page_size_default_and_maximum() -> None:
 
 
 def test_order_by_values() -> None:
-    """Only start_time / update_time, ascending or desc, are accepted."""
-    assert _list(order_by="update_time  DESC").order_by is rules.OrderBy.UPDATE_TIME_DESC
-    with pytest.raises(InvalidArgument):
-        _list(order_by="data->>'x'; DROP TABLE resources")
+    """Time columns and data key paths, ascending or desc, up to 3 keys; anything else is refused."""
+    assert _list(order_by="update_time  DESC").order_by == (rules.SortKey("update_time", True),)
+    assert _list(order_by="data.last_name desc, start_time").order_by == (
+        rules.SortKey("data.last_name", True, ("last_name",)),
+        rules.SortKey("start_time", False),
+    )
+    for bad in (
+        "data->>'x'; DROP TABLE resources",
+        "data.a, data.b, data.c, start_time",
+        "start_time, start_time desc",
+        "data.a-b",
+        "data.",
+        "status",
+        "start_time sideways",
+    ):
+        with pytest.raises(InvalidArgument) as caught:
+            _list(order_by=bad)
+        assert _field(caught) == "order_by"
+
+
+def test_legacy_orderings_bind_page_tokens_as_before() -> None:
+    """The four time orderings bind tokens by their old names, and no filter adds nothing, so
+    tokens issued before filters and data orderings existed stay valid."""
+    assert _list(order_by="start_time").binding()["o"] == "START_TIME"
+    assert _list(order_by="update_time desc").binding()["o"] == "UPDATE_TIME_DESC"
+    assert "q" not in _list().binding()
+    assert (
+        _list(filter_text='data.status = "x"').binding()["q"]
+        != _list(filter_text='data.status = "y"').binding()["q"]
+    )
 
 
 def test_batch_limits() -> None:

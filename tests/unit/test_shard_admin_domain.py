@@ -328,7 +328,7 @@ def test_register_location_reports_the_registration_through_on_registered() -> N
         def get(self, business_id: str) -> Business | None:
             return business if business_id == "b1" else None
 
-        def update(self, updated: Business) -> Business:
+        def update(self, updated: Business, *, previous: Business) -> Business:
             raise AssertionError("ShardAdmin must not write business info itself")
 
     noted: list[tuple[str, str]] = []

@@ -9,6 +9,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
     ERROR_REASON_INVALID_ARGUMENT: _ClassVar[ErrorReason]
     ERROR_REASON_BUSINESS_TOO_LARGE: _ClassVar[ErrorReason]
+    ERROR_REASON_INVALID_FILTER: _ClassVar[ErrorReason]
     ERROR_REASON_NOT_FOUND: _ClassVar[ErrorReason]
     ERROR_REASON_BUSINESS_NOT_FOUND: _ClassVar[ErrorReason]
     ERROR_REASON_LOCATION_NOT_FOUND: _ClassVar[ErrorReason]
@@ -24,6 +25,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_BUSINESS_DELETED: _ClassVar[ErrorReason]
     ERROR_REASON_LOCATION_INACTIVE: _ClassVar[ErrorReason]
     ERROR_REASON_BUSINESS_TYPE_MISMATCH: _ClassVar[ErrorReason]
+    ERROR_REASON_UNKNOWN_TIME_ZONE: _ClassVar[ErrorReason]
     ERROR_REASON_OWNER_MEMBERSHIP: _ClassVar[ErrorReason]
     ERROR_REASON_ROLE_NOT_FOUND: _ClassVar[ErrorReason]
     ERROR_REASON_ROLE_IN_USE: _ClassVar[ErrorReason]
@@ -60,6 +62,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_INVALID_ARGUMENT: ErrorReason
 ERROR_REASON_BUSINESS_TOO_LARGE: ErrorReason
+ERROR_REASON_INVALID_FILTER: ErrorReason
 ERROR_REASON_NOT_FOUND: ErrorReason
 ERROR_REASON_BUSINESS_NOT_FOUND: ErrorReason
 ERROR_REASON_LOCATION_NOT_FOUND: ErrorReason
@@ -75,6 +78,7 @@ ERROR_REASON_FAILED_PRECONDITION: ErrorReason
 ERROR_REASON_BUSINESS_DELETED: ErrorReason
 ERROR_REASON_LOCATION_INACTIVE: ErrorReason
 ERROR_REASON_BUSINESS_TYPE_MISMATCH: ErrorReason
+ERROR_REASON_UNKNOWN_TIME_ZONE: ErrorReason
 ERROR_REASON_OWNER_MEMBERSHIP: ErrorReason
 ERROR_REASON_ROLE_NOT_FOUND: ErrorReason
 ERROR_REASON_ROLE_IN_USE: ErrorReason

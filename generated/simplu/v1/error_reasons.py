@@ -5,6 +5,7 @@ from typing import Final, Literal
 Reason = Literal[
     "INVALID_ARGUMENT",
     "BUSINESS_TOO_LARGE",
+    "INVALID_FILTER",
     "NOT_FOUND",
     "BUSINESS_NOT_FOUND",
     "LOCATION_NOT_FOUND",
@@ -20,6 +21,7 @@ Reason = Literal[
     "BUSINESS_DELETED",
     "LOCATION_INACTIVE",
     "BUSINESS_TYPE_MISMATCH",
+    "UNKNOWN_TIME_ZONE",
     "OWNER_MEMBERSHIP",
     "ROLE_NOT_FOUND",
     "ROLE_IN_USE",
@@ -59,6 +61,7 @@ REASONS: Final[frozenset[str]] = frozenset(
     {
         "INVALID_ARGUMENT",
         "BUSINESS_TOO_LARGE",
+        "INVALID_FILTER",
         "NOT_FOUND",
         "BUSINESS_NOT_FOUND",
         "LOCATION_NOT_FOUND",
@@ -74,6 +77,7 @@ REASONS: Final[frozenset[str]] = frozenset(
         "BUSINESS_DELETED",
         "LOCATION_INACTIVE",
         "BUSINESS_TYPE_MISMATCH",
+        "UNKNOWN_TIME_ZONE",
         "OWNER_MEMBERSHIP",
         "ROLE_NOT_FOUND",
         "ROLE_IN_USE",

@@ -110,7 +110,7 @@ class BatchGetResourcesResponse(_message.Message):
     def __init__(self, resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., missing: _Optional[_Iterable[_Union[ResourceKey, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListResourcesRequest(_message.Message):
-    __slots__ = ("business_id", "location_id", "resource_type", "start_time_range", "overlaps", "data_contains", "order_by", "page_size", "page_token", "read_mask")
+    __slots__ = ("business_id", "location_id", "resource_type", "start_time_range", "overlaps", "data_contains", "order_by", "filter", "page_size", "page_token", "read_mask")
     BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
     LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +118,7 @@ class ListResourcesRequest(_message.Message):
     OVERLAPS_FIELD_NUMBER: _ClassVar[int]
     DATA_CONTAINS_FIELD_NUMBER: _ClassVar[int]
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     READ_MASK_FIELD_NUMBER: _ClassVar[int]
@@ -128,18 +129,109 @@ class ListResourcesRequest(_message.Message):
     overlaps: _interval_pb2.Interval
     data_contains: _struct_pb2.Struct
     order_by: str
+    filter: str
     page_size: int
     page_token: str
     read_mask: _field_mask_pb2.FieldMask
-    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., start_time_range: _Optional[_Union[_interval_pb2.Interval, _Mapping]] = ..., overlaps: _Optional[_Union[_interval_pb2.Interval, _Mapping]] = ..., data_contains: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., order_by: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., read_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., start_time_range: _Optional[_Union[_interval_pb2.Interval, _Mapping]] = ..., overlaps: _Optional[_Union[_interval_pb2.Interval, _Mapping]] = ..., data_contains: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., order_by: _Optional[str] = ..., filter: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., read_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
 class ListResourcesResponse(_message.Message):
-    __slots__ = ("resources", "next_page_token")
+    __slots__ = ("resources", "next_page_token", "total_size")
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     resources: _containers.RepeatedCompositeFieldContainer[Resource]
     next_page_token: str
-    def __init__(self, resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    total_size: int
+    def __init__(self, resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class AggregateResourcesRequest(_message.Message):
+    __slots__ = ("business_id", "location_id", "resource_type", "filter", "value_field", "group_by", "max_groups")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    MAX_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    location_id: str
+    resource_type: str
+    filter: str
+    value_field: str
+    group_by: _containers.RepeatedScalarFieldContainer[str]
+    max_groups: int
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., filter: _Optional[str] = ..., value_field: _Optional[str] = ..., group_by: _Optional[_Iterable[str]] = ..., max_groups: _Optional[int] = ...) -> None: ...
+
+class AggregateResourcesResponse(_message.Message):
+    __slots__ = ("groups", "truncated")
+    class Group(_message.Message):
+        __slots__ = ("keys", "count", "sum", "min", "max")
+        KEYS_FIELD_NUMBER: _ClassVar[int]
+        COUNT_FIELD_NUMBER: _ClassVar[int]
+        SUM_FIELD_NUMBER: _ClassVar[int]
+        MIN_FIELD_NUMBER: _ClassVar[int]
+        MAX_FIELD_NUMBER: _ClassVar[int]
+        keys: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Value]
+        count: int
+        sum: float
+        min: float
+        max: float
+        def __init__(self, keys: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., count: _Optional[int] = ..., sum: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[AggregateResourcesResponse.Group]
+    truncated: bool
+    def __init__(self, groups: _Optional[_Iterable[_Union[AggregateResourcesResponse.Group, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class GetLocationStatisticsRequest(_message.Message):
+    __slots__ = ("business_id", "location_id")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    location_id: str
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ...) -> None: ...
+
+class LocationStatistics(_message.Message):
+    __slots__ = ("as_of", "time_zone", "statistics", "recent_activities")
+    class Statistic(_message.Message):
+        __slots__ = ("name", "resource_type", "value", "breakdown")
+        class BreakdownEntry(_message.Message):
+            __slots__ = ("key", "value")
+            KEY_FIELD_NUMBER: _ClassVar[int]
+            VALUE_FIELD_NUMBER: _ClassVar[int]
+            key: str
+            value: int
+            def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+        NAME_FIELD_NUMBER: _ClassVar[int]
+        RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        BREAKDOWN_FIELD_NUMBER: _ClassVar[int]
+        name: str
+        resource_type: str
+        value: float
+        breakdown: _containers.ScalarMap[str, int]
+        def __init__(self, name: _Optional[str] = ..., resource_type: _Optional[str] = ..., value: _Optional[float] = ..., breakdown: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    class Activity(_message.Message):
+        __slots__ = ("resource_type", "resource_id", "create_time", "update_time")
+        RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+        RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+        CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+        UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+        resource_type: str
+        resource_id: str
+        create_time: _timestamp_pb2.Timestamp
+        update_time: _timestamp_pb2.Timestamp
+        def __init__(self, resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_ACTIVITIES_FIELD_NUMBER: _ClassVar[int]
+    as_of: _timestamp_pb2.Timestamp
+    time_zone: str
+    statistics: _containers.RepeatedCompositeFieldContainer[LocationStatistics.Statistic]
+    recent_activities: _containers.RepeatedCompositeFieldContainer[LocationStatistics.Activity]
+    def __init__(self, as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., statistics: _Optional[_Iterable[_Union[LocationStatistics.Statistic, _Mapping]]] = ..., recent_activities: _Optional[_Iterable[_Union[LocationStatistics.Activity, _Mapping]]] = ...) -> None: ...
 
 class UpdateResourceRequest(_message.Message):
     __slots__ = ("resource", "update_mask", "data_paths")

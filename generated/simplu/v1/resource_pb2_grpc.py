@@ -36,7 +36,8 @@ class ResourceServiceStub:
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
     PERMISSION_DENIED, FAILED_PRECONDITION (BUSINESS_DELETED for platform admins, LOCATION_INACTIVE),
     NOT_FOUND (a deleted business for everyone else: the same answer as BusinessService gives),
-    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
+    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE,
+    JWKS_UNAVAILABLE, SHARD_TLS_REFUSED),
     RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
     lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have
     been applied, and a retry with the same request_id is the safe way on.
@@ -67,6 +68,16 @@ class ResourceServiceStub:
                 '/simplu.v1.ResourceService/ListResources',
                 request_serializer=simplu_dot_v1_dot_resource__pb2.ListResourcesRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_resource__pb2.ListResourcesResponse.FromString,
+                _registered_method=True)
+        self.AggregateResources = channel.unary_unary(
+                '/simplu.v1.ResourceService/AggregateResources',
+                request_serializer=simplu_dot_v1_dot_resource__pb2.AggregateResourcesRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_resource__pb2.AggregateResourcesResponse.FromString,
+                _registered_method=True)
+        self.GetLocationStatistics = channel.unary_unary(
+                '/simplu.v1.ResourceService/GetLocationStatistics',
+                request_serializer=simplu_dot_v1_dot_resource__pb2.GetLocationStatisticsRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_resource__pb2.LocationStatistics.FromString,
                 _registered_method=True)
         self.UpdateResource = channel.unary_unary(
                 '/simplu.v1.ResourceService/UpdateResource',
@@ -100,7 +111,8 @@ class ResourceServiceServicer:
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
     PERMISSION_DENIED, FAILED_PRECONDITION (BUSINESS_DELETED for platform admins, LOCATION_INACTIVE),
     NOT_FOUND (a deleted business for everyone else: the same answer as BusinessService gives),
-    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
+    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE,
+    JWKS_UNAVAILABLE, SHARD_TLS_REFUSED),
     RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
     lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have
     been applied, and a retry with the same request_id is the safe way on.
@@ -129,6 +141,22 @@ class ResourceServiceServicer:
 
     def ListResources(self, request, context):
         """"<type>:read". Keyset pagination, stable under concurrent inserts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AggregateResources(self, request, context):
+        """"<type>:read". Counts and sum/min/max of a numeric data field per group, with the
+        ListResources filter; one statement on the location's shard.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLocationStatistics(self, request, context):
+        """"<type>:read" on every type the business type's dashboard summarises (see
+        LocationStatistics). One statement on the location's shard.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -190,6 +218,16 @@ def add_ResourceServiceServicer_to_server(servicer, server):
                     request_deserializer=simplu_dot_v1_dot_resource__pb2.ListResourcesRequest.FromString,
                     response_serializer=simplu_dot_v1_dot_resource__pb2.ListResourcesResponse.SerializeToString,
             ),
+            'AggregateResources': grpc.unary_unary_rpc_method_handler(
+                    servicer.AggregateResources,
+                    request_deserializer=simplu_dot_v1_dot_resource__pb2.AggregateResourcesRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_resource__pb2.AggregateResourcesResponse.SerializeToString,
+            ),
+            'GetLocationStatistics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLocationStatistics,
+                    request_deserializer=simplu_dot_v1_dot_resource__pb2.GetLocationStatisticsRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_resource__pb2.LocationStatistics.SerializeToString,
+            ),
             'UpdateResource': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateResource,
                     request_deserializer=simplu_dot_v1_dot_resource__pb2.UpdateResourceRequest.FromString,
@@ -228,7 +266,8 @@ class ResourceService:
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
     PERMISSION_DENIED, FAILED_PRECONDITION (BUSINESS_DELETED for platform admins, LOCATION_INACTIVE),
     NOT_FOUND (a deleted business for everyone else: the same answer as BusinessService gives),
-    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
+    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE,
+    JWKS_UNAVAILABLE, SHARD_TLS_REFUSED),
     RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
     lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have
     been applied, and a retry with the same request_id is the safe way on.
@@ -332,6 +371,60 @@ class ResourceService:
             '/simplu.v1.ResourceService/ListResources',
             simplu_dot_v1_dot_resource__pb2.ListResourcesRequest.SerializeToString,
             simplu_dot_v1_dot_resource__pb2.ListResourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AggregateResources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.ResourceService/AggregateResources',
+            simplu_dot_v1_dot_resource__pb2.AggregateResourcesRequest.SerializeToString,
+            simplu_dot_v1_dot_resource__pb2.AggregateResourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLocationStatistics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.ResourceService/GetLocationStatistics',
+            simplu_dot_v1_dot_resource__pb2.GetLocationStatisticsRequest.SerializeToString,
+            simplu_dot_v1_dot_resource__pb2.LocationStatistics.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,7 +37,8 @@ class ResourceServiceStub:
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
     PERMISSION_DENIED, FAILED_PRECONDITION (BUSINESS_DELETED for platform admins, LOCATION_INACTIVE),
     NOT_FOUND (a deleted business for everyone else: the same answer as BusinessService gives),
-    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
+    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE,
+    JWKS_UNAVAILABLE, SHARD_TLS_REFUSED),
     RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
     lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have
     been applied, and a retry with the same request_id is the safe way on.
@@ -55,6 +56,14 @@ class ResourceServiceStub:
     """"<type>:read" for every key. INVALID_ARGUMENT for more than 100 keys."""
     ListResources: _grpc.UnaryUnaryMultiCallable[_resource_pb2.ListResourcesRequest, _resource_pb2.ListResourcesResponse]
     """"<type>:read". Keyset pagination, stable under concurrent inserts."""
+    AggregateResources: _grpc.UnaryUnaryMultiCallable[_resource_pb2.AggregateResourcesRequest, _resource_pb2.AggregateResourcesResponse]
+    """"<type>:read". Counts and sum/min/max of a numeric data field per group, with the
+    ListResources filter; one statement on the location's shard.
+    """
+    GetLocationStatistics: _grpc.UnaryUnaryMultiCallable[_resource_pb2.GetLocationStatisticsRequest, _resource_pb2.LocationStatistics]
+    """"<type>:read" on every type the business type's dashboard summarises (see
+    LocationStatistics). One statement on the location's shard.
+    """
     UpdateResource: _grpc.UnaryUnaryMultiCallable[_resource_pb2.UpdateResourceRequest, _resource_pb2.Resource]
     """"<type>:update". One atomic statement. NOT_FOUND, ABORTED (etag mismatch)."""
     DeleteResource: _grpc.UnaryUnaryMultiCallable[_resource_pb2.DeleteResourceRequest, _empty_pb2.Empty]
@@ -82,7 +91,8 @@ class ResourceServiceAsyncStub(ResourceServiceStub):
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
     PERMISSION_DENIED, FAILED_PRECONDITION (BUSINESS_DELETED for platform admins, LOCATION_INACTIVE),
     NOT_FOUND (a deleted business for everyone else: the same answer as BusinessService gives),
-    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
+    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE,
+    JWKS_UNAVAILABLE, SHARD_TLS_REFUSED),
     RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
     lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have
     been applied, and a retry with the same request_id is the safe way on.
@@ -97,6 +107,14 @@ class ResourceServiceAsyncStub(ResourceServiceStub):
     """"<type>:read" for every key. INVALID_ARGUMENT for more than 100 keys."""
     ListResources: _aio.UnaryUnaryMultiCallable[_resource_pb2.ListResourcesRequest, _resource_pb2.ListResourcesResponse]  # type: ignore[assignment]
     """"<type>:read". Keyset pagination, stable under concurrent inserts."""
+    AggregateResources: _aio.UnaryUnaryMultiCallable[_resource_pb2.AggregateResourcesRequest, _resource_pb2.AggregateResourcesResponse]  # type: ignore[assignment]
+    """"<type>:read". Counts and sum/min/max of a numeric data field per group, with the
+    ListResources filter; one statement on the location's shard.
+    """
+    GetLocationStatistics: _aio.UnaryUnaryMultiCallable[_resource_pb2.GetLocationStatisticsRequest, _resource_pb2.LocationStatistics]  # type: ignore[assignment]
+    """"<type>:read" on every type the business type's dashboard summarises (see
+    LocationStatistics). One statement on the location's shard.
+    """
     UpdateResource: _aio.UnaryUnaryMultiCallable[_resource_pb2.UpdateResourceRequest, _resource_pb2.Resource]  # type: ignore[assignment]
     """"<type>:update". One atomic statement. NOT_FOUND, ABORTED (etag mismatch)."""
     DeleteResource: _aio.UnaryUnaryMultiCallable[_resource_pb2.DeleteResourceRequest, _empty_pb2.Empty]  # type: ignore[assignment]
@@ -123,7 +141,8 @@ class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
     never a NOT_FOUND that leaks another tenant). Errors common to all: INVALID_ARGUMENT,
     PERMISSION_DENIED, FAILED_PRECONDITION (BUSINESS_DELETED for platform admins, LOCATION_INACTIVE),
     NOT_FOUND (a deleted business for everyone else: the same answer as BusinessService gives),
-    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE),
+    UNAVAILABLE (SHARD_UNAVAILABLE, CITRUS_UNAVAILABLE, BUSINESS_STORE_UNAVAILABLE,
+    JWKS_UNAVAILABLE, SHARD_TLS_REFUSED),
     RESOURCE_EXHAUSTED (shard pool saturated), DEADLINE_EXCEEDED. A write whose connection was
     lost after it was sent answers UNAVAILABLE (COMMIT_OUTCOME_UNKNOWN): it may or may not have
     been applied, and a retry with the same request_id is the safe way on.
@@ -160,6 +179,26 @@ class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resource_pb2.ListResourcesResponse, _abc.Awaitable[_resource_pb2.ListResourcesResponse]]:
         """"<type>:read". Keyset pagination, stable under concurrent inserts."""
+
+    @_abc_1.abstractmethod
+    def AggregateResources(
+        self,
+        request: _resource_pb2.AggregateResourcesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.AggregateResourcesResponse, _abc.Awaitable[_resource_pb2.AggregateResourcesResponse]]:
+        """"<type>:read". Counts and sum/min/max of a numeric data field per group, with the
+        ListResources filter; one statement on the location's shard.
+        """
+
+    @_abc_1.abstractmethod
+    def GetLocationStatistics(
+        self,
+        request: _resource_pb2.GetLocationStatisticsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.LocationStatistics, _abc.Awaitable[_resource_pb2.LocationStatistics]]:
+        """"<type>:read" on every type the business type's dashboard summarises (see
+        LocationStatistics). One statement on the location's shard.
+        """
 
     @_abc_1.abstractmethod
     def UpdateResource(

@@ -338,16 +338,16 @@ class CheckConsistencyResponse(_message.Message):
     def __init__(self, businesses: _Optional[_Iterable[_Union[BusinessConsistency, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetTenantUsageRequest(_message.Message):
-    __slots__ = ("shard_id", "window_minutes", "order", "page_size")
+    __slots__ = ("shard_id", "window_minutes", "order_by", "page_size")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     WINDOW_MINUTES_FIELD_NUMBER: _ClassVar[int]
-    ORDER_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     window_minutes: int
-    order: TenantUsageOrder
+    order_by: TenantUsageOrder
     page_size: int
-    def __init__(self, shard_id: _Optional[str] = ..., window_minutes: _Optional[int] = ..., order: _Optional[_Union[TenantUsageOrder, str]] = ..., page_size: _Optional[int] = ...) -> None: ...
+    def __init__(self, shard_id: _Optional[str] = ..., window_minutes: _Optional[int] = ..., order_by: _Optional[_Union[TenantUsageOrder, str]] = ..., page_size: _Optional[int] = ...) -> None: ...
 
 class TenantLoad(_message.Message):
     __slots__ = ("requests", "errors", "rows_read", "rows_written", "shard_time", "shard_time_overcount")
