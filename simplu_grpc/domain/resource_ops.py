@@ -76,6 +76,10 @@ def _read_recent(result: tuple[Any, Sequence[Any]]) -> tuple[int, int]:
     return len(result[1]), 0
 
 
+def _read_changes(page: tuple[Sequence[Any], bool]) -> tuple[int, int]:
+    return len(page[0]), 0
+
+
 def _read_page(page: ListedPage) -> tuple[int, int]:
     return len(page.resources), 0
 
@@ -473,7 +477,7 @@ class ResourceOps:
             location_id,
             lambda s: self._store.list_changes(s, query, after),
             idempotent=True,
-            rows=_read_page,
+            rows=_read_changes,
         )
         if not more or not rows:
             return ChangePage(rows, "")

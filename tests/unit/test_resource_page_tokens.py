@@ -92,7 +92,7 @@ def test_a_change_token_names_its_sequence_for_its_query_only() -> None:
     with pytest.raises(InvalidArgument):
         page_tokens.decode_sequence(token, {**CHANGES, "p": "someone"})
     with pytest.raises(InvalidArgument):
-        page_tokens.decode_sequence(page_tokens.encode(CHANGES, Position(None, "r1")), CHANGES)
+        page_tokens.decode_sequence(page_tokens.encode(CHANGES, Position((None,), "r1")), CHANGES)
     body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     for sequence in (0, -1, 2**63, "42", True, None):
         body["s"] = sequence
