@@ -76,7 +76,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
@@ -583,9 +583,13 @@ class ShardSession:
             try:
                 cursor = psycopg.ClientCursor(conn, row_factory=dict_row)
                 cursor.execute(f"SET LOCAL statement_timeout = {int(millis)}; {text}", params)
-                # The first result is the SET's; the statement's is the second.
+                # The first result is the SET's; the statement's is the second. Its status says
+                # whether it has rows (``description`` would build column objects per call).
                 cursor.nextset()
-                return cursor.fetchall() if cursor.description is not None else []
+                result = cursor.pgresult
+                if result is None or result.status != pq.ExecStatus.TUPLES_OK:
+                    return []
+                return cursor.fetchall()
             except BaseException:
                 _rollback(conn)
                 raise
