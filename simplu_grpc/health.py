@@ -87,6 +87,7 @@ class _ChecksOnOwnThreads:
             return servicer.List(request, context)
 
         for behaviour in (check, list_):
+            # grpc reads this attribute off the behaviour function; mypy knows no such attribute.
             behaviour.experimental_thread_pool = pool  # type: ignore[attr-defined]
         self.Check = check
         self.List = list_

@@ -22,12 +22,19 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 
 SpanKind = trace.SpanKind
 
-_state: dict[str, Any] = {"tracer": None}
+
+class _State:
+    """The process's tracer while tracing is on (configured once at start, read per RPC)."""
+
+    tracer: trace.Tracer | None = None
+
+
+_state = _State()
 _NULL = contextlib.nullcontext()
 
 
 def enabled() -> bool:
-    return _state["tracer"] is not None
+    return _state.tracer is not None
 
 
 def configure(exporter: str, service_name: str = "simplu-grpc") -> Callable[[], None]:
@@ -48,13 +55,13 @@ def configure(exporter: str, service_name: str = "simplu-grpc") -> Callable[[], 
 
 def use(provider: TracerProvider) -> Callable[[], None]:
     """Trace through ``provider`` (tests pass one with an in-memory exporter); return the shutdown."""
-    _state["tracer"] = provider.get_tracer("simplu_grpc")
+    _state.tracer = provider.get_tracer("simplu_grpc")
     log_filter = _TraceIdFilter()
     for handler in logging.getLogger().handlers:
         handler.addFilter(log_filter)
 
     def shutdown() -> None:
-        _state["tracer"] = None
+        _state.tracer = None
         for handler in logging.getLogger().handlers:
             handler.removeFilter(log_filter)
         provider.shutdown()
@@ -66,22 +73,19 @@ def span(
     name: str, *, kind: trace.SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, Any] | None = None
 ) -> contextlib.AbstractContextManager[Any]:
     """A child span of the current one (a null context while tracing is off)."""
-    tracer = _state["tracer"]
+    tracer = _state.tracer
     if tracer is None:
         return _NULL
-    started: contextlib.AbstractContextManager[Any] = tracer.start_as_current_span(
-        name, kind=kind, attributes=attributes
-    )
-    return started
+    return tracer.start_as_current_span(name, kind=kind, attributes=attributes)
 
 
 def start_server_span(method: str, metadata: Sequence[tuple[str, Any]] | None) -> trace.Span:
     """The RPC's span, a child of the caller's ``traceparent`` when it sent one; the caller ends it."""
-    tracer = _state["tracer"]
+    tracer = _state.tracer
     assert tracer is not None  # the interceptor is installed only while tracing is on
     carrier = {key: value for key, value in metadata or () if isinstance(value, str)}
     service, _, rpc = method.lstrip("/").partition("/")
-    return tracer.start_span(  # type: ignore[no-any-return]
+    return tracer.start_span(
         method.lstrip("/"),
         context=propagate.extract(carrier),
         kind=SpanKind.SERVER,

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
+Handler = grpc.RpcMethodHandler[Any, Any]
 
 
 class ServerInterceptor(grpc.ServerInterceptor, abc.ABC):
@@ -42,11 +43,13 @@ class ServerInterceptor(grpc.ServerInterceptor, abc.ABC):
         # grpc asks on every call; the registered handlers never change, so each (method,
         # inner handler) is wrapped once. Keyed by identity, the entry keeps the inner
         # handler alive so its id cannot be reused; a dict is safe across grpc's threads.
-        cache: dict[tuple[str, int], tuple[Any, Any]] = self.__dict__.setdefault("_wrapped_handlers", {})
+        cache: dict[tuple[str, int], tuple[Handler, Handler]] = self.__dict__.setdefault(
+            "_wrapped_handlers", {}
+        )
         key = (method_name, id(handler))
         found = cache.get(key)
         if found is not None and found[0] is handler:
-            return found[1]  # type: ignore[no-any-return]
+            return found[1]
         factory, behavior = _factory_and_behavior(handler)
 
         def wrapped(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
@@ -55,16 +58,17 @@ class ServerInterceptor(grpc.ServerInterceptor, abc.ABC):
         # A behaviour with threads of its own (health checks) keeps them when wrapped.
         own_threads = getattr(behavior, "experimental_thread_pool", None)
         if own_threads is not None:
+            # grpc reads this attribute off the behaviour function; mypy knows no such attribute.
             wrapped.experimental_thread_pool = own_threads  # type: ignore[attr-defined]
 
         # grpc's handler factories are typed loosely in types-grpcio; the result is a handler.
-        made = factory(
+        made: Handler = factory(
             wrapped,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
         cache[key] = (handler, made)
-        return made  # type: ignore[no-any-return]
+        return made
 
 
 def _factory_and_behavior(handler: grpc.RpcMethodHandler[Any, Any]) -> tuple[Callable[..., Any], Behavior]:

@@ -105,7 +105,7 @@ def _plan(dsn: str, filter_text: str, order_by: str = "") -> str:
         filter_text=filter_text,
     )
     recorder = _Recorder()
-    ShardStore().list_page(recorder, query, None)  # type: ignore[arg-type]
+    ShardStore().list_page(recorder, query, None)  # type: ignore[arg-type]  # records the statement, runs nothing
     with psycopg.connect(dsn) as conn:
         rows = conn.execute("EXPLAIN (FORMAT JSON) " + recorder.statement, recorder.params).fetchall()
     return json.dumps(rows[0][0])

@@ -207,7 +207,7 @@ def test_storage_of_a_large_table_is_estimated_from_a_sample(fresh_database: Cal
             FROM generate_series(1, 20000) AS i
             """
         )
-        heap = int(conn.execute("SELECT pg_relation_size('resources')").fetchone()[0])  # type: ignore[index]
+        heap = int(conn.execute("SELECT pg_relation_size('resources')").fetchone()[0])  # type: ignore[index]  # one row, always
     storage = StorageReader(exact_max_bytes=heap // 5).read(dsn, locations=10, by_bytes=False)
     assert not storage.exact
     assert 15 <= storage.sampled_percent <= 25
@@ -261,7 +261,7 @@ def test_bad_arguments_are_invalid(usage_stack: UsageStack) -> None:
     for request in (
         ADMIN.GetTenantUsageRequest(window_minutes=2),
         ADMIN.GetTenantUsageRequest(page_size=101),
-        ADMIN.GetTenantUsageRequest(order_by=99),  # type: ignore[arg-type]
+        ADMIN.GetTenantUsageRequest(order_by=99),  # type: ignore[arg-type]  # an undefined enum number on purpose
     ):
         assert stack.fails("GetTenantUsage", request).code() == grpc.StatusCode.INVALID_ARGUMENT
     unknown = ADMIN.GetTenantUsageRequest(shard_id="shard-99", order_by=ADMIN.TENANT_USAGE_ORDER_STORED_BYTES)
