@@ -271,6 +271,20 @@ def _start_service(
     code: Path = REPO,
     name: str = "",
 ) -> Server:
+    # The free ports are chosen before the server binds them; another process (an outgoing
+    # connection's ephemeral port) can take one in between: then choose again.
+    for attempt in range(3):
+        try:
+            return _launch_service(stack, workers, settings, scratch, code=code, name=name)
+        except RuntimeError as exc:
+            if "already in use" not in str(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _launch_service(
+    stack: BenchStack, workers: int, settings: dict[str, str], scratch: Path, *, code: Path, name: str
+) -> Server:
     port = _free_port()
     metrics_port = _free_port(workers)
     env = {
@@ -289,12 +303,9 @@ def _start_service(
             "LOG_LEVEL": "INFO",
         }
     )
-    if code is not None:
-        # The stubs of that code too: they live in its generated/ (installed as simplu-client
-        # since; before, inside the server package), not in the working directory.
-        env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(Path(code) / "generated"), env.get("PYTHONPATH")])
-        )
+    # That code's own stubs too: they are in its generated/ (installed as simplu-client now,
+    # inside the server package before), not in the working directory.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code / "generated"), env.get("PYTHONPATH")]))
     name = name or f"service-{workers}w"
     log_path = scratch / f"{name}.log"
     with log_path.open("wb") as log_file:

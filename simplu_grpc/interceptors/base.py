@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
-Handler = grpc.RpcMethodHandler[Any, Any]
+# A string: grpc's runtime class takes no type parameters (only types-grpcio's stub does).
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 class ServerInterceptor(grpc.ServerInterceptor, abc.ABC):
