@@ -88,7 +88,7 @@ RETRY_DELAY_BY_REASON: Mapping[Reason, timedelta] = {
     # A shard or Citrus failover takes seconds; retrying sooner only adds to the reconnect storm.
     "SHARD_UNAVAILABLE": timedelta(seconds=2),
     "CITRUS_UNAVAILABLE": timedelta(seconds=2),
-    # After a failed fetch the JWKS client waits 1 s (adapters/jwks.py _FAILED_RETRY_SECONDS)
+    # After a failed fetch the JWKS client waits 1 s (adapters/cognito/jwks.py _FAILED_RETRY_SECONDS)
     # before fetching again: a retry sooner meets the same remembered failure.
     "JWKS_UNAVAILABLE": timedelta(seconds=1),
 }

@@ -35,18 +35,18 @@ from simplu.v1 import (
 )
 
 from simplu_grpc import tracing
-from simplu_grpc.adapters.business_store import BusinessStore
 from simplu_grpc.adapters.citrus import CitrusClient
-from simplu_grpc.adapters.jwks import JwksClient
+from simplu_grpc.adapters.cognito.jwks import JwksClient
+from simplu_grpc.adapters.cognito.token_verifier import TokenVerifier
+from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
 from simplu_grpc.adapters.pools import PoolRegistry
 from simplu_grpc.domain.admin import ShardAdminService
 from simplu_grpc.domain.admin_usage import TenantUsageQuery
-from simplu_grpc.domain.authz import Authorizer
-from simplu_grpc.domain.business_cache import BusinessCache
-from simplu_grpc.domain.business_ops import BusinessOps
+from simplu_grpc.domain.auth.authz import Authorizer
+from simplu_grpc.domain.business.cache import BusinessCache
+from simplu_grpc.domain.business.commands import BusinessOps
 from simplu_grpc.domain.resource_ops import ResourceOps
 from simplu_grpc.domain.routing import RoutingCache, ShardDirectory
-from simplu_grpc.domain.tokens import TokenVerifier
 from simplu_grpc.health import HEALTH_SERVICE_NAME, ReadinessCheck, ServerHealth
 from simplu_grpc.interceptors.access_log import AccessLogInterceptor
 from simplu_grpc.interceptors.auth import AuthInterceptor

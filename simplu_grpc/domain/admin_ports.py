@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from simplu_grpc.domain.business import Business
+from simplu_grpc.domain.business.model import Business
 from simplu_grpc.domain.routing import Resolution
 from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
 

@@ -229,7 +229,7 @@ class UpdatePlan:
 
 
 # A catalog type: lowercase words joined by "-". Never a "." or ":", so no type can take an
-# administration permission string ("admin.members:update", domain.permissions).
+# administration permission string ("admin.members:update", domain.auth.permissions).
 CATALOG_TYPE_PATTERN: Final = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 _CATALOG_TYPE_MAX = 64
 

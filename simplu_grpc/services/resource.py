@@ -10,8 +10,8 @@ from google.protobuf import empty_pb2, field_mask_pb2, json_format, struct_pb2, 
 from google.type import interval_pb2
 from simplu.v1 import business_pb2, resource_pb2, resource_pb2_grpc
 
-from simplu_grpc.domain import permissions
 from simplu_grpc.domain import resources as rules
+from simplu_grpc.domain.auth import permissions
 from simplu_grpc.domain.changes import ChangeKind, ResourceChange
 from simplu_grpc.domain.resource_ops import ResourceOps
 from simplu_grpc.domain.resources import ResourceKey, StoredResource

@@ -23,7 +23,7 @@ from simplu_grpc.domain.admin import (
 from simplu_grpc.domain.admin_consistency import FindingKind
 from simplu_grpc.domain.admin_ports import PoolStatsView
 from simplu_grpc.domain.admin_usage import TenantOrder, TenantUsageQuery, TenantUsageReport
-from simplu_grpc.domain.authz import Authorizer
+from simplu_grpc.domain.auth.authz import Authorizer
 from simplu_grpc.errors import FailedPrecondition, InvalidArgument
 from simplu_grpc.services.business_proto import TYPE_FROM_PROTO, timestamp
 

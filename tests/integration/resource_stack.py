@@ -21,14 +21,15 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from google.type import interval_pb2
 from simplu.v1 import resource_pb2, resource_pb2_grpc
 
-from simplu_grpc.adapters.business_store import BusinessStore
 from simplu_grpc.adapters.citrus import CitrusClient
+from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
 from simplu_grpc.adapters.pools import PoolRegistry
 from simplu_grpc.adapters.shard_directory import CitrusDirectory
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, client, create_business_table
-from simplu_grpc.domain.authz import Authorizer
-from simplu_grpc.domain.business import (
+from simplu_grpc.domain.auth.authz import Authorizer
+from simplu_grpc.domain.business.cache import BusinessCache
+from simplu_grpc.domain.business.model import (
     Business,
     BusinessType,
     Location,
@@ -36,7 +37,6 @@ from simplu_grpc.domain.business import (
     Permissions,
     Role,
 )
-from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.resource_ops import Limits, ResourceOps
 from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.server import RESOURCE_SERVICE

@@ -23,7 +23,7 @@ from simplu_grpc.adapters import migrator
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer
 from simplu_grpc.domain import resources as rules
-from simplu_grpc.domain.business import BusinessType, Location, Member, Role
+from simplu_grpc.domain.business.model import BusinessType, Location, Member, Role
 from tests.fixtures.server import MakeServer
 from tests.integration.resource_stack import ResourceStack, build_stack, interval, struct, ts
 

@@ -26,7 +26,7 @@ from simplu_grpc.adapters import migrator
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, create_business_table
 from simplu_grpc.devstack.postgres import PgServer
-from simplu_grpc.domain.business import Business, BusinessType, Location
+from simplu_grpc.domain.business.model import Business, BusinessType, Location
 from simplu_grpc.interceptors.errors import error_info_of
 from tests.fixtures.citrus import CITRUS_API_KEY
 from tests.fixtures.faultproxy import FaultProxy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simplu_grpc.domain.authz import (
+from simplu_grpc.domain.auth.authz import (
     SCOPE_ADMIN,
     SCOPE_BUSINESSES_READ,
     SCOPE_BUSINESSES_WRITE,
@@ -12,7 +12,9 @@ from simplu_grpc.domain.authz import (
     SCOPE_RESOURCES_WRITE,
     Authorizer,
 )
-from simplu_grpc.domain.business import (
+from simplu_grpc.domain.auth.permissions import permits
+from simplu_grpc.domain.auth.principal import Principal
+from simplu_grpc.domain.business.model import (
     Business,
     BusinessStatus,
     BusinessType,
@@ -21,8 +23,6 @@ from simplu_grpc.domain.business import (
     Permissions,
     Role,
 )
-from simplu_grpc.domain.permissions import permits
-from simplu_grpc.domain.principal import Principal
 from simplu_grpc.errors import FailedPrecondition, NotFound, PermissionDenied
 
 AUTHZ = Authorizer(admin_group="admin")

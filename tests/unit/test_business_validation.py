@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simplu_grpc.domain.business import (
+from simplu_grpc.domain.business.model import (
     Business,
     BusinessSettings,
     BusinessType,
@@ -14,7 +14,7 @@ from simplu_grpc.domain.business import (
     Role,
     WorkingHours,
 )
-from simplu_grpc.domain.validation import (
+from simplu_grpc.domain.business.validation import (
     PAGE_SIZE_DEFAULT,
     PAGE_SIZE_MAX,
     SETTINGS_MAX_BYTES,
@@ -221,7 +221,7 @@ def test_an_undefined_working_day_is_one_violation() -> None:
     from google.type import timeofday_pb2
     from simplu.v1 import business_pb2
 
-    from simplu_grpc.domain.validation import Violations, check_settings
+    from simplu_grpc.domain.business.validation import Violations, check_settings
     from simplu_grpc.services.business_proto import settings_from_proto
 
     v = Violations()
@@ -247,8 +247,8 @@ def test_an_undefined_working_day_is_one_violation() -> None:
 )
 def test_business_and_resource_id_rules_agree(value: str) -> None:
     """BusinessService and ResourceService accept exactly the same location and business ids (DESIGN §4)."""
+    from simplu_grpc.domain.business.validation import Violations, check_business_id, check_id
     from simplu_grpc.domain.resources import require_id
-    from simplu_grpc.domain.validation import Violations, check_business_id, check_id
 
     for business in (False, True):
         v = Violations()

@@ -10,9 +10,9 @@ import pytest
 
 from simplu_grpc import context
 from simplu_grpc.adapters.pools import ShardUnreachable
-from simplu_grpc.domain.authz import Authorizer
-from simplu_grpc.domain.business import Business, BusinessType, Location
-from simplu_grpc.domain.principal import Principal
+from simplu_grpc.domain.auth.authz import Authorizer
+from simplu_grpc.domain.auth.principal import Principal
+from simplu_grpc.domain.business.model import Business, BusinessType, Location
 from simplu_grpc.domain.resource_ops import ResourceOps
 from simplu_grpc.domain.resources import ResourceKey, StoredResource
 from simplu_grpc.domain.routing import RoutingCache

@@ -285,8 +285,8 @@ def test_unknown_enum_numbers_are_invalid_argument() -> None:
     silently replaced by a default; so is an order_by the server does not know."""
     from simplu.v1 import shard_admin_pb2
 
-    from simplu_grpc.domain.authz import Authorizer
-    from simplu_grpc.domain.principal import Principal
+    from simplu_grpc.domain.auth.authz import Authorizer
+    from simplu_grpc.domain.auth.principal import Principal
     from simplu_grpc.services.shard_admin import ShardAdminServicer
 
     servicer = ShardAdminServicer(
@@ -313,7 +313,7 @@ def test_register_location_reports_the_registration_through_on_registered() -> N
     """RegisterLocation hands the registration to on_registered (BusinessOps.note_registered, which
     also refreshes the business cache) instead of writing business info itself; a failing callback
     does not fail the registration."""
-    from simplu_grpc.domain.business import Business, BusinessType, Location
+    from simplu_grpc.domain.business.model import Business, BusinessType, Location
     from simplu_grpc.errors import BusinessStoreUnavailable
 
     business = Business(
@@ -385,8 +385,8 @@ def test_dependency_status_leaves_an_unmeasured_latency_unset() -> None:
     """A probe that did not answer has no latency on the wire (absent, not 0 s); one that did has it."""
     from simplu.v1 import shard_admin_pb2
 
-    from simplu_grpc.domain.authz import Authorizer
-    from simplu_grpc.domain.principal import Principal
+    from simplu_grpc.domain.auth.authz import Authorizer
+    from simplu_grpc.domain.auth.principal import Principal
     from simplu_grpc.services.shard_admin import ShardAdminServicer
 
     release = threading.Event()

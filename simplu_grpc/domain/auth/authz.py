@@ -9,7 +9,7 @@ One module decides for all three services:
   business (``write`` implies ``read``). Scopes on a person's token grant nothing: a person acts
   only as a member.
 - **People** act in a business only as a member listed in its permissions: the role's
-  permission strings (``domain.permissions``: ``"<resource_type>:<action>"`` for resources,
+  permission strings (``domain.auth.permissions``: ``"<resource_type>:<action>"`` for resources,
   ``"admin.<area>:<action>"`` for administration, ``"*"``) say what, the member's
   ``location_ids`` say where (empty: every location). Business-wide changes
   (``require_business_write`` with no location) need a membership that covers every location.
@@ -29,15 +29,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Final
 
-from simplu_grpc.domain.business import Business, Location, Member
-from simplu_grpc.domain.permissions import (
+from simplu_grpc.domain.auth.permissions import (
     ALL_PERMISSIONS,
     MEMBERS_DELETE,
     MEMBERS_READ,
     MEMBERS_UPDATE,
     permits,
 )
-from simplu_grpc.domain.principal import Principal
+from simplu_grpc.domain.auth.principal import Principal
+from simplu_grpc.domain.business.model import Business, Location, Member
 from simplu_grpc.errors import FailedPrecondition, NotFound, PermissionDenied
 
 SCOPE_BUSINESSES_READ = "simplu/businesses.read"

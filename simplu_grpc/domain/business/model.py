@@ -67,7 +67,7 @@ class BusinessSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Role:
-    """A named set of permission strings (grammar in ``domain.permissions``)."""
+    """A named set of permission strings (grammar in ``domain.auth.permissions``)."""
 
     permissions: tuple[str, ...] = ()
 

@@ -26,8 +26,8 @@ from typing import Any, Final
 import jwt
 from jwt import exceptions as jwt_errors
 
-from simplu_grpc.adapters.jwks import JWKS_UNAVAILABLE, JwksClient
-from simplu_grpc.domain.principal import Principal, TokenUse
+from simplu_grpc.adapters.cognito.jwks import JWKS_UNAVAILABLE, JwksClient
+from simplu_grpc.domain.auth.principal import Principal, TokenUse
 from simplu_grpc.errors import Reason, Unauthenticated, Unavailable
 from simplu_grpc.metrics import Metrics
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from simplu_grpc.domain.business import (
+from simplu_grpc.domain.auth.permissions import ALL_PERMISSIONS, upgrade_legacy
+from simplu_grpc.domain.business.model import (
     OWNER_ROLE,
     Business,
     BusinessSettings,
@@ -28,9 +29,8 @@ from simplu_grpc.domain.business import (
     Role,
     WorkingHours,
 )
-from simplu_grpc.domain.permissions import ALL_PERMISSIONS, upgrade_legacy
+from simplu_grpc.domain.business.validation import settings_document
 from simplu_grpc.domain.resources import catalog_types
-from simplu_grpc.domain.validation import settings_document
 
 KIND_BUSINESS = "business"
 
@@ -141,7 +141,7 @@ def from_item(item: Mapping[str, Any]) -> Business:
         permissions: dict[str, Any] = doc["permissions"] if isinstance(doc.get("permissions"), dict) else {}
         business_type = BusinessType(str(doc.get("type") or doc["businessType"]).lower())
         # Roles written before administration had its own namespace name it with bare strings
-        # ("members:update"): read them in today's grammar (domain.permissions.upgrade_legacy).
+        # ("members:update"): read them in today's grammar (domain.auth.permissions.upgrade_legacy).
         types = catalog_types(business_type)
         roles = {
             name: Role(permissions=upgrade_legacy(perms, types))

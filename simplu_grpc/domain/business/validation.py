@@ -15,7 +15,8 @@ import zoneinfo
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from simplu_grpc.domain.business import (
+from simplu_grpc.domain.auth.permissions import permission_problem
+from simplu_grpc.domain.business.model import (
     Business,
     BusinessSettings,
     Location,
@@ -23,7 +24,6 @@ from simplu_grpc.domain.business import (
     Permissions,
     Role,
 )
-from simplu_grpc.domain.permissions import permission_problem
 from simplu_grpc.domain.resources import BUSINESS_ID_PATTERN, ID_PATTERN, catalog_types
 from simplu_grpc.errors import FieldViolation, InvalidArgument
 
@@ -274,7 +274,7 @@ def check_settings(v: Violations, prefix: str, settings: BusinessSettings) -> No
 
 
 def check_permission_string(v: Violations, field: str, value: str, types: frozenset[str]) -> None:
-    """A permission string of the grammar in ``domain.permissions``, naming a type of ``types``."""
+    """A permission string of the grammar in ``domain.auth.permissions``, naming a type of ``types``."""
     problem = permission_problem(value, types)
     if problem is not None:
         v.add(field, f"{problem} (got {_show(value)})")

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from simplu_grpc.domain.business import Business
+from simplu_grpc.domain.business.model import Business
 from simplu_grpc.domain.cache import Background, Cache
 from simplu_grpc.metrics import Metrics
 

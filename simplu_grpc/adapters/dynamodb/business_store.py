@@ -5,7 +5,7 @@ Library errors stop here (AWS Powertools style): a failed condition becomes the 
 or misconfigured table become ``BusinessStoreUnavailable``. Nothing is ever returned that
 DynamoDB did not answer: a failed read raises, it never yields an empty or default business.
 
-Business items are shaped by ``adapters.business_items``. Two other kinds of item share the
+Business items are shaped by ``adapters.dynamodb.business_items``. Two other kinds of item share the
 table (business ids never contain ``#``, so no kind can collide with another):
 
 - ``id = "request#<digest>"``: an idempotent create's key (AIP-155), written in the same
@@ -41,16 +41,22 @@ import botocore.exceptions
 import tenacity
 
 from simplu_grpc import context, tracing
-from simplu_grpc.adapters.business_items import KIND_BUSINESS, from_item, is_business_item, iso, to_item
+from simplu_grpc.adapters.dynamodb.business_items import (
+    KIND_BUSINESS,
+    from_item,
+    is_business_item,
+    iso,
+    to_item,
+)
 from simplu_grpc.adapters.retry import StopAtDeadline
-from simplu_grpc.domain.business import (
+from simplu_grpc.domain.business.model import (
     KIND_REQUEST,
     Business,
     BusinessPage,
     CreateOutcome,
     request_key,
 )
-from simplu_grpc.domain.validation import Violations, check_business_id
+from simplu_grpc.domain.business.validation import Violations, check_business_id
 from simplu_grpc.errors import (
     Aborted,
     AlreadyExists,

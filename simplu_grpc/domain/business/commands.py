@@ -21,9 +21,12 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from simplu_grpc import context as rpc_context
-from simplu_grpc.domain import permissions as perm
-from simplu_grpc.domain.authz import Access, Authorizer
-from simplu_grpc.domain.business import (
+from simplu_grpc.domain.auth import permissions as perm
+from simplu_grpc.domain.auth.authz import Access, Authorizer
+from simplu_grpc.domain.auth.permissions import ALL_PERMISSIONS
+from simplu_grpc.domain.auth.principal import Principal
+from simplu_grpc.domain.business.cache import BusinessCache
+from simplu_grpc.domain.business.model import (
     OWNER_ROLE,
     Business,
     BusinessPage,
@@ -37,12 +40,7 @@ from simplu_grpc.domain.business import (
     Role,
     request_key,
 )
-from simplu_grpc.domain.business_cache import BusinessCache
-from simplu_grpc.domain.permissions import ALL_PERMISSIONS
-from simplu_grpc.domain.principal import Principal
-from simplu_grpc.domain.resources import KNOWN_RESOURCE_TYPES, REQUEST_ID_PATTERN, catalog_types
-from simplu_grpc.domain.shards import ShardAssignment
-from simplu_grpc.domain.validation import (
+from simplu_grpc.domain.business.validation import (
     MAX_LOCATIONS,
     MAX_MEMBERS,
     NAME_MAX,
@@ -58,6 +56,8 @@ from simplu_grpc.domain.validation import (
     check_text,
     page_size,
 )
+from simplu_grpc.domain.resources import KNOWN_RESOURCE_TYPES, REQUEST_ID_PATTERN, catalog_types
+from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import (
     Aborted,
     AlreadyExists,
@@ -102,7 +102,7 @@ _IGNORED_LOCATION_PATHS = frozenset({"id"})
 
 
 class BusinessRepository(Protocol):
-    """The business store port (``adapters.business_store.BusinessStore`` implements it)."""
+    """The business store port (``adapters.dynamodb.business_store.BusinessStore`` implements it)."""
 
     def get(self, business_id: str, *, consistent: bool = True) -> Business | None: ...
 
