@@ -29,7 +29,7 @@ from simplu_grpc.domain.admin_status import (
 )
 from simplu_grpc.domain.auth.authz import require_live
 from simplu_grpc.domain.business.model import Business, BusinessType
-from simplu_grpc.domain.business.validation import Violations, check_business_id, check_id, check_text
+from simplu_grpc.domain.checks import Violations, check_business_id, check_id, check_text
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, SimpluError
 from simplu_grpc.redact import dsn_target

@@ -28,7 +28,7 @@ from simplu_grpc.adapters import migrator
 from simplu_grpc.domain.admin_ports import Businesses, ShardSource
 from simplu_grpc.domain.admin_status import describe_error, run_bounded, within
 from simplu_grpc.domain.business.model import Business
-from simplu_grpc.domain.business.validation import Violations, check_business_id
+from simplu_grpc.domain.checks import Violations, check_business_id
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import CitrusUnavailable, InvalidArgument, NotFound
 

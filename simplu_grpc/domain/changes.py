@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Final
 
+from simplu_grpc.domain.checks import require_id
 from simplu_grpc.domain.resources import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -20,7 +21,6 @@ from simplu_grpc.domain.resources import (
     TimeRange,
     check_interval,
     etag_for,
-    require_id,
 )
 from simplu_grpc.errors import InvalidArgument
 

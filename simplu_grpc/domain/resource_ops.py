@@ -35,6 +35,7 @@ from simplu_grpc.domain import resources as rules
 from simplu_grpc.domain.auth.authz import READ, Authorizer
 from simplu_grpc.domain.business.model import Business
 from simplu_grpc.domain.changes import ResourceChange
+from simplu_grpc.domain.checks import require_id
 from simplu_grpc.domain.ids import new_resource_id
 from simplu_grpc.domain.resources import ResourceKey, StoredResource
 from simplu_grpc.domain.routing import RoutingCache
@@ -488,7 +489,7 @@ class ResourceOps:
     def _checked_key(self, key: ResourceKey, action: str, prefix: str = "") -> Business:
         rules.validate_tenant(key.business_id, key.location_id, prefix)
         rules.require_known_type(key.resource_type, f"{prefix}resource_type")
-        rules.require_id(f"{prefix}resource_id", key.resource_id)
+        require_id(f"{prefix}resource_id", key.resource_id)
         business = self._allowed(key.business_id, key.location_id, key.resource_type, action)
         rules.require_resource_type(business.type.value, key.resource_type, f"{prefix}resource_type")
         return business

@@ -23,12 +23,9 @@ from importlib import resources as package_files
 from typing import Any, Final
 
 from simplu_grpc.domain import resource_filter
+from simplu_grpc.domain.checks import ID_PATTERN, Violations, check_request_id, require_id
 from simplu_grpc.errors import FieldViolation, InvalidArgument
 
-ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-# Business ids never contain "-": the Citrus key "{businessId}-{locationId}" splits at its first "-".
-BUSINESS_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:]{1,64}")
-REQUEST_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 # A key in an update_mask path (data.<key>...). Struct keys may be anything, but mask paths
 # name fields (AIP-161): plain keys only, which also keeps them readable in logs.
 MASK_KEY_PATTERN: Final = re.compile(r"[A-Za-z0-9_]{1,64}")
@@ -319,23 +316,11 @@ def require_resource_type(business_type: str, resource_type: str, field_name: st
 # --- ids -----------------------------------------------------------------------------------
 
 
-def require_id(field_name: str, value: str, *, business: bool = False) -> str:
-    """A 1-64 character id of [A-Za-z0-9_.:-] (no "-" for business ids)."""
-    if not value:
-        raise InvalidArgument.field(field_name, "is required")
-    pattern = BUSINESS_ID_PATTERN if business else ID_PATTERN
-    if not pattern.fullmatch(value):
-        allowed = "[A-Za-z0-9_.:]" if business else "[A-Za-z0-9_.:-]"
-        raise InvalidArgument.field(field_name, f"must be 1-64 characters of {allowed}")
-    return value
-
-
 def optional_request_id(value: str) -> str | None:
-    if not value:
-        return None
-    if not REQUEST_ID_PATTERN.fullmatch(value):
-        raise InvalidArgument.field("request_id", "must be 1-128 characters of [A-Za-z0-9_.:-]")
-    return value
+    v = Violations()
+    check_request_id(v, "request_id", value)
+    v.raise_if_any()
+    return value or None
 
 
 # --- documents -----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from simplu_grpc.domain.business.model import (
     Role,
     WorkingHours,
 )
-from simplu_grpc.domain.business.validation import Violations
+from simplu_grpc.domain.checks import Violations
 
 TYPE_FROM_PROTO: dict[int, BusinessType] = {
     business_pb2.BUSINESS_TYPE_DENTAL: BusinessType.DENTAL,

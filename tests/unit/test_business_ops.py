@@ -22,7 +22,7 @@ from simplu_grpc.domain.business.model import (
     Member,
     Role,
 )
-from simplu_grpc.domain.business.validation import Violations
+from simplu_grpc.domain.checks import Violations
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import (
     Aborted,

@@ -56,7 +56,7 @@ from simplu_grpc.domain.business.model import (
     CreateOutcome,
     request_key,
 )
-from simplu_grpc.domain.business.validation import Violations, check_business_id
+from simplu_grpc.domain.checks import Violations, check_business_id
 from simplu_grpc.errors import (
     Aborted,
     AlreadyExists,

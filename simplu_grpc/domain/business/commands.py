@@ -44,19 +44,22 @@ from simplu_grpc.domain.business.validation import (
     MAX_LOCATIONS,
     MAX_MEMBERS,
     NAME_MAX,
-    Violations,
-    check_business_id,
-    check_id,
     check_location,
     check_member,
     check_new_business,
     check_roles,
     check_settings,
     check_subject,
-    check_text,
     page_size,
 )
-from simplu_grpc.domain.resources import KNOWN_RESOURCE_TYPES, REQUEST_ID_PATTERN, catalog_types
+from simplu_grpc.domain.checks import (
+    Violations,
+    check_business_id,
+    check_id,
+    check_request_id,
+    check_text,
+)
+from simplu_grpc.domain.resources import KNOWN_RESOURCE_TYPES, catalog_types
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import (
     Aborted,
@@ -173,8 +176,7 @@ class BusinessOps:
             business_id = draft.id
         elif business_id:
             check_business_id(v, "business_id", business_id)
-        if request_id and not REQUEST_ID_PATTERN.fullmatch(request_id):
-            v.add("request_id", "must be 1-128 characters of A-Z a-z 0-9 _ . : - (a UUID is ideal)")
+        check_request_id(v, "request_id", request_id)
         check_new_business(v, "business", draft)
         v.raise_if_any()
         self._authz.may_create_business(principal)

@@ -1,8 +1,6 @@
-"""Input validation: every bad field is collected and reported as one INVALID_ARGUMENT.
+"""Business validation: names, locations, settings, roles and members (every bad field reported at once).
 
-Validators append to a ``Violations`` collector under the request's field path
-(``business.locations[1].id``) so a caller learns everything wrong at once; ``raise_if_any``
-turns the collection into ``errors.InvalidArgument`` with BadRequest field violations.
+The shared checks (ids, text, the ``Violations`` collector) are in ``domain.checks``.
 Limits here also keep every business item well under DynamoDB's 400 KB item size.
 """
 
@@ -24,12 +22,15 @@ from simplu_grpc.domain.business.model import (
     Permissions,
     Role,
 )
-from simplu_grpc.domain.resources import BUSINESS_ID_PATTERN, ID_PATTERN, catalog_types
-from simplu_grpc.errors import FieldViolation, InvalidArgument
+from simplu_grpc.domain.checks import (
+    Violations,
+    check_id,
+    check_text,
+    has_control_characters,
+    shown,
+)
+from simplu_grpc.domain.resources import catalog_types
 
-# DESIGN §4: 1-64 characters of [A-Za-z0-9_.:-]; business ids never contain "-" because the
-# Citrus key "{businessId}-{locationId}" splits at its first "-".
-ID_MAX = 64
 # Cognito subs are UUIDs; client ids and usernames are similar. Bounded and printable.
 _SUBJECT = re.compile(r"[A-Za-z0-9_.:@+-]{1,128}")
 _ROLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
@@ -39,8 +40,6 @@ _CURRENCY = re.compile(r"[A-Z]{3}")
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,4}")
 _HHMM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 _FEATURE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-# Bidirectional overrides and isolates can make text display differently from what it is.
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 NAME_MAX = 200
 ADDRESS_MAX = 500
@@ -57,42 +56,6 @@ PERMISSIONS_MAX_BYTES = 128 * 1024
 EXTRAS_MAX_DEPTH = 16
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 1000
-
-
-class Violations:
-    """Collects field violations; ``raise_if_any`` reports them all in one error."""
-
-    def __init__(self) -> None:
-        self._items: list[FieldViolation] = []
-
-    def add(self, field: str, description: str) -> None:
-        self._items.append(FieldViolation(field, description))
-
-    def __bool__(self) -> bool:
-        return bool(self._items)
-
-    def reported(self, field: str) -> bool:
-        """Whether ``field`` already has a violation (e.g. from the wire conversion)."""
-        return any(item.field == field for item in self._items)
-
-    @property
-    def items(self) -> list[FieldViolation]:
-        return list(self._items)
-
-    def raise_if_any(self) -> None:
-        if not self._items:
-            return
-        first = self._items[0]
-        more = f" (and {len(self._items) - 1} more)" if len(self._items) > 1 else ""
-        raise InvalidArgument(f"{first.field}: {first.description}{more}", violations=self._items)
-
-
-def has_control_characters(text: str) -> bool:
-    """True for C0/C1 controls (newlines and tabs included), line separators and bidi overrides."""
-    return any(
-        ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or ch in "\u2028\u2029" or ch in _BIDI_CONTROLS
-        for ch in text
-    )
 
 
 @functools.cache
@@ -115,46 +78,12 @@ def is_timezone(name: str) -> bool:
     return True
 
 
-def _show(value: str) -> str:
-    """A short, safe rendering of a bad value for an error message."""
-    return repr(value[:40] + ("..." if len(value) > 40 else ""))
-
-
-def check_id(v: Violations, field: str, value: str) -> None:
-    """A location (or other) id: DESIGN §4."""
-    if not value:
-        v.add(field, "is required")
-    elif not ID_PATTERN.fullmatch(value):
-        v.add(field, f"must be 1-{ID_MAX} characters of A-Z a-z 0-9 _ . : - (got {_show(value)})")
-
-
-def check_business_id(v: Violations, field: str, value: str) -> None:
-    """A business id: as ``check_id`` but never ``-`` (it separates the Citrus key)."""
-    if not value:
-        v.add(field, "is required")
-    elif "-" in value:
-        v.add(field, "must not contain '-' (it separates business and location in the shard key)")
-    elif not BUSINESS_ID_PATTERN.fullmatch(value):
-        v.add(field, f"must be 1-{ID_MAX} characters of A-Z a-z 0-9 _ . : (got {_show(value)})")
-
-
 def check_subject(v: Violations, field: str, value: str) -> None:
     """A Cognito ``sub`` (or client id) naming a member."""
     if not value:
         v.add(field, "is required")
     elif not _SUBJECT.fullmatch(value):
         v.add(field, "must be a Cognito subject: 1-128 characters of A-Z a-z 0-9 _ . : @ + -")
-
-
-def check_text(v: Violations, field: str, value: str, *, max_length: int, required: bool = False) -> None:
-    """Free text: bounded, no control characters; ``required`` means not blank."""
-    if required and not value.strip():
-        v.add(field, "is required")
-        return
-    if len(value) > max_length:
-        v.add(field, f"must be at most {max_length} characters (got {len(value)})")
-    elif has_control_characters(value):
-        v.add(field, "must not contain control characters")
 
 
 def check_email(v: Violations, field: str, value: str) -> None:
@@ -174,7 +103,7 @@ def check_phone(v: Violations, field: str, value: str) -> None:
 
 def check_timezone(v: Violations, field: str, value: str) -> None:
     if value and (len(value) > 64 or not is_timezone(value)):
-        v.add(field, f"must be an IANA time zone such as Europe/Bucharest (got {_show(value)})")
+        v.add(field, f"must be an IANA time zone such as Europe/Bucharest (got {shown(value)})")
 
 
 def check_location(v: Violations, prefix: str, location: Location) -> None:
@@ -196,7 +125,7 @@ def check_locations(v: Violations, prefix: str, locations: Iterable[Location]) -
     for index, location in enumerate(items):
         check_location(v, f"{prefix}[{index}]", location)
         if location.id in seen:
-            v.add(f"{prefix}[{index}].id", f"duplicate location id {_show(location.id)}")
+            v.add(f"{prefix}[{index}].id", f"duplicate location id {shown(location.id)}")
         seen.add(location.id)
 
 
@@ -268,7 +197,7 @@ def check_settings(v: Violations, prefix: str, settings: BusinessSettings) -> No
     else:
         for name in settings.features:
             if not _FEATURE.fullmatch(name):
-                v.add(f"{prefix}.features", f"feature name {_show(name)} must be 1-64 of A-Z a-z 0-9 _ . : -")
+                v.add(f"{prefix}.features", f"feature name {shown(name)} must be 1-64 of A-Z a-z 0-9 _ . : -")
     if _depth(settings.extras) > EXTRAS_MAX_DEPTH:
         v.add(f"{prefix}.extras", f"must nest at most {EXTRAS_MAX_DEPTH} levels")
 
@@ -277,12 +206,12 @@ def check_permission_string(v: Violations, field: str, value: str, types: frozen
     """A permission string of the grammar in ``domain.auth.permissions``, naming a type of ``types``."""
     problem = permission_problem(value, types)
     if problem is not None:
-        v.add(field, f"{problem} (got {_show(value)})")
+        v.add(field, f"{problem} (got {shown(value)})")
 
 
 def check_role(v: Violations, prefix: str, name: str, role: Role, types: frozenset[str]) -> None:
     if not _ROLE_NAME.fullmatch(name):
-        v.add(prefix, f"role name {_show(name)} must be 1-64 of A-Z a-z 0-9 _ . - starting with a letter")
+        v.add(prefix, f"role name {shown(name)} must be 1-64 of A-Z a-z 0-9 _ . - starting with a letter")
     if len(role.permissions) > MAX_PERMISSIONS_PER_ROLE:
         v.add(f"{prefix}.permissions", f"at most {MAX_PERMISSIONS_PER_ROLE} permissions per role")
         return
@@ -304,7 +233,7 @@ def check_member(v: Violations, prefix: str, member: Member) -> None:
     if not member.role:
         v.add(f"{prefix}.role", "is required")
     elif not _ROLE_NAME.fullmatch(member.role):
-        v.add(f"{prefix}.role", f"role name {_show(member.role)} is not valid")
+        v.add(f"{prefix}.role", f"role name {shown(member.role)} is not valid")
     if len(member.location_ids) > MAX_LOCATIONS:
         v.add(f"{prefix}.location_ids", f"at most {MAX_LOCATIONS} locations")
         return
@@ -337,11 +266,11 @@ def check_membership_refs(v: Violations, prefix: str, business: Business) -> Non
     for subject, member in business.permissions.members.items():
         field = f"{prefix}.members[{subject[:64]!r}]"
         if member.role and member.role not in business.permissions.roles:
-            v.add(f"{field}.role", f"role {_show(member.role)} is not defined in permissions.roles")
+            v.add(f"{field}.role", f"role {shown(member.role)} is not defined in permissions.roles")
         for index, location_id in enumerate(member.location_ids):
             if location_id not in location_ids:
                 v.add(
-                    f"{field}.location_ids[{index}]", f"location {_show(location_id)} is not in the business"
+                    f"{field}.location_ids[{index}]", f"location {shown(location_id)} is not in the business"
                 )
 
 
