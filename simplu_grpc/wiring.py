@@ -29,10 +29,11 @@ from simplu_grpc.domain.admin import ShardAdminService
 from simplu_grpc.domain.admin_usage import Replica, TenantUsageQuery
 from simplu_grpc.domain.auth.authz import Authorizer
 from simplu_grpc.domain.business.cache import BusinessCache
-from simplu_grpc.domain.business.commands import BusinessOps, probe_check
+from simplu_grpc.domain.business.commands import BusinessOps
 from simplu_grpc.domain.resource_ops import Limits, ResourceOps
 from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.domain.tenant_load import LoadOrder, TenantLoad
+from simplu_grpc.health import probe_check
 from simplu_grpc.metrics import Metrics, TenantGauge
 from simplu_grpc.server import Deps
 from simplu_grpc.settings import Settings

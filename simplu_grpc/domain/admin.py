@@ -19,7 +19,7 @@ from typing import cast
 from simplu_grpc import context
 from simplu_grpc.adapters import migrator
 from simplu_grpc.domain.admin_consistency import BusinessReport, ConsistencyChecker, read_snapshot
-from simplu_grpc.domain.admin_ports import Businesses, Pools, PoolStatsView, Routing, ShardSource
+from simplu_grpc.domain.admin_ports import Pools, PoolStatsView, Routing, ShardSource
 from simplu_grpc.domain.admin_status import (
     DependencyCheck,
     DependencyProber,
@@ -29,6 +29,7 @@ from simplu_grpc.domain.admin_status import (
 )
 from simplu_grpc.domain.auth.authz import require_live
 from simplu_grpc.domain.business.model import Business, BusinessType
+from simplu_grpc.domain.business.ports import BusinessRepository
 from simplu_grpc.domain.checks import Violations, check_business_id, check_id, check_text
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, SimpluError
@@ -180,7 +181,7 @@ class ShardAdminService:
         shards: ShardSource,
         pools: Pools,
         routing: Routing,
-        businesses: Businesses,
+        businesses: BusinessRepository,
         near_capacity_percent: float,
         probes: Mapping[str, Callable[[], object]] | None = None,
         on_registered: Callable[[str, str], None] | None = None,

@@ -25,9 +25,10 @@ import psycopg
 
 from simplu_grpc import context
 from simplu_grpc.adapters import migrator
-from simplu_grpc.domain.admin_ports import Businesses, ShardSource
+from simplu_grpc.domain.admin_ports import ShardSource
 from simplu_grpc.domain.admin_status import describe_error, run_bounded, within
 from simplu_grpc.domain.business.model import Business
+from simplu_grpc.domain.business.ports import BusinessRepository
 from simplu_grpc.domain.checks import Violations, check_business_id
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import CitrusUnavailable, InvalidArgument, NotFound
@@ -113,7 +114,7 @@ class ConsistencyChecker:
         self,
         *,
         shards: ShardSource,
-        businesses: Businesses,
+        businesses: BusinessRepository,
         secrets: tuple[str, ...] = (),
         read: SnapshotReader = read_snapshot,
         target_version: Callable[[], int] = migrator.latest_version,

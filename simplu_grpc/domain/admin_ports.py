@@ -11,7 +11,6 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from simplu_grpc.domain.business.model import Business
 from simplu_grpc.domain.routing import Resolution
 from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
 
@@ -85,22 +84,3 @@ class Routing(Protocol):
     def shards(self) -> dict[str, bool]:
         """Each routed shard with Citrus's last ``isActive`` for it."""
         ...
-
-
-class BusinessPage(Protocol):
-    @property
-    def businesses(self) -> list[Business]: ...
-    @property
-    def next_token(self) -> str: ...
-
-
-class Businesses(Protocol):
-    """Business info, read fresh (operators must not be answered from a cache)."""
-
-    def get(self, business_id: str) -> Business | None: ...
-
-    def update(self, business: Business, *, previous: Business) -> Business: ...
-
-    def list(
-        self, *, page_size: int, page_token: str, member: str | None, include_deleted: bool
-    ) -> BusinessPage: ...

@@ -34,6 +34,7 @@ from simplu_grpc.domain import changes, location_statistics, page_tokens, resour
 from simplu_grpc.domain import resources as rules
 from simplu_grpc.domain.auth.authz import READ, Authorizer
 from simplu_grpc.domain.business.model import Business
+from simplu_grpc.domain.business.ports import BusinessLookup
 from simplu_grpc.domain.changes import ResourceChange
 from simplu_grpc.domain.checks import require_id
 from simplu_grpc.domain.ids import new_resource_id
@@ -83,10 +84,6 @@ def _read_changes(page: tuple[Sequence[Any], bool]) -> tuple[int, int]:
 
 def _read_page(page: ListedPage) -> tuple[int, int]:
     return len(page.resources), 0
-
-
-class BusinessLookup(Protocol):
-    def get(self, business_id: str) -> Business | None: ...
 
 
 @dataclass(frozen=True, slots=True)

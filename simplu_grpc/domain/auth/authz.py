@@ -34,7 +34,7 @@ from simplu_grpc.domain.auth.permissions import (
     MEMBERS_DELETE,
     MEMBERS_READ,
     MEMBERS_UPDATE,
-    permits,
+    grants,
 )
 from simplu_grpc.domain.auth.principal import Principal
 from simplu_grpc.domain.business.model import Business, Location, Member
@@ -244,7 +244,7 @@ class Authorizer:
         if member is None:
             return False
         granted = business.role_permissions(member.role)
-        return any(permits(granted, p) for p in (MEMBERS_READ, MEMBERS_UPDATE, MEMBERS_DELETE))
+        return any(grants(granted, p) for p in (MEMBERS_READ, MEMBERS_UPDATE, MEMBERS_DELETE))
 
     def as_seen_by(self, principal: Principal, business: Business) -> Business:
         """``business`` as ``principal`` may see it: without the other members (and the owner's
@@ -257,6 +257,23 @@ class Authorizer:
             owner=business.owner if business.owner == principal.subject else "",
             permissions=replace(business.permissions, members=own),
         )
+
+    def require_within_own_role(
+        self, principal: Principal, business: Business, role: str, *, target: str = ""
+    ) -> None:
+        """A person may only hand out permissions they hold themselves, and may only change or
+        remove the membership of someone whose role grants nothing beyond their own."""
+        if principal.is_machine or self.is_admin(principal):
+            return
+        caller = self._membership(principal, business)
+        mine = business.role_permissions(caller.role) if caller else ()
+        for permission in business.role_permissions(role):
+            if not grants(mine, permission):
+                whose = f"the membership of {target!r} (role {role!r})" if target else f"role {role!r}"
+                raise PermissionDenied(
+                    f"{whose} grants {permission!r}, which your own role does not have",
+                    reason="ESCALATION",
+                )
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -277,7 +294,7 @@ class Authorizer:
         member = self._membership(principal, business)
         if member is None or business is None:
             raise _not_member(business_id)
-        if not permits(business.role_permissions(member.role), permission):
+        if not grants(business.role_permissions(member.role), permission):
             raise PermissionDenied(
                 f"role {member.role!r} does not grant {permission!r} in business {business_id!r}",
                 reason="MISSING_PERMISSION",

@@ -78,15 +78,38 @@ def split(permission: str) -> tuple[str, str]:
     return subject, action
 
 
-def permits(granted: Iterable[str], permission: str) -> bool:
-    """Whether the granted strings allow ``permission`` (``"*"`` needs ``"*"`` itself)."""
-    held = frozenset(granted)
-    if ALL_PERMISSIONS in held:
-        return True
-    if permission == ALL_PERMISSIONS:
-        return False
-    subject, _ = split(permission)
-    return permission in held or f"{subject}:*" in held
+@dataclass(frozen=True, slots=True)
+class Permission:
+    """One permission string as the server checks it: ``"*"`` or ``"<subject>:<action>"``.
+
+    The only place that decides what grants what: the authorizer's checks (a member acting,
+    who sees members) and the escalation check (handing out a role) all go through ``grants``.
+    """
+
+    text: str
+
+    @property
+    def subject(self) -> str:
+        return split(self.text)[0]
+
+    @property
+    def action(self) -> str:
+        return split(self.text)[1]
+
+    def granted_by(self, granted: Iterable[str]) -> bool:
+        """Whether the granted strings allow this permission (``"*"`` needs ``"*"`` itself)."""
+        held = frozenset(granted)
+        if ALL_PERMISSIONS in held:
+            return True
+        if self.text == ALL_PERMISSIONS:
+            return False
+        return self.text in held or f"{self.subject}:*" in held
+
+
+def grants(granted: Iterable[str], permission: str | Permission) -> bool:
+    """Whether the granted strings (a role's) allow ``permission``: the one permission rule."""
+    needed = permission if isinstance(permission, Permission) else Permission(permission)
+    return needed.granted_by(granted)
 
 
 def permission_problem(permission: str, catalog_types: frozenset[str]) -> str | None:

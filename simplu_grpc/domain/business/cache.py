@@ -16,15 +16,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from simplu_grpc.domain.business.model import Business
+from simplu_grpc.domain.business.ports import BusinessRepository
 from simplu_grpc.domain.cache import Background, Cache
 from simplu_grpc.metrics import Metrics
-
-
-class BusinessSource(Protocol):
-    def get(self, business_id: str, *, consistent: bool = True) -> Business | None: ...
 
 
 def _is_older(cached: Business | None, loaded: Business | None) -> bool:
@@ -37,7 +33,7 @@ class BusinessCache:
 
     def __init__(
         self,
-        store: BusinessSource,
+        store: BusinessRepository,
         *,
         ttl_seconds: float,
         metrics: Metrics,

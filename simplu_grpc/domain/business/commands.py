@@ -1,31 +1,24 @@
-"""BusinessService behaviour: validate, authorize, read-modify-write with etags, register with Citrus.
+"""BusinessService use cases: create, read, list, update, settings, delete; ``BusinessOps`` joins them.
 
-Every write reads the business (strongly consistent), checks permission before existence,
-checks the caller's etag, applies the change to an immutable copy and writes it back on
-the condition that nobody else wrote in between (``BusinessStore.update``). A conflict with
-a caller-supplied etag is ABORTED; without an etag the change is simply re-applied to the
-fresh copy (up to three times), since the caller asked for "this change", not "this version".
-
-Citrus registration happens after the business is saved, so a Citrus outage never loses a
-business: locations not yet registered are kept in ``unregistered_location_ids`` and retried
-(idempotently) on the next create retry, AddLocation or UpdateLocation, or by ShardAdmin.
+``BusinessOps`` is the one object the servicer calls: the business-wide use cases here, the
+location ones (``locations``), the membership ones (``membership``) and the Citrus bookkeeping
+(``registration``), all writing through the one read-modify-write loop (``writes``).
 """
 
 from __future__ import annotations
 
-import builtins
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import replace
 
-from simplu_grpc import context as rpc_context
 from simplu_grpc.domain.auth import permissions as perm
 from simplu_grpc.domain.auth.authz import Access, Authorizer
 from simplu_grpc.domain.auth.permissions import ALL_PERMISSIONS
 from simplu_grpc.domain.auth.principal import Principal
 from simplu_grpc.domain.business.cache import BusinessCache
+from simplu_grpc.domain.business.locations import LocationCommands
+from simplu_grpc.domain.business.membership import MembershipCommands
 from simplu_grpc.domain.business.model import (
     OWNER_ROLE,
     Business,
@@ -33,23 +26,19 @@ from simplu_grpc.domain.business.model import (
     BusinessSettings,
     BusinessStatus,
     BusinessType,
-    CreateOutcome,
-    Location,
     Member,
     Permissions,
     Role,
     request_key,
 )
+from simplu_grpc.domain.business.ports import BusinessRepository, Registrar
+from simplu_grpc.domain.business.registration import Registered
 from simplu_grpc.domain.business.validation import (
-    MAX_LOCATIONS,
-    MAX_MEMBERS,
     NAME_MAX,
-    check_location,
-    check_member,
     check_new_business,
     check_roles,
     check_settings,
-    check_subject,
+    check_update_mask,
     page_size,
 )
 from simplu_grpc.domain.checks import (
@@ -60,21 +49,15 @@ from simplu_grpc.domain.checks import (
     check_text,
 )
 from simplu_grpc.domain.resources import KNOWN_RESOURCE_TYPES, catalog_types
-from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import (
-    Aborted,
     AlreadyExists,
-    CitrusUnavailable,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     PermissionDenied,
     SimpluError,
 )
 
 log = logging.getLogger(__name__)
-
-_WRITE_ATTEMPTS = 3
 
 BUSINESS_PATHS = ("name", "settings", "permissions.roles")
 # What an empty UpdateBusiness mask updates when populated (AIP-134); roles only when named.
@@ -89,7 +72,6 @@ SETTINGS_PATHS = (
     "features",
     "extras",
 )
-LOCATION_PATHS = ("name", "address", "phone", "email", "timezone", "active")
 # Paths UpdateBusiness refuses: these fields change through other RPCs.
 _REFUSED_BUSINESS_PATHS = {
     "locations": "use AddLocation, UpdateLocation and RemoveLocation",
@@ -101,37 +83,6 @@ _REFUSED_BUSINESS_PATHS = {
 _IGNORED_BUSINESS_PATHS = frozenset({"id", "status", "owner", "etag", "create_time", "update_time"})
 # IMMUTABLE (AIP-203): accepted in a mask with the current value only.
 _IMMUTABLE_BUSINESS_PATHS = ("type",)
-_IGNORED_LOCATION_PATHS = frozenset({"id"})
-
-
-class BusinessRepository(Protocol):
-    """The business store port (``adapters.dynamodb.business_store.BusinessStore`` implements it)."""
-
-    def get(self, business_id: str, *, consistent: bool = True) -> Business | None: ...
-
-    def create(self, business: Business, *, request_key: str | None = None) -> CreateOutcome: ...
-
-    def update(self, business: Business, *, previous: Business) -> Business:
-        """Write ``business`` over ``previous`` (the stored business it changes, same version)."""
-        ...
-
-    def list(
-        self, *, page_size: int, page_token: str, member: str | None, include_deleted: bool
-    ) -> BusinessPage: ...
-
-
-class Registrar(Protocol):
-    """The part of the Citrus client registration needs."""
-
-    def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Registered:
-    """A business after a write that registers locations, and those Citrus has not taken yet."""
-
-    business: Business
-    unregistered_location_ids: tuple[str, ...]
 
 
 def new_business_id() -> str:
@@ -139,7 +90,7 @@ def new_business_id() -> str:
     return uuid.uuid4().hex
 
 
-class BusinessOps:
+class BusinessOps(LocationCommands, MembershipCommands):
     """The BusinessService use cases, independent of protobuf."""
 
     def __init__(
@@ -151,10 +102,7 @@ class BusinessOps:
         citrus: Registrar | None,
         id_factory: Callable[[], str] = new_business_id,
     ) -> None:
-        self._store = store
-        self._cache = cache
-        self._authz = authorizer
-        self._citrus = citrus
+        super().__init__(store=store, cache=cache, authorizer=authorizer, citrus=citrus)
         self._new_id = id_factory
 
     # --- create ------------------------------------------------------------------------
@@ -311,7 +259,7 @@ class BusinessOps:
             refused["type"] = (
                 "it is immutable; name it only with the business's current type, or leave it out"
             )
-        mask = _mask(
+        mask = check_update_mask(
             v,
             "update_mask",
             given,
@@ -381,7 +329,7 @@ class BusinessOps:
     ) -> Business:
         v = Violations() if violations is None else violations
         check_business_id(v, "business_id", business_id)
-        mask = _mask(v, "update_mask", paths, SETTINGS_PATHS, refused={}, ignored=frozenset())
+        mask = check_update_mask(v, "update_mask", paths, SETTINGS_PATHS, refused={}, ignored=frozenset())
         if not mask:
             check_settings(v, "settings", settings)
         v.raise_if_any()
@@ -413,293 +361,6 @@ class BusinessOps:
         )
         return deleted
 
-    # --- locations ---------------------------------------------------------------------
-
-    def add_location(
-        self,
-        principal: Principal,
-        business_id: str,
-        location: Location,
-        *,
-        etag: str,
-        violations: Violations | None = None,
-    ) -> Registered:
-        v = Violations() if violations is None else violations
-        check_business_id(v, "business_id", business_id)
-        check_location(v, "location", location)
-        v.raise_if_any()
-        added = replace(location, active=True)
-
-        def change(business: Business) -> Business:
-            if business.location(added.id) is not None:
-                raise AlreadyExists(
-                    f"location {added.id!r} already exists in business {business_id!r}",
-                    reason="LOCATION_EXISTS",
-                )
-            if len(business.locations) >= MAX_LOCATIONS:
-                raise FailedPrecondition(f"a business has at most {MAX_LOCATIONS} locations")
-            updated = business.with_location(added)
-            if self._citrus is not None:
-                updated = updated.with_unregistered((*business.unregistered_location_ids, added.id))
-            return updated
-
-        business = self._mutate(
-            principal, business_id, etag, perm.LOCATIONS_CREATE, location_id=None, change=change
-        )
-        return self.register_pending(business)
-
-    def update_location(
-        self,
-        principal: Principal,
-        business_id: str,
-        location: Location,
-        *,
-        etag: str,
-        paths: Iterable[str],
-        violations: Violations | None = None,
-    ) -> Registered:
-        v = Violations() if violations is None else violations
-        check_business_id(v, "business_id", business_id)
-        check_id(v, "location.id", location.id)
-        given = list(paths)
-        fields = _mask(v, "update_mask", given, LOCATION_PATHS, refused={}, ignored=_IGNORED_LOCATION_PATHS)
-        if not given:
-            # AIP-134: an empty mask updates the populated fields. proto3 cannot tell an unset
-            # string or bool from "" / false, so clearing a field or deactivating takes a mask.
-            fields = tuple(path for path in LOCATION_PATHS if getattr(location, path) not in ("", False))
-            if not fields:
-                v.add(
-                    "update_mask",
-                    "is empty and location has no populated field besides id: nothing to update",
-                )
-        v.raise_if_any()
-
-        def change(business: Business) -> Business:
-            current = _existing_location(business, location.id)
-            merged = replace(current, **{path: getattr(location, path) for path in fields})
-            check = Violations()
-            check_location(check, "location", merged)
-            check.raise_if_any()
-            return business.with_location(merged)
-
-        business = self._mutate(
-            principal, business_id, etag, perm.LOCATIONS_UPDATE, location_id=location.id, change=change
-        )
-        return self.register_pending(business)
-
-    def remove_location(
-        self, principal: Principal, business_id: str, location_id: str, *, etag: str
-    ) -> Business:
-        v = Violations()
-        check_business_id(v, "business_id", business_id)
-        check_id(v, "location_id", location_id)
-        v.raise_if_any()
-
-        def change(business: Business) -> Business:
-            return business.with_location(replace(_existing_location(business, location_id), active=False))
-
-        return self._mutate(
-            principal, business_id, etag, perm.LOCATIONS_DELETE, location_id=location_id, change=change
-        )
-
-    # --- members -----------------------------------------------------------------------
-
-    def set_member(
-        self,
-        principal: Principal,
-        business_id: str,
-        subject: str,
-        membership: Member,
-        *,
-        etag: str,
-        violations: Violations | None = None,
-    ) -> Business:
-        v = Violations() if violations is None else violations
-        check_business_id(v, "business_id", business_id)
-        check_subject(v, "member", subject)
-        check_member(v, "membership", membership)
-        v.raise_if_any()
-
-        def change(business: Business) -> Business:
-            if subject == business.owner and business.member(subject) is not None:
-                raise FailedPrecondition(
-                    "the owner's membership cannot be changed", reason="OWNER_MEMBERSHIP"
-                )
-            if membership.role not in business.permissions.roles:
-                raise FailedPrecondition(
-                    f"role {membership.role!r} is not defined in business {business_id!r}",
-                    reason="ROLE_NOT_FOUND",
-                )
-            for location_id in membership.location_ids:
-                if business.location(location_id) is None:
-                    raise FailedPrecondition(
-                        f"location {location_id!r} is not in business {business_id!r}",
-                        reason="LOCATION_NOT_FOUND",
-                    )
-            self._forbid_escalation(principal, business, membership.role)
-            current = business.member(subject)
-            if current is not None:
-                # Changing someone's membership is acting on their role: no demoting a superior.
-                self._forbid_escalation(principal, business, current.role, target=subject)
-            members = dict(business.permissions.members)
-            if subject not in members and len(members) >= MAX_MEMBERS:
-                raise FailedPrecondition(f"a business has at most {MAX_MEMBERS} members")
-            members[subject] = membership
-            return replace(business, permissions=replace(business.permissions, members=members))
-
-        return self._mutate(
-            principal, business_id, etag, perm.MEMBERS_UPDATE, location_id=None, change=change
-        )
-
-    def remove_member(self, principal: Principal, business_id: str, subject: str, *, etag: str) -> Business:
-        v = Violations()
-        check_business_id(v, "business_id", business_id)
-        check_subject(v, "member", subject)
-        v.raise_if_any()
-
-        def change(business: Business) -> Business:
-            if business.member(subject) is None:
-                raise NotFound(
-                    f"{subject!r} is not a member of business {business_id!r}", reason="MEMBER_NOT_FOUND"
-                )
-            if subject == business.owner:
-                raise FailedPrecondition("the owner cannot be removed", reason="OWNER_MEMBERSHIP")
-            self._forbid_escalation(
-                principal, business, business.permissions.members[subject].role, target=subject
-            )
-            members = {s: m for s, m in business.permissions.members.items() if s != subject}
-            return replace(business, permissions=replace(business.permissions, members=members))
-
-        return self._mutate(
-            principal, business_id, etag, perm.MEMBERS_DELETE, location_id=None, change=change
-        )
-
-    # --- Citrus registration ---------------------------------------------------------------
-
-    def register_pending(self, business: Business) -> Registered:
-        """Register every active location Citrus has not taken yet; record what succeeded.
-
-        Stops at the first Citrus failure (Citrus is then most likely down, and each call
-        already retried within the deadline); the rest stay pending. Registration is
-        idempotent at Citrus, so a location registered twice is still registered once.
-        """
-        pending = tuple(business.unregistered_location_ids)
-        if self._citrus is None or not pending or not business.is_active:
-            return Registered(business, pending if self._citrus is not None else ())
-        done = self._register(business, pending)
-        if not done:
-            return Registered(business, pending)
-        remaining = tuple(lid for lid in pending if lid not in done)
-        try:
-            saved = self._store.update(business.with_unregistered(remaining), previous=business)
-        except Aborted:
-            # Someone changed the business meanwhile; their copy still lists these locations,
-            # and registering them again later is harmless (idempotent).
-            self._cache.invalidate(business.id)
-            return Registered(business, remaining)
-        self._cache.put(saved)
-        return Registered(saved, remaining)
-
-    def note_registered(self, business_id: str, location_id: str) -> None:
-        """Record that someone else (ShardAdmin.RegisterLocation, a lazy registration on first
-        resource use) registered a location; best effort, since re-registering is harmless."""
-        business = self._store.get(business_id)
-        if business is None or location_id not in business.unregistered_location_ids:
-            return
-        remaining = tuple(lid for lid in business.unregistered_location_ids if lid != location_id)
-        try:
-            self._cache.put(self._store.update(business.with_unregistered(remaining), previous=business))
-        except Aborted:
-            self._cache.invalidate(business_id)
-
-    def _register(self, business: Business, pending: tuple[str, ...]) -> tuple[str, ...]:
-        """Register what it can; the ids that Citrus took."""
-        if self._citrus is None:
-            return ()
-        # Keep part of the deadline for saving the outcome and answering: a slow Citrus must
-        # not turn a saved business into a DEADLINE_EXCEEDED for the caller.
-        outer = rpc_context.deadline()
-        reserve = min(1.0, 0.25 * outer.remaining())
-        done: builtins.list[str] = []
-        with rpc_context.bind(deadline=rpc_context.Deadline(outer.expires_at - reserve)):
-            for location_id in pending:
-                location = business.location(location_id)
-                if location is None or not location.active:
-                    continue
-                try:
-                    self._citrus.register(business.id, location_id, business.type.value)
-                except CitrusUnavailable as exc:
-                    log.warning(
-                        "citrus registration of %s/%s deferred: %s", business.id, location_id, exc.message
-                    )
-                    break
-                done.append(location_id)
-        return tuple(done)
-
-    # --- helpers -----------------------------------------------------------------------
-
-    def _mutate(
-        self,
-        principal: Principal,
-        business_id: str,
-        etag: str,
-        permission: str | tuple[str, ...],
-        *,
-        location_id: str | None,
-        change: Callable[[Business], Business],
-    ) -> Business:
-        permissions = (permission,) if isinstance(permission, str) else permission
-        for attempt in range(_WRITE_ATTEMPTS):
-            found = self._store.get(business_id)
-            for needed in permissions:
-                business = self._authz.require_business_write(
-                    principal, found, business_id, needed, location_id=location_id
-                )
-            if etag and etag != business.etag:
-                raise Aborted(
-                    f"etag {etag!r} is not the current one for business {business_id!r}; read it again",
-                    metadata={"business_id": business_id, "current_etag": business.etag},
-                )
-            changed = change(business)
-            if changed == business:
-                return business
-            try:
-                saved = self._store.update(changed, previous=business)
-            except Aborted:
-                self._cache.invalidate(business_id)
-                if etag or attempt == _WRITE_ATTEMPTS - 1:
-                    raise
-                continue
-            self._cache.put(saved)
-            return saved
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _forbid_escalation(
-        self, principal: Principal, business: Business, role: str, *, target: str = ""
-    ) -> None:
-        """A person may only hand out permissions they hold themselves, and may only change or
-        remove the membership of someone whose role grants nothing beyond their own."""
-        if principal.is_machine or self._authz.is_admin(principal):
-            return
-        caller = business.member(principal.subject)
-        mine = business.role_permissions(caller.role) if caller else ()
-        for permission in business.role_permissions(role):
-            if not perm.permits(mine, permission):
-                whose = f"the membership of {target!r} (role {role!r})" if target else f"role {role!r}"
-                raise PermissionDenied(
-                    f"{whose} grants {permission!r}, which your own role does not have",
-                    reason="ESCALATION",
-                )
-
-
-def _existing_location(business: Business, location_id: str) -> Location:
-    found = business.location(location_id)
-    if found is None:
-        raise NotFound(
-            f"location {location_id!r} not found in business {business.id!r}", reason="LOCATION_NOT_FOUND"
-        )
-    return found
-
 
 def _check_roles_still_cover_members(business: Business, roles: dict[str, Role]) -> None:
     for subject, member in business.permissions.members.items():
@@ -712,44 +373,3 @@ def _check_roles_still_cover_members(business: Business, roles: dict[str, Role])
             raise FailedPrecondition(
                 f"the owner's role {member.role!r} must keep '*'", reason="OWNER_MEMBERSHIP"
             )
-
-
-def _mask(
-    v: Violations,
-    field: str,
-    paths: Iterable[str],
-    allowed: tuple[str, ...],
-    *,
-    refused: dict[str, str],
-    ignored: frozenset[str],
-) -> tuple[str, ...]:
-    """Validated update-mask paths in canonical order, ``ignored`` ones left out; empty when the
-    mask is empty (or names only ignored paths)."""
-    given = list(paths)
-    for index, path in enumerate(given):
-        if path in ignored:
-            continue
-        if path in refused:
-            v.add(f"{field}.paths[{index}]", f"{path!r} cannot be updated: {refused[path]}")
-        elif path not in allowed:
-            v.add(f"{field}.paths[{index}]", f"unknown path {path[:64]!r}; allowed: {', '.join(allowed)}")
-    return tuple(path for path in allowed if path in given)
-
-
-def probe_check(probe: Callable[[], None], *, seconds: float = 2.0) -> Callable[[], bool]:
-    """A readiness check from an adapter's ``probe``: True when it answers within ``seconds``.
-
-    Never raises (the readiness loop must keep going); the probe runs under its own short
-    deadline so a slow dependency cannot stall the loop for a whole RPC deadline.
-    """
-
-    def check() -> bool:
-        try:
-            with rpc_context.bind(deadline=rpc_context.Deadline.after(seconds)):
-                probe()
-        except Exception as exc:
-            log.info("readiness probe %s failed: %s", getattr(probe, "__qualname__", probe), exc)
-            return False
-        return True
-
-    return check

@@ -292,3 +292,25 @@ def page_size(v: Violations, field: str, requested: int) -> int:
     if requested == 0:
         return PAGE_SIZE_DEFAULT
     return min(requested, PAGE_SIZE_MAX)
+
+
+def check_update_mask(
+    v: Violations,
+    field: str,
+    paths: Iterable[str],
+    allowed: tuple[str, ...],
+    *,
+    refused: dict[str, str],
+    ignored: frozenset[str],
+) -> tuple[str, ...]:
+    """Validated update-mask paths in canonical order, ``ignored`` ones left out; empty when the
+    mask is empty (or names only ignored paths)."""
+    given = list(paths)
+    for index, path in enumerate(given):
+        if path in ignored:
+            continue
+        if path in refused:
+            v.add(f"{field}.paths[{index}]", f"{path!r} cannot be updated: {refused[path]}")
+        elif path not in allowed:
+            v.add(f"{field}.paths[{index}]", f"unknown path {path[:64]!r}; allowed: {', '.join(allowed)}")
+    return tuple(path for path in allowed if path in given)
