@@ -182,7 +182,8 @@ def _migrate(settings: Settings) -> int:
 def _table_migration(command: str, settings: Settings, *, dry_run: bool, start_after: str | None) -> int:
     """``rewrite-items`` or ``index-members``: progress on stderr, the counts on stdout."""
     from simplu_grpc.adapters.dynamodb.business_migrations import index_members, rewrite_items
-    from simplu_grpc.adapters.dynamodb.business_store import BusinessStore, make_dynamodb_client
+    from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
+    from simplu_grpc.adapters.dynamodb.calls import make_dynamodb_client
     from simplu_grpc.metrics import Metrics
 
     def progress(report: Any) -> None:

@@ -15,7 +15,8 @@ from datetime import timedelta
 from simplu_grpc.adapters.citrus import CitrusClient
 from simplu_grpc.adapters.cognito.jwks import JwksClient
 from simplu_grpc.adapters.cognito.token_verifier import TokenVerifier
-from simplu_grpc.adapters.dynamodb.business_store import BusinessStore, make_dynamodb_client
+from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
+from simplu_grpc.adapters.dynamodb.calls import make_dynamodb_client
 from simplu_grpc.adapters.pools import PoolRegistry
 from simplu_grpc.adapters.shard_directory import (
     CitrusDirectory,

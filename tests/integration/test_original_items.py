@@ -17,7 +17,8 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from simplu_grpc import cli
 from simplu_grpc.adapters.dynamodb.business_items import from_item, to_item
 from simplu_grpc.adapters.dynamodb.business_migrations import rewrite_items
-from simplu_grpc.adapters.dynamodb.business_store import BusinessStore, membership_id
+from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
+from simplu_grpc.adapters.dynamodb.membership_items import membership_id
 from simplu_grpc.devstack.moto_server import MotoServer, client, create_business_table
 from simplu_grpc.domain.business.model import Business, BusinessStatus, BusinessType, Location, Permissions
 from simplu_grpc.errors import Aborted

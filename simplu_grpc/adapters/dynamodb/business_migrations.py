@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from simplu_grpc.adapters.dynamodb.business_items import from_item, is_business_item, to_item
-from simplu_grpc.adapters.dynamodb.business_store import BusinessStore, membership_id
+from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
+from simplu_grpc.adapters.dynamodb.membership_items import membership_id
 from simplu_grpc.domain.business.model import Business
 from simplu_grpc.errors import Aborted
 
