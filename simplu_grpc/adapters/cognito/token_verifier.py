@@ -11,14 +11,16 @@ tokens, ``aud`` for id tokens) is one this service accepts.
 Each rejection has its own reason code so a caller can tell "get a new token" from "you
 are talking to the wrong pool". Messages never contain the token; values taken from it
 (kid, issuer, client id) are shortened and stripped of control characters first.
+
+PyJWT's exceptions stop here, each turned into its Unauthenticated reason; a key set that
+cannot be fetched is Unavailable (JWKS_UNAVAILABLE, from ``jwks``). Verified tokens are
+remembered until they expire (``token_cache``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -27,6 +29,7 @@ import jwt
 from jwt import exceptions as jwt_errors
 
 from simplu_grpc.adapters.cognito.jwks import JWKS_UNAVAILABLE, JwksClient
+from simplu_grpc.adapters.cognito.token_cache import VerifiedTokens
 from simplu_grpc.domain.auth.principal import Principal, TokenUse
 from simplu_grpc.errors import Reason, Unauthenticated, Unavailable
 from simplu_grpc.metrics import Metrics
@@ -93,12 +96,9 @@ class TokenVerifier:
         self.client_ids = allowed
         self._jwks = jwks
         self._leeway = leeway_seconds
-        self._metrics = metrics
-        self._clock = clock
-        self._cache_max = cache_max_entries
-        # digest -> (principal, valid until); guarded by the lock (pool threads share it).
-        self._cache: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._verified = VerifiedTokens(
+            max_entries=cache_max_entries, max_seconds=_CACHE_MAX_SECONDS, clock=clock, metrics=metrics
+        )
 
     def verify(self, token: str) -> Principal:
         """The caller the token proves; raise Unauthenticated (or Unavailable: JWKS never reachable)."""
@@ -109,35 +109,13 @@ class TokenVerifier:
         if not token.isascii():
             raise _reject(MALFORMED_TOKEN, "the bearer token is not a JWT (it has non-ASCII characters)")
         digest = hashlib.sha256(token.encode("ascii")).digest()
-        cached = self._cached(digest)
+        cached = self._verified.get(digest)
         if cached is not None:
             return cached
         claims = self._verified_claims(token)
         principal = self._principal(claims)
-        self._remember(digest, principal, _seconds(claims["exp"]))
+        self._verified.put(digest, principal, _seconds(claims["exp"]) + self._leeway)
         return principal
-
-    # --- cache --------------------------------------------------------------------------
-
-    def _cached(self, digest: bytes) -> Principal | None:
-        now = self._clock()
-        with self._cache_lock:
-            entry = self._cache.get(digest)
-            if entry is not None and entry[1] <= now:
-                del self._cache[digest]
-                entry = None
-        self._metrics.cache_lookup("token", "miss" if entry is None else "hit")
-        return None if entry is None else entry[0]
-
-    def _remember(self, digest: bytes, principal: Principal, expires_at: float) -> None:
-        now = self._clock()
-        valid_until = min(expires_at + self._leeway, now + _CACHE_MAX_SECONDS)
-        if valid_until <= now or self._cache_max <= 0:
-            return
-        with self._cache_lock:
-            self._cache[digest] = (principal, valid_until)
-            while len(self._cache) > self._cache_max:
-                self._cache.popitem(last=False)
 
     # --- checks -------------------------------------------------------------------------
 
