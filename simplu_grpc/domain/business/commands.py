@@ -8,15 +8,13 @@ location ones (``locations``), the membership ones (``membership``) and the Citr
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 
 from simplu_grpc.domain.auth import permissions as perm
-from simplu_grpc.domain.auth.authz import Access, Authorizer
+from simplu_grpc.domain.auth.authz import Access
 from simplu_grpc.domain.auth.permissions import ALL_PERMISSIONS
 from simplu_grpc.domain.auth.principal import Principal
-from simplu_grpc.domain.business.cache import BusinessCache
 from simplu_grpc.domain.business.locations import LocationCommands
 from simplu_grpc.domain.business.membership import MembershipCommands
 from simplu_grpc.domain.business.model import (
@@ -31,7 +29,6 @@ from simplu_grpc.domain.business.model import (
     Role,
     request_key,
 )
-from simplu_grpc.domain.business.ports import BusinessRepository, Registrar
 from simplu_grpc.domain.business.registration import Registered
 from simplu_grpc.domain.business.validation import (
     NAME_MAX,
@@ -85,25 +82,8 @@ _IGNORED_BUSINESS_PATHS = frozenset({"id", "status", "owner", "etag", "create_ti
 _IMMUTABLE_BUSINESS_PATHS = ("type",)
 
 
-def new_business_id() -> str:
-    """32 hex characters: unguessable, collision-free, and never a ``-``."""
-    return uuid.uuid4().hex
-
-
 class BusinessOps(LocationCommands, MembershipCommands):
-    """The BusinessService use cases, independent of protobuf."""
-
-    def __init__(
-        self,
-        *,
-        store: BusinessRepository,
-        cache: BusinessCache,
-        authorizer: Authorizer,
-        citrus: Registrar | None,
-        id_factory: Callable[[], str] = new_business_id,
-    ) -> None:
-        super().__init__(store=store, cache=cache, authorizer=authorizer, citrus=citrus)
-        self._new_id = id_factory
+    """The BusinessService use cases, independent of protobuf (its constructor: ``BusinessWriter``)."""
 
     # --- create ------------------------------------------------------------------------
 

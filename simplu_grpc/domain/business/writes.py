@@ -9,6 +9,7 @@ the fresh copy (up to three times), since the caller asked for "this change", no
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 from simplu_grpc.domain.auth.authz import Authorizer
@@ -21,8 +22,13 @@ from simplu_grpc.errors import Aborted
 _WRITE_ATTEMPTS = 3
 
 
+def new_business_id() -> str:
+    """32 hex characters: unguessable, collision-free, and never a ``-``."""
+    return uuid.uuid4().hex
+
+
 class BusinessWriter:
-    """The store, cache, authorizer and Citrus registrar of the business use cases; ``_mutate``."""
+    """The store, cache, authorizer, Citrus registrar and id source of the business use cases; ``_mutate``."""
 
     def __init__(
         self,
@@ -31,11 +37,13 @@ class BusinessWriter:
         cache: BusinessCache,
         authorizer: Authorizer,
         citrus: Registrar | None,
+        id_factory: Callable[[], str] = new_business_id,
     ) -> None:
         self._store = store
         self._cache = cache
         self._authz = authorizer
         self._citrus = citrus
+        self._new_id = id_factory
 
     def _mutate(
         self,
