@@ -25,7 +25,7 @@ AREAS = {
     "metrics (prometheus_client)": "prometheus_client/",
     "token verification": "simplu_grpc/domain/tokens.py",
     "business cache + authz": "simplu_grpc/domain/authz.py",
-    "routing": "simplu_grpc/domain/routing.py",
+    "routing": "simplu_grpc/domain/placement/routing.py",
     "pool checkout / session (pools.py)": "simplu_grpc/adapters/pools.py",
     "psycopg_pool": "psycopg_pool/",
     "psycopg": "psycopg/",

@@ -159,7 +159,7 @@ def _errors_only_logging() -> Iterator[None]:
 
 
 def _migrate(settings: Settings) -> int:
-    from simplu_grpc.adapters.migrator import migrate_all
+    from simplu_grpc.adapters.postgres.migrator import migrate_all
 
     failed = False
     with _errors_only_logging():

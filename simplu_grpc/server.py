@@ -36,16 +36,16 @@ from simplu.v1 import (
 
 from simplu_grpc import tracing
 from simplu_grpc.adapters.business_store import BusinessStore
-from simplu_grpc.adapters.citrus import CitrusClient
+from simplu_grpc.adapters.citrus.client import CitrusClient
 from simplu_grpc.adapters.jwks import JwksClient
 from simplu_grpc.adapters.pools import PoolRegistry
-from simplu_grpc.domain.admin import ShardAdminService
-from simplu_grpc.domain.admin_usage import TenantUsageQuery
+from simplu_grpc.domain.admin.shards import ShardAdminService
+from simplu_grpc.domain.admin.usage import TenantUsageQuery
 from simplu_grpc.domain.authz import Authorizer
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.business_ops import BusinessOps
+from simplu_grpc.domain.placement.routing import RoutingCache, ShardDirectory
 from simplu_grpc.domain.resource_ops import ResourceOps
-from simplu_grpc.domain.routing import RoutingCache, ShardDirectory
 from simplu_grpc.domain.tokens import TokenVerifier
 from simplu_grpc.health import HEALTH_SERVICE_NAME, ReadinessCheck, ServerHealth
 from simplu_grpc.interceptors.access_log import AccessLogInterceptor
@@ -57,8 +57,8 @@ from simplu_grpc.interceptors.work_slots import WorkSlotsInterceptor
 from simplu_grpc.logs import configure_logging
 from simplu_grpc.metrics import Metrics
 from simplu_grpc.services.business import BusinessServicer
-from simplu_grpc.services.registration import add_service
 from simplu_grpc.services.resource import ResourceServicer
+from simplu_grpc.services.servicers import add_service
 from simplu_grpc.services.shard_admin import ShardAdminServicer
 from simplu_grpc.settings import Settings
 from simplu_grpc.tls import ReloadingCertificates

@@ -15,14 +15,14 @@ from google.protobuf import duration_pb2
 from simplu.v1 import shard_admin_pb2, shard_admin_pb2_grpc
 
 from simplu_grpc import context
-from simplu_grpc.domain.admin import (
+from simplu_grpc.domain.admin.consistency import FindingKind
+from simplu_grpc.domain.admin.ports import PoolStatsView
+from simplu_grpc.domain.admin.shards import (
     LocationShardView,
     ShardAdminService,
     UsageOrder,
 )
-from simplu_grpc.domain.admin_consistency import FindingKind
-from simplu_grpc.domain.admin_ports import PoolStatsView
-from simplu_grpc.domain.admin_usage import TenantOrder, TenantUsageQuery, TenantUsageReport
+from simplu_grpc.domain.admin.usage import TenantOrder, TenantUsageQuery, TenantUsageReport
 from simplu_grpc.domain.authz import Authorizer
 from simplu_grpc.errors import FailedPrecondition, InvalidArgument
 from simplu_grpc.services.business_proto import TYPE_FROM_PROTO, timestamp

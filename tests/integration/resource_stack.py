@@ -22,9 +22,9 @@ from google.type import interval_pb2
 from simplu.v1 import resource_pb2, resource_pb2_grpc
 
 from simplu_grpc.adapters.business_store import BusinessStore
-from simplu_grpc.adapters.citrus import CitrusClient
+from simplu_grpc.adapters.citrus.client import CitrusClient
+from simplu_grpc.adapters.citrus.shard_directory import CitrusDirectory
 from simplu_grpc.adapters.pools import PoolRegistry
-from simplu_grpc.adapters.shard_directory import CitrusDirectory
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, client, create_business_table
 from simplu_grpc.domain.authz import Authorizer
@@ -37,8 +37,8 @@ from simplu_grpc.domain.business import (
     Role,
 )
 from simplu_grpc.domain.business_cache import BusinessCache
+from simplu_grpc.domain.placement.routing import RoutingCache
 from simplu_grpc.domain.resource_ops import Limits, ResourceOps
-from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.server import RESOURCE_SERVICE
 from simplu_grpc.services.resource import ResourceServicer
 from tests.fixtures.citrus import CITRUS_API_KEY

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from simplu_grpc.adapters import migrator
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.adapters.postgres import migrator
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -97,7 +97,7 @@ def test_admin_migrate_gives_up_on_a_held_lock_within_the_deadline(fresh_databas
 
     from simplu_grpc import context
     from simplu_grpc.context import Deadline
-    from simplu_grpc.domain.admin import ShardAdminService
+    from simplu_grpc.domain.admin.shards import ShardAdminService
 
     dsn = fresh_database()
     shard = ShardAssignment(shard_id="locked", connection_string=dsn)

@@ -21,8 +21,8 @@ from simplu_grpc.domain.business import (
 )
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.business_ops import BusinessOps
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.domain.principal import Principal
-from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.domain.validation import Violations
 from simplu_grpc.errors import (
     Aborted,

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from simplu_grpc.domain.routing import RoutingCache
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.routing import RoutingCache
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import CitrusUnavailable
 from simplu_grpc.metrics import Metrics
 from tests.fixtures.clock import FakeClock, ManualBackground

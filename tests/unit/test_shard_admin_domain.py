@@ -11,9 +11,9 @@ import pytest
 
 from simplu_grpc import context
 from simplu_grpc.context import Deadline
-from simplu_grpc.domain.admin import ShardAdminService, UsageOrder, is_near_capacity, usage_percentage
-from simplu_grpc.domain.admin_status import DependencyProber, describe_error, run_bounded
-from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
+from simplu_grpc.domain.admin.dependencies import DependencyProber, describe_error, run_bounded
+from simplu_grpc.domain.admin.shards import ShardAdminService, UsageOrder, is_near_capacity, usage_percentage
+from simplu_grpc.domain.placement.shards import CapacityInfo, ShardAssignment
 from simplu_grpc.errors import CitrusUnavailable, InvalidArgument, NotFound, ShardUnavailable
 
 SECRET_PW = "s3cr3t-pw-9f8e"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from simplu_grpc.adapters.shard_directory import CitrusDirectory
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.adapters.citrus.shard_directory import CitrusDirectory
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import BusinessStoreUnavailable
 
 SHARD = ShardAssignment(shard_id="shard-01", connection_string="postgresql://u:p@h/db", is_active=True)

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from psycopg.conninfo import make_conninfo
 
-from simplu_grpc.adapters.shard_tls import shard_tls
-from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
+from simplu_grpc.adapters.postgres.shard_tls import shard_tls
+from simplu_grpc.domain.placement.shards import CapacityInfo, ShardAssignment
 from simplu_grpc.errors import SimpluError
 
 if TYPE_CHECKING:

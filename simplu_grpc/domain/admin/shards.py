@@ -17,19 +17,19 @@ from enum import Enum
 from typing import cast
 
 from simplu_grpc import context
-from simplu_grpc.adapters import migrator
-from simplu_grpc.domain.admin_consistency import BusinessReport, ConsistencyChecker, read_snapshot
-from simplu_grpc.domain.admin_ports import Businesses, Pools, PoolStatsView, Routing, ShardSource
-from simplu_grpc.domain.admin_status import (
+from simplu_grpc.adapters.postgres import migrator
+from simplu_grpc.domain.admin.consistency import BusinessReport, ConsistencyChecker, read_snapshot
+from simplu_grpc.domain.admin.dependencies import (
     DependencyCheck,
     DependencyProber,
     describe_error,
     run_bounded,
     within,
 )
+from simplu_grpc.domain.admin.ports import Businesses, Pools, PoolStatsView, Routing, ShardSource
 from simplu_grpc.domain.authz import require_live
 from simplu_grpc.domain.business import Business, BusinessType
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.domain.validation import Violations, check_business_id, check_id, check_text
 from simplu_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, SimpluError
 from simplu_grpc.redact import dsn_target

@@ -23,7 +23,7 @@ from simplu_grpc.errors import ShardUnavailable
 from simplu_grpc.redact import dsn_target, redact
 
 if TYPE_CHECKING:
-    from simplu_grpc.domain.shards import ShardAssignment
+    from simplu_grpc.domain.placement.shards import ShardAssignment
     from simplu_grpc.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -179,14 +179,14 @@ def migrate_all(
 
 
 def _default_shard_lister(settings: Settings) -> Callable[[], list[ShardAssignment]]:
-    from simplu_grpc.adapters.shard_directory import SingleDatabaseDirectory, single_database_dsn
+    from simplu_grpc.adapters.citrus.shard_directory import SingleDatabaseDirectory, single_database_dsn
 
     if settings.single_database:
         directory = SingleDatabaseDirectory(single_database_dsn(settings))
         return lambda: [directory.assignment]
 
-    from simplu_grpc.adapters.citrus import CitrusClient
-    from simplu_grpc.adapters.shard_tls import shard_tls
+    from simplu_grpc.adapters.citrus.client import CitrusClient
+    from simplu_grpc.adapters.postgres.shard_tls import shard_tls
     from simplu_grpc.metrics import Metrics
 
     def from_citrus() -> list[ShardAssignment]:

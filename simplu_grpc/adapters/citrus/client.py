@@ -26,9 +26,9 @@ import tenacity
 import urllib3
 
 from simplu_grpc import context, tracing
+from simplu_grpc.adapters.postgres.shard_tls import ShardTlsPolicy
 from simplu_grpc.adapters.retry import MIN_ATTEMPT_SECONDS, StopAtDeadline
-from simplu_grpc.adapters.shard_tls import ShardTlsPolicy
-from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
+from simplu_grpc.domain.placement.shards import CapacityInfo, ShardAssignment
 from simplu_grpc.errors import CitrusUnavailable, ShardUnavailable
 from simplu_grpc.metrics import Metrics
 from simplu_grpc.redact import normalize_dsn

@@ -24,11 +24,11 @@ from typing import Any
 import psycopg
 
 from simplu_grpc import context
-from simplu_grpc.adapters import migrator
-from simplu_grpc.domain.admin_ports import Businesses, ShardSource
-from simplu_grpc.domain.admin_status import describe_error, run_bounded, within
+from simplu_grpc.adapters.postgres import migrator
+from simplu_grpc.domain.admin.dependencies import describe_error, run_bounded, within
+from simplu_grpc.domain.admin.ports import Businesses, ShardSource
 from simplu_grpc.domain.business import Business
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.domain.validation import Violations, check_business_id
 from simplu_grpc.errors import CitrusUnavailable, InvalidArgument, NotFound
 

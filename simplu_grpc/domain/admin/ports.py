@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from simplu_grpc.domain.business import Business
-from simplu_grpc.domain.routing import Resolution
-from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
+from simplu_grpc.domain.placement.routing import Resolution
+from simplu_grpc.domain.placement.shards import CapacityInfo, ShardAssignment
 
 
 class ShardSource(Protocol):
