@@ -44,7 +44,8 @@ from simplu_grpc.domain.admin.usage import TenantUsageQuery
 from simplu_grpc.domain.authz import Authorizer
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.business_ops import BusinessOps
-from simplu_grpc.domain.placement.routing import RoutingCache, ShardDirectory
+from simplu_grpc.domain.placement.ports import ShardDirectory
+from simplu_grpc.domain.placement.routing import RoutingCache
 from simplu_grpc.domain.resource_ops import ResourceOps
 from simplu_grpc.domain.tokens import TokenVerifier
 from simplu_grpc.health import HEALTH_SERVICE_NAME, ReadinessCheck, ServerHealth

@@ -26,8 +26,9 @@ import psycopg
 from simplu_grpc import context
 from simplu_grpc.adapters.postgres import migrator
 from simplu_grpc.domain.admin.dependencies import describe_error, run_bounded, within
-from simplu_grpc.domain.admin.ports import Businesses, ShardSource
+from simplu_grpc.domain.admin.ports import Businesses
 from simplu_grpc.domain.business import Business
+from simplu_grpc.domain.placement.ports import ShardSource
 from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.domain.validation import Violations, check_business_id
 from simplu_grpc.errors import CitrusUnavailable, InvalidArgument, NotFound

@@ -13,19 +13,7 @@ from typing import Any, Protocol
 
 from simplu_grpc.domain.business import Business
 from simplu_grpc.domain.placement.routing import Resolution
-from simplu_grpc.domain.placement.shards import CapacityInfo, ShardAssignment
-
-
-class ShardSource(Protocol):
-    """Citrus (or, in single-database mode, the one database): assignments and shard health."""
-
-    def get_shard(self, business_id: str, location_id: str) -> ShardAssignment | None: ...
-
-    def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment: ...
-
-    def shards_health(self) -> list[ShardAssignment]: ...
-
-    def capacity(self, shard_id: str) -> CapacityInfo | None: ...
+from simplu_grpc.domain.placement.shards import ShardAssignment
 
 
 class PoolStatsView(Protocol):

@@ -26,9 +26,10 @@ from simplu_grpc.domain.admin.dependencies import (
     run_bounded,
     within,
 )
-from simplu_grpc.domain.admin.ports import Businesses, Pools, PoolStatsView, Routing, ShardSource
+from simplu_grpc.domain.admin.ports import Businesses, Pools, PoolStatsView, Routing
 from simplu_grpc.domain.authz import require_live
 from simplu_grpc.domain.business import Business, BusinessType
+from simplu_grpc.domain.placement.ports import ShardSource
 from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.domain.validation import Violations, check_business_id, check_id, check_text
 from simplu_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, SimpluError
