@@ -1,15 +1,19 @@
 """What the ShardAdmin use cases need from the adapters, as Protocols (the real adapters satisfy them).
 
 Kept structural so the admin domain can be exercised with the real adapters in integration
-tests and with tiny fakes in unit tests, and so it does not import psycopg_pool or urllib3.
+tests and with in-memory fakes in unit tests, and so it does not import psycopg or urllib3.
+Shard lookup (Citrus) is ``domain.placement.ports``; everything else the admin use cases
+reach is here: pools, the routing cache, business info, the migrator and shard reads
+(``adapters.postgres.migrator.PostgresMigrator``, ``adapters.postgres.consistency_reader``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from simplu_grpc.domain.business import Business
 from simplu_grpc.domain.placement.routing import Resolution
@@ -92,3 +96,51 @@ class Businesses(Protocol):
     def list(
         self, *, page_size: int, page_token: str, member: str | None, include_deleted: bool
     ) -> BusinessPage: ...
+
+
+class MigrationResult(NamedTuple):
+    """One shard's migration: schema version before and after, and what was applied
+    (``NNNN_name`` of each migration, in order)."""
+
+    before: int
+    after: int
+    applied: list[str]
+
+
+class Migrator(Protocol):
+    """Applies the shard schema migrations this server carries."""
+
+    def latest_version(self) -> int:
+        """The schema version this server needs (its newest migration)."""
+        ...
+
+    def migrate(self, dsn: str, timeout_ms: int) -> MigrationResult:
+        """Apply what is pending on the shard at ``dsn``, connecting and running within ``timeout_ms``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ShardSnapshot:
+    """What one shard holds for the businesses checked: its schema version and row counts."""
+
+    schema_version: int
+    # (business_id, location_id) -> number of resources
+    counts: dict[tuple[str, str], int]
+
+
+class ShardReader(Protocol):
+    """Read-only reads of a shard: never through a pool (creating one migrates the shard, and
+    the answers that use these must change nothing) except ``pool_version``, which reads
+    through the pool this server already has."""
+
+    def snapshot(self, dsn: str, business_ids: Sequence[str]) -> ShardSnapshot:
+        """Schema version and per-location resource counts of ``business_ids``, within the deadline."""
+        ...
+
+    def schema_version(self, dsn: str) -> int:
+        """The shard's schema version (0: never migrated), over a short-lived connection."""
+        ...
+
+    def pool_version(self, shard_id: str) -> int | None:
+        """The schema version read through this server's pool of ``shard_id``; None without one."""
+        ...

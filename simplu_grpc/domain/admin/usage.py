@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-from simplu_grpc.domain.admin.dependencies import describe_error, run_bounded, within
+from simplu_grpc.domain.admin.dependencies import run_bounded, within
 from simplu_grpc.domain.admin.ports import Pools
 from simplu_grpc.domain.admin.tenant_load import WINDOWS_MINUTES, LoadOrder, TenantFigures, TenantLoad
 from simplu_grpc.domain.placement.ports import ShardSource
 from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.domain.validation import Violations, check_text
 from simplu_grpc.errors import NotFound, SimpluError
+from simplu_grpc.redact import describe_error
 
 log = logging.getLogger(__name__)
 
