@@ -14,11 +14,11 @@ from simplu_grpc.domain.admin.consistency import ConsistencyChecker
 from simplu_grpc.domain.admin.console import ShardAdmin
 from simplu_grpc.domain.admin.dependencies import DependencyProber, DependencyStatus
 from simplu_grpc.domain.admin.migrations import ShardMigrations
-from simplu_grpc.domain.admin.ports import MigrationResult, ShardSnapshot
+from simplu_grpc.domain.admin.ports import MigrationResult, ShardSnapshot, ShardStorage
 from simplu_grpc.domain.admin.routing import LocationRouting
 from simplu_grpc.domain.admin.shards import ShardViews
 from simplu_grpc.domain.admin.tenant_load import TenantLoad
-from simplu_grpc.domain.admin.usage import Replica, ShardStorage, TenantUsageQuery
+from simplu_grpc.domain.admin.usage import Replica, TenantUsageQuery
 from simplu_grpc.domain.business import Business
 from simplu_grpc.domain.placement.routing import Resolution
 from simplu_grpc.domain.placement.shards import CapacityInfo, ShardAssignment

@@ -144,3 +144,29 @@ class ShardReader(Protocol):
     def pool_version(self, shard_id: str) -> int | None:
         """The schema version read through this server's pool of ``shard_id``; None without one."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class TypeStorage:
+    business_id: str
+    location_id: str
+    resource_type: str
+    rows: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShardStorage:
+    """The heaviest locations of one shard; ``exact`` False: figures scaled from a sample."""
+
+    types: list[TypeStorage]
+    exact: bool
+    sampled_percent: float  # 100 when exact
+    table_bytes: int
+    estimated_rows: int  # PostgreSQL's statistics (reltuples); -1 when never analyzed
+
+
+class StorageReading(Protocol):
+    """Reads storage per location of one shard, read-only (adapters/postgres/storage_usage.py)."""
+
+    def read(self, dsn: str, *, locations: int, by_bytes: bool) -> ShardStorage: ...
