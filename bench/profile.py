@@ -25,14 +25,14 @@ AREAS = {
     "metrics (prometheus_client)": "prometheus_client/",
     "token verification": "simplu_grpc/adapters/cognito/token_verifier.py",
     "business cache + authz": "simplu_grpc/domain/auth/authz.py",
-    "routing": "simplu_grpc/domain/routing.py",
+    "routing": "simplu_grpc/domain/placement/routing.py",
     "pool checkout / session (pools.py)": "simplu_grpc/adapters/pools.py",
     "psycopg_pool": "psycopg_pool/",
     "psycopg": "psycopg/",
     "shard_store (SQL + row mapping)": "simplu_grpc/adapters/shard_store.py",
     "servicer (proto <-> domain)": "simplu_grpc/services/resource.py",
     "protobuf well-known types (Struct)": "google/protobuf/internal/well_known_types.py",
-    "validation": "simplu_grpc/domain/validation.py",
+    "validation": "simplu_grpc/domain/checks.py",
     "threading (locks, conditions)": "/threading.py",
 }
 

@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from simplu_grpc.domain.admin.tenant_load import IgnoreLoad, LoadRecorder, TenantLoad
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.domain.resource_ops import ResourceOps
-from simplu_grpc.domain.shards import ShardAssignment
-from simplu_grpc.domain.tenant_load import IgnoreLoad, LoadRecorder, TenantLoad
 
 ASSIGNMENT = ShardAssignment(shard_id="shard-01", connection_string="postgresql://bench@nowhere/x")
 

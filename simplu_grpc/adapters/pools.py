@@ -83,8 +83,8 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from psycopg_pool.pool import MaintenanceTask, ShrinkPool
 
 from simplu_grpc import context, tracing
-from simplu_grpc.adapters import migrator
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.adapters.postgres import migrator
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import CommitOutcomeUnknown, DeadlineExceeded, ResourceExhausted, ShardUnavailable
 from simplu_grpc.metrics import Metrics, PoolGauge
 from simplu_grpc.redact import dsn_target, redact

@@ -32,16 +32,16 @@ from simplu_grpc.adapters.resource_aggregate_sql import aggregate as aggregate_o
 from simplu_grpc.adapters.shard_store import ListedPage, ShardStore, group_by_location
 from simplu_grpc.domain import changes, location_statistics, page_tokens, resource_aggregates
 from simplu_grpc.domain import resources as rules
+from simplu_grpc.domain.admin.tenant_load import IgnoreLoad, LoadRecorder
 from simplu_grpc.domain.auth.authz import READ, Authorizer
 from simplu_grpc.domain.business.model import Business
 from simplu_grpc.domain.business.ports import BusinessLookup
 from simplu_grpc.domain.changes import ResourceChange
 from simplu_grpc.domain.checks import require_id
 from simplu_grpc.domain.ids import new_resource_id
+from simplu_grpc.domain.placement.routing import RoutingCache
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.domain.resources import ResourceKey, StoredResource
-from simplu_grpc.domain.routing import RoutingCache
-from simplu_grpc.domain.shards import ShardAssignment
-from simplu_grpc.domain.tenant_load import IgnoreLoad, LoadRecorder
 from simplu_grpc.errors import ShardUnavailable, SimpluError
 
 T = TypeVar("T")

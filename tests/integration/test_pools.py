@@ -16,10 +16,10 @@ import pytest
 from prometheus_client import generate_latest
 
 from simplu_grpc import context
-from simplu_grpc.adapters import migrator
 from simplu_grpc.adapters.pools import PoolRegistry
+from simplu_grpc.adapters.postgres import migrator
 from simplu_grpc.context import Deadline
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import DeadlineExceeded, ResourceExhausted, ShardUnavailable
 from simplu_grpc.metrics import Metrics
 from tests.fixtures.clock import FakeClock

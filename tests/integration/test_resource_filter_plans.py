@@ -16,7 +16,7 @@ import pytest
 from simplu_grpc.adapters.pools import PoolRegistry
 from simplu_grpc.adapters.shard_store import ShardStore
 from simplu_grpc.domain import resources as rules
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.metrics import Metrics
 from tests.fixtures.postgres import PgServer, new_db_prefix
 

@@ -26,7 +26,7 @@ from simplu_grpc.adapters.shard_store import TOTAL_SIZE_LIMIT, ShardStore
 from simplu_grpc.domain import resource_aggregates, resource_filter
 from simplu_grpc.domain import resources as rules
 from simplu_grpc.domain.page_tokens import Position
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import InvalidArgument
 from simplu_grpc.metrics import Metrics
 from tests.fixtures.postgres import PgServer, new_db_prefix

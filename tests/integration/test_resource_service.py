@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 from simplu.v1 import resource_pb2
 
-from simplu_grpc.adapters import migrator
+from simplu_grpc.adapters.postgres import migrator
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer
 from simplu_grpc.domain import resources as rules

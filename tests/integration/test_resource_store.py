@@ -14,8 +14,8 @@ from psycopg.types.json import Jsonb
 from simplu_grpc.adapters import shard_store
 from simplu_grpc.adapters.pools import PoolRegistry, ShardSession
 from simplu_grpc.adapters.shard_store import ShardStore
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.domain.resources import NewResource, ResourceKey, UpdatePlan, document_size
-from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import InvalidArgument
 from simplu_grpc.metrics import Metrics
 

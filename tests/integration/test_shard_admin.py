@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 from grpc_status import rpc_status
 from simplu.v1 import business_pb2, resource_pb2, shard_admin_pb2
 
-from simplu_grpc.adapters import migrator
+from simplu_grpc.adapters.postgres import migrator
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, create_business_table
 from simplu_grpc.devstack.postgres import PgServer

@@ -23,7 +23,7 @@ from simplu_grpc.domain.business.model import (
     Role,
 )
 from simplu_grpc.domain.checks import Violations
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import (
     Aborted,
     AlreadyExists,

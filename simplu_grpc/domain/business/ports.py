@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from simplu_grpc.domain.business.model import Business, BusinessPage, CreateOutcome
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.shards import ShardAssignment
 
 
 class BusinessLookup(Protocol):

@@ -28,7 +28,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from simplu_grpc import context
-from simplu_grpc.domain.admin_usage import ShardStorage, TypeStorage
+from simplu_grpc.domain.admin.ports import ShardStorage, TypeStorage
 from simplu_grpc.errors import DeadlineExceeded, ShardUnavailable
 
 # A sequential scan of this much heap stays well under a second on a warm shard.

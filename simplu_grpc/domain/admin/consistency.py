@@ -8,9 +8,10 @@ For each business checked:
 - every resource row on any shard Citrus lists must belong to a location that exists in the
   business info (any status); the rest are reported as orphans, counted per shard and location.
 
-Shards are read over short-lived, read-only connections (not the pools: creating a pool
-migrates a new shard, and a check must not change anything), concurrently and under a
-short deadline each, with one query per shard for the whole page of businesses.
+Shards are read through the ``ShardReader`` port, over short-lived, read-only connections
+(not the pools: creating a pool migrates a new shard, and a check must not change
+anything), concurrently and under a short deadline each, with one query per shard for the
+whole page of businesses.
 """
 
 from __future__ import annotations
@@ -21,17 +22,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
-
-from simplu_grpc import context
-from simplu_grpc.adapters import migrator
-from simplu_grpc.domain.admin_ports import ShardSource
-from simplu_grpc.domain.admin_status import describe_error, run_bounded, within
+from simplu_grpc.domain.admin.dependencies import CALL_TIMEOUT_SECONDS, run_bounded, within
+from simplu_grpc.domain.admin.ports import Migrator, ShardReader, ShardSnapshot
 from simplu_grpc.domain.business.model import Business
 from simplu_grpc.domain.business.ports import BusinessRepository
 from simplu_grpc.domain.checks import Violations, check_business_id
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.ports import ShardSource
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import CitrusUnavailable, InvalidArgument, NotFound
+from simplu_grpc.redact import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,6 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 # Per shard read; a blackholed shard is reported unreachable after this long.
 SHARD_CHECK_TIMEOUT_SECONDS = 3.0
-CALL_TIMEOUT_SECONDS = 5.0
 
 
 class FindingKind(enum.Enum):
@@ -70,43 +68,6 @@ class BusinessReport:
         return not self.findings
 
 
-@dataclass(frozen=True, slots=True)
-class ShardSnapshot:
-    """What one shard holds for the businesses checked: its schema version and row counts."""
-
-    schema_version: int
-    # (business_id, location_id) -> number of resources
-    counts: dict[tuple[str, str], int]
-
-
-SnapshotReader = Callable[[str, Sequence[str]], ShardSnapshot]
-
-
-def read_snapshot(dsn: str, business_ids: Sequence[str]) -> ShardSnapshot:
-    """Read a shard's schema version and per-location resource counts, read-only, bounded."""
-    timeout_ms = max(100, int(context.deadline().remaining() * 1000))
-    with psycopg.connect(
-        dsn,
-        autocommit=True,
-        connect_timeout=max(2, int(timeout_ms / 1000)),
-        # Read-only at the server: this check must never write, even by mistake.
-        options=f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}",
-        application_name="simplu-grpc consistency check",
-    ) as conn:
-        # Asked separately: a never-migrated shard has no schema_migrations table to read.
-        row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
-        version = migrator.schema_version(conn) if row and row[0] else 0
-        counts: dict[tuple[str, str], int] = {}
-        if version >= 1 and business_ids:
-            rows = conn.execute(
-                "SELECT business_id, location_id, count(*) FROM resources"
-                " WHERE business_id = ANY(%s) GROUP BY business_id, location_id",
-                (list(business_ids),),
-            ).fetchall()
-            counts = {(str(b), str(loc)): int(n) for b, loc, n in rows}
-    return ShardSnapshot(version, counts)
-
-
 class ConsistencyChecker:
     """Runs the checks for one business or a page of businesses; reports, never repairs."""
 
@@ -116,15 +77,15 @@ class ConsistencyChecker:
         shards: ShardSource,
         businesses: BusinessRepository,
         secrets: tuple[str, ...] = (),
-        read: SnapshotReader = read_snapshot,
-        target_version: Callable[[], int] = migrator.latest_version,
+        reader: ShardReader,
+        migrator: Migrator,
         shard_timeout: float = SHARD_CHECK_TIMEOUT_SECONDS,
     ) -> None:
         self._shards = shards
         self._businesses = businesses
         self._secrets = secrets
-        self._read = read
-        self._target_version = target_version
+        self._reader = reader
+        self._migrator = migrator
         self._shard_timeout = shard_timeout
 
     def check(self, business_id: str, page_size: int, page_token: str) -> tuple[list[BusinessReport], str]:
@@ -169,10 +130,10 @@ class ConsistencyChecker:
 
         # 2. One read per shard Citrus lists, concurrently: version + counts for these businesses.
         outcomes = run_bounded(
-            {s.shard_id: _bind(self._read, s.connection_string, ids) for s in listed},
+            {s.shard_id: _bind(self._reader.snapshot, s.connection_string, ids) for s in listed},
             timeout=self._shard_timeout,
         )
-        target = self._target_version()
+        target = self._migrator.latest_version()
         known = {b.id: {loc.id for loc in b.locations} for b in businesses}
         orphans_of_missing: list[Finding] = []
         for shard_id in sorted(by_id):
@@ -264,5 +225,7 @@ class ConsistencyChecker:
                 )
 
 
-def _bind(fn: SnapshotReader, dsn: str, ids: Sequence[str]) -> Callable[[], Any]:
+def _bind(
+    fn: Callable[[str, Sequence[str]], ShardSnapshot], dsn: str, ids: Sequence[str]
+) -> Callable[[], Any]:
     return lambda: fn(dsn, ids)

@@ -19,19 +19,14 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 from simplu_grpc.domain.cache import Background, Cache
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.ports import ShardDirectory
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.metrics import Metrics
 
 _CACHE = "routing"
-
-
-class ShardDirectory(Protocol):
-    """Where a business+location lives (Citrus, or the single database)."""
-
-    def get_shard(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment: ...
 
 
 class Resolution(NamedTuple):
@@ -44,7 +39,7 @@ class Resolution(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class _Key:
-    """A route's cache key; the business type rides along for registration but is not part of it."""
+    """A route's cache key; the business type rides along (for a registration on a miss), not part of it."""
 
     business_id: str
     location_id: str
@@ -99,7 +94,12 @@ class RoutingCache:
         )
 
     def _load(self, key: _Key) -> ShardAssignment:
-        return self._directory.get_shard(key.business_id, key.location_id, key.business_type)
+        found = self._directory.get_shard(key.business_id, key.location_id)
+        if found is not None:
+            return found
+        # Known to business info (the caller checked) but not to Citrus: registered on first
+        # use, with the business's type (e.g. Citrus was down when the location was created).
+        return self._directory.register(key.business_id, key.location_id, key.business_type)
 
     def resolve(
         self, business_id: str, location_id: str, business_type: str, *, refresh: bool = False

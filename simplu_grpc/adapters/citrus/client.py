@@ -18,7 +18,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -26,12 +25,12 @@ import tenacity
 import urllib3
 
 from simplu_grpc import context, tracing
+from simplu_grpc.adapters.citrus import wire
+from simplu_grpc.adapters.postgres.shard_tls import ShardTlsPolicy
 from simplu_grpc.adapters.retry import MIN_ATTEMPT_SECONDS, StopAtDeadline
-from simplu_grpc.adapters.shard_tls import ShardTlsPolicy
-from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
+from simplu_grpc.domain.placement.shards import CapacityInfo, ShardAssignment
 from simplu_grpc.errors import CitrusUnavailable, ShardUnavailable
 from simplu_grpc.metrics import Metrics
-from simplu_grpc.redact import normalize_dsn
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +138,9 @@ class CitrusClient:
         """The shard of a registered business+location, or None when Citrus does not know it."""
         key = quote(f"{business_id}-{location_id}", safe="")
         body = self._call("get_shard", "GET", f"/api/shard/{key}", none_on_404=True)
-        return None if body is None else self._secured(self._seen(_assignment(body, operation="get_shard")))
+        return (
+            None if body is None else self._secured(self._seen(wire.assignment(body, operation="get_shard")))
+        )
 
     def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
         """Register a business+location (idempotent at Citrus); ``business_type`` like ``dental``."""
@@ -152,7 +153,7 @@ class CitrusClient:
         body = self._call("register", "POST", "/api/register", payload=payload)
         if body is None:  # pragma: no cover - none_on_404 is off, a 404 raises
             raise CitrusUnavailable("Citrus did not register the location")
-        return self._secured(self._seen(_assignment(body, operation="register")))
+        return self._secured(self._seen(wire.assignment(body, operation="register")))
 
     def shards_health(self) -> list[ShardAssignment]:
         """Every shard Citrus knows, with its health and usage."""
@@ -160,7 +161,7 @@ class CitrusClient:
         if not isinstance(body, list):
             raise self._malformed("health")
         listed = [
-            self._seen(_assignment(item, operation="health", require_connection=False)) for item in body
+            self._seen(wire.assignment(item, operation="health", require_connection=False)) for item in body
         ]
         return [self._secured(shard, listing=True) for shard in listed]
 
@@ -343,9 +344,7 @@ class CitrusClient:
 
     @staticmethod
     def _malformed(operation: str) -> CitrusUnavailable:
-        return CitrusUnavailable(
-            f"Citrus sent a malformed answer to {operation}", metadata={"operation": operation}
-        )
+        return wire.malformed(operation)
 
 
 def _read_body(response: urllib3.BaseHTTPResponse, *, until: float) -> bytes:
@@ -373,57 +372,3 @@ def _read_body(response: urllib3.BaseHTTPResponse, *, until: float) -> bytes:
         raise
     response.release_conn()
     return b"".join(chunks)
-
-
-def _assignment(body: Any, *, operation: str, require_connection: bool = True) -> ShardAssignment:
-    """Parse a ``CitrusShardResponse``; raise ``CitrusUnavailable`` (never echoing it) when malformed.
-
-    Routing answers (``get_shard``, ``register``) must carry a connection string: an empty one
-    would make libpq connect to a local default database, i.e. invent a shard. Health lists
-    may omit it (only their counts are needed there). ``isActive`` must be a boolean in every
-    answer: assuming "active" would be inventing it (DESIGN §8). Counts Citrus did not give
-    (or gave as non-integers) are ``None``, never 0. Connection strings are normalised
-    (``normalize_dsn``: a raw ``@`` in the password is encoded); a routing answer whose string
-    libpq cannot use (a malformed port) is malformed, a health entry keeps it as sent.
-    """
-    if not isinstance(body, Mapping):
-        raise CitrusClient._malformed(operation)
-    shard_id = body.get("shardId")
-    connection_string = body.get("connectionString", None if require_connection else "")
-    is_active = body.get("isActive")
-    if (
-        not isinstance(shard_id, str)
-        or not shard_id
-        or not isinstance(connection_string, str)
-        or (require_connection and not connection_string.strip())
-        or not isinstance(is_active, bool)
-    ):
-        raise CitrusClient._malformed(operation)
-    try:
-        connection_string = normalize_dsn(connection_string) if connection_string else ""
-    except ValueError:
-        if require_connection:  # a route nobody can connect to (a bad port): not an answer
-            raise CitrusClient._malformed(operation) from None
-    return ShardAssignment(
-        shard_id=shard_id,
-        connection_string=connection_string,
-        is_active=is_active,
-        last_health_check=_timestamp(body.get("lastHealthCheck")),
-        business_count=_count(body.get("businessCount")),
-        max_businesses=_count(body.get("maxBusinesses")),
-        observed_at=time.monotonic(),
-    )
-
-
-def _timestamp(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _count(value: Any) -> int | None:
-    """A count Citrus reported, or None when it is missing or not an integer (unknown, not 0)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

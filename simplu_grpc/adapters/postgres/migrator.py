@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import psycopg
 
+from simplu_grpc.domain.admin.ports import MigrationResult
 from simplu_grpc.errors import ShardUnavailable
-from simplu_grpc.redact import dsn_target, redact
-
-if TYPE_CHECKING:
-    from simplu_grpc.domain.shards import ShardAssignment
-    from simplu_grpc.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +51,6 @@ class Migration:
     version: int
     name: str
     sql: str
-
-
-class MigrationResult(NamedTuple):
-    """What one ``migrate`` call did: the version before and after, and the files applied."""
-
-    before: int
-    after: int
-    applied: list[str]
 
 
 @cache
@@ -144,66 +131,23 @@ def _migrate(conn: psycopg.Connection[Any], timeout_ms: int | None = None) -> Mi
     return MigrationResult(before, after, applied)
 
 
-@dataclass(frozen=True, slots=True)
-class ShardMigration:
-    """The outcome of migrating one shard in ``migrate_all``: a result or a (redacted) error."""
+class PostgresMigrator:
+    """The ``Migrator`` port of the admin use cases (MigrateShard, ``simplu-grpc migrate``).
 
-    shard_id: str
-    target: str  # host:port/db, never the password
-    result: MigrationResult | None
-    error: str | None = None
+    Connecting takes at most ``connect_timeout_seconds`` when given, else the whole budget.
+    """
 
+    def __init__(self, *, connect_timeout_seconds: float | None = None) -> None:
+        self._connect_timeout = connect_timeout_seconds
 
-def migrate_all(
-    settings: Settings,
-    *,
-    list_shards: Callable[[], list[ShardAssignment]] | None = None,
-) -> list[ShardMigration]:
-    """Migrate every shard Citrus lists (or the single database); a failing shard does not stop the rest."""
-    if list_shards is None:
-        list_shards = _default_shard_lister(settings)
-    outcomes: list[ShardMigration] = []
-    for shard in list_shards():
-        target = dsn_target(shard.connection_string)
-        try:
-            result = migrate(shard.connection_string, connect_timeout=settings.shard_connect_timeout_seconds)
-        except psycopg.Error as exc:
-            # The operator needs the reason (refused? auth? timeout?); the message may quote
-            # the conninfo, so it is redacted and cut to its first line.
-            reason = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-            error = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
-            outcomes.append(ShardMigration(shard.shard_id, target, None, error[:300]))
-            continue
-        outcomes.append(ShardMigration(shard.shard_id, target, result))
-    return outcomes
+    def latest_version(self) -> int:
+        return latest_version()
 
-
-def _default_shard_lister(settings: Settings) -> Callable[[], list[ShardAssignment]]:
-    from simplu_grpc.adapters.shard_directory import SingleDatabaseDirectory, single_database_dsn
-
-    if settings.single_database:
-        directory = SingleDatabaseDirectory(single_database_dsn(settings))
-        return lambda: [directory.assignment]
-
-    from simplu_grpc.adapters.citrus import CitrusClient
-    from simplu_grpc.adapters.shard_tls import shard_tls
-    from simplu_grpc.metrics import Metrics
-
-    def from_citrus() -> list[ShardAssignment]:
-        client = CitrusClient(
-            base_url=settings.citrus_server_url or "",
-            api_key=settings.citrus_api_key,
-            timeout_ms=settings.citrus_timeout_ms,
-            retry_attempts=settings.citrus_retry_attempts,
-            metrics=Metrics(),
-            tls=shard_tls(settings),
-        )
-        try:
-            return list(client.shards_health())
-        finally:
-            client.close()
-
-    return from_citrus
+    def migrate(self, dsn: str, timeout_ms: int) -> MigrationResult:
+        """Migrate one shard, connecting and running its statements within ``timeout_ms``."""
+        budget = timeout_ms / 1000
+        connect = budget if self._connect_timeout is None else min(budget, self._connect_timeout)
+        return migrate(dsn, connect_timeout=connect, timeout_ms=timeout_ms)
 
 
 def ensure_migrated(

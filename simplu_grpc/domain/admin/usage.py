@@ -17,14 +17,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
 
-from simplu_grpc.domain.admin_ports import Pools, ShardSource
-from simplu_grpc.domain.admin_status import describe_error, run_bounded, within
+from simplu_grpc.domain.admin.dependencies import run_bounded, within
+from simplu_grpc.domain.admin.ports import Pools, ShardStorage, StorageReading, TypeStorage
+from simplu_grpc.domain.admin.tenant_load import WINDOWS_MINUTES, LoadOrder, TenantFigures, TenantLoad
 from simplu_grpc.domain.checks import Violations, check_text
-from simplu_grpc.domain.shards import ShardAssignment
-from simplu_grpc.domain.tenant_load import WINDOWS_MINUTES, LoadOrder, TenantFigures, TenantLoad
+from simplu_grpc.domain.placement.ports import ShardSource
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import NotFound, SimpluError
+from simplu_grpc.redact import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -56,32 +57,6 @@ _LOAD_ORDERS = {
     TenantOrder.ERRORS: LoadOrder.ERRORS,
     TenantOrder.ROWS: LoadOrder.ROWS,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class TypeStorage:
-    business_id: str
-    location_id: str
-    resource_type: str
-    rows: int
-    bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class ShardStorage:
-    """The heaviest locations of one shard; ``exact`` False: figures scaled from a sample."""
-
-    types: list[TypeStorage]
-    exact: bool
-    sampled_percent: float  # 100 when exact
-    table_bytes: int
-    estimated_rows: int  # PostgreSQL's statistics (reltuples); -1 when never analyzed
-
-
-class StorageReading(Protocol):
-    """Reads storage per location of one shard, read-only (``adapters.storage_usage.StorageReader``)."""
-
-    def read(self, dsn: str, *, locations: int, by_bytes: bool) -> ShardStorage: ...
 
 
 @dataclass(frozen=True, slots=True)

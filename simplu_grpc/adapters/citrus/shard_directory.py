@@ -1,9 +1,10 @@
 """Shard directories: which shard holds a business+location (Citrus, or one database without it).
 
-``CitrusDirectory`` asks Citrus (``GET /api/shard/{businessId-locationId}``) and, when
-Citrus does not know the location yet (404), registers it with the business's type and
-uses the answer: a location that exists in business info but was never registered (for
-instance because Citrus was down when it was created) is registered on first use.
+``CitrusDirectory`` asks Citrus (``GET /api/shard/{businessId-locationId}``: None when
+Citrus does not know the location) and registers a location (with the business's type,
+then tells business info). The two are separate operations: the routing cache registers a
+location that exists in business info but was never registered (for instance because
+Citrus was down when it was created) on first use by calling ``register`` after a miss.
 ``SingleDatabaseDirectory`` serves deployments without Citrus: every location lives on
 one shard, ``default``, built from the ``DATABASE_*`` settings.
 """
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from psycopg.conninfo import make_conninfo
 
-from simplu_grpc.adapters.shard_tls import shard_tls
-from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
+from simplu_grpc.adapters.postgres.shard_tls import shard_tls
+from simplu_grpc.domain.placement.ports import ShardDirectory
+from simplu_grpc.domain.placement.shards import CapacityInfo, ShardAssignment
 from simplu_grpc.errors import SimpluError
 
 if TYPE_CHECKING:
@@ -28,20 +30,12 @@ DEFAULT_SHARD_ID = "default"
 log = logging.getLogger(__name__)
 
 
-class CitrusLookup(Protocol):
-    """The part of the Citrus client the directory uses."""
-
-    def get_shard(self, business_id: str, location_id: str) -> ShardAssignment | None: ...
-
-    def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment: ...
-
-
 class CitrusDirectory:
     """Routing through Citrus; errors stay CitrusUnavailable (the routing cache may serve stale)."""
 
     def __init__(
         self,
-        citrus: CitrusLookup,
+        citrus: ShardDirectory,
         *,
         on_registered: Callable[[str, str], None] | None = None,
     ) -> None:
@@ -50,10 +44,12 @@ class CitrusDirectory:
         # unregistered; best effort (re-registering later is harmless).
         self._on_registered = on_registered
 
-    def get_shard(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
-        found = self._citrus.get_shard(business_id, location_id)
-        if found is not None:
-            return found
+    def get_shard(self, business_id: str, location_id: str) -> ShardAssignment | None:
+        """Citrus's answer for the location; None when it is not registered (never registers)."""
+        return self._citrus.get_shard(business_id, location_id)
+
+    def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
+        """Register with Citrus (lowercase type) and tell business info; the bookkeeping is best effort."""
         # Registration is idempotent at Citrus: a race with another replica (or with
         # BusinessService) registering the same location returns the same shard.
         assignment = self._citrus.register(business_id, location_id, business_type.lower())
@@ -90,7 +86,7 @@ class SingleDatabaseDirectory:
     def __init__(self, dsn: str) -> None:
         self.assignment = ShardAssignment(shard_id=DEFAULT_SHARD_ID, connection_string=dsn, is_active=True)
 
-    def get_shard(self, business_id: str, location_id: str, business_type: str = "") -> ShardAssignment:
+    def get_shard(self, business_id: str, location_id: str) -> ShardAssignment | None:
         return self.assignment
 
     def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:

@@ -1,0 +1,1 @@
+"""PostgreSQL adapters: psycopg and psycopg_pool live here and nowhere else."""
