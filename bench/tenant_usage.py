@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from simplu_grpc.domain.resource_ops import ResourceOps
+from simplu_grpc.domain.resources.ops import ResourceOps
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.domain.tenant_load import IgnoreLoad, LoadRecorder, TenantLoad
 

@@ -38,13 +38,13 @@ from simplu_grpc import tracing
 from simplu_grpc.adapters.business_store import BusinessStore
 from simplu_grpc.adapters.citrus import CitrusClient
 from simplu_grpc.adapters.jwks import JwksClient
-from simplu_grpc.adapters.pools import PoolRegistry
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
 from simplu_grpc.domain.admin import ShardAdminService
 from simplu_grpc.domain.admin_usage import TenantUsageQuery
 from simplu_grpc.domain.authz import Authorizer
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.business_ops import BusinessOps
-from simplu_grpc.domain.resource_ops import ResourceOps
+from simplu_grpc.domain.resources.ops import ResourceOps
 from simplu_grpc.domain.routing import RoutingCache, ShardDirectory
 from simplu_grpc.domain.tokens import TokenVerifier
 from simplu_grpc.health import HEALTH_SERVICE_NAME, ReadinessCheck, ServerHealth

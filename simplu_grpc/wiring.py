@@ -15,13 +15,13 @@ from datetime import timedelta
 from simplu_grpc.adapters.business_store import BusinessStore, make_dynamodb_client
 from simplu_grpc.adapters.citrus import CitrusClient
 from simplu_grpc.adapters.jwks import JwksClient
-from simplu_grpc.adapters.pools import PoolRegistry
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
+from simplu_grpc.adapters.postgres.shard_store import ShardStore
 from simplu_grpc.adapters.shard_directory import (
     CitrusDirectory,
     SingleDatabaseDirectory,
     single_database_dsn,
 )
-from simplu_grpc.adapters.shard_store import ShardStore
 from simplu_grpc.adapters.shard_tls import shard_tls
 from simplu_grpc.adapters.storage_usage import StorageReader
 from simplu_grpc.domain.admin import ShardAdminService
@@ -29,7 +29,7 @@ from simplu_grpc.domain.admin_usage import Replica, TenantUsageQuery
 from simplu_grpc.domain.authz import Authorizer
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.business_ops import BusinessOps, probe_check
-from simplu_grpc.domain.resource_ops import Limits, ResourceOps
+from simplu_grpc.domain.resources.ops import Limits, ResourceOps
 from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.domain.tenant_load import LoadOrder, TenantLoad
 from simplu_grpc.domain.tokens import TokenVerifier

@@ -29,7 +29,7 @@ from simplu_grpc.domain.business import (
     WorkingHours,
 )
 from simplu_grpc.domain.permissions import ALL_PERMISSIONS, upgrade_legacy
-from simplu_grpc.domain.resources import catalog_types
+from simplu_grpc.domain.resources.catalog import catalog_types
 from simplu_grpc.domain.validation import settings_document
 
 KIND_BUSINESS = "business"

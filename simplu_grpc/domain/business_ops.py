@@ -40,7 +40,8 @@ from simplu_grpc.domain.business import (
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.permissions import ALL_PERMISSIONS
 from simplu_grpc.domain.principal import Principal
-from simplu_grpc.domain.resources import KNOWN_RESOURCE_TYPES, REQUEST_ID_PATTERN, catalog_types
+from simplu_grpc.domain.resources.catalog import KNOWN_RESOURCE_TYPES, catalog_types
+from simplu_grpc.domain.resources.ids import REQUEST_ID_PATTERN
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.domain.validation import (
     MAX_LOCATIONS,

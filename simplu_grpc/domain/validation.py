@@ -24,7 +24,8 @@ from simplu_grpc.domain.business import (
     Role,
 )
 from simplu_grpc.domain.permissions import permission_problem
-from simplu_grpc.domain.resources import BUSINESS_ID_PATTERN, ID_PATTERN, catalog_types
+from simplu_grpc.domain.resources.catalog import catalog_types
+from simplu_grpc.domain.resources.ids import BUSINESS_ID_PATTERN, ID_PATTERN
 from simplu_grpc.errors import FieldViolation, InvalidArgument
 
 # DESIGN §4: 1-64 characters of [A-Za-z0-9_.:-]; business ids never contain "-" because the

@@ -23,7 +23,7 @@ from simplu.v1 import resource_pb2, resource_pb2_grpc
 
 from simplu_grpc.adapters.business_store import BusinessStore
 from simplu_grpc.adapters.citrus import CitrusClient
-from simplu_grpc.adapters.pools import PoolRegistry
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
 from simplu_grpc.adapters.shard_directory import CitrusDirectory
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, client, create_business_table
@@ -37,7 +37,7 @@ from simplu_grpc.domain.business import (
     Role,
 )
 from simplu_grpc.domain.business_cache import BusinessCache
-from simplu_grpc.domain.resource_ops import Limits, ResourceOps
+from simplu_grpc.domain.resources.ops import Limits, ResourceOps
 from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.server import RESOURCE_SERVICE
 from simplu_grpc.services.resource import ResourceServicer

@@ -17,7 +17,7 @@ from prometheus_client import generate_latest
 
 from simplu_grpc import context
 from simplu_grpc.adapters import migrator
-from simplu_grpc.adapters.pools import PoolRegistry
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
 from simplu_grpc.context import Deadline
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import DeadlineExceeded, ResourceExhausted, ShardUnavailable

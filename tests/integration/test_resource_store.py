@@ -11,10 +11,12 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from simplu_grpc.adapters import shard_store
-from simplu_grpc.adapters.pools import PoolRegistry, ShardSession
-from simplu_grpc.adapters.shard_store import ShardStore
-from simplu_grpc.domain.resources import NewResource, ResourceKey, UpdatePlan, document_size
+from simplu_grpc.adapters.postgres import shard_store
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
+from simplu_grpc.adapters.postgres.pool_session import ShardSession
+from simplu_grpc.adapters.postgres.shard_store import ShardStore
+from simplu_grpc.domain.resources.documents import document_size
+from simplu_grpc.domain.resources.model import NewResource, ResourceKey, UpdatePlan
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import InvalidArgument
 from simplu_grpc.metrics import Metrics

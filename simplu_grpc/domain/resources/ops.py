@@ -26,21 +26,38 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from simplu_grpc import context
-from simplu_grpc.adapters.location_statistics_sql import statistics as statistics_on_shard
-from simplu_grpc.adapters.pools import PoolRegistry, ShardSession, ShardUnreachable
-from simplu_grpc.adapters.resource_aggregate_sql import aggregate as aggregate_on_shard
-from simplu_grpc.adapters.shard_store import ListedPage, ShardStore, group_by_location
-from simplu_grpc.domain import changes, location_statistics, page_tokens, resource_aggregates
-from simplu_grpc.domain import resources as rules
+from simplu_grpc.adapters.postgres.location_statistics_sql import statistics as statistics_on_shard
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
+from simplu_grpc.adapters.postgres.pool_session import ShardSession
+from simplu_grpc.adapters.postgres.resource_aggregate_sql import aggregate as aggregate_on_shard
+from simplu_grpc.adapters.postgres.shard_store import ListedPage, ShardStore, group_by_location
 from simplu_grpc.domain.authz import READ, Authorizer
 from simplu_grpc.domain.business import Business
-from simplu_grpc.domain.changes import ResourceChange
-from simplu_grpc.domain.ids import new_resource_id
-from simplu_grpc.domain.resources import ResourceKey, StoredResource
+from simplu_grpc.domain.resources import aggregates as resource_aggregates
+from simplu_grpc.domain.resources import changes, page_tokens
+from simplu_grpc.domain.resources import statistics as location_statistics
+from simplu_grpc.domain.resources.catalog import (
+    KNOWN_RESOURCE_TYPES,
+    catalog_types,
+    require_known_type,
+    require_resource_type,
+)
+from simplu_grpc.domain.resources.changes import ResourceChange
+from simplu_grpc.domain.resources.ids import new_resource_id, require_id
+from simplu_grpc.domain.resources.model import ResourceKey, StoredResource, TimeRange, expected_version
+from simplu_grpc.domain.resources.validation import (
+    UpdateRequest,
+    validate_batch_names,
+    validate_batch_shape,
+    validate_list,
+    validate_new,
+    validate_tenant,
+    validate_update,
+)
 from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.domain.tenant_load import IgnoreLoad, LoadRecorder
-from simplu_grpc.errors import ShardUnavailable, SimpluError
+from simplu_grpc.errors import ShardUnavailable, ShardUnreachable, SimpluError
 
 T = TypeVar("T")
 
@@ -173,10 +190,10 @@ class ResourceOps:
         end_time: datetime | None,
         request_id: str,
     ) -> tuple[StoredResource, bool]:
-        rules.validate_tenant(business_id, location_id, "resource.")
-        rules.require_known_type(resource_type, "resource.resource_type")
+        validate_tenant(business_id, location_id, "resource.")
+        require_known_type(resource_type, "resource.resource_type")
         business = self._allowed(business_id, location_id, resource_type, CREATE)
-        new, generate = rules.validate_new(
+        new, generate = validate_new(
             business_id=business_id,
             location_id=location_id,
             resource_type=resource_type,
@@ -213,7 +230,7 @@ class ResourceOps:
     ) -> BatchResult:
         """The keys in request order, found or missing, from the page token's key on, up to
         where the budget stops (then a token for the rest)."""
-        rules.validate_batch_shape(business_id, keys)
+        validate_batch_shape(business_id, keys)
         principal = context.principal()
         business = self._businesses.get(business_id)
         # Every (location, name) pair must be allowed before anything is read.
@@ -227,7 +244,7 @@ class ResourceOps:
                 action=READ,
             )
         assert business is not None  # require_resource raised otherwise
-        rules.validate_batch_names(business.type.value, keys)
+        validate_batch_names(business.type.value, keys)
         binding = {
             "b": business_id,
             "k": [[k.location_id, k.resource_type, k.resource_id] for k in keys],
@@ -271,8 +288,8 @@ class ResourceOps:
         business_id: str,
         location_id: str,
         resource_type: str,
-        start_range: rules.TimeRange,
-        overlaps: rules.TimeRange,
+        start_range: TimeRange,
+        overlaps: TimeRange,
         data_contains: Mapping[str, Any] | None,
         order_by: str,
         page_size: int,
@@ -280,10 +297,10 @@ class ResourceOps:
         budget: ResponseBudget | None = None,
         filter_text: str = "",
     ) -> Page:
-        rules.validate_tenant(business_id, location_id)
-        rules.require_known_type(resource_type, "resource_type")
+        validate_tenant(business_id, location_id)
+        require_known_type(resource_type, "resource_type")
         business = self._allowed(business_id, location_id, resource_type, READ)
-        query = rules.validate_list(
+        query = validate_list(
             business_type=business.type.value,
             business_id=business_id,
             location_id=location_id,
@@ -327,8 +344,8 @@ class ResourceOps:
         max_groups: int,
     ) -> resource_aggregates.AggregateResult:
         """Counts (and sum/min/max of a numeric data field) per group; "<type>:read"."""
-        rules.validate_tenant(business_id, location_id)
-        rules.require_known_type(resource_type, "resource_type")
+        validate_tenant(business_id, location_id)
+        require_known_type(resource_type, "resource_type")
         business, location = self._authorizer.require_resource(
             context.principal(),
             self._businesses.get(business_id),
@@ -355,7 +372,7 @@ class ResourceOps:
     def statistics(self, *, business_id: str, location_id: str) -> location_statistics.LocationStatistics:
         """The business type's dashboard for one location; read permission on every type it
         summarises is checked before anything is read (PERMISSION_DENIED names none of them)."""
-        rules.validate_tenant(business_id, location_id)
+        validate_tenant(business_id, location_id)
         principal = context.principal()
         looked_up = self._businesses.get(business_id)
         # The types summarised follow from the business type; every one must be readable. An
@@ -385,11 +402,9 @@ class ResourceOps:
         )
         return location_statistics.LocationStatistics(now, zone, found, recent)
 
-    def update(self, key: ResourceKey, request: rules.UpdateRequest) -> StoredResource:
+    def update(self, key: ResourceKey, request: UpdateRequest) -> StoredResource:
         business = self._checked_key(key, UPDATE, prefix="resource.")
-        plan = rules.validate_update(
-            request, max_bytes=self._limits.max_bytes, max_depth=self._limits.max_depth
-        )
+        plan = validate_update(request, max_bytes=self._limits.max_bytes, max_depth=self._limits.max_depth)
         principal = context.principal()
         # The request alone is bounded above; the shard bounds the RESULT (masked sets add up).
         return self._on_shard(
@@ -404,7 +419,7 @@ class ResourceOps:
 
     def delete(self, key: ResourceKey, *, etag: str) -> None:
         business = self._checked_key(key, DELETE)
-        version = rules.expected_version(etag)
+        version = expected_version(etag)
         self._on_shard(
             business,
             key.location_id,
@@ -423,7 +438,7 @@ class ResourceOps:
         resource_types: Sequence[str],
         resource_id: str,
         principal: str,
-        change_time: rules.TimeRange,
+        change_time: TimeRange,
         order_by: str,
         page_size: int,
         page_token: str,
@@ -431,10 +446,10 @@ class ResourceOps:
         """A location's change history (or one resource's), read permission per type: named
         types must all be readable; no types means every type of the location the caller may
         read (PERMISSION_DENIED when none)."""
-        rules.validate_tenant(business_id, location_id)
+        validate_tenant(business_id, location_id)
         named = tuple(resource_types)
         for index, resource_type in enumerate(named):
-            rules.require_known_type(resource_type, f"resource_types[{index}]")
+            require_known_type(resource_type, f"resource_types[{index}]")
         wanted_id, who, descending, size = changes.validate_filters(
             resource_types=named,
             resource_id=resource_id,
@@ -447,9 +462,9 @@ class ResourceOps:
         if named:
             candidates = named
         elif known is not None:
-            candidates = tuple(sorted(rules.catalog_types(known.type.value)))
+            candidates = tuple(sorted(catalog_types(known.type.value)))
         else:
-            candidates = tuple(sorted(rules.KNOWN_RESOURCE_TYPES))
+            candidates = tuple(sorted(KNOWN_RESOURCE_TYPES))
         business, readable = self._authorizer.require_readable_types(
             context.principal(),
             known,
@@ -459,7 +474,7 @@ class ResourceOps:
             all_required=bool(named),
         )
         for index, resource_type in enumerate(named):
-            rules.require_resource_type(business.type.value, resource_type, f"resource_types[{index}]")
+            require_resource_type(business.type.value, resource_type, f"resource_types[{index}]")
         query = changes.ChangeQuery(
             business_id=business_id,
             location_id=location_id,
@@ -486,11 +501,11 @@ class ResourceOps:
     # --- the shared path -----------------------------------------------------------------
 
     def _checked_key(self, key: ResourceKey, action: str, prefix: str = "") -> Business:
-        rules.validate_tenant(key.business_id, key.location_id, prefix)
-        rules.require_known_type(key.resource_type, f"{prefix}resource_type")
-        rules.require_id(f"{prefix}resource_id", key.resource_id)
+        validate_tenant(key.business_id, key.location_id, prefix)
+        require_known_type(key.resource_type, f"{prefix}resource_type")
+        require_id(f"{prefix}resource_id", key.resource_id)
         business = self._allowed(key.business_id, key.location_id, key.resource_type, action)
-        rules.require_resource_type(business.type.value, key.resource_type, f"{prefix}resource_type")
+        require_resource_type(business.type.value, key.resource_type, f"{prefix}resource_type")
         return business
 
     def _allowed(self, business_id: str, location_id: str, resource_type: str, action: str) -> Business:

@@ -1,7 +1,7 @@
 """The change log: what one resource write recorded, and the validated ListResourceChanges query.
 
 Every create, update and delete records one change on the location's shard in the same
-statement as the write (``adapters.shard_store``): its kind, the resource's key, the version
+statement as the write (``adapters.postgres.shard_store``): its kind, the resource's key, the version
 it left (for a delete: the version deleted), the update's paths, the caller's subject, the
 time, and a sequence that orders the shard's changes. Nothing here knows protobuf or SQL.
 """
@@ -13,15 +13,10 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Final
 
-from simplu_grpc.domain.resources import (
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
-    ResourceKey,
-    TimeRange,
-    check_interval,
-    etag_for,
-    require_id,
-)
+from simplu_grpc.domain.resources.documents import check_interval
+from simplu_grpc.domain.resources.ids import require_id
+from simplu_grpc.domain.resources.model import ResourceKey, TimeRange, etag_for
+from simplu_grpc.domain.resources.validation import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from simplu_grpc.errors import InvalidArgument
 
 # A principal filter is a token subject (a Cognito sub, or a machine client's app client id).

@@ -24,11 +24,10 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from simplu_grpc.adapters import resource_filter_sql as sql
-from simplu_grpc.adapters.pools import Row, ShardSession
-from simplu_grpc.domain.changes import ChangeKind, ChangeQuery, ResourceChange
-from simplu_grpc.domain.page_tokens import Position
-from simplu_grpc.domain.resources import (
+from simplu_grpc.adapters.postgres import resource_filter_sql as sql
+from simplu_grpc.adapters.postgres.pool_session import Row, ShardSession
+from simplu_grpc.domain.resources.changes import ChangeKind, ChangeQuery, ResourceChange
+from simplu_grpc.domain.resources.model import (
     ListQuery,
     NewResource,
     ResourceKey,
@@ -37,6 +36,7 @@ from simplu_grpc.domain.resources import (
     UpdatePlan,
     etag_for,
 )
+from simplu_grpc.domain.resources.page_tokens import Position
 from simplu_grpc.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 
 _COLUMNS = (
