@@ -52,6 +52,7 @@ def _ops(load: LoadRecorder) -> ResourceOps:
         authorizer=None,  # type: ignore[arg-type]
         routing=None,  # type: ignore[arg-type]
         pools=_NoPool(),  # type: ignore[arg-type]
+        store=None,  # type: ignore[arg-type]  # the statement below is a plain callable
         load=load,
     )
 

@@ -29,7 +29,8 @@ from simplu_grpc.domain.admin_usage import Replica, TenantUsageQuery
 from simplu_grpc.domain.authz import Authorizer
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.business_ops import BusinessOps, probe_check
-from simplu_grpc.domain.resources.ops import Limits, ResourceOps
+from simplu_grpc.domain.resources.ops import ResourceOps
+from simplu_grpc.domain.resources.results import Limits
 from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.domain.tenant_load import LoadOrder, TenantLoad
 from simplu_grpc.domain.tokens import TokenVerifier

@@ -24,6 +24,7 @@ from simplu.v1 import resource_pb2, resource_pb2_grpc
 from simplu_grpc.adapters.business_store import BusinessStore
 from simplu_grpc.adapters.citrus import CitrusClient
 from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
+from simplu_grpc.adapters.postgres.shard_store import ShardStore
 from simplu_grpc.adapters.shard_directory import CitrusDirectory
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, client, create_business_table
@@ -37,7 +38,8 @@ from simplu_grpc.domain.business import (
     Role,
 )
 from simplu_grpc.domain.business_cache import BusinessCache
-from simplu_grpc.domain.resources.ops import Limits, ResourceOps
+from simplu_grpc.domain.resources.ops import ResourceOps
+from simplu_grpc.domain.resources.results import Limits
 from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.server import RESOURCE_SERVICE
 from simplu_grpc.services.resource import ResourceServicer
@@ -281,6 +283,7 @@ def build_stack(
         authorizer=Authorizer(admin_group=settings.admin_group),
         routing=routing,
         pools=pools,
+        store=ShardStore(),
         limits=Limits(max_bytes=settings.resource_data_max_bytes, max_depth=settings.resource_data_max_depth),
     )
     server = make_server(

@@ -23,7 +23,8 @@ from simplu_grpc.adapters import migrator
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer
 from simplu_grpc.domain.business import BusinessType, Location, Member, Role
-from simplu_grpc.domain.resources import ops as resource_ops
+from simplu_grpc.domain.resources import queries as resource_queries
+from simplu_grpc.domain.resources import shard_path as resource_shard_path
 from simplu_grpc.domain.resources import validation as resource_validation
 from tests.fixtures.server import MakeServer
 from tests.integration.resource_stack import ResourceStack, build_stack, interval, struct, ts
@@ -836,9 +837,10 @@ def test_each_check_and_each_route_happens_once_per_request(
         routed.append((location_id, refresh))
         return real_resolve(business_id, location_id, *args, refresh=refresh, **kwargs)
 
-    # Every caller of the two checks in the resources package (the use cases and the validators).
-    for module in (resource_ops, resource_validation):
+    # Every caller of the two checks among the use cases and the validators.
+    for module in (resource_shard_path, resource_validation):
         monkeypatch.setattr(module, "require_id", require_id)
+    for module in (resource_shard_path, resource_queries, resource_validation):
         monkeypatch.setattr(module, "require_resource_type", require_resource_type)
     monkeypatch.setattr(stack.routing, "resolve", resolve)
 
