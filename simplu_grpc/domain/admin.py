@@ -19,7 +19,7 @@ from typing import cast
 from simplu_grpc import context
 from simplu_grpc.adapters import migrator
 from simplu_grpc.domain.admin_consistency import BusinessReport, ConsistencyChecker, read_snapshot
-from simplu_grpc.domain.admin_ports import Businesses, Pools, PoolStatsView, Routing, ShardSource
+from simplu_grpc.domain.admin_ports import Businesses, Pools, Routing, ShardSource
 from simplu_grpc.domain.admin_status import (
     DependencyCheck,
     DependencyProber,
@@ -29,6 +29,7 @@ from simplu_grpc.domain.admin_status import (
 )
 from simplu_grpc.domain.authz import require_live
 from simplu_grpc.domain.business import Business, BusinessType
+from simplu_grpc.domain.pool_stats import PoolStatsInfo
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.domain.validation import Violations, check_business_id, check_id, check_text
 from simplu_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, SimpluError
@@ -123,7 +124,7 @@ class ShardView:
     usage_percentage: float | None
     near_capacity: bool
     listed_by_citrus: bool
-    pool: PoolStatsView | None
+    pool: PoolStatsInfo | None
     schema_version: int | None  # None: unknown (no pool here, or the shard did not answer in time)
 
 
@@ -409,10 +410,10 @@ class ShardAdminService:
 
     # --- pools and routing ------------------------------------------------------------
 
-    def list_pools(self) -> list[PoolStatsView]:
+    def list_pools(self) -> list[PoolStatsInfo]:
         return sorted(self._pools.stats(), key=lambda s: s.shard_id)
 
-    def recycle_pool(self, shard_id: str) -> PoolStatsView:
+    def recycle_pool(self, shard_id: str) -> PoolStatsInfo:
         """Replace every connection of the shard's pool; NOT_FOUND when there is none."""
         _require_shard_id(shard_id)
         if not self._pools.recycle(shard_id):

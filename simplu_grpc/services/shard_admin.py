@@ -21,9 +21,9 @@ from simplu_grpc.domain.admin import (
     UsageOrder,
 )
 from simplu_grpc.domain.admin_consistency import FindingKind
-from simplu_grpc.domain.admin_ports import PoolStatsView
 from simplu_grpc.domain.admin_usage import TenantOrder, TenantUsageQuery, TenantUsageReport
 from simplu_grpc.domain.authz import Authorizer
+from simplu_grpc.domain.pool_stats import PoolStatsInfo
 from simplu_grpc.errors import FailedPrecondition, InvalidArgument
 from simplu_grpc.services.business_proto import TYPE_FROM_PROTO, timestamp
 
@@ -283,7 +283,7 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     return duration
 
 
-def _pool_stats(stats: PoolStatsView) -> shard_admin_pb2.PoolStats:
+def _pool_stats(stats: PoolStatsInfo) -> shard_admin_pb2.PoolStats:
     message = shard_admin_pb2.PoolStats(
         shard_id=stats.shard_id,
         target=stats.target,

@@ -13,10 +13,10 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Final
 
+from simplu_grpc.domain.paging import STANDARD
 from simplu_grpc.domain.resources.documents import check_interval
 from simplu_grpc.domain.resources.ids import require_id
 from simplu_grpc.domain.resources.model import ResourceKey, TimeRange, etag_for
-from simplu_grpc.domain.resources.validation import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from simplu_grpc.errors import InvalidArgument
 
 # A principal filter is a token subject (a Cognito sub, or a machine client's app client id).
@@ -111,8 +111,5 @@ def validate_filters(
     descending = _ORDERINGS.get(" ".join(order_by.lower().split()) or "sequence")
     if descending is None:
         raise InvalidArgument.field("order_by", 'must be "sequence" or "sequence desc"')
-    if page_size < 0:
-        raise InvalidArgument.field("page_size", "must not be negative")
-    # AIP-158: 0 means the default; above the maximum is coerced to it.
-    size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
+    size = STANDARD.resolve(page_size)
     return wanted_id, principal or None, descending, size

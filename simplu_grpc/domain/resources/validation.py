@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from simplu_grpc.domain.paging import STANDARD
 from simplu_grpc.domain.resources.catalog import require_known_type, require_resource_type
 from simplu_grpc.domain.resources.documents import check_document, check_interval, check_range
 from simplu_grpc.domain.resources.filter_eval import canonical
@@ -39,8 +40,6 @@ from simplu_grpc.errors import InvalidArgument
 # name fields (AIP-161): plain keys only, which also keeps them readable in logs.
 MASK_KEY_PATTERN: Final = re.compile(r"[A-Za-z0-9_]{1,64}")
 
-DEFAULT_PAGE_SIZE: Final = 50
-MAX_PAGE_SIZE: Final = 1000
 MAX_BATCH_KEYS: Final = 100
 _MAX_POINTER_LENGTH: Final = 1024
 
@@ -173,10 +172,7 @@ def validate_list(
         _check_filter_keys(contains)
     ordering = parse_order_by(order_by)
     tree = parse(filter_text, resource_type)
-    if page_size < 0:
-        raise InvalidArgument.field("page_size", "must not be negative")
-    # AIP-158: 0 means the default; above the maximum is coerced to it.
-    size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
+    size = STANDARD.resolve(page_size)
     return ListQuery(
         business_id,
         location_id,
