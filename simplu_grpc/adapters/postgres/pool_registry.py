@@ -52,10 +52,10 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from simplu_grpc import context, tracing
 from simplu_grpc.adapters import migrator
 from simplu_grpc.adapters.postgres.pool_errors import rejected, timed_out, unreachable
-from simplu_grpc.adapters.postgres.pool_health import PoolEntry, PoolHealth, connection_class
+from simplu_grpc.adapters.postgres.pool_health import PoolEntry, PoolHealth
 from simplu_grpc.adapters.postgres.pool_session import ShardSession, has_input, rollback
 from simplu_grpc.adapters.postgres.pool_stats import pool_gauges, pool_stats
-from simplu_grpc.adapters.postgres.pool_threads import WORKER_IDLE_EXIT, ShardPool, Timer, Workers
+from simplu_grpc.adapters.postgres.pool_threads import WORKER_IDLE_EXIT, Timer, Workers, open_shard_pool
 from simplu_grpc.domain.pool_stats import PoolStatsInfo
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import DeadlineExceeded, ShardUnavailable
@@ -311,34 +311,19 @@ class PoolRegistry:
         """Caller holds ``_lock``. Open a new pool for the shard; retire the previous one."""
         self._start_sweeper()
         health = PoolHealth(self._clock)
-        pool = ShardPool(
+        pool = open_shard_pool(
             conninfo,
+            shard_id,
+            health=health,
             timer=self._timer,
             workers=self._workers,
-            connection_class=connection_class(health),
-            kwargs={
-                "autocommit": True,
-                # libpq rounds below 2 s up to 2 s.
-                "connect_timeout": max(2, round(self._connect_timeout)),
-                "application_name": self._application_name,
-                # Detect peers that vanished without a FIN while idle.
-                "keepalives": 1,
-                "keepalives_idle": 30,
-                "keepalives_interval": 10,
-                "keepalives_count": 3,
-            },
             min_size=self._min_size,
             max_size=self._max_size,
-            # Bounded by _checkout, which counts only callers still waiting (PoolEntry.admit).
-            max_waiting=0,
             max_idle=self._max_idle,
             max_lifetime=self._max_lifetime,
-            # No `check=`: done in _usable(), bounded by the deadline (see module docstring).
-            name=shard_id,
-            # Retry connecting for a while; _checkout() replaces the pool after a failure anyway.
-            reconnect_timeout=max(30.0, 6 * self._connect_timeout),
+            connect_timeout=self._connect_timeout,
+            application_name=self._application_name,
         )
-        pool.open(wait=False)
         self.pools_created += 1
         entry = PoolEntry(shard_id, conninfo, pool, health)
         health.on_failure = functools.partial(self._connect_failed, entry)

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from psycopg_pool import ConnectionPool
 from psycopg_pool.pool import MaintenanceTask, ShrinkPool
 
+from simplu_grpc.adapters.postgres.pool_health import PoolHealth, connection_class
+
 if TYPE_CHECKING:
     pass
 
@@ -262,3 +264,49 @@ class ShardPool(ConnectionPool[Any]):
 
     def schedule_task(self, task: MaintenanceTask, delay: float) -> None:
         self._shared_timer.arm(time.monotonic() + delay, task.tick)
+
+
+def open_shard_pool(
+    conninfo: str,
+    shard_id: str,
+    *,
+    health: PoolHealth,
+    timer: Timer,
+    workers: Workers,
+    min_size: int,
+    max_size: int,
+    max_idle: float,
+    max_lifetime: float,
+    connect_timeout: float,
+    application_name: str,
+) -> ShardPool:
+    """A shard's new pool, opened (connections come on demand), reporting to ``health``."""
+    pool = ShardPool(
+        conninfo,
+        timer=timer,
+        workers=workers,
+        connection_class=connection_class(health),
+        kwargs={
+            "autocommit": True,
+            # libpq rounds below 2 s up to 2 s.
+            "connect_timeout": max(2, round(connect_timeout)),
+            "application_name": application_name,
+            # Detect peers that vanished without a FIN while idle.
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        },
+        min_size=min_size,
+        max_size=max_size,
+        # Bounded by PoolRegistry._checkout, which counts only callers still waiting (PoolEntry.admit).
+        max_waiting=0,
+        max_idle=max_idle,
+        max_lifetime=max_lifetime,
+        # No `check=`: done in PoolRegistry._usable(), bounded by the deadline (see module docstring).
+        name=shard_id,
+        # Retry connecting for a while; PoolRegistry._checkout() replaces the pool after a failure anyway.
+        reconnect_timeout=max(30.0, 6 * connect_timeout),
+    )
+    pool.open(wait=False)
+    return pool
