@@ -17,11 +17,7 @@ from simplu_grpc.adapters.citrus import CitrusClient
 from simplu_grpc.adapters.jwks import JwksClient
 from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
 from simplu_grpc.adapters.postgres.shard_store import ShardStore
-from simplu_grpc.adapters.shard_directory import (
-    CitrusDirectory,
-    SingleDatabaseDirectory,
-    single_database_dsn,
-)
+from simplu_grpc.adapters.shard_directory import CitrusDirectory, SingleDatabaseDirectory, single_database_dsn
 from simplu_grpc.adapters.shard_tls import shard_tls
 from simplu_grpc.adapters.storage_usage import StorageReader
 from simplu_grpc.domain.admin import ShardAdminService

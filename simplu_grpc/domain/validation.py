@@ -15,14 +15,7 @@ import zoneinfo
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from simplu_grpc.domain.business import (
-    Business,
-    BusinessSettings,
-    Location,
-    Member,
-    Permissions,
-    Role,
-)
+from simplu_grpc.domain.business import Business, BusinessSettings, Location, Member, Permissions, Role
 from simplu_grpc.domain.paging import STANDARD
 from simplu_grpc.domain.permissions import permission_problem
 from simplu_grpc.domain.resources.catalog import catalog_types

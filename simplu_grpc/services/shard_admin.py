@@ -15,11 +15,7 @@ from google.protobuf import duration_pb2
 from simplu.v1 import shard_admin_pb2, shard_admin_pb2_grpc
 
 from simplu_grpc import context
-from simplu_grpc.domain.admin import (
-    LocationShardView,
-    ShardAdminService,
-    UsageOrder,
-)
+from simplu_grpc.domain.admin import LocationShardView, ShardAdminService, UsageOrder
 from simplu_grpc.domain.admin_consistency import FindingKind
 from simplu_grpc.domain.admin_usage import TenantOrder, TenantUsageQuery, TenantUsageReport
 from simplu_grpc.domain.authz import Authorizer

@@ -29,14 +29,7 @@ from simplu_grpc.adapters.shard_directory import CitrusDirectory
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, client, create_business_table
 from simplu_grpc.domain.authz import Authorizer
-from simplu_grpc.domain.business import (
-    Business,
-    BusinessType,
-    Location,
-    Member,
-    Permissions,
-    Role,
-)
+from simplu_grpc.domain.business import Business, BusinessType, Location, Member, Permissions, Role
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.resources.ops import ResourceOps
 from simplu_grpc.domain.resources.results import Limits

@@ -28,17 +28,10 @@ from typing import Any
 from simplu_grpc import context
 from simplu_grpc.domain.authz import READ
 from simplu_grpc.domain.resources import page_tokens
-from simplu_grpc.domain.resources.catalog import (
-    require_known_type,
-)
+from simplu_grpc.domain.resources.catalog import require_known_type
 from simplu_grpc.domain.resources.model import ResourceKey, StoredResource, TimeRange, expected_version
 from simplu_grpc.domain.resources.queries import ResourceQueries
-from simplu_grpc.domain.resources.results import (
-    BatchResult,
-    Page,
-    ResponseBudget,
-    Unbounded,
-)
+from simplu_grpc.domain.resources.results import BatchResult, Page, ResponseBudget, Unbounded
 from simplu_grpc.domain.resources.shard_path import (
     CREATE,
     DELETE,

@@ -17,18 +17,9 @@ from simplu_grpc.domain.resources.catalog import (
     require_resource_type,
 )
 from simplu_grpc.domain.resources.model import TimeRange
-from simplu_grpc.domain.resources.results import (
-    ChangePage,
-)
-from simplu_grpc.domain.resources.shard_path import (
-    ShardPath,
-    read_changes,
-    read_groups,
-    read_recent,
-)
-from simplu_grpc.domain.resources.validation import (
-    validate_tenant,
-)
+from simplu_grpc.domain.resources.results import ChangePage
+from simplu_grpc.domain.resources.shard_path import ShardPath, read_changes, read_groups, read_recent
+from simplu_grpc.domain.resources.validation import validate_tenant
 
 
 class ResourceQueries(ShardPath):

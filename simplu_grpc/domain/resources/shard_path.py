@@ -18,10 +18,7 @@ from typing import Any, TypeVar
 from simplu_grpc import context
 from simplu_grpc.domain.authz import Authorizer
 from simplu_grpc.domain.business import Business
-from simplu_grpc.domain.resources.catalog import (
-    require_known_type,
-    require_resource_type,
-)
+from simplu_grpc.domain.resources.catalog import require_known_type, require_resource_type
 from simplu_grpc.domain.resources.ids import new_resource_id, require_id
 from simplu_grpc.domain.resources.model import ResourceKey, StoredResource
 from simplu_grpc.domain.resources.ports import (
@@ -31,12 +28,8 @@ from simplu_grpc.domain.resources.ports import (
     Session,
     ShardConnections,
 )
-from simplu_grpc.domain.resources.results import (
-    Limits,
-)
-from simplu_grpc.domain.resources.validation import (
-    validate_tenant,
-)
+from simplu_grpc.domain.resources.results import Limits
+from simplu_grpc.domain.resources.validation import validate_tenant
 from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.domain.tenant_load import IgnoreLoad, LoadRecorder
