@@ -15,14 +15,14 @@ from simplu_grpc.adapters.citrus.client import CitrusClient
 from simplu_grpc.adapters.cognito.jwks import JwksClient
 from simplu_grpc.adapters.cognito.token_verifier import TokenVerifier
 from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
-from simplu_grpc.adapters.pools import PoolRegistry
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
 from simplu_grpc.domain.admin.console import ShardAdmin
 from simplu_grpc.domain.auth.authz import Authorizer
 from simplu_grpc.domain.business.cache import BusinessCache
 from simplu_grpc.domain.business.commands import BusinessOps
 from simplu_grpc.domain.placement.ports import ShardDirectory
 from simplu_grpc.domain.placement.routing import RoutingCache
-from simplu_grpc.domain.resource_ops import ResourceOps
+from simplu_grpc.domain.resources.ops import ResourceOps
 from simplu_grpc.health import ReadinessCheck
 from simplu_grpc.metrics import Metrics
 

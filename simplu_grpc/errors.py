@@ -197,6 +197,11 @@ class ShardUnavailable(Unavailable):
     default_reason: Reason = "SHARD_UNAVAILABLE"
 
 
+class ShardUnreachable(ShardUnavailable):
+    """Connecting to the shard failed: no statement of this request reached it, so a retry is safe
+    (even of a write). Raised by the shard adapters only when they know nothing was sent."""
+
+
 class CommitOutcomeUnknown(ShardUnavailable):
     """The connection to the shard was lost after a write was sent (it commits on its own): the
     write may or may not have been applied. A retry with the same ``request_id`` is the safe way on."""

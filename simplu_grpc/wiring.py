@@ -33,12 +33,12 @@ from simplu_grpc.adapters.cognito.jwks import JwksClient
 from simplu_grpc.adapters.cognito.token_verifier import TokenVerifier
 from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
 from simplu_grpc.adapters.dynamodb.calls import make_dynamodb_client
-from simplu_grpc.adapters.pools import PoolRegistry
 from simplu_grpc.adapters.postgres.consistency_reader import PostgresShardReader
 from simplu_grpc.adapters.postgres.migrator import PostgresMigrator
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
+from simplu_grpc.adapters.postgres.shard_store import ShardStore
 from simplu_grpc.adapters.postgres.shard_tls import shard_tls
 from simplu_grpc.adapters.postgres.storage_usage import StorageReader
-from simplu_grpc.adapters.shard_store import ShardStore
 from simplu_grpc.deps import Deps, close_all
 from simplu_grpc.domain.admin.consistency import ConsistencyChecker
 from simplu_grpc.domain.admin.console import ShardAdmin
@@ -54,7 +54,8 @@ from simplu_grpc.domain.business.commands import BusinessOps
 from simplu_grpc.domain.business.ports import BusinessRepository
 from simplu_grpc.domain.placement.ports import ShardDirectory, ShardSource
 from simplu_grpc.domain.placement.routing import RoutingCache
-from simplu_grpc.domain.resource_ops import Limits, ResourceOps
+from simplu_grpc.domain.resources.ops import ResourceOps
+from simplu_grpc.domain.resources.results import Limits
 from simplu_grpc.health import ReadinessCheck, probe_check
 from simplu_grpc.metrics import Metrics, TenantGauge
 from simplu_grpc.settings import Settings

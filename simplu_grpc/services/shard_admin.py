@@ -17,11 +17,11 @@ from simplu.v1 import shard_admin_pb2, shard_admin_pb2_grpc
 from simplu_grpc import context
 from simplu_grpc.domain.admin.consistency import FindingKind
 from simplu_grpc.domain.admin.console import ShardAdmin
-from simplu_grpc.domain.admin.ports import PoolStatsView
 from simplu_grpc.domain.admin.routing import LocationShardView
 from simplu_grpc.domain.admin.shards import UsageOrder
 from simplu_grpc.domain.admin.usage import TenantOrder, TenantUsageReport
 from simplu_grpc.domain.auth.authz import Authorizer
+from simplu_grpc.domain.pool_stats import PoolStatsInfo
 from simplu_grpc.errors import InvalidArgument
 from simplu_grpc.services.business_proto import TYPE_FROM_PROTO, timestamp
 
@@ -283,7 +283,7 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     return duration
 
 
-def _pool_stats(stats: PoolStatsView) -> shard_admin_pb2.PoolStats:
+def _pool_stats(stats: PoolStatsInfo) -> shard_admin_pb2.PoolStats:
     message = shard_admin_pb2.PoolStats(
         shard_id=stats.shard_id,
         target=stats.target,

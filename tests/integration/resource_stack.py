@@ -22,7 +22,7 @@ from google.type import interval_pb2
 from simplu.v1 import resource_pb2, resource_pb2_grpc
 
 from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
-from simplu_grpc.adapters.pools import PoolRegistry
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, create_business_table
 from simplu_grpc.domain.business.model import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from simplu_grpc.domain.auth import permissions as perm
-from simplu_grpc.domain.resources import catalog, parse_catalog
+from simplu_grpc.domain.resources.catalog import catalog, parse_catalog
 
 GYM = catalog()["gym"]
 DENTAL = catalog()["dental"]

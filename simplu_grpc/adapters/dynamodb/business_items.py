@@ -30,7 +30,7 @@ from simplu_grpc.domain.business.model import (
     WorkingHours,
 )
 from simplu_grpc.domain.business.validation import settings_document
-from simplu_grpc.domain.resources import catalog_types
+from simplu_grpc.domain.resources.catalog import catalog_types
 
 KIND_BUSINESS = "business"
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import psycopg
 
 from simplu_grpc import context
-from simplu_grpc.adapters.pools import PoolRegistry
 from simplu_grpc.adapters.postgres import migrator
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
 from simplu_grpc.domain.admin.ports import ShardSnapshot
 
 

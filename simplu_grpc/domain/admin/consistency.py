@@ -27,6 +27,7 @@ from simplu_grpc.domain.admin.ports import Migrator, ShardReader, ShardSnapshot
 from simplu_grpc.domain.business.model import Business
 from simplu_grpc.domain.business.ports import BusinessRepository
 from simplu_grpc.domain.checks import Violations, check_business_id
+from simplu_grpc.domain.paging import PageSizeRule
 from simplu_grpc.domain.placement.ports import ShardSource
 from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import CitrusUnavailable, InvalidArgument, NotFound
@@ -34,8 +35,7 @@ from simplu_grpc.redact import describe_error
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
+PAGE_SIZE = PageSizeRule(default=20, maximum=100)
 # Per shard read; a blackholed shard is reported unreachable after this long.
 SHARD_CHECK_TIMEOUT_SECONDS = 3.0
 
@@ -90,8 +90,7 @@ class ConsistencyChecker:
 
     def check(self, business_id: str, page_size: int, page_token: str) -> tuple[list[BusinessReport], str]:
         """Reports for ``business_id``, or for one page of businesses; and the next page token."""
-        if page_size < 0:
-            raise InvalidArgument.field("page_size", "must not be negative")
+        size = PAGE_SIZE.resolve(page_size)
         if business_id:
             v = Violations()
             check_business_id(v, "business_id", business_id)
@@ -101,7 +100,6 @@ class ConsistencyChecker:
             with within(CALL_TIMEOUT_SECONDS):
                 business = self._businesses.get(business_id)
             return self._check([business] if business else [], [business_id], require=business_id), ""
-        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         with within(CALL_TIMEOUT_SECONDS):
             page = self._businesses.list(
                 page_size=size, page_token=page_token, member=None, include_deleted=False

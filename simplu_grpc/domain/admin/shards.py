@@ -18,9 +18,10 @@ from typing import cast
 
 from simplu_grpc.domain.admin.arguments import require_shard_id
 from simplu_grpc.domain.admin.dependencies import CALL_TIMEOUT_SECONDS, run_bounded, within
-from simplu_grpc.domain.admin.ports import Pools, PoolStatsView, Routing, ShardReader
+from simplu_grpc.domain.admin.ports import Pools, Routing, ShardReader
 from simplu_grpc.domain.placement.ports import ShardSource
 from simplu_grpc.domain.placement.shards import ShardAssignment
+from simplu_grpc.domain.pool_stats import PoolStatsInfo
 from simplu_grpc.errors import InvalidArgument, NotFound
 from simplu_grpc.redact import describe_error
 
@@ -105,7 +106,7 @@ class ShardView:
     usage_percentage: float | None
     near_capacity: bool
     listed_by_citrus: bool
-    pool: PoolStatsView | None
+    pool: PoolStatsInfo | None
     schema_version: int | None  # None: unknown (no pool here, or the shard did not answer in time)
 
 
@@ -259,10 +260,10 @@ class ShardViews:
             max_businesses=info.max_businesses,
         )
 
-    def list_pools(self) -> list[PoolStatsView]:
+    def list_pools(self) -> list[PoolStatsInfo]:
         return sorted(self._pools.stats(), key=lambda s: s.shard_id)
 
-    def recycle_pool(self, shard_id: str) -> PoolStatsView:
+    def recycle_pool(self, shard_id: str) -> PoolStatsInfo:
         """Replace every connection of the shard's pool; NOT_FOUND when there is none."""
         require_shard_id(shard_id)
         if not self._pools.recycle(shard_id):

@@ -22,6 +22,7 @@ from simplu_grpc.domain.admin.dependencies import run_bounded, within
 from simplu_grpc.domain.admin.ports import Pools, ShardStorage, StorageReading, TypeStorage
 from simplu_grpc.domain.admin.tenant_load import WINDOWS_MINUTES, LoadOrder, TenantFigures, TenantLoad
 from simplu_grpc.domain.checks import Violations, check_text
+from simplu_grpc.domain.paging import PageSizeRule
 from simplu_grpc.domain.placement.ports import ShardSource
 from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import NotFound, SimpluError
@@ -30,8 +31,8 @@ from simplu_grpc.redact import describe_error
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_MINUTES = 5
-DEFAULT_LIMIT = 10
-MAX_LIMIT = 100
+# A top-N: more than the maximum is refused, not coerced (the caller would miss tenants).
+LIMIT = PageSizeRule(default=10, maximum=100, reject_above=True)
 SHARD_ID_MAX = 128
 # Citrus's shard list for a fleet-wide storage answer; then every shard is read concurrently.
 CITRUS_TIMEOUT_SECONDS = 5.0
@@ -233,7 +234,8 @@ def _checked(shard_id: str, window_minutes: int, limit: int) -> tuple[int, int]:
     minutes = window_minutes or DEFAULT_WINDOW_MINUTES
     if minutes not in WINDOWS_MINUTES:
         v.add("window_minutes", f"must be one of {', '.join(map(str, WINDOWS_MINUTES))} minutes")
-    if not 0 <= limit <= MAX_LIMIT:
-        v.add("page_size", f"must be between 0 and {MAX_LIMIT}")
+    problem = LIMIT.problem(limit)
+    if problem is not None:
+        v.add("page_size", problem)
     v.raise_if_any()
-    return minutes, limit or DEFAULT_LIMIT
+    return minutes, LIMIT.size(limit)

@@ -45,7 +45,7 @@ from simplu_grpc.domain.checks import (
     check_request_id,
     check_text,
 )
-from simplu_grpc.domain.resources import KNOWN_RESOURCE_TYPES, catalog_types
+from simplu_grpc.domain.resources.catalog import KNOWN_RESOURCE_TYPES, catalog_types
 from simplu_grpc.errors import (
     AlreadyExists,
     FailedPrecondition,

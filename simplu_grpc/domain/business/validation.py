@@ -29,7 +29,8 @@ from simplu_grpc.domain.checks import (
     has_control_characters,
     shown,
 )
-from simplu_grpc.domain.resources import catalog_types
+from simplu_grpc.domain.paging import STANDARD
+from simplu_grpc.domain.resources.catalog import catalog_types
 
 # Cognito subs are UUIDs; client ids and usernames are similar. Bounded and printable.
 _SUBJECT = re.compile(r"[A-Za-z0-9_.:@+-]{1,128}")
@@ -54,8 +55,8 @@ MAX_FEATURES = 200
 SETTINGS_MAX_BYTES = 64 * 1024
 PERMISSIONS_MAX_BYTES = 128 * 1024
 EXTRAS_MAX_DEPTH = 16
-PAGE_SIZE_DEFAULT = 50
-PAGE_SIZE_MAX = 1000
+PAGE_SIZE_DEFAULT = STANDARD.default
+PAGE_SIZE_MAX = STANDARD.maximum
 
 
 @functools.cache
@@ -285,13 +286,11 @@ def check_new_business(v: Violations, prefix: str, business: Business) -> None:
 
 
 def page_size(v: Violations, field: str, requested: int) -> int:
-    """AIP-158: 0 means the default, above the maximum is coerced down, negative is an error."""
-    if requested < 0:
-        v.add(field, "must not be negative")
-        return PAGE_SIZE_DEFAULT
-    if requested == 0:
-        return PAGE_SIZE_DEFAULT
-    return min(requested, PAGE_SIZE_MAX)
+    """AIP-158 (``paging.STANDARD``), the problem collected in ``v``."""
+    problem = STANDARD.problem(requested)
+    if problem is not None:
+        v.add(field, problem)
+    return STANDARD.size(requested)
 
 
 def check_update_mask(

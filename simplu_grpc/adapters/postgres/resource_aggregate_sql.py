@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 
-from simplu_grpc.adapters import resource_filter_sql as sql
-from simplu_grpc.adapters.pools import ShardSession
-from simplu_grpc.domain.resource_aggregates import AggregateQuery, AggregateResult, DataGroup, Group
+from simplu_grpc.adapters.postgres import resource_filter_sql as sql
+from simplu_grpc.adapters.postgres.pool_session import ShardSession
+from simplu_grpc.domain.resources.aggregates import AggregateQuery, AggregateResult, DataGroup, Group
 
 # Fixed SQL per validated unit / column (never text from the request).
 _UNITS = {"day": "'day'", "week": "'week'", "month": "'month'"}

@@ -12,9 +12,9 @@ import json
 from datetime import datetime
 from typing import Any
 
-from simplu_grpc.adapters import resource_filter_sql as sql
-from simplu_grpc.adapters.pools import ShardSession
-from simplu_grpc.domain.location_statistics import (
+from simplu_grpc.adapters.postgres import resource_filter_sql as sql
+from simplu_grpc.adapters.postgres.pool_session import ShardSession
+from simplu_grpc.domain.resources.statistics import (
     TOP,
     Activity,
     PlannedStatistic,

@@ -1,7 +1,7 @@
 """The change log: what one resource write recorded, and the validated ListResourceChanges query.
 
 Every create, update and delete records one change on the location's shard in the same
-statement as the write (``adapters.shard_store``): its kind, the resource's key, the version
+statement as the write (``adapters.postgres.shard_store``): its kind, the resource's key, the version
 it left (for a delete: the version deleted), the update's paths, the caller's subject, the
 time, and a sequence that orders the shard's changes. Nothing here knows protobuf or SQL.
 """
@@ -13,15 +13,10 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Final
 
-from simplu_grpc.domain.checks import require_id
-from simplu_grpc.domain.resources import (
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
-    ResourceKey,
-    TimeRange,
-    check_interval,
-    etag_for,
-)
+from simplu_grpc.domain.paging import STANDARD
+from simplu_grpc.domain.resources.documents import check_interval
+from simplu_grpc.domain.resources.ids import require_id
+from simplu_grpc.domain.resources.model import ResourceKey, TimeRange, etag_for
 from simplu_grpc.errors import InvalidArgument
 
 # A principal filter is a token subject (a Cognito sub, or a machine client's app client id).
@@ -116,8 +111,5 @@ def validate_filters(
     descending = _ORDERINGS.get(" ".join(order_by.lower().split()) or "sequence")
     if descending is None:
         raise InvalidArgument.field("order_by", 'must be "sequence" or "sequence desc"')
-    if page_size < 0:
-        raise InvalidArgument.field("page_size", "must not be negative")
-    # AIP-158: 0 means the default; above the maximum is coerced to it.
-    size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
+    size = STANDARD.resolve(page_size)
     return wanted_id, principal or None, descending, size

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from simplu_grpc.domain import resource_filter
-from simplu_grpc.domain.resources import MASK_KEY_PATTERN, require_resource_type
+from simplu_grpc.domain.resources.catalog import require_resource_type
+from simplu_grpc.domain.resources.filter_parser import parse
+from simplu_grpc.domain.resources.filter_tree import Node
+from simplu_grpc.domain.resources.validation import MASK_KEY_PATTERN
 from simplu_grpc.errors import FailedPrecondition, InvalidArgument
 
 MAX_GROUP_KEYS: Final = 2
@@ -42,7 +44,7 @@ class AggregateQuery:
     business_id: str
     location_id: str
     resource_type: str
-    filter: resource_filter.Node | None
+    filter: Node | None
     value_path: tuple[str, ...] | None
     group_by: tuple[GroupKey, ...]
     time_zone: str
@@ -127,7 +129,7 @@ def validate_aggregate(
     zone: str,
 ) -> AggregateQuery:
     require_resource_type(business_type, resource_type)
-    tree = resource_filter.parse(filter_text, resource_type)
+    tree = parse(filter_text, resource_type)
     value_path = _data_path("value_field", value_field) if value_field else None
     keys = parse_group_by(group_by)
     if max_groups < 0:

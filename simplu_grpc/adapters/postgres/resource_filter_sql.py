@@ -1,11 +1,11 @@
 """ListResources filters and orderings as SQL: fixed fragments chosen by the tree's node types,
 every value (literals, data key paths, search patterns, page positions) a bound parameter.
 
-The tree (``domain.resource_filter``) is pushed to negation normal form while compiling: a
+The tree (``domain.resources.filter_tree``) is pushed to negation normal form while compiling: a
 positive atom is emitted as an index-friendly condition whose SQL NULL means "no match"
 (``data @> %(f0)s`` uses the jsonb_path_ops index, ``data #>> %(f1)s ILIKE %(f2)s`` a trigram
 index), a negated atom as ``(atom) IS NOT TRUE``. WHERE treats NULL as false, and with NOT
-only ever around a whole atom, the SQL accepts exactly what ``resource_filter.evaluate``
+only ever around a whole atom, the SQL accepts exactly what ``filter_eval.evaluate``
 accepts.
 
 Data ordering: the sort value of ``data.<path>`` is ``COALESCE(data #> path, 'null')`` -- a
@@ -22,11 +22,23 @@ from typing import Any, Final
 
 from psycopg.types.json import Jsonb
 
-from simplu_grpc.domain import resource_filter as f
-from simplu_grpc.domain.page_tokens import Position
-from simplu_grpc.domain.resources import SortKey
+from simplu_grpc.domain.resources.filter_tree import (
+    COLUMNS,
+    NULLABLE_COLUMNS,
+    And,
+    Column,
+    Compare,
+    Has,
+    Node,
+    Not,
+    Op,
+    Or,
+    Search,
+)
+from simplu_grpc.domain.resources.model import SortKey
+from simplu_grpc.domain.resources.page_tokens import Position
 
-_COMPARISON: Final = {f.Op.LT: "<", f.Op.LE: "<=", f.Op.GT: ">", f.Op.GE: ">=", f.Op.EQ: "=", f.Op.NE: "<>"}
+_COMPARISON: Final = {Op.LT: "<", Op.LE: "<=", Op.GT: ">", Op.GE: ">=", Op.EQ: "=", Op.NE: "<>"}
 # The time columns as sort keys: a missing start/end time sorts last ('infinity'), so the
 # keyset comparison never meets NULL; start_time's expression is the index's.
 _TIME_SORT: Final = {
@@ -51,34 +63,34 @@ class Compiled:
         return f"%({name})s"
 
 
-def compile_filter(node: f.Node, out: Compiled) -> str:
+def compile_filter(node: Node, out: Compiled) -> str:
     """The WHERE condition for ``node`` (parameters added to ``out``)."""
     return _node(node, out, negated=False)
 
 
-def _node(node: f.Node, out: Compiled, *, negated: bool) -> str:
-    if isinstance(node, f.Not):
+def _node(node: Node, out: Compiled, *, negated: bool) -> str:
+    if isinstance(node, Not):
         return _node(node.item, out, negated=not negated)
-    if isinstance(node, f.And | f.Or):
-        joiner = " AND " if isinstance(node, f.And) != negated else " OR "
+    if isinstance(node, And | Or):
+        joiner = " AND " if isinstance(node, And) != negated else " OR "
         return "(" + joiner.join(_node(i, out, negated=negated) for i in node.items) + ")"
     atom = _atom(node, out)
     return f"(({atom}) IS NOT TRUE)" if negated else f"({atom})"
 
 
-def _atom(node: f.Compare | f.Has | f.Search, out: Compiled) -> str:
-    if isinstance(node, f.Search):
+def _atom(node: Compare | Has | Search, out: Compiled) -> str:
+    if isinstance(node, Search):
         pattern = out.bind(_like_pattern(node.text))
         return " OR ".join(_text_match(path, pattern, out) for path in node.fields)
-    if isinstance(node.field, f.Column):
+    if isinstance(node.field, Column):
         return _column(node, node.field.name, out)
     path = list(node.field.path)
-    if isinstance(node, f.Has):
+    if isinstance(node, Has):
         return _has(node, path, out)
-    if node.op in (f.Op.EQ, f.Op.NE):
+    if node.op in (Op.EQ, Op.NE):
         equal = _equal(path, node.value, out)
         # != is the complement of = (missing keys included): NOT around a never-NULL atom.
-        return equal if node.op is f.Op.EQ else f"NOT ({equal})"
+        return equal if node.op is Op.EQ else f"NOT ({equal})"
     value = out.bind(path)
     if isinstance(node.value, str):
         return (
@@ -98,7 +110,7 @@ def _equal(path: list[str], value: Any, out: Compiled) -> str:
     return f"data @> {out.bind(Jsonb(_nest(path, value)))}::jsonb"
 
 
-def _has(node: f.Has, path: list[str], out: Compiled) -> str:
+def _has(node: Has, path: list[str], out: Compiled) -> str:
     if node.present:
         return f"jsonb_typeof(data #> {out.bind(path)}::text[]) <> 'null'"
     # An array holding the literal: containment of a one-element array, from the root.
@@ -117,25 +129,25 @@ def _text_match(path: Sequence[str], pattern: str, out: Compiled) -> str:
     )
 
 
-def _column(node: f.Compare | f.Has, name: str, out: Compiled) -> str:
-    # ``name`` is one of resource_filter.COLUMNS: a fixed identifier, checked by the parser.
-    if name not in f.COLUMNS:
+def _column(node: Compare | Has, name: str, out: Compiled) -> str:
+    # ``name`` is one of filter_tree.COLUMNS: a fixed identifier, checked by the parser.
+    if name not in COLUMNS:
         raise ValueError(f"not a filterable column: {name!r}")
-    if isinstance(node, f.Has):
+    if isinstance(node, Has):
         if node.present:
             return f"{name} IS NOT NULL"
         return f"{name} ILIKE {out.bind(_like_pattern(str(node.value)))}"
     if node.value is None:
-        return f"{name} IS NULL" if node.op is f.Op.EQ else f"{name} IS NOT NULL"
-    if node.op is f.Op.NE:
+        return f"{name} IS NULL" if node.op is Op.EQ else f"{name} IS NOT NULL"
+    if node.op is Op.NE:
         # Complement of =: an unset start/end time differs from every instant.
         return f"({name} = {_typed(name, node.value, out)}) IS NOT TRUE"
-    if name in f.NULLABLE_COLUMNS and node.op is not f.Op.EQ:
+    if name in NULLABLE_COLUMNS and node.op is not Op.EQ:
         # The shape of the (tenant, COALESCE(time, infinity), id) indexes, so a range is an
         # index range: below an instant the COALESCE changes nothing; above it, an unset
         # time (infinity) is excluded explicitly.
         bound = f"{_TIME_SORT[name]} {_COMPARISON[node.op]} {_typed(name, node.value, out)}"
-        return bound if node.op in (f.Op.LT, f.Op.LE) else f"{bound} AND {name} IS NOT NULL"
+        return bound if node.op in (Op.LT, Op.LE) else f"{bound} AND {name} IS NOT NULL"
     return f"{_collated(name)} {_COMPARISON[node.op]} {_typed(name, node.value, out)}"
 
 

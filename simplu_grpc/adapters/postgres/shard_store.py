@@ -15,184 +15,48 @@ statement read.
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from simplu_grpc.adapters import resource_filter_sql as sql
-from simplu_grpc.adapters.pools import Row, ShardSession
-from simplu_grpc.domain.changes import ChangeKind, ChangeQuery, ResourceChange
-from simplu_grpc.domain.page_tokens import Position
-from simplu_grpc.domain.resources import (
+from simplu_grpc.adapters.postgres import location_statistics_sql, resource_aggregate_sql
+from simplu_grpc.adapters.postgres import resource_filter_sql as sql
+from simplu_grpc.adapters.postgres.pool_session import Row, ShardSession
+from simplu_grpc.adapters.postgres.resource_errors import check_violation, etag_mismatch
+from simplu_grpc.adapters.postgres.resource_statements import (
+    BATCH_GET,
+    CHANGE_COLUMNS,
+    COLUMNS,
+    DELETES,
+    GET,
+    INSERTS,
+    INSERTS_IDEMPOTENT,
+    PK,
+    PRUNE_SLOT,
+    REPLAY,
+    with_and_without_prune,
+)
+from simplu_grpc.domain.resources.aggregates import AggregateQuery, AggregateResult
+from simplu_grpc.domain.resources.changes import ChangeKind, ChangeQuery, ResourceChange
+from simplu_grpc.domain.resources.model import (
     ListQuery,
     NewResource,
     ResourceKey,
     StoredResource,
     Unset,
     UpdatePlan,
-    etag_for,
 )
-from simplu_grpc.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
-
-_COLUMNS = (
-    "business_id, location_id, resource_type, resource_id, business_type, data,"
-    " start_time, end_time, create_time, update_time, version"
-)
-_PK = "business_id = %(b)s AND location_id = %(l)s AND resource_type = %(n)s AND resource_id = %(id)s"
-
-# Every write records its change in the same statement (a ``logged`` CTE): the row commits or
-# rolls back with the write, and costs no extra round trip. A create replayed by its request
-# id changed nothing and logs nothing (``created`` is then empty).
-_CHANGE_COLUMNS = "business_id, location_id, resource_type, resource_id, kind, version, paths, principal"
-
-# Changes past retention are deleted by one write in ``change_prune_every`` (ShardStore), in
-# that write's statement, at most _CHANGE_PRUNE_BATCH of them: bounded work, no extra round
-# trip, no background thread, and several times the log's inflow, so the prune outruns it.
-# Not on every write: planning the prune costs a write about as much as logging its change
-# does (measured), so it is paid once in many writes. Maintenance, not a tenant read: it
-# returns nothing, and takes rows no concurrent prune holds (SKIP LOCKED). The plan must not
-# read the whole log, whatever the statistics say (a young log has none): ORDER BY change_time
-# makes the choice a range scan of resource_changes_by_time (oldest first), and = ANY(ARRAY(..))
-# deletes them through the primary key (IN (...) may be planned as a join over the whole table).
-_PRUNE_CHANGES = """,
-prune_changes AS (
-    DELETE FROM resource_changes
-    WHERE sequence = ANY(ARRAY(
-        SELECT sequence FROM resource_changes
-        WHERE change_time < now() - %(change_retention)s::interval
-        ORDER BY change_time
-        LIMIT %(change_prune)s
-        FOR UPDATE SKIP LOCKED))
-)"""
-# Where a write statement's last CTE ends: the prune goes there when it is that write's turn.
-_PRUNE_SLOT = "/* prune */"
-
-
-def _with_and_without_prune(statement: str) -> tuple[str, str]:
-    """The write statement without the prune, and with it."""
-    return statement.replace(_PRUNE_SLOT, ""), statement.replace(_PRUNE_SLOT, _PRUNE_CHANGES)
-
-
-_INSERT = f"""
-WITH created AS (
-    INSERT INTO resources (business_id, location_id, resource_type, resource_id, business_type, data,
-                           start_time, end_time)
-    VALUES (%(b)s, %(l)s, %(n)s, %(id)s, %(type)s, %(data)s, %(start)s, %(end)s)
-    RETURNING {_COLUMNS}
-), logged AS (
-    INSERT INTO resource_changes ({_CHANGE_COLUMNS})
-    SELECT business_id, location_id, resource_type, resource_id, 'created', version, '{{}}', %(who)s
-    FROM created
-){_PRUNE_SLOT}
-SELECT true AS created, {_COLUMNS} FROM created
-"""
-
-# The request id is claimed first: a concurrent retry blocks on the claim's unique index
-# until this statement commits, so exactly one resource is ever created per request id.
-# A claim belongs to the caller who made it (%(who)s, the token's subject): only that
-# caller's retry replays it; another caller's same request id is a request of its own.
-# Request ids are remembered for a bounded time (``request_id_retention``, AIP-155's
-# window): an older claim is ignored (taken over by the new request) and a few expired
-# claims are purged by each idempotent create, in this same statement. The purge is
-# maintenance, not a tenant read: it returns nothing, and never touches this request's own
-# claim (one statement must not modify a row twice).
-_INSERT_IDEMPOTENT = f"""
-WITH purge AS (
-    DELETE FROM request_ids
-    WHERE (business_id, location_id, requester, request_id) IN (
-        SELECT business_id, location_id, requester, request_id FROM request_ids
-        WHERE create_time < now() - %(retention)s::interval
-          AND NOT (business_id = %(b)s AND location_id = %(l)s AND requester = %(who)s
-                   AND request_id = %(rq)s)
-        LIMIT %(purge)s
-        FOR UPDATE SKIP LOCKED)
-), claim AS (
-    INSERT INTO request_ids (business_id, location_id, requester, request_id, resource_type, resource_id)
-    VALUES (%(b)s, %(l)s, %(who)s, %(rq)s, %(n)s, %(id)s)
-    ON CONFLICT (business_id, location_id, requester, request_id) DO UPDATE
-        SET resource_type = EXCLUDED.resource_type,
-            resource_id = EXCLUDED.resource_id,
-            create_time = EXCLUDED.create_time
-        WHERE request_ids.create_time < now() - %(retention)s::interval
-    RETURNING resource_id
-), created AS (
-    INSERT INTO resources (business_id, location_id, resource_type, resource_id, business_type, data,
-                           start_time, end_time)
-    SELECT %(b)s, %(l)s, %(n)s, %(id)s, %(type)s, %(data)s, %(start)s, %(end)s FROM claim
-    RETURNING {_COLUMNS}
-), logged AS (
-    INSERT INTO resource_changes ({_CHANGE_COLUMNS})
-    SELECT business_id, location_id, resource_type, resource_id, 'created', version, '{{}}', %(who)s
-    FROM created
-){_PRUNE_SLOT}
-SELECT true AS created, {_COLUMNS} FROM created
-UNION ALL
-SELECT false AS created, {", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","))}
-FROM request_ids q
-JOIN resources r USING (business_id, location_id, resource_type, resource_id)
-WHERE q.business_id = %(b)s AND q.location_id = %(l)s AND q.requester = %(who)s
-  AND q.request_id = %(rq)s
-  AND q.create_time >= now() - %(retention)s::interval
-  AND NOT EXISTS (SELECT 1 FROM claim)
-"""
-
-_REPLAY = f"""
-SELECT false AS created, {", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","))}
-FROM request_ids q
-JOIN resources r USING (business_id, location_id, resource_type, resource_id)
-WHERE q.business_id = %(b)s AND q.location_id = %(l)s AND q.requester = %(who)s
-  AND q.request_id = %(rq)s
-  AND q.create_time >= now() - %(retention)s::interval
-"""
-
-_GET = f"SELECT {_COLUMNS} FROM resources WHERE {_PK}"
-
-_BATCH_GET = f"""
-SELECT {_COLUMNS} FROM resources
-WHERE business_id = %(b)s
-  AND (location_id, resource_type, resource_id) IN (
-      SELECT * FROM unnest(%(l)s::text[], %(n)s::text[], %(id)s::text[]))
-"""
-
-_DELETE = f"""
-WITH current_row AS (
-    SELECT version FROM resources WHERE {_PK}
-), deleted AS (
-    DELETE FROM resources WHERE {_PK} AND (%(v)s::bigint IS NULL OR version = %(v)s::bigint)
-    RETURNING business_id, location_id, resource_type, resource_id, version
-), logged AS (
-    INSERT INTO resource_changes ({_CHANGE_COLUMNS})
-    SELECT business_id, location_id, resource_type, resource_id, 'deleted', version, '{{}}', %(who)s
-    FROM deleted
-){_PRUNE_SLOT}
-SELECT (SELECT version FROM current_row) AS current_version, (SELECT version FROM deleted) AS deleted_version
-"""
-
-# (without the prune, with it) for each fixed write statement; see _PRUNE_CHANGES.
-_INSERTS = _with_and_without_prune(_INSERT)
-_INSERTS_IDEMPOTENT = _with_and_without_prune(_INSERT_IDEMPOTENT)
-_DELETES = _with_and_without_prune(_DELETE)
-
+from simplu_grpc.domain.resources.page_tokens import Position
+from simplu_grpc.domain.resources.ports import ListedPage
+from simplu_grpc.domain.resources.statistics import Activity, Statistic, StatisticsQuery
+from simplu_grpc.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 
 # ListResources' total_size is exact up to this many matches, absent beyond (the count stops
 # there, so a broad filter never costs a full count).
 TOTAL_SIZE_LIMIT = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class ListedPage:
-    """A ListResources page: the rows, the keyset position after each, whether more follow,
-    and the number of matches when at most TOTAL_SIZE_LIMIT (None: more, or unknown)."""
-
-    resources: list[StoredResource]
-    positions: list[Position]
-    more: bool
-    total_size: int | None
 
 
 def _position(query: ListQuery, row: Row) -> Position:
@@ -226,50 +90,10 @@ REQUEST_ID_RETENTION = timedelta(hours=24)
 # the purge outruns the claims; few, so a create never does much more than its own work).
 _PURGE_BATCH = 20
 # How long the change log keeps a change (CHANGE_RETENTION_SECONDS); one write in
-# CHANGE_PRUNE_EVERY deletes at most _CHANGE_PRUNE_BATCH expired changes (see _PRUNE_CHANGES).
+# CHANGE_PRUNE_EVERY deletes at most _CHANGE_PRUNE_BATCH expired changes (see PRUNE_CHANGES).
 CHANGE_RETENTION = timedelta(days=7)
 _CHANGE_PRUNE_BATCH = 100
 CHANGE_PRUNE_EVERY = 16
-
-
-def _etag_mismatch(key: ResourceKey, current_version: int, expected_version: int | None) -> Aborted:
-    """ABORTED for a stale etag, with the current etag the statement saw.
-
-    The statement reads the version in its snapshot. When that is the very version the caller
-    expected, the write lost to a concurrent one committed after the snapshot: the current
-    version is then newer than anything this statement saw, and no etag is claimed.
-    """
-    metadata = {"resource_type": key.resource_type, "resource_id": key.resource_id}
-    if current_version != expected_version:
-        metadata["current_etag"] = etag_for(current_version)
-    return Aborted(
-        "the etag does not match the resource's current version; read it again",
-        metadata=metadata,
-    )
-
-
-def _check_violation(
-    exc: psycopg.errors.CheckViolation, *, updating: bool, max_bytes: int | None = None
-) -> InvalidArgument:
-    """INVALID_ARGUMENT for a shard CHECK constraint a create or an update ran into."""
-    constraint = exc.diag.constraint_name or ""
-    if constraint == "resources_data_max_bytes":
-        limit = f"{max_bytes} bytes" if max_bytes is not None else "the size limit"
-        if updating:
-            return InvalidArgument(
-                f"the update would make the document larger than {limit}",
-                violations=[FieldViolation("resource.data", f"the updated document would exceed {limit}")],
-            )
-        return InvalidArgument(
-            f"the document is larger than {limit}",
-            violations=[FieldViolation("resource.data", f"exceeds {limit}")],
-        )
-    if constraint == "resources_dates_ordered":
-        return InvalidArgument(
-            "end_time must not be before start_time",
-            violations=[FieldViolation("resource.end_time", "is before start_time")],
-        )
-    return InvalidArgument("the resource violates a shard constraint")
 
 
 class ShardStore:
@@ -319,13 +143,13 @@ class ShardStore:
         }
         logging, prune = self._logging(new.requester)
         params.update(logging)
-        statement = (_INSERTS_IDEMPOTENT if new.request_id else _INSERTS)[prune]
+        statement = (INSERTS_IDEMPOTENT if new.request_id else INSERTS)[prune]
         try:
             rows = session.run(statement, params, write=True)
             if not rows and new.request_id:
                 # A concurrent create with this request id committed while we waited on the
                 # claim; our statement's snapshot predates it, a new one sees it.
-                rows = session.run(_REPLAY, params)
+                rows = session.run(REPLAY, params)
         except psycopg.errors.UniqueViolation as exc:
             raise AlreadyExists(
                 f"resource {new.key.resource_id} already exists",
@@ -333,7 +157,7 @@ class ShardStore:
                 metadata={"resource_id": new.key.resource_id},
             ) from exc
         except psycopg.errors.CheckViolation as exc:
-            raise _check_violation(exc, updating=False) from exc
+            raise check_violation(exc, updating=False) from exc
         if not rows:
             raise Aborted(
                 "a concurrent create with the same request_id did not finish; retry", reason="CONFLICT"
@@ -345,7 +169,7 @@ class ShardStore:
         return stored, bool(row["created"])
 
     def get(self, session: ShardSession, key: ResourceKey) -> StoredResource:
-        rows = session.run(_GET, _key_params(key))
+        rows = session.run(GET, _key_params(key))
         if not rows:
             raise NotFound(
                 f"resource {key.resource_type}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"
@@ -359,7 +183,7 @@ class ShardStore:
         if not keys:
             return []
         rows = session.run(
-            _BATCH_GET,
+            BATCH_GET,
             {
                 "b": business_id,
                 "l": [k.location_id for k in keys],
@@ -420,7 +244,7 @@ class ShardStore:
         # The total is an uncorrelated subquery (computed once) that stops counting past the
         # limit: bounded work, in the same statement as the page.
         statement = (
-            f"SELECT {_COLUMNS}{sort_values},"
+            f"SELECT {COLUMNS}{sort_values},"
             f" (SELECT count(*) FROM (SELECT 1 FROM resources WHERE {matching} LIMIT %(count_limit)s) AS c)"
             f" AS total_size FROM resources WHERE {page_where}"
             f" ORDER BY {sql.order_clause(query.order_by, expressions)} LIMIT %(limit)s"
@@ -481,32 +305,32 @@ class ShardStore:
         params["v"] = plan.expected_version
         statement = f"""
 WITH current_row AS (
-    SELECT version FROM resources WHERE {_PK}
+    SELECT version FROM resources WHERE {PK}
 ), updated AS (
     UPDATE resources SET {", ".join(assignments)}
-    WHERE {_PK} AND (%(v)s::bigint IS NULL OR version = %(v)s::bigint)
-    RETURNING {_COLUMNS}
+    WHERE {PK} AND (%(v)s::bigint IS NULL OR version = %(v)s::bigint)
+    RETURNING {COLUMNS}
 ), logged AS (
-    INSERT INTO resource_changes ({_CHANGE_COLUMNS})
+    INSERT INTO resource_changes ({CHANGE_COLUMNS})
     SELECT business_id, location_id, resource_type, resource_id, 'updated', version, %(paths)s::text[],
            %(who)s
     FROM updated
-){_PRUNE_SLOT}
+){PRUNE_SLOT}
 SELECT (SELECT version FROM current_row) AS current_version, u.*
 FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
 """
-        statement = _with_and_without_prune(statement)[prune]
+        statement = with_and_without_prune(statement)[prune]
         try:
             rows = session.run(statement, params, write=True)
         except psycopg.errors.CheckViolation as exc:
-            raise _check_violation(exc, updating=True, max_bytes=max_bytes) from exc
+            raise check_violation(exc, updating=True, max_bytes=max_bytes) from exc
         row = rows[0]
         if row["current_version"] is None:
             raise NotFound(
                 f"resource {key.resource_type}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"
             )
         if row["version"] is None:
-            raise _etag_mismatch(key, row["current_version"], plan.expected_version)
+            raise etag_mismatch(key, row["current_version"], plan.expected_version)
         return _stored(row)
 
     def delete(
@@ -516,13 +340,13 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
         (``resources.expected_version(etag)``) None deletes any version."""
         logging, prune = self._logging(principal)
         params = {**_key_params(key), "v": expected_version, **logging}
-        row = session.run(_DELETES[prune], params, write=True)[0]
+        row = session.run(DELETES[prune], params, write=True)[0]
         if row["current_version"] is None:
             raise NotFound(
                 f"resource {key.resource_type}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"
             )
         if row["deleted_version"] is None:
-            raise _etag_mismatch(key, row["current_version"], expected_version)
+            raise etag_mismatch(key, row["current_version"], expected_version)
 
     def list_changes(
         self, session: ShardSession, query: ChangeQuery, after: int | None
@@ -554,11 +378,21 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
             where.append(f"sequence {'<' if query.descending else '>'} %(after)s")
             params["after"] = after
         statement = (
-            f"SELECT sequence, {_CHANGE_COLUMNS}, change_time FROM resource_changes"
+            f"SELECT sequence, {CHANGE_COLUMNS}, change_time FROM resource_changes"
             f" WHERE {' AND '.join(where)} ORDER BY sequence {direction} LIMIT %(limit)s"
         )
         rows = session.run(statement, params)
         return [_change(row) for row in rows[: query.page_size]], len(rows) > query.page_size
+
+    def aggregate(self, session: ShardSession, query: AggregateQuery) -> AggregateResult:
+        """AggregateResources' one statement (``resource_aggregate_sql``)."""
+        return resource_aggregate_sql.aggregate(session, query)
+
+    def statistics(
+        self, session: ShardSession, query: StatisticsQuery
+    ) -> tuple[list[Statistic], list[Activity]]:
+        """GetLocationStatistics' one statement (``location_statistics_sql``)."""
+        return location_statistics_sql.statistics(session, query)
 
 
 def _change(row: Row) -> ResourceChange:
@@ -571,11 +405,3 @@ def _change(row: Row) -> ResourceChange:
         principal=row["principal"],
         change_time=row["change_time"],
     )
-
-
-def group_by_location(keys: Sequence[ResourceKey]) -> dict[str, list[ResourceKey]]:
-    """Keys per location id (batch get routes each location, then one statement per shard)."""
-    grouped: dict[str, list[ResourceKey]] = defaultdict(list)
-    for key in keys:
-        grouped[key.location_id].append(key)
-    return dict(grouped)

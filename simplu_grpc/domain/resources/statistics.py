@@ -14,8 +14,9 @@ from datetime import datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from simplu_grpc.domain import resource_filter
-from simplu_grpc.domain.resources import catalog
+from simplu_grpc.domain.resources.catalog import catalog
+from simplu_grpc.domain.resources.filter_parser import parse
+from simplu_grpc.domain.resources.filter_tree import Node
 
 RECENT_ACTIVITIES: Final = 10
 TOP: Final = 5
@@ -91,7 +92,7 @@ class PlannedStatistic:
     """A definition made concrete: its parsed filter and its window's instants."""
 
     definition: StatisticDef
-    filter: resource_filter.Node | None
+    filter: Node | None
     window: Window | None
 
 
@@ -157,7 +158,7 @@ def plan(
 ) -> StatisticsQuery:
     found = windows(now, zone)
     planned = tuple(
-        PlannedStatistic(d, resource_filter.parse(d.filter, d.resource_type), found.get(d.window))
+        PlannedStatistic(d, parse(d.filter, d.resource_type), found.get(d.window))
         for d in definitions(business_type)
     )
     types = tuple(dict.fromkeys(d.resource_type for d in definitions(business_type)))
