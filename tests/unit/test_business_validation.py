@@ -244,7 +244,7 @@ def test_an_undefined_working_day_is_one_violation() -> None:
 )
 def test_business_and_resource_id_rules_agree(value: str) -> None:
     """BusinessService and ResourceService accept exactly the same location and business ids (DESIGN §4)."""
-    from simplu_grpc.domain.resources import validate_tenant
+    from simplu_grpc.domain.resources.validation import validate_tenant
 
     for business in (False, True):
         v = Violations()
