@@ -1,0 +1,232 @@
+"""GetLocationStatistics for hotels and gyms, and the tenant walls of statistics and aggregates,
+over a real channel: each figure equals a reference computed here from the rows created,
+with the response's own as_of and the windows of location_statistics; rows of another
+location of the business (same shard) and of another business never count; hostile filters
+on AggregateResources are INVALID_ARGUMENT."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import pytest
+from simplu.v1 import resource_pb2
+
+from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
+from simplu_grpc.devstack.moto_server import MotoServer
+from simplu_grpc.domain import location_statistics
+from simplu_grpc.domain.business import Business, BusinessType, Member, Role
+from tests.fixtures.server import MakeServer
+from tests.integration.resource_stack import ResourceStack, build_stack, ts
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stack(
+    make_server: MakeServer,
+    citrus: CitrusEmulator,
+    moto_server: MotoServer,
+    auth_settings: dict[str, Any],
+    admin_token: str,
+) -> Iterator[ResourceStack]:
+    built = build_stack(
+        make_server=make_server,
+        citrus=citrus,
+        moto_server=moto_server,
+        auth_settings=auth_settings,
+        admin_token=admin_token,
+    )
+    yield built
+    built.server.stop(0)
+    built.server.deps.close()
+
+
+def _rfc3339(instant: datetime) -> str:
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _statistics(
+    stack: ResourceStack, business: Business, location_id: str = "main", token: str | None = None
+) -> resource_pb2.LocationStatistics:
+    return stack.stub.GetLocationStatistics(
+        resource_pb2.GetLocationStatisticsRequest(business_id=business.id, location_id=location_id),
+        metadata=stack.md(token),
+        timeout=10,
+    )
+
+
+def _code(call: Callable[[], Any]) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value.code()  # type: ignore[no-any-return]  # grpc's RpcError is untyped
+
+
+# (start offset, nights or None for no end_time, status, total) relative to now.
+RESERVATIONS = [
+    (timedelta(days=-3), 5, "confirmed", 300),  # stays through tonight
+    (timedelta(days=-2), 2, "confirmed", 200),  # leaves today
+    (timedelta(days=-2), 2, "cancelled", 999),  # cancelled: never counts
+    (timedelta(hours=0), 1, "confirmed", 100.5),  # arrives today
+    (timedelta(hours=0), None, "confirmed", "n/a"),  # no end time, a total that is no number
+    (timedelta(days=-40), 3, "done", 400),  # long gone
+    (timedelta(days=20), 2, "confirmed", 250),  # later
+]
+
+
+def _within(instant: datetime | None, window: location_statistics.Window) -> bool:
+    return instant is not None and window.start <= instant < window.end
+
+
+def test_hotel_statistics_match_a_reference_and_see_one_location(stack: ResourceStack) -> None:
+    """Rooms, occupancy tonight (overlap with 18:00-10:00, an end-less stay by its start),
+    reservations this month, arrivals and departures today, revenue this month; cancelled
+    reservations never count, and the same rows in the business's other location do not."""
+    business = stack.add_business(BusinessType.HOTEL, locations=("main", "annex"))
+    now = datetime.now(UTC).replace(microsecond=0)
+    stays: list[tuple[datetime, datetime | None, str, Any]] = []
+    for offset, nights, status, total in RESERVATIONS:
+        start = now + offset
+        end = start + timedelta(days=nights) if nights is not None else None
+        stays.append((start, end, status, total))
+        for location_id in ("main", "annex"):
+            fields = {"start_time": ts(_rfc3339(start))}
+            if end is not None:
+                fields["end_time"] = ts(_rfc3339(end))
+            stack.create(
+                business,
+                "reservations",
+                location_id=location_id,
+                data={"status": status, "total": total},
+                **fields,
+            )
+    for index in range(3):
+        stack.create(business, "rooms", data={"number": index})
+    stack.create(business, "rooms", location_id="annex", data={"number": 9})
+    assert stack.shard_of(business, "main") == stack.shard_of(business, "annex")
+
+    answer = _statistics(stack, business)
+    windows = location_statistics.windows(answer.as_of.ToDatetime(tzinfo=UTC), "UTC")
+    today, month, tonight = windows["today"], windows["month"], windows["tonight"]
+    kept = [s for s in stays if s[2] != "cancelled"]
+    expected = {
+        "rooms": 3,
+        "occupied_tonight": sum(
+            1
+            for start, end, _, _ in kept
+            if start < tonight.end and (end > tonight.start if end else start >= tonight.start)
+        ),
+        "reservations_this_month": sum(1 for s in kept if _within(s[0], month)),
+        "arrivals_today": sum(1 for s in kept if _within(s[0], today)),
+        "departures_today": sum(1 for s in kept if _within(s[1], today)),
+        "revenue_this_month": sum(
+            s[3] for s in kept if _within(s[0], month) and isinstance(s[3], int | float)
+        ),
+    }
+    assert {s.name: s.value for s in answer.statistics} == pytest.approx(expected)
+    assert expected["occupied_tonight"] >= 2  # the reference is not trivially zero
+    assert {(a.resource_type, a.kind) for a in answer.recent_activities} <= {
+        ("reservations", resource_pb2.CHANGE_KIND_CREATED),
+        ("rooms", resource_pb2.CHANGE_KIND_CREATED),
+    }
+
+
+def test_gym_statistics_match_a_reference(stack: ResourceStack) -> None:
+    """Active members (data.status = "active"), check-ins today and this month, packages sold
+    this month (memberships created this month)."""
+    business = stack.add_business(BusinessType.GYM)
+    now = datetime.now(UTC).replace(microsecond=0)
+    for status in ("active", "active", "frozen", "active"):
+        stack.create(business, "members", data={"status": status})
+    check_ins = [now, now - timedelta(minutes=5), now - timedelta(days=3), now - timedelta(days=45)]
+    for instant in check_ins:
+        stack.create(business, "check-ins", start_time=ts(_rfc3339(instant)))
+    for _ in range(2):
+        stack.create(business, "memberships", data={"package": "monthly"})
+
+    answer = _statistics(stack, business)
+    windows = location_statistics.windows(answer.as_of.ToDatetime(tzinfo=UTC), "UTC")
+    assert {s.name: s.value for s in answer.statistics} == {
+        "active_members": 3,
+        "check_ins_today": sum(1 for c in check_ins if _within(c, windows["today"])),
+        "check_ins_this_month": sum(1 for c in check_ins if _within(c, windows["month"])),
+        "packages_sold_this_month": 2,
+    }
+
+
+def test_statistics_and_aggregates_never_see_other_locations_or_businesses(
+    stack: ResourceStack, make_user_token: Callable[..., tuple[str, str]]
+) -> None:
+    """The same appointments in the business's other location and in another business: the
+    dashboard and an aggregate of one location count only its own; a member of one location
+    is refused the other's dashboard and aggregates, and a stranger everything."""
+    sub, token = make_user_token("stats-main-only")
+    _, stranger = make_user_token("stats-stranger")
+    business = stack.add_business(
+        locations=("main", "annex"),
+        roles={"owner": Role(permissions=("*",))},
+        members={sub: Member(role="owner", location_ids=("main",))},
+    )
+    other = stack.add_business()
+    now = _rfc3339(datetime.now(UTC).replace(microsecond=0))
+    for target, location_id, copies in ((business, "main", 2), (business, "annex", 3), (other, "main", 4)):
+        for _ in range(copies):
+            stack.create(
+                target,
+                "appointments",
+                location_id=location_id,
+                data={"status": "done", "treatment": "cleaning", "price": 10},
+                start_time=ts(now),
+            )
+    values = {s.name: s for s in _statistics(stack, business, token=token).statistics}
+    assert values["appointments_today"].value == 2
+    assert dict(values["top_treatments_this_month"].breakdown) == {"cleaning": 2}
+
+    def aggregate(location_id: str, who: str) -> resource_pb2.AggregateResourcesResponse:
+        return stack.stub.AggregateResources(
+            resource_pb2.AggregateResourcesRequest(
+                business_id=business.id,
+                location_id=location_id,
+                resource_type="appointments",
+                filter="data.price:* OR NOT data.price:*",
+                value_field="data.price",
+            ),
+            metadata=stack.md(who),
+            timeout=10,
+        )
+
+    assert [(g.count, g.sum) for g in aggregate("main", token).groups] == [(2, 20.0)]
+    assert [(g.count, g.sum) for g in aggregate("annex", stack.token).groups] == [(3, 30.0)]
+    assert _code(lambda: aggregate("annex", token)) == grpc.StatusCode.PERMISSION_DENIED
+    assert _code(lambda: _statistics(stack, business, "annex", token)) == grpc.StatusCode.PERMISSION_DENIED
+    assert _code(lambda: _statistics(stack, business, token=stranger)) == grpc.StatusCode.PERMISSION_DENIED
+    assert _code(lambda: aggregate("main", stranger)) == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "data.price = 1; DROP TABLE resources",
+        'data.status = "\x00"',
+        "(" * 200 + "data.price = 1" + ")" * 200,
+        'data.status = "' + "x" * 100_000 + '"',
+        "data.price = 1e999",
+    ],
+)
+def test_hostile_aggregate_filters_are_invalid_argument(stack: ResourceStack, hostile: str) -> None:
+    """AggregateResources parses the same filter language: hostile input is INVALID_ARGUMENT,
+    never INTERNAL, and the location's rows are still there."""
+    business = stack.add_business()
+    stack.create(business, "appointments", data={"price": 1})
+    request = resource_pb2.AggregateResourcesRequest(
+        business_id=business.id, location_id="main", resource_type="appointments", filter=hostile
+    )
+    assert (
+        _code(lambda: stack.stub.AggregateResources(request, metadata=stack.md(), timeout=10))
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    request.filter = ""
+    answer = stack.stub.AggregateResources(request, metadata=stack.md(), timeout=10)
+    assert [g.count for g in answer.groups] == [1]
