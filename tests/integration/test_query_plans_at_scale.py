@@ -59,10 +59,7 @@ def _copy_hotel(conn: psycopg.Connection[Any], rng: random.Random) -> None:
     business_id, location_id = HOTEL
     with (
         conn.cursor() as cursor,
-        cursor.copy(
-            "COPY resources (business_id, location_id, resource_type, resource_id, business_type, data,"
-            " start_time, end_time, create_time, update_time) FROM STDIN"
-        ) as copy,
+        cursor.copy(queries.COPY_RESOURCES) as copy,
     ):
         for index in range(15_000):
             start = NOW + timedelta(days=rng.randint(-700, 60), hours=rng.randint(0, 23))
