@@ -1,5 +1,6 @@
-"""GetLocationStatistics as one statement: one scalar subquery per statistic, plus the latest
-changes from the change history, all bound to one business location.
+"""GetLocationStatistics as one statement: one scalar subquery per statistic over its row set
+(a CTE per distinct set), plus the latest changes from the change history, all bound to one
+business location.
 
 Fixed fragments chosen by the (code-defined) statistic definitions; every value -- types,
 windows, paths, filter literals -- is a bound parameter. Each subquery is an index range on
@@ -59,40 +60,59 @@ def _where(planned: PlannedStatistic, out: sql.Compiled) -> str:
     return " AND ".join(where)
 
 
-def _column(planned: PlannedStatistic, out: sql.Compiled) -> tuple[str, str]:
-    """(value expression, breakdown expression) for one statistic."""
+def _column(planned: PlannedStatistic, rows: str, out: sql.Compiled) -> tuple[str, str]:
+    """(value expression, breakdown expression) for one statistic over the rows of ``rows``."""
     definition = planned.definition
-    where = _where(planned, out)
     if definition.kind == "sum":
         path = out.bind(list(definition.value_path))
         value = (
             f"(SELECT COALESCE(sum(CASE WHEN jsonb_typeof(data #> {path}::text[]) = 'number'"
-            f" THEN (data #>> {path}::text[])::numeric END), 0)::float8 FROM resources WHERE {where})"
+            f" THEN (data #>> {path}::text[])::numeric END), 0)::float8 FROM {rows})"
         )
     else:
-        value = f"(SELECT count(*)::float8 FROM resources WHERE {where})"
+        value = f"(SELECT count(*)::float8 FROM {rows})"
     breakdown = "'{}'::jsonb"
     if definition.breakdown_path:
         path = out.bind(list(definition.breakdown_path))
-        again = _where(planned, out)
         breakdown = (
             "(SELECT COALESCE(jsonb_object_agg(k, c), '{}'::jsonb) FROM ("
-            f"SELECT COALESCE(data #>> {path}::text[], '') AS k, count(*) AS c FROM resources"
-            f" WHERE {again} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {out.bind(TOP)}) AS top)"
+            f"SELECT COALESCE(data #>> {path}::text[], '') AS k, count(*) AS c FROM {rows}"
+            f" GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {out.bind(TOP)}) AS top)"
         )
     return value, breakdown
+
+
+def _row_sets(query: StatisticsQuery, out: sql.Compiled) -> tuple[list[str], list[str]]:
+    """One CTE per distinct row set (type, filter, window, time field) and, per statistic, the
+    name of its CTE. The dashboards summarise the same rows several ways (appointments this
+    month: a count, a status breakdown, a treatment breakdown): PostgreSQL materializes a CTE
+    named more than once and reads the index range once; one named once is inlined into its
+    subquery (a count then stays an index-only scan)."""
+    names: dict[tuple[str, str, str, str], str] = {}
+    ctes: list[str] = []
+    used: list[str] = []
+    for planned in query.statistics:
+        d = planned.definition
+        key = (d.resource_type, d.filter, d.window, d.time_field if d.window else "")
+        if key not in names:
+            names[key] = f"s{len(names)}"
+            ctes.append(f"{names[key]} AS (SELECT data FROM resources WHERE {_where(planned, out)})")
+        used.append(names[key])
+    return ctes, used
 
 
 def statistics(session: ShardSession, query: StatisticsQuery) -> tuple[list[Statistic], list[Activity]]:
     out = sql.Compiled()
     out.params.update({"b": query.business_id, "l": query.location_id})
+    ctes, row_sets = _row_sets(query, out)
     columns: list[str] = []
-    for index, planned in enumerate(query.statistics):
-        value, breakdown = _column(planned, out)
+    for index, (planned, rows) in enumerate(zip(query.statistics, row_sets, strict=True)):
+        value, breakdown = _column(planned, rows, out)
         columns += [f"{value} AS v{index}", f"{breakdown} AS d{index}"]
     recent = _recent(query, out)
     # Custom plans: see ShardSession.run.
-    row = session.run(f"SELECT {', '.join([*columns, recent])}", out.params)[0]
+    with_clause = f"WITH {', '.join(ctes)} " if ctes else ""
+    row = session.run(f"{with_clause}SELECT {', '.join([*columns, recent])}", out.params)[0]
     found = [
         Statistic(
             planned.definition.name,
