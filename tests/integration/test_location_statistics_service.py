@@ -20,7 +20,7 @@ from simplu.v1 import resource_pb2
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer
 from simplu_grpc.domain import location_statistics
-from simplu_grpc.domain.business import Business, BusinessType, Member, Role
+from simplu_grpc.domain.business import Business, BusinessType, Location, Member, Permissions, Role
 from tests.fixtures.server import MakeServer
 from tests.integration.resource_stack import ResourceStack, build_stack, ts
 
@@ -346,3 +346,35 @@ def test_without_a_history_recent_activities_are_the_latest_updates(stack: Resou
         assert activity.principal == ""
         assert activity.change_time == activity.update_time
         assert activity.create_time.ToDatetime(tzinfo=UTC) == base
+
+
+def test_aggregates_group_by_local_iso_week(stack: ResourceStack) -> None:
+    """start_time:week is the ISO week (from Monday 00:00) in the location's time zone: 23:30
+    on Sunday and 00:30 on Monday, local, fall in different weeks, keyed by the local Monday's
+    first instant."""
+    business = Business(
+        id=f"bweek{datetime.now(UTC).strftime('%H%M%S%f')}",
+        name="Week clinic",
+        type=BusinessType.DENTAL,
+        locations=(Location(id="main", name="main", timezone="Europe/Bucharest"),),
+        permissions=Permissions(roles={"owner": Role(permissions=("*",))}, members={}),
+    )
+    stack.store.create(business)
+    # Europe/Bucharest is UTC+2 in March (before the 29th).
+    for start in ("2026-03-08T21:30:00Z", "2026-03-08T22:30:00Z", "2026-03-10T08:00:00Z"):
+        stack.create(business, "appointments", data={"price": 10}, start_time=ts(start))
+    answer = stack.stub.AggregateResources(
+        resource_pb2.AggregateResourcesRequest(
+            business_id=business.id,
+            location_id="main",
+            resource_type="appointments",
+            value_field="data.price",
+            group_by=["start_time:week"],
+        ),
+        metadata=stack.md(),
+        timeout=10,
+    )
+    assert [([k.string_value for k in g.keys], g.count, g.sum) for g in answer.groups] == [
+        (["2026-03-01T22:00:00Z"], 1, 10.0),  # the week of Monday March 2, local
+        (["2026-03-08T22:00:00Z"], 2, 20.0),  # the week of Monday March 9, local
+    ]
