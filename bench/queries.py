@@ -23,6 +23,11 @@ def _word(rng: random.Random) -> str:
 # Share of the rows per type: patients are searched, appointments filtered and summarised.
 MIX = (("patients", 0.5), ("appointments", 0.4), ("invoices", 0.1))
 SURNAMES = tuple(_word(random.Random(n)) for n in range(5000))
+# The columns a bulk load writes, in the order of its rows.
+COPY_RESOURCES = (
+    "COPY resources (business_id, location_id, resource_type, resource_id, business_type, data,"
+    " start_time, end_time, create_time, update_time) FROM STDIN"
+)
 STATUSES = ("active", "archived", "new", "confirmed", "done", "cancelled")
 TREATMENTS = ("cleaning", "filling", "crown", "implant", "whitening", "extraction")
 
@@ -35,10 +40,7 @@ def seed_location(dsn: str, business_id: str, location_id: str, rows: int) -> fl
     with psycopg.connect(dsn, autocommit=True) as conn:
         with (
             conn.cursor() as cursor,
-            cursor.copy(
-                "COPY resources (business_id, location_id, resource_type, resource_id, business_type, data,"
-                " start_time, end_time, create_time, update_time) FROM STDIN"
-            ) as copy,
+            cursor.copy(COPY_RESOURCES) as copy,
         ):
             index = 0
             for resource_type, share in MIX:

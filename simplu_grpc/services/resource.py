@@ -280,10 +280,16 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
             )
         for activity in found.recent_activities:
             item = response.recent_activities.add(
-                resource_type=activity.resource_type, resource_id=activity.resource_id
+                resource_type=activity.resource_type,
+                resource_id=activity.resource_id,
+                principal=activity.principal,
+                kind=_CHANGE_KINDS[activity.kind] if activity.kind else resource_pb2.CHANGE_KIND_UNSPECIFIED,
             )
-            item.create_time.FromDatetime(activity.create_time)
-            item.update_time.FromDatetime(activity.update_time)
+            item.change_time.FromDatetime(activity.change_time)
+            if activity.create_time is not None:
+                item.create_time.FromDatetime(activity.create_time)
+            if activity.update_time is not None:
+                item.update_time.FromDatetime(activity.update_time)
         return response
 
     def UpdateResource(

@@ -61,6 +61,15 @@ def test_quick_bench_reports_every_scenario_and_a_warm_path_without_citrus(
         assert scenario["errors"] == {}, name
         assert scenario["count"] >= 1, name
         assert {"p50", "p95", "p99"} <= set(scenario["latency_ms"]), name
+    # The query scenarios also report the server's own duration of each call (its access log):
+    # one per measured call, and never above the client's round trip of the same call.
+    for name in ("filtered_list", "search", "statistics"):
+        scenario = report["scenarios"][name]
+        server = scenario["server_latency_ms"]
+        assert server["count"] == scenario["count"], name
+        assert 0 < server["p50"] <= scenario["latency_ms"]["p50"], name
+        assert server["max"] <= scenario["latency_ms"]["max"], name
+    assert "Server-side (the server's access-log duration" in result.stdout
     warm = report["warm_phase"]
     assert warm["citrus_request_path_calls"] == 0
     assert warm["citrus_calls"].get("get_shard", 0) == 0

@@ -213,16 +213,22 @@ class LocationStatistics(_message.Message):
         breakdown: _containers.ScalarMap[str, int]
         def __init__(self, name: _Optional[str] = ..., resource_type: _Optional[str] = ..., value: _Optional[float] = ..., breakdown: _Optional[_Mapping[str, int]] = ...) -> None: ...
     class Activity(_message.Message):
-        __slots__ = ("resource_type", "resource_id", "create_time", "update_time")
+        __slots__ = ("resource_type", "resource_id", "create_time", "update_time", "kind", "change_time", "principal")
         RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
         RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
         CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
         UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+        KIND_FIELD_NUMBER: _ClassVar[int]
+        CHANGE_TIME_FIELD_NUMBER: _ClassVar[int]
+        PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
         resource_type: str
         resource_id: str
         create_time: _timestamp_pb2.Timestamp
         update_time: _timestamp_pb2.Timestamp
-        def __init__(self, resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+        kind: ChangeKind
+        change_time: _timestamp_pb2.Timestamp
+        principal: str
+        def __init__(self, resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., principal: _Optional[str] = ...) -> None: ...
     AS_OF_FIELD_NUMBER: _ClassVar[int]
     TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     STATISTICS_FIELD_NUMBER: _ClassVar[int]

@@ -94,13 +94,32 @@ def _atom(node: Compare | Has | Search, out: Compiled) -> str:
     value = out.bind(path)
     if isinstance(node.value, str):
         return (
-            f"jsonb_typeof(data #> {value}::text[]) = 'string'"
+            f"{_is_json(value, 'string')}"
             f' AND (data #>> {value}::text[]) COLLATE "C" {_COMPARISON[node.op]} {out.bind(node.value)}::text'
         )
     return (
-        f"jsonb_typeof(data #> {value}::text[]) = 'number'"
+        f"{_is_json(value, 'number')}"
         f" AND (data #> {value}::text[]) {_COMPARISON[node.op]} {out.bind(Jsonb(node.value))}::jsonb"
     )
+
+
+# What jsonb_typeof returns (for a JSON value; SQL NULL for a missing key).
+_JSON_TYPES: Final = ("object", "array", "string", "number", "boolean", "null")
+
+
+def _is_json(bound_path: str, json_type: str) -> str:
+    """``data #> path`` is a JSON ``json_type`` (NULL when the key is missing).
+
+    Written as "none of the other types" rather than ``jsonb_typeof(..) = 'number'``: the
+    planner has no statistics on that expression and takes 0.5 % for an equality but 99.5 %
+    for each inequality. With 0.5 % it believes almost no row matches, so it collects every
+    candidate of the containment index and sorts them instead of walking the ordering's index
+    until a page is full (a filtered list on 100,000 resources: 22 ms instead of 3 ms).
+    Comparisons are typically ranges that match a good share of a type; text searches are
+    the opposite and keep the equality (_text_match).
+    """
+    others = ", ".join(f"'{t}'" for t in _JSON_TYPES if t != json_type)
+    return f"jsonb_typeof(data #> {bound_path}::text[]) NOT IN ({others})"
 
 
 def _equal(path: list[str], value: Any, out: Compiled) -> str:
@@ -125,6 +144,9 @@ def _text_match(path: Sequence[str], pattern: str, out: Compiled) -> str:
     # The expression (data #>> path) is the trigram indexes' (migrations/0005_queries.sql).
     bound = out.bind(list(path))
     return (
+        # The type test as an equality on purpose (see _is_json): the planner then takes a
+        # search for rare (0.5 %), collects its few matches from the trigram indexes and sorts
+        # them, instead of walking the ordering's index through a location that has none.
         f"(jsonb_typeof(data #> {bound}::text[]) = 'string' AND (data #>> {bound}::text[]) ILIKE {pattern})"
     )
 

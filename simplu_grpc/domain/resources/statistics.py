@@ -3,7 +3,7 @@
 Each statistic is a count or a sum over one resource type, optionally within a local time
 window (today, this month, tonight) on one time field, optionally restricted by a filter in
 the ListResources language, optionally broken down by a data field (top N). The shard
-computes them all, plus the most recently changed resources, in one statement. Windows are
+computes them all, plus the latest changes from the change history, in one statement. Windows are
 computed here from the clock and the location's time zone (pure; no I/O).
 """
 
@@ -15,6 +15,7 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 from simplu_grpc.domain.resources.catalog import catalog
+from simplu_grpc.domain.resources.changes import ChangeKind
 from simplu_grpc.domain.resources.filter_parser import parse
 from simplu_grpc.domain.resources.filter_tree import Node
 
@@ -115,10 +116,17 @@ class Statistic:
 
 @dataclass(frozen=True, slots=True)
 class Activity:
+    """A recent change: from the location's change history (kind, principal set), or, when
+    that history has none of the types summarised, a recently updated resource (kind None)."""
+
     resource_type: str
     resource_id: str
-    create_time: datetime
-    update_time: datetime
+    # The resource's times; None when it has been deleted since the change.
+    create_time: datetime | None
+    update_time: datetime | None
+    kind: ChangeKind | None
+    change_time: datetime
+    principal: str
 
 
 @dataclass(frozen=True, slots=True)
