@@ -44,8 +44,10 @@ from simplu_grpc.domain.admin_usage import TenantUsageQuery
 from simplu_grpc.domain.authz import Authorizer
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.business_ops import BusinessOps
+from simplu_grpc.domain.invitations import InvitationOps
 from simplu_grpc.domain.resource_ops import ResourceOps
 from simplu_grpc.domain.routing import RoutingCache, ShardDirectory
+from simplu_grpc.domain.team import TeamOps
 from simplu_grpc.domain.tokens import TokenVerifier
 from simplu_grpc.health import HEALTH_SERVICE_NAME, ReadinessCheck, ServerHealth
 from simplu_grpc.interceptors.access_log import AccessLogInterceptor
@@ -103,6 +105,9 @@ class Deps:
     business_cache: BusinessCache | None = None
     citrus: CitrusClient | None = None  # None in single-database mode (no CITRUS_SERVER_URL)
     business_ops: BusinessOps | None = None
+    # People management (invitations, members, ownership): BusinessService's other half.
+    invitation_ops: InvitationOps | None = None
+    team_ops: TeamOps | None = None
     # --- ResourceService components: pool registry, routing cache, directory -------------
     pools: PoolRegistry | None = None
     routing: RoutingCache | None = None
@@ -148,8 +153,8 @@ def simplu_services(settings: Settings, deps: Deps) -> list[Registration]:
     return [
         Registration(
             business_pb2.DESCRIPTOR.services_by_name["BusinessService"],
-            BusinessServicer(deps.business_ops)
-            if deps.business_ops is not None
+            BusinessServicer(deps.business_ops, invitations=deps.invitation_ops, team=deps.team_ops)
+            if deps.business_ops is not None and deps.invitation_ops is not None and deps.team_ops is not None
             else unimplemented(business_pb2_grpc.BusinessServiceServicer),
         ),
         Registration(

@@ -14,6 +14,8 @@ from datetime import timedelta
 
 from simplu_grpc.adapters.business_store import BusinessStore, make_dynamodb_client
 from simplu_grpc.adapters.citrus import CitrusClient
+from simplu_grpc.adapters.cognito_users import CognitoUsers, make_cognito_client
+from simplu_grpc.adapters.invitation_store import InvitationStore
 from simplu_grpc.adapters.jwks import JwksClient
 from simplu_grpc.adapters.pools import PoolRegistry
 from simplu_grpc.adapters.shard_directory import (
@@ -29,8 +31,10 @@ from simplu_grpc.domain.admin_usage import Replica, TenantUsageQuery
 from simplu_grpc.domain.authz import Authorizer
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.business_ops import BusinessOps, probe_check
+from simplu_grpc.domain.invitations import InvitationOps
 from simplu_grpc.domain.resource_ops import Limits, ResourceOps
 from simplu_grpc.domain.routing import RoutingCache
+from simplu_grpc.domain.team import TeamOps
 from simplu_grpc.domain.tenant_load import LoadOrder, TenantLoad
 from simplu_grpc.domain.tokens import TokenVerifier
 from simplu_grpc.metrics import Metrics, TenantGauge
@@ -92,6 +96,21 @@ def build_deps(settings: Settings) -> Deps:
             cache=deps.business_cache,
             authorizer=deps.authorizer,
             citrus=deps.citrus,
+        )
+        # --- People management (invitations, members, ownership) ---
+        cognito = make_cognito_client(settings)
+        deps.closers.append(cognito.close)
+        deps.invitation_ops = InvitationOps(
+            businesses=deps.business_ops,
+            store=deps.business_store,
+            cache=deps.business_cache,
+            invitations=InvitationStore(businesses=deps.business_store),
+            users=CognitoUsers(client=cognito, pool_id=settings.cognito_user_pool_id, metrics=metrics),
+            authorizer=deps.authorizer,
+            ttl=timedelta(seconds=settings.invitation_ttl_seconds),
+        )
+        deps.team_ops = TeamOps(
+            businesses=deps.business_ops, invitations=deps.invitation_ops, authorizer=deps.authorizer
         )
         # --- ResourceService adapters ---
         # Single-database mode: the one database also answers the Citrus questions ShardAdmin asks.

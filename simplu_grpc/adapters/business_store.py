@@ -413,12 +413,16 @@ class BusinessStore:
             raise BusinessStoreUnavailable("DynamoDB cancelled the create; retry it") from None
         return CreateOutcome(stored, replayed=False)
 
-    def update(self, business: Business, *, previous: Business) -> Business:
+    def update(
+        self, business: Business, *, previous: Business, also: Sequence[dict[str, Any]] = ()
+    ) -> Business:
         """Write ``business`` if the stored version is still ``business.version``; else Aborted.
 
         ``previous`` is the stored business (same id and version) that ``business`` changes:
         members it had and ``business`` has not lose their membership items, new ones get
-        theirs, in the same transaction as the business item.
+        theirs, in the same transaction as the business item. ``also``: more TransactWriteItems
+        actions on this table, written in the same transaction (an accepted invitation); one
+        whose condition fails aborts it all (Aborted), as a stale version does.
         """
         if previous.id != business.id or previous.version != business.version:
             raise ValueError("previous must be the stored business (same id and version) being changed")
@@ -433,6 +437,7 @@ class BusinessStore:
         before, after = set(previous.permissions.members), set(business.permissions.members)
         memberships = [self._put(_membership_item(s, business.id)) for s in sorted(after - before)]
         memberships += [self._delete(membership_id(s, business.id)) for s in sorted(before - after)]
+        memberships += also
         if len(memberships) >= _TRANSACTION_ITEMS:
             # Members change through SetMember and RemoveMember, one at a time.
             raise ValueError(f"{len(memberships)} membership changes do not fit in one transaction")
@@ -450,7 +455,9 @@ class BusinessStore:
                     TransactItems=[business_put, *memberships],
                 )
         except (_ConditionFailed, _TransactionCancelled) as failed:
-            if isinstance(failed, _TransactionCancelled) and not failed.failed(0):
+            # Action 0 is the business; ``also`` are the last ones: either failing is a conflict.
+            conditional = (0, *range(len(memberships) - len(also) + 1, len(memberships) + 1))
+            if isinstance(failed, _TransactionCancelled) and not any(map(failed.failed, conditional)):
                 raise BusinessStoreUnavailable("DynamoDB cancelled the update; retry it") from None
             raise Aborted(
                 f"business {business.id!r} was changed by another request; read it again and retry",
@@ -519,6 +526,25 @@ class BusinessStore:
                     "the business store is throttling writes; run again to resume",
                     metadata={"operation": "batch_write_item"},
                 )
+
+    # --- for the adapters of the other item kinds on this table (adapters.invitation_store) ---
+
+    @property
+    def table(self) -> str:
+        return self._table
+
+    @property
+    def client(self) -> DynamoDBClient:
+        return self._client
+
+    def call(self, operation: str, method: Callable[..., Any], /, **kwargs: Any) -> Any:
+        """``method(**kwargs)`` with this store's retries, deadline, metrics and error translation
+        (a false ConditionExpression raises ``ConditionFailed``)."""
+        return self._call(operation, method, **kwargs)
+
+    def batch_get(self, keys: _Items) -> _Items:
+        """The items of ``keys`` (at most 100) that exist."""
+        return self._batch_get(keys)
 
     def probe(self) -> None:
         """A light call for readiness and dependency status: the table exists and answers."""
@@ -632,6 +658,10 @@ class BusinessStore:
 
 class _ConditionFailed(Exception):
     """A ConditionExpression was false (internal: callers see the domain error)."""
+
+
+# For the adapters of the other item kinds calling ``BusinessStore.call`` with a condition.
+ConditionFailed = _ConditionFailed
 
 
 class _ItemTooLarge(Exception):

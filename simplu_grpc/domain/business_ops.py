@@ -523,18 +523,7 @@ class BusinessOps:
                 raise FailedPrecondition(
                     "the owner's membership cannot be changed", reason="OWNER_MEMBERSHIP"
                 )
-            if membership.role not in business.permissions.roles:
-                raise FailedPrecondition(
-                    f"role {membership.role!r} is not defined in business {business_id!r}",
-                    reason="ROLE_NOT_FOUND",
-                )
-            for location_id in membership.location_ids:
-                if business.location(location_id) is None:
-                    raise FailedPrecondition(
-                        f"location {location_id!r} is not in business {business_id!r}",
-                        reason="LOCATION_NOT_FOUND",
-                    )
-            self._forbid_escalation(principal, business, membership.role)
+            self.check_grant(principal, business, membership)
             current = business.member(subject)
             if current is not None:
                 # Changing someone's membership is acting on their role: no demoting a superior.
@@ -633,6 +622,40 @@ class BusinessOps:
                     break
                 done.append(location_id)
         return tuple(done)
+
+    # --- for the other business use cases (invitations, ownership: domain.invitations, domain.team)
+
+    def mutate(
+        self,
+        principal: Principal,
+        business_id: str,
+        etag: str,
+        permission: str | tuple[str, ...],
+        *,
+        change: Callable[[Business], Business],
+    ) -> Business:
+        """A business-wide read-modify-write under ``permission``, as every BusinessService write."""
+        return self._mutate(principal, business_id, etag, permission, location_id=None, change=change)
+
+    def check_grant(self, principal: Principal, business: Business, membership: Member) -> None:
+        """``membership`` may be given by ``principal`` in ``business``: its role and locations
+        exist, and its role grants nothing the caller's own lacks (SetMember, CreateInvitation)."""
+        if membership.role not in business.permissions.roles:
+            raise FailedPrecondition(
+                f"role {membership.role!r} is not defined in business {business.id!r}",
+                reason="ROLE_NOT_FOUND",
+            )
+        for location_id in membership.location_ids:
+            if business.location(location_id) is None:
+                raise FailedPrecondition(
+                    f"location {location_id!r} is not in business {business.id!r}",
+                    reason="LOCATION_NOT_FOUND",
+                )
+        self._forbid_escalation(principal, business, membership.role)
+
+    def forbid_escalation(self, principal: Principal, business: Business, role: str, *, target: str) -> None:
+        """No acting on someone whose role grants more than the caller's (``_forbid_escalation``)."""
+        self._forbid_escalation(principal, business, role, target=target)
 
     # --- helpers -----------------------------------------------------------------------
 
