@@ -9,7 +9,7 @@ contain ``#``, so no kind collides with another)::
     memberOf      "<invitation id>"                invitations are one Query (oldest first), like
                                                    a person's memberships (a Cognito sub never
                                                    starts with "invitations#")
-    businessId, email, role, locationIds, invitee, invitedBy, userCreated,
+    businessId, email, role, locationIds, invitee, invitedBy, userCreated, byPlatform,
     createdAt, expireTime, state, closedAt, closedBy (ISO 8601 / strings)
     codeHash      hex SHA-256 of the code's secret (the code itself is never stored)
     expiresAt     epoch seconds: DynamoDB's TTL removes the item this long after it closed or expired
@@ -54,6 +54,7 @@ def to_item(invitation: Invitation) -> dict[str, Any]:
         "invitee": {"S": invitation.invitee},
         "invitedBy": {"S": invitation.invited_by},
         "userCreated": {"BOOL": invitation.user_created},
+        "byPlatform": {"BOOL": invitation.by_platform},
         "createdAt": {"S": iso(invitation.create_time)},
         "expireTime": {"S": iso(invitation.expire_time)},
         "state": {"S": invitation.state.value},
@@ -84,6 +85,7 @@ def from_item(item: Mapping[str, Any]) -> Invitation:
             invitee=str(item["invitee"]["S"]),
             invited_by=str(item["invitedBy"]["S"]),
             user_created=bool(item.get("userCreated", {}).get("BOOL", False)),
+            by_platform=bool(item.get("byPlatform", {}).get("BOOL", False)),
             create_time=_time(item["createdAt"]["S"]),
             expire_time=_time(item["expireTime"]["S"]),
             state=InvitationState(item["state"]["S"]),

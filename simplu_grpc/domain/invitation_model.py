@@ -55,6 +55,8 @@ class Invitation:
     code_hash: str
     state: InvitationState = InvitationState.PENDING
     user_created: bool = False
+    # Made by a platform admin or a machine client (not a member): nothing to re-check at accept.
+    by_platform: bool = False
     close_time: datetime | None = None
     closed_by: str = ""
 

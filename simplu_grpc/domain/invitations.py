@@ -141,6 +141,7 @@ class InvitationOps:
             expire_time=now + self._ttl,
             code_hash=code.code_hash,
             user_created=created,
+            by_platform=principal.is_machine or self._authz.is_admin(principal),
         )
         self._invitations.create(invitation)
         log.info(
@@ -217,20 +218,35 @@ class InvitationOps:
             raise AlreadyExists(
                 f"you are already a member of business {business.id!r}", reason="ALREADY_A_MEMBER"
             )
-        if invitation.membership.role not in business.permissions.roles:
-            raise FailedPrecondition(
-                f"role {invitation.membership.role!r} no longer exists in business {business.id!r}",
-                reason="ROLE_NOT_FOUND",
-            )
-        for location_id in invitation.membership.location_ids:
-            if business.location(location_id) is None:
-                raise FailedPrecondition(
-                    f"location {location_id!r} is no longer in business {business.id!r}",
-                    reason="LOCATION_NOT_FOUND",
-                )
+        self._still_grantable(invitation, business)
         if len(business.permissions.members) >= MAX_MEMBERS:
             raise FailedPrecondition(f"a business has at most {MAX_MEMBERS} members")
         return business
+
+    def _still_grantable(self, invitation: Invitation, business: Business) -> None:
+        """The invitation's membership can still be given, by its inviter as they are today.
+
+        The same checks as when it was created (a member's ``admin.members:update`` and the one
+        escalation check): a manager who lost those rights since cannot grant through their old
+        invitations what they could not grant now. Roles and locations must still exist.
+        """
+        inviter = Principal(
+            subject=invitation.invited_by,
+            # A platform inviter acts as a machine client would: no member rights to re-check.
+            username="" if invitation.by_platform else invitation.invited_by,
+            token_use="access",  # noqa: S106 - the token kind, not a password
+            client_id="",
+        )
+        try:
+            if not invitation.by_platform:
+                self._authz.require_business_write(inviter, business, business.id, perm.MEMBERS_UPDATE)
+            self._businesses.check_grant(inviter, business, invitation.membership)
+        except PermissionDenied as exc:
+            raise FailedPrecondition(
+                f"the member who invited you can no longer grant role {invitation.membership.role!r}; "
+                "ask for a new invitation",
+                reason="INVITER_NOT_ALLOWED",
+            ) from exc
 
     # --- list / revoke -----------------------------------------------------------------
 

@@ -378,6 +378,33 @@ def test_no_escalation_through_invitations(
     )
 
 
+def test_an_invitation_dies_with_its_inviters_rights(
+    server: RunningServer, make_user_token: MakeUser
+) -> None:
+    """A manager's pending invitation cannot be accepted once the manager may no longer grant it:
+    INVITER_NOT_ALLOWED, and the invitee does not become a member."""
+    _, owner, _ = person(make_user_token, "owner")
+    manager_sub, manager, _ = person(make_user_token, "manager")
+    staff_sub, staff, staff_email = person(make_user_token, "staff")
+    business_id = clinic(server, owner, **{manager_sub: pb.Member(role="manager")})
+    code = invite(server, manager, business_id, staff_email).code
+    server.business.SetMember(
+        pb.SetMemberRequest(business_id=business_id, member=manager_sub, membership=pb.Member(role="staff")),
+        metadata=owner,
+    )
+    refused(lambda: accept(server, staff, code), grpc.StatusCode.FAILED_PRECONDITION, "INVITER_NOT_ALLOWED")
+    business = server.business.GetBusiness(pb.GetBusinessRequest(business_id=business_id), metadata=owner)
+    assert staff_sub not in business.permissions.members
+    # Given the rights back, the same invitation works.
+    server.business.SetMember(
+        pb.SetMemberRequest(
+            business_id=business_id, member=manager_sub, membership=pb.Member(role="manager")
+        ),
+        metadata=owner,
+    )
+    assert accept(server, staff, code).business.permissions.members[staff_sub].role == "staff"
+
+
 def test_invitation_checks_role_and_locations(server: RunningServer, make_user_token: MakeUser) -> None:
     """An unknown role or location is FAILED_PRECONDITION; a bad e-mail INVALID_ARGUMENT."""
     _, owner, _ = person(make_user_token, "owner")

@@ -247,7 +247,8 @@ class BusinessServiceServicer:
         """The invited person (their token's `sub`), once, before the invitation expires. An unknown
         or mistyped code: NOT_FOUND (INVITATION_NOT_FOUND); another person's: PERMISSION_DENIED
         (INVITATION_WRONG_USER); FAILED_PRECONDITION: INVITATION_USED, INVITATION_REVOKED,
-        INVITATION_EXPIRED, ROLE_NOT_FOUND; ALREADY_EXISTS (ALREADY_A_MEMBER; the code stays usable).
+        INVITATION_EXPIRED, ROLE_NOT_FOUND, LOCATION_NOT_FOUND, INVITER_NOT_ALLOWED (the inviter can no
+        longer grant the membership); ALREADY_EXISTS (ALREADY_A_MEMBER; the code stays usable).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

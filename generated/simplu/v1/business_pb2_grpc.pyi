@@ -87,7 +87,8 @@ class BusinessServiceStub:
     """The invited person (their token's `sub`), once, before the invitation expires. An unknown
     or mistyped code: NOT_FOUND (INVITATION_NOT_FOUND); another person's: PERMISSION_DENIED
     (INVITATION_WRONG_USER); FAILED_PRECONDITION: INVITATION_USED, INVITATION_REVOKED,
-    INVITATION_EXPIRED, ROLE_NOT_FOUND; ALREADY_EXISTS (ALREADY_A_MEMBER; the code stays usable).
+    INVITATION_EXPIRED, ROLE_NOT_FOUND, LOCATION_NOT_FOUND, INVITER_NOT_ALLOWED (the inviter can no
+    longer grant the membership); ALREADY_EXISTS (ALREADY_A_MEMBER; the code stays usable).
     """
     ListInvitations: _grpc.UnaryUnaryMultiCallable[_business_pb2.ListInvitationsRequest, _business_pb2.ListInvitationsResponse]
     """Whoever may see members (see BusinessPermissions.members)."""
@@ -161,7 +162,8 @@ class BusinessServiceAsyncStub(BusinessServiceStub):
     """The invited person (their token's `sub`), once, before the invitation expires. An unknown
     or mistyped code: NOT_FOUND (INVITATION_NOT_FOUND); another person's: PERMISSION_DENIED
     (INVITATION_WRONG_USER); FAILED_PRECONDITION: INVITATION_USED, INVITATION_REVOKED,
-    INVITATION_EXPIRED, ROLE_NOT_FOUND; ALREADY_EXISTS (ALREADY_A_MEMBER; the code stays usable).
+    INVITATION_EXPIRED, ROLE_NOT_FOUND, LOCATION_NOT_FOUND, INVITER_NOT_ALLOWED (the inviter can no
+    longer grant the membership); ALREADY_EXISTS (ALREADY_A_MEMBER; the code stays usable).
     """
     ListInvitations: _aio.UnaryUnaryMultiCallable[_business_pb2.ListInvitationsRequest, _business_pb2.ListInvitationsResponse]  # type: ignore[assignment]
     """Whoever may see members (see BusinessPermissions.members)."""
@@ -316,7 +318,8 @@ class BusinessServiceServicer(metaclass=_abc_1.ABCMeta):
         """The invited person (their token's `sub`), once, before the invitation expires. An unknown
         or mistyped code: NOT_FOUND (INVITATION_NOT_FOUND); another person's: PERMISSION_DENIED
         (INVITATION_WRONG_USER); FAILED_PRECONDITION: INVITATION_USED, INVITATION_REVOKED,
-        INVITATION_EXPIRED, ROLE_NOT_FOUND; ALREADY_EXISTS (ALREADY_A_MEMBER; the code stays usable).
+        INVITATION_EXPIRED, ROLE_NOT_FOUND, LOCATION_NOT_FOUND, INVITER_NOT_ALLOWED (the inviter can no
+        longer grant the membership); ALREADY_EXISTS (ALREADY_A_MEMBER; the code stays usable).
         """
 
     @_abc_1.abstractmethod

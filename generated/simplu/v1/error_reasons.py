@@ -65,6 +65,7 @@ Reason = Literal[
     "NOT_OWNER",
     "NEW_OWNER_NOT_MEMBER",
     "TOO_MANY_INVITATIONS",
+    "INVITER_NOT_ALLOWED",
     "INTERNAL",
 ]
 
@@ -132,6 +133,7 @@ REASONS: Final[frozenset[str]] = frozenset(
         "NOT_OWNER",
         "NEW_OWNER_NOT_MEMBER",
         "TOO_MANY_INVITATIONS",
+        "INVITER_NOT_ALLOWED",
         "INTERNAL",
     }
 )
