@@ -19,6 +19,7 @@ import botocore.config
 import botocore.exceptions
 
 from simplu_grpc import context
+from simplu_grpc.adapters.aws_credentials import emulator_credentials
 from simplu_grpc.errors import FailedPrecondition, InvalidArgument, Unavailable
 from simplu_grpc.metrics import Metrics
 
@@ -41,11 +42,7 @@ def make_cognito_client(settings: Settings) -> CognitoIdentityProviderClient:
         retries={"mode": "standard", "total_max_attempts": 2},
     )
     session = boto3.session.Session(region_name=settings.aws_region)
-    key_id: str | None = None
-    secret: str | None = None
-    if settings.cognito_endpoint and session.get_credentials() is None:
-        # A local emulator (moto) accepts any credentials; boto3 refuses to sign without some.
-        key_id, secret = "local", "local"
+    key_id, secret = emulator_credentials(session, settings.cognito_endpoint)
     client: CognitoIdentityProviderClient = session.client(
         "cognito-idp",
         endpoint_url=settings.cognito_endpoint,

@@ -13,6 +13,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -108,6 +109,28 @@ def accept(server: RunningServer, md: Bearer, code: str) -> pb.AcceptInvitationR
     return server.business.AcceptInvitation(pb.AcceptInvitationRequest(code=code), metadata=md, timeout=20)
 
 
+@dataclass(frozen=True)
+class Invited:
+    """An owner's clinic and a pool user invited into it as staff, not yet accepted."""
+
+    owner: Bearer
+    business_id: str
+    staff_sub: str
+    staff: Bearer
+    created: pb.CreateInvitationResponse
+
+    @property
+    def code(self) -> str:
+        return self.created.code
+
+
+def invited(server: RunningServer, make_user_token: MakeUser) -> Invited:
+    _, owner, _ = person(make_user_token, "owner")
+    staff_sub, staff, staff_email = person(make_user_token, "staff")
+    business_id = clinic(server, owner)
+    return Invited(owner, business_id, staff_sub, staff, invite(server, owner, business_id, staff_email))
+
+
 def refused(call: Callable[[], Any], code: grpc.StatusCode, reason: str) -> grpc.RpcError:
     error = rpc_error(call)
     assert (error.code(), reason_of(error)) == (code, reason), error.details()
@@ -197,10 +220,9 @@ def test_a_code_works_once(
     server: RunningServer, moto_server: MotoServer, table: str, make_user_token: MakeUser
 ) -> None:
     """The second AcceptInvitation with the same code is INVITATION_USED, and changes nothing."""
-    _, owner, _ = person(make_user_token, "owner")
-    _, staff, staff_email = person(make_user_token, "staff")
-    business_id = clinic(server, owner)
-    code = invite(server, owner, business_id, staff_email).code
+    scene = invited(server, make_user_token)
+    staff = scene.staff
+    code = scene.code
     accept(server, staff, code)
     before = scan_table(moto_server.url, table)
 
@@ -213,10 +235,9 @@ def test_concurrent_accepts_of_one_code_make_one_member(
 ) -> None:
     """Eight simultaneous accepts: exactly one succeeds; the others are told it was used, or that
     they are a member already."""
-    _, owner, _ = person(make_user_token, "owner")
-    _, staff, staff_email = person(make_user_token, "staff")
-    business_id = clinic(server, owner)
-    code = invite(server, owner, business_id, staff_email).code
+    scene = invited(server, make_user_token)
+    staff = scene.staff
+    code = scene.code
     outcomes: list[str] = []
     lock = threading.Lock()
 
@@ -242,10 +263,9 @@ def test_an_expired_code_is_refused(
     server: RunningServer, moto_server: MotoServer, table: str, make_user_token: MakeUser
 ) -> None:
     """Once its expire_time passed, the code answers INVITATION_EXPIRED and the list shows EXPIRED."""
-    _, owner, _ = person(make_user_token, "owner")
-    staff_sub, staff, staff_email = person(make_user_token, "staff")
-    business_id = clinic(server, owner)
-    created = invite(server, owner, business_id, staff_email)
+    scene = invited(server, make_user_token)
+    owner, staff, staff_sub, business_id = scene.owner, scene.staff, scene.staff_sub, scene.business_id
+    created = scene.created
     # The invitation's week is over (its stored expire time moved into the past).
     past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
     client("dynamodb", moto_server.url, "us-east-1").update_item(
@@ -270,10 +290,9 @@ def test_unknown_and_tampered_codes_answer_the_same_not_found(
     server: RunningServer, make_user_token: MakeUser
 ) -> None:
     """A made-up code, a real id with a wrong secret, and garbage: one NOT_FOUND, one message."""
-    _, owner, _ = person(make_user_token, "owner")
-    _, staff, staff_email = person(make_user_token, "staff")
-    business_id = clinic(server, owner)
-    code = invite(server, owner, business_id, staff_email).code
+    scene = invited(server, make_user_token)
+    staff = scene.staff
+    code = scene.code
     invitation_id, _, secret = code.partition(".")
     tampered = f"{invitation_id}.{secret[:-1]}{'A' if secret[-1] != 'A' else 'B'}"
     unknown = f"{secrets.token_hex(16)}.{secret}"
@@ -293,13 +312,11 @@ def test_only_the_invited_user_can_accept(
     server: RunningServer, machine_token: Callable[..., str], make_user_token: MakeUser
 ) -> None:
     """Another person (or a machine client) with the code is INVITATION_WRONG_USER; the code stays usable."""
-    _, owner, _ = person(make_user_token, "owner")
-    _, staff, staff_email = person(make_user_token, "staff")
+    scene = invited(server, make_user_token)
+    staff, code = scene.staff, scene.code
     _, other, _ = person(make_user_token, "other")
-    business_id = clinic(server, owner)
-    code = invite(server, owner, business_id, staff_email).code
 
-    for wrong in (other, owner, bearer(machine_token())):
+    for wrong in (other, scene.owner, bearer(machine_token())):
         refused(
             lambda md=wrong: accept(server, md, code),
             grpc.StatusCode.PERMISSION_DENIED,
