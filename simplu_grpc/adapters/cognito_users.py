@@ -109,10 +109,6 @@ class CognitoUsers:
         )
         return _sub(user.get("UserAttributes", []))
 
-    def probe(self) -> None:
-        """The pool exists and answers (dependency status)."""
-        self._call("describe_user_pool", self._client.describe_user_pool, UserPoolId=self._pool)
-
     def _call(self, operation: str, method: Any, /, **kwargs: Any) -> Any:
         context.deadline().check(f"calling Cognito ({operation})")
         started = time.perf_counter()
