@@ -1,7 +1,8 @@
 """The user pool's admin API (Cognito, boto3 ``cognito-idp``): find or create a user by e-mail.
 
 Used by invitations (``domain.invitation_model.UserDirectory``). ``ListUsers`` with an
-``email = "..."`` filter finds the user; when there is none, ``AdminCreateUser`` creates one with
+``email = "..."`` filter finds the user (only a verified address counts: see ``_verified_sub``);
+when there is none, ``AdminCreateUser`` creates one with
 the e-mail as username and as a verified attribute, and Cognito mails them a temporary password
 (its invitation message): the person who signs in with it has proved they read that mailbox.
 Library errors stop here: throttling, an unreachable endpoint or missing permissions become
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 USER_DIRECTORY_UNAVAILABLE: Final = "USER_DIRECTORY_UNAVAILABLE"
+# ListUsers' largest page: enough to see every user sharing an address.
+_LIST_LIMIT = 60
 
 
 def make_cognito_client(settings: Settings) -> CognitoIdentityProviderClient:
@@ -80,34 +83,28 @@ class CognitoUsers:
                 DesiredDeliveryMediums=["EMAIL"],
             )
         except _UsernameExists:
-            # Created meanwhile (a concurrent invitation), or a user named so without this e-mail.
-            found = self._find(email) or self._sub_of_username(email)
-            return found, False
+            # Created meanwhile (a concurrent invitation), or a user whose username is this address.
+            found = self._find(email)
+            if found:
+                return found, False
+            user = self._call(
+                "admin_get_user", self._client.admin_get_user, UserPoolId=self._pool, Username=email
+            )
+            return _verified_sub([user.get("UserAttributes", [])], email), False
         return _sub(created["User"].get("Attributes", [])), True
 
     def _find(self, email: str) -> str:
-        """The sub of the one user with this e-mail; "" when none; INVITEE_AMBIGUOUS for several."""
+        """The sub of the one user with this e-mail verified; "" when no user has it at all."""
         # The domain refuses '"' and '\\' in addresses, so the filter cannot be broken out of.
         answer = self._call(
             "list_users",
             self._client.list_users,
             UserPoolId=self._pool,
             Filter=f'email = "{email}"',
-            Limit=2,
+            Limit=_LIST_LIMIT,
         )
-        users = answer.get("Users", [])
-        if len(users) > 1:
-            raise FailedPrecondition(
-                "several users of the user pool have this e-mail; add the right one with SetMember",
-                reason="INVITEE_AMBIGUOUS",
-            )
-        return _sub(users[0].get("Attributes", [])) if users else ""
-
-    def _sub_of_username(self, username: str) -> str:
-        user = self._call(
-            "admin_get_user", self._client.admin_get_user, UserPoolId=self._pool, Username=username
-        )
-        return _sub(user.get("UserAttributes", []))
+        users = [user.get("Attributes", []) for user in answer.get("Users", [])]
+        return _verified_sub(users, email) if users else ""
 
     def _call(self, operation: str, method: Any, /, **kwargs: Any) -> Any:
         context.deadline().check(f"calling Cognito ({operation})")
@@ -139,6 +136,36 @@ class CognitoUsers:
 
 class _UsernameExists(Exception):
     """AdminCreateUser found the username taken (internal: find_or_create looks it up instead)."""
+
+
+def _verified_sub(users: list[list[Any]], email: str) -> str:
+    """The sub of the one user (by attributes) whose e-mail is ``email`` and verified.
+
+    Only a verified address counts: in a pool that lets people sign up, anyone can claim an
+    address they do not own, and an invitation bound to their sub would hand them the membership.
+    """
+    verified = [
+        attributes
+        for attributes in users
+        if _attribute(attributes, "email").lower() == email
+        and _attribute(attributes, "email_verified") == "true"
+    ]
+    if len(verified) > 1:
+        raise FailedPrecondition(
+            "several users of the user pool have this e-mail; add the right one with SetMember",
+            reason="INVITEE_AMBIGUOUS",
+        )
+    if not verified:
+        raise FailedPrecondition(
+            "a user of the user pool has this e-mail but has not verified it; they verify it "
+            "first (or an administrator does), then invite them again",
+            reason="INVITEE_UNVERIFIED",
+        )
+    return _sub(verified[0])
+
+
+def _attribute(attributes: list[Any], name: str) -> str:
+    return next((str(a.get("Value", "")) for a in attributes if a.get("Name") == name), "")
 
 
 def _sub(attributes: list[Any]) -> str:

@@ -216,6 +216,45 @@ def test_an_existing_pool_user_is_found_by_e_mail_not_created(
     )
 
 
+def test_an_address_nobody_verified_or_several_users_share_is_refused(
+    server: RunningServer, cognito: CognitoSetup, make_user_token: MakeUser
+) -> None:
+    """A pool user who claimed an address without verifying it is never bound to an invitation
+    (INVITEE_UNVERIFIED); two verified users with one address are INVITEE_AMBIGUOUS; nothing kept."""
+    _, owner, _ = person(make_user_token, "owner")
+    business_id = clinic(server, owner)
+    pool = client("cognito-idp", cognito.endpoint, cognito.region)
+    claimed = f"victim-{secrets.token_hex(3)}@example.com"
+    pool.admin_create_user(
+        UserPoolId=cognito.pool_id,
+        Username=f"impostor-{secrets.token_hex(3)}",
+        MessageAction="SUPPRESS",
+        UserAttributes=[{"Name": "email", "Value": claimed}, {"Name": "email_verified", "Value": "false"}],
+    )
+    shared = f"shared-{secrets.token_hex(3)}@example.com"
+    for n in range(2):
+        pool.admin_create_user(
+            UserPoolId=cognito.pool_id,
+            Username=f"twin{n}-{secrets.token_hex(3)}",
+            MessageAction="SUPPRESS",
+            UserAttributes=[{"Name": "email", "Value": shared}, {"Name": "email_verified", "Value": "true"}],
+        )
+    refused(
+        lambda: invite(server, owner, business_id, claimed),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "INVITEE_UNVERIFIED",
+    )
+    refused(
+        lambda: invite(server, owner, business_id, shared),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "INVITEE_AMBIGUOUS",
+    )
+    listed = server.business.ListInvitations(
+        pb.ListInvitationsRequest(business_id=business_id), metadata=owner
+    )
+    assert list(listed.invitations) == []
+
+
 def test_a_code_works_once(
     server: RunningServer, moto_server: MotoServer, table: str, make_user_token: MakeUser
 ) -> None:

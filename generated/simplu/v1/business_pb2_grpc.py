@@ -236,7 +236,7 @@ class BusinessServiceServicer:
         "admin.members:update" in every location (platform admins, businesses.write too); the role
         must grant nothing the caller's own role lacks (PERMISSION_DENIED / ESCALATION). Finds the
         Cognito user with this e-mail or creates one. FAILED_PRECONDITION (ROLE_NOT_FOUND,
-        LOCATION_NOT_FOUND, INVITEE_AMBIGUOUS, TOO_MANY_INVITATIONS), ALREADY_EXISTS
+        LOCATION_NOT_FOUND, INVITEE_AMBIGUOUS, INVITEE_UNVERIFIED, TOO_MANY_INVITATIONS), ALREADY_EXISTS
         (ALREADY_A_MEMBER), UNAVAILABLE (USER_DIRECTORY_UNAVAILABLE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -80,7 +80,7 @@ class BusinessServiceStub:
     "admin.members:update" in every location (platform admins, businesses.write too); the role
     must grant nothing the caller's own role lacks (PERMISSION_DENIED / ESCALATION). Finds the
     Cognito user with this e-mail or creates one. FAILED_PRECONDITION (ROLE_NOT_FOUND,
-    LOCATION_NOT_FOUND, INVITEE_AMBIGUOUS, TOO_MANY_INVITATIONS), ALREADY_EXISTS
+    LOCATION_NOT_FOUND, INVITEE_AMBIGUOUS, INVITEE_UNVERIFIED, TOO_MANY_INVITATIONS), ALREADY_EXISTS
     (ALREADY_A_MEMBER), UNAVAILABLE (USER_DIRECTORY_UNAVAILABLE).
     """
     AcceptInvitation: _grpc.UnaryUnaryMultiCallable[_business_pb2.AcceptInvitationRequest, _business_pb2.AcceptInvitationResponse]
@@ -155,7 +155,7 @@ class BusinessServiceAsyncStub(BusinessServiceStub):
     "admin.members:update" in every location (platform admins, businesses.write too); the role
     must grant nothing the caller's own role lacks (PERMISSION_DENIED / ESCALATION). Finds the
     Cognito user with this e-mail or creates one. FAILED_PRECONDITION (ROLE_NOT_FOUND,
-    LOCATION_NOT_FOUND, INVITEE_AMBIGUOUS, TOO_MANY_INVITATIONS), ALREADY_EXISTS
+    LOCATION_NOT_FOUND, INVITEE_AMBIGUOUS, INVITEE_UNVERIFIED, TOO_MANY_INVITATIONS), ALREADY_EXISTS
     (ALREADY_A_MEMBER), UNAVAILABLE (USER_DIRECTORY_UNAVAILABLE).
     """
     AcceptInvitation: _aio.UnaryUnaryMultiCallable[_business_pb2.AcceptInvitationRequest, _business_pb2.AcceptInvitationResponse]  # type: ignore[assignment]
@@ -305,7 +305,7 @@ class BusinessServiceServicer(metaclass=_abc_1.ABCMeta):
         "admin.members:update" in every location (platform admins, businesses.write too); the role
         must grant nothing the caller's own role lacks (PERMISSION_DENIED / ESCALATION). Finds the
         Cognito user with this e-mail or creates one. FAILED_PRECONDITION (ROLE_NOT_FOUND,
-        LOCATION_NOT_FOUND, INVITEE_AMBIGUOUS, TOO_MANY_INVITATIONS), ALREADY_EXISTS
+        LOCATION_NOT_FOUND, INVITEE_AMBIGUOUS, INVITEE_UNVERIFIED, TOO_MANY_INVITATIONS), ALREADY_EXISTS
         (ALREADY_A_MEMBER), UNAVAILABLE (USER_DIRECTORY_UNAVAILABLE).
         """
 

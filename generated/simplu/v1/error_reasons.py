@@ -66,6 +66,7 @@ Reason = Literal[
     "NEW_OWNER_NOT_MEMBER",
     "TOO_MANY_INVITATIONS",
     "INVITER_NOT_ALLOWED",
+    "INVITEE_UNVERIFIED",
     "INTERNAL",
 ]
 
@@ -134,6 +135,7 @@ REASONS: Final[frozenset[str]] = frozenset(
         "NEW_OWNER_NOT_MEMBER",
         "TOO_MANY_INVITATIONS",
         "INVITER_NOT_ALLOWED",
+        "INVITEE_UNVERIFIED",
         "INTERNAL",
     }
 )
