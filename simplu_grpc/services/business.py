@@ -8,11 +8,11 @@ import grpc
 from simplu.v1 import business_pb2, business_pb2_grpc
 
 from simplu_grpc import context as rpc
-from simplu_grpc.domain.business import Business, BusinessSettings
-from simplu_grpc.domain.business_ops import BusinessOps
-from simplu_grpc.domain.invitations import InvitationOps
-from simplu_grpc.domain.team import TeamOps
-from simplu_grpc.domain.validation import Violations
+from simplu_grpc.domain.business.commands import BusinessOps
+from simplu_grpc.domain.business.invitations import InvitationOps
+from simplu_grpc.domain.business.model import Business, BusinessSettings
+from simplu_grpc.domain.business.team import TeamOps
+from simplu_grpc.domain.checks import Violations
 from simplu_grpc.services import business_proto as convert
 from simplu_grpc.services import invitation_proto as people
 
@@ -192,7 +192,7 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
             location_allowed=location_allowed if request.location_id else None,
         )
 
-    # --- People management: invitations, members, ownership (domain.invitations, domain.team) ---
+    # --- People management: invitations, members, ownership (domain.business.invitations, .team) ---
 
     def CreateInvitation(
         self, request: business_pb2.CreateInvitationRequest, context: grpc.ServicerContext

@@ -6,9 +6,9 @@ from datetime import datetime
 
 from simplu.v1 import business_pb2
 
-from simplu_grpc.domain.business import Member
-from simplu_grpc.domain.invitation_model import Invitation, InvitationState
-from simplu_grpc.domain.team import TeamMember
+from simplu_grpc.domain.business.invitation_model import Invitation, InvitationState
+from simplu_grpc.domain.business.model import Member
+from simplu_grpc.domain.business.team import TeamMember
 from simplu_grpc.services.business_proto import timestamp
 
 STATE_TO_PROTO: dict[InvitationState, business_pb2.InvitationState] = {

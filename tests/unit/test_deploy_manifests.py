@@ -77,9 +77,10 @@ def test_a_headless_service_serves_client_side_balancing() -> None:
 
 
 def test_iam_policy_allows_exactly_the_dynamodb_calls_the_adapter_makes() -> None:
-    """The least-privilege policy lists exactly the DynamoDB operations business_store.py calls
+    """The least-privilege policy lists exactly the DynamoDB operations the DynamoDB adapter calls
     (a transaction's Puts need PutItem), so adding a call without its permission fails here."""
-    source = (ROOT / "simplu_grpc" / "adapters" / "business_store.py").read_text()
+    adapter = ROOT / "simplu_grpc" / "adapters" / "dynamodb"
+    source = "\n".join(path.read_text() for path in sorted(adapter.glob("*.py")))
     calls = set(re.findall(r"self\._client\.([a-z_]+)\b", source))
     needed = set()
     for call in calls:
@@ -94,7 +95,7 @@ def test_iam_policy_allows_exactly_the_dynamodb_calls_the_adapter_makes() -> Non
 
 def test_iam_policy_allows_exactly_the_user_pool_calls_invitations_make() -> None:
     """The user pool's admin calls (invitations find or create users) are allowed, and no more."""
-    source = (ROOT / "simplu_grpc" / "adapters" / "cognito_users.py").read_text()
+    source = (ROOT / "simplu_grpc" / "adapters" / "cognito" / "users.py").read_text()
     calls = set(re.findall(r"self\._client\.([a-z_]+)\b", source))
     needed = {"cognito-idp:" + "".join(part.title() for part in call.split("_")) for call in calls}
     assert needed

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from simplu_grpc.domain.authz import Authorizer
-from simplu_grpc.domain.business import Business, BusinessType, Location, Member, Permissions, Role
-from simplu_grpc.domain.business_cache import BusinessCache
-from simplu_grpc.domain.business_ops import BusinessOps
-from simplu_grpc.domain.invitation_model import (
+from simplu_grpc.domain.auth.authz import Authorizer
+from simplu_grpc.domain.auth.principal import Principal
+from simplu_grpc.domain.business.cache import BusinessCache
+from simplu_grpc.domain.business.commands import BusinessOps
+from simplu_grpc.domain.business.invitation_model import (
     Invitation,
     InvitationPage,
     InvitationState,
@@ -21,9 +21,9 @@ from simplu_grpc.domain.invitation_model import (
     parse_code,
     read_after_token,
 )
-from simplu_grpc.domain.invitations import InvitationOps
-from simplu_grpc.domain.principal import Principal
-from simplu_grpc.domain.team import TeamOps
+from simplu_grpc.domain.business.invitations import InvitationOps
+from simplu_grpc.domain.business.model import Business, BusinessType, Location, Member, Permissions, Role
+from simplu_grpc.domain.business.team import TeamOps
 from simplu_grpc.errors import (
     Aborted,
     AlreadyExists,
