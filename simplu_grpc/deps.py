@@ -20,6 +20,8 @@ from simplu_grpc.domain.admin.console import ShardAdmin
 from simplu_grpc.domain.auth.authz import Authorizer
 from simplu_grpc.domain.business.cache import BusinessCache
 from simplu_grpc.domain.business.commands import BusinessOps
+from simplu_grpc.domain.business.invitations import InvitationOps
+from simplu_grpc.domain.business.team import TeamOps
 from simplu_grpc.domain.placement.ports import ShardDirectory
 from simplu_grpc.domain.placement.routing import RoutingCache
 from simplu_grpc.domain.resources.ops import ResourceOps
@@ -43,6 +45,9 @@ class Deps:
     business_cache: BusinessCache
     citrus: CitrusClient | None  # None in single-database mode (no CITRUS_SERVER_URL)
     business_ops: BusinessOps
+    # People management (invitations, members, ownership): BusinessService's other half.
+    invitation_ops: InvitationOps
+    team_ops: TeamOps
     # --- ResourceService ---
     pools: PoolRegistry
     routing: RoutingCache

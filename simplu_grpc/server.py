@@ -82,7 +82,8 @@ def simplu_services(settings: Settings, deps: Deps) -> list[Registration]:
     """The simplu.v1 services this server answers, each from its use cases in ``deps``."""
     return [
         Registration(
-            business_pb2.DESCRIPTOR.services_by_name["BusinessService"], BusinessServicer(deps.business_ops)
+            business_pb2.DESCRIPTOR.services_by_name["BusinessService"],
+            BusinessServicer(deps.business_ops, invitations=deps.invitation_ops, team=deps.team_ops),
         ),
         Registration(
             resource_pb2.DESCRIPTOR.services_by_name["ResourceService"],

@@ -78,6 +78,11 @@ class Settings:
     cognito_jwks_url: str | None = None  # default derived from region and pool
     jwt_leeway_seconds: int = 10
     admin_group: str = "admin"
+    # The user pool's admin API (invitations find or create users there); a local emulator's URL
+    # in development, AWS's own endpoint when unset.
+    cognito_endpoint: str | None = None
+    # How long an invitation's code may be accepted.
+    invitation_ttl_seconds: float = 7 * 86_400.0
 
     # --- Single-database mode (no Citrus) ----------------------------------------------
     database_host: str = "localhost"
@@ -313,6 +318,10 @@ class _Reader:
             cognito_jwks_url=self.url("COGNITO_JWKS_URL"),
             jwt_leeway_seconds=self.int_("JWT_LEEWAY_SECONDS", d.jwt_leeway_seconds, minimum=0, maximum=300),
             admin_group=self.str_("SIMPLU_ADMIN_GROUP", d.admin_group),
+            cognito_endpoint=self.url("COGNITO_ENDPOINT"),
+            invitation_ttl_seconds=self.float_(
+                "INVITATION_TTL_SECONDS", d.invitation_ttl_seconds, minimum=300, maximum=30 * 86_400
+            ),
             database_host=self.str_("DATABASE_HOST", d.database_host),
             database_port=self.int_("DATABASE_PORT", d.database_port, minimum=1, maximum=65535),
             database_username=self.str_("DATABASE_USERNAME", d.database_username),

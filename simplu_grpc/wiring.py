@@ -5,6 +5,7 @@ CLI (``simplu-grpc migrate``) and the tests build from the same factories:
 
 - ``build_auth``: the JWKS client, the token verifier and the authorizer;
 - ``build_business``: the business store (DynamoDB), its cache, the Citrus client, BusinessOps;
+- ``build_people``: invitations (the Cognito pool's admin API), ListMembers, TransferOwnership;
 - ``build_resources``: the shard directory, routing cache, pool registry, ResourceOps;
 - ``build_admin``: the ShardAdmin use cases;
 - ``build_shard_source`` / ``build_migrations``: what ``simplu-grpc migrate`` needs alone;
@@ -22,6 +23,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from simplu_grpc.adapters.citrus.client import CitrusClient
 from simplu_grpc.adapters.citrus.shard_directory import (
@@ -31,8 +33,10 @@ from simplu_grpc.adapters.citrus.shard_directory import (
 )
 from simplu_grpc.adapters.cognito.jwks import JwksClient
 from simplu_grpc.adapters.cognito.token_verifier import TokenVerifier
+from simplu_grpc.adapters.cognito.users import CognitoUsers, make_cognito_client
 from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
 from simplu_grpc.adapters.dynamodb.calls import make_dynamodb_client
+from simplu_grpc.adapters.dynamodb.invitation_store import InvitationStore
 from simplu_grpc.adapters.postgres.consistency_reader import PostgresShardReader
 from simplu_grpc.adapters.postgres.migrator import PostgresMigrator
 from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
@@ -51,7 +55,9 @@ from simplu_grpc.domain.admin.usage import Replica, TenantUsageQuery
 from simplu_grpc.domain.auth.authz import Authorizer
 from simplu_grpc.domain.business.cache import BusinessCache
 from simplu_grpc.domain.business.commands import BusinessOps
+from simplu_grpc.domain.business.invitations import InvitationOps
 from simplu_grpc.domain.business.ports import BusinessRepository
+from simplu_grpc.domain.business.team import TeamOps
 from simplu_grpc.domain.placement.ports import ShardDirectory, ShardSource
 from simplu_grpc.domain.placement.routing import RoutingCache
 from simplu_grpc.domain.resources.ops import ResourceOps
@@ -59,6 +65,9 @@ from simplu_grpc.domain.resources.results import Limits
 from simplu_grpc.health import ReadinessCheck, probe_check
 from simplu_grpc.metrics import Metrics, TenantGauge
 from simplu_grpc.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 # What the business cache reads from, given the store (tests wrap it to count reads).
 CacheSource = Callable[[BusinessStore], BusinessRepository]
@@ -92,6 +101,15 @@ class Business:
     cache: BusinessCache
     citrus: CitrusClient | None  # None in single-database mode
     ops: BusinessOps
+    client: DynamoDBClient  # the table's client, shared by the other item kinds on it (invitations)
+
+
+@dataclass(frozen=True, slots=True)
+class People:
+    """BusinessService's people management: invitations (Cognito's admin API), members, ownership."""
+
+    invitations: InvitationOps
+    team: TeamOps
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +173,27 @@ def build_business(
     if citrus is not None:
         life.readiness_checks.append(probe_check(citrus.probe))
     ops = BusinessOps(store=store, cache=cache, authorizer=auth.authorizer, citrus=citrus)
-    return Business(store=store, cache=cache, citrus=citrus, ops=ops)
+    return Business(store=store, cache=cache, citrus=citrus, ops=ops, client=dynamodb)
+
+
+def build_people(settings: Settings, life: Lifecycle, auth: Auth, business: Business) -> People:
+    """Invitations (kept in the business table, users found or created in the Cognito pool through
+    its admin API), ListMembers and TransferOwnership."""
+    cognito = make_cognito_client(settings)
+    life.closers.append(cognito.close)
+    invitations = InvitationOps(
+        businesses=business.ops,
+        store=business.store,
+        cache=business.cache,
+        invitations=InvitationStore(
+            businesses=business.store, table=settings.dynamodb_business_info_table, client=business.client
+        ),
+        users=CognitoUsers(client=cognito, pool_id=settings.cognito_user_pool_id, metrics=life.metrics),
+        authorizer=auth.authorizer,
+        ttl=timedelta(seconds=settings.invitation_ttl_seconds),
+    )
+    team = TeamOps(businesses=business.ops, invitations=invitations, authorizer=auth.authorizer)
+    return People(invitations=invitations, team=team)
 
 
 def build_shard_source(settings: Settings, citrus: CitrusClient | None) -> ShardSource:
@@ -278,6 +316,7 @@ def build_deps(settings: Settings, *, cache_source: CacheSource | None = None) -
     try:
         auth = build_auth(settings, life)
         business = build_business(settings, life, auth, cache_source=cache_source)
+        people = build_people(settings, life, auth, business)
         resources = build_resources(settings, life, auth, business)
         admin = build_admin(settings, life, auth, business, resources)
     except BaseException:
@@ -292,6 +331,8 @@ def build_deps(settings: Settings, *, cache_source: CacheSource | None = None) -
         business_cache=business.cache,
         citrus=business.citrus,
         business_ops=business.ops,
+        invitation_ops=people.invitations,
+        team_ops=people.team,
         pools=resources.pools,
         routing=resources.routing,
         shard_directory=resources.directory,

@@ -340,6 +340,7 @@ class DevStack:
                 "COGNITO_USER_POOL_ID": self.cognito.pool_id,
                 "COGNITO_CLIENT_ID": self.cognito.client_id,
                 "COGNITO_JWKS_URL": self.cognito.jwks_url,
+                "COGNITO_ENDPOINT": self.moto.url,
                 "SIMPLU_ADMIN_GROUP": self.cognito.admin_group,
             }
         )

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import grpc
 from simplu.v1 import business_pb2, business_pb2_grpc
 
 from simplu_grpc import context as rpc
 from simplu_grpc.domain.business.commands import BusinessOps
+from simplu_grpc.domain.business.invitations import InvitationOps
 from simplu_grpc.domain.business.model import Business, BusinessSettings
+from simplu_grpc.domain.business.team import TeamOps
 from simplu_grpc.domain.checks import Violations
 from simplu_grpc.services import business_proto as convert
+from simplu_grpc.services import invitation_proto as people
 
 
 class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
     """Every method: the caller from the request context, the request converted, one use case."""
 
-    def __init__(self, ops: BusinessOps) -> None:
+    def __init__(self, ops: BusinessOps, *, invitations: InvitationOps, team: TeamOps) -> None:
         self._ops = ops
+        self._invitations = invitations
+        self._team = team
 
     def _shown(self, business: Business) -> business_pb2.Business:
         """The answer's Business, as the caller may see it (``BusinessOps.as_seen_by``)."""
@@ -184,3 +191,67 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
             # Only an answer when a location was asked about (optional: absent is not "no").
             location_allowed=location_allowed if request.location_id else None,
         )
+
+    # --- People management: invitations, members, ownership (domain.business.invitations, .team) ---
+
+    def CreateInvitation(
+        self, request: business_pb2.CreateInvitationRequest, context: grpc.ServicerContext
+    ) -> business_pb2.CreateInvitationResponse:
+        invitation, code = self._invitations.create(
+            rpc.principal(),
+            request.business_id,
+            request.email,
+            convert.member_from_proto(request.membership),
+        )
+        return business_pb2.CreateInvitationResponse(
+            invitation=people.invitation_to_proto(invitation, datetime.now(UTC)), code=code
+        )
+
+    def AcceptInvitation(
+        self, request: business_pb2.AcceptInvitationRequest, context: grpc.ServicerContext
+    ) -> business_pb2.AcceptInvitationResponse:
+        invitation, business = self._invitations.accept(rpc.principal(), request.code)
+        return business_pb2.AcceptInvitationResponse(
+            invitation=people.invitation_to_proto(invitation, datetime.now(UTC)),
+            business=self._shown(business),
+        )
+
+    def ListInvitations(
+        self, request: business_pb2.ListInvitationsRequest, context: grpc.ServicerContext
+    ) -> business_pb2.ListInvitationsResponse:
+        page = self._invitations.list(
+            rpc.principal(), request.business_id, size=request.page_size, page_token=request.page_token
+        )
+        now = datetime.now(UTC)
+        return business_pb2.ListInvitationsResponse(
+            invitations=[people.invitation_to_proto(i, now) for i in page.invitations],
+            next_page_token=page.next_token,
+        )
+
+    def RevokeInvitation(
+        self, request: business_pb2.RevokeInvitationRequest, context: grpc.ServicerContext
+    ) -> business_pb2.Invitation:
+        revoked = self._invitations.revoke(rpc.principal(), request.business_id, request.invitation_id)
+        return people.invitation_to_proto(revoked, datetime.now(UTC))
+
+    def ListMembers(
+        self, request: business_pb2.ListMembersRequest, context: grpc.ServicerContext
+    ) -> business_pb2.ListMembersResponse:
+        page = self._team.list_members(
+            rpc.principal(), request.business_id, size=request.page_size, page_token=request.page_token
+        )
+        return business_pb2.ListMembersResponse(
+            members=[people.member_to_proto(m) for m in page.members], next_page_token=page.next_token
+        )
+
+    def TransferOwnership(
+        self, request: business_pb2.TransferOwnershipRequest, context: grpc.ServicerContext
+    ) -> business_pb2.Business:
+        updated = self._team.transfer_ownership(
+            rpc.principal(),
+            request.business_id,
+            request.new_owner,
+            request.previous_owner_role,
+            etag=request.etag,
+        )
+        return self._shown(updated)

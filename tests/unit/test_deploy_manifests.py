@@ -90,9 +90,22 @@ def test_iam_policy_allows_exactly_the_dynamodb_calls_the_adapter_makes() -> Non
             }
         else:
             needed.add("dynamodb:" + "".join(part.title() for part in call.split("_")))
+    assert _allowed("dynamodb:") == needed
+
+
+def test_iam_policy_allows_exactly_the_user_pool_calls_invitations_make() -> None:
+    """The user pool's admin calls (invitations find or create users) are allowed, and no more."""
+    source = (ROOT / "simplu_grpc" / "adapters" / "cognito" / "users.py").read_text()
+    calls = set(re.findall(r"self\._client\.([a-z_]+)\b", source))
+    needed = {"cognito-idp:" + "".join(part.title() for part in call.split("_")) for call in calls}
+    assert needed
+    assert _allowed("cognito-idp:") == needed
+
+
+def _allowed(prefix: str) -> set[str]:
+    """The policy's actions of one service."""
     policy = json.loads((ROOT / "deploy" / "aws" / "iam-policy.json").read_text())
-    allowed = {action for statement in policy["Statement"] for action in statement["Action"]}
-    assert allowed == needed
+    return {a for statement in policy["Statement"] for a in statement["Action"] if a.startswith(prefix)}
 
 
 def _exported_names() -> set[str]:

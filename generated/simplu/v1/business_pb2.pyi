@@ -33,6 +33,14 @@ class TokenUse(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TOKEN_USE_UNSPECIFIED: _ClassVar[TokenUse]
     TOKEN_USE_ACCESS: _ClassVar[TokenUse]
     TOKEN_USE_ID: _ClassVar[TokenUse]
+
+class InvitationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INVITATION_STATE_UNSPECIFIED: _ClassVar[InvitationState]
+    INVITATION_STATE_PENDING: _ClassVar[InvitationState]
+    INVITATION_STATE_ACCEPTED: _ClassVar[InvitationState]
+    INVITATION_STATE_REVOKED: _ClassVar[InvitationState]
+    INVITATION_STATE_EXPIRED: _ClassVar[InvitationState]
 BUSINESS_TYPE_UNSPECIFIED: BusinessType
 BUSINESS_TYPE_DENTAL: BusinessType
 BUSINESS_TYPE_GYM: BusinessType
@@ -43,6 +51,11 @@ BUSINESS_STATUS_DELETED: BusinessStatus
 TOKEN_USE_UNSPECIFIED: TokenUse
 TOKEN_USE_ACCESS: TokenUse
 TOKEN_USE_ID: TokenUse
+INVITATION_STATE_UNSPECIFIED: InvitationState
+INVITATION_STATE_PENDING: InvitationState
+INVITATION_STATE_ACCEPTED: InvitationState
+INVITATION_STATE_REVOKED: InvitationState
+INVITATION_STATE_EXPIRED: InvitationState
 
 class Location(_message.Message):
     __slots__ = ("id", "name", "address", "phone", "email", "timezone", "active")
@@ -336,3 +349,129 @@ class GetMyAccessResponse(_message.Message):
     permissions: _containers.RepeatedScalarFieldContainer[str]
     location_allowed: bool
     def __init__(self, subject: _Optional[str] = ..., username: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., scopes: _Optional[_Iterable[str]] = ..., token_use: _Optional[_Union[TokenUse, str]] = ..., platform_admin: _Optional[bool] = ..., role: _Optional[str] = ..., location_ids: _Optional[_Iterable[str]] = ..., all_locations: _Optional[bool] = ..., permissions: _Optional[_Iterable[str]] = ..., location_allowed: _Optional[bool] = ...) -> None: ...
+
+class Invitation(_message.Message):
+    __slots__ = ("id", "business_id", "email", "membership", "state", "invitee", "invited_by", "create_time", "expire_time", "close_time", "revoked_by", "user_created")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    INVITEE_FIELD_NUMBER: _ClassVar[int]
+    INVITED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_BY_FIELD_NUMBER: _ClassVar[int]
+    USER_CREATED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    business_id: str
+    email: str
+    membership: Member
+    state: InvitationState
+    invitee: str
+    invited_by: str
+    create_time: _timestamp_pb2.Timestamp
+    expire_time: _timestamp_pb2.Timestamp
+    close_time: _timestamp_pb2.Timestamp
+    revoked_by: str
+    user_created: bool
+    def __init__(self, id: _Optional[str] = ..., business_id: _Optional[str] = ..., email: _Optional[str] = ..., membership: _Optional[_Union[Member, _Mapping]] = ..., state: _Optional[_Union[InvitationState, str]] = ..., invitee: _Optional[str] = ..., invited_by: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., close_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_by: _Optional[str] = ..., user_created: _Optional[bool] = ...) -> None: ...
+
+class CreateInvitationRequest(_message.Message):
+    __slots__ = ("business_id", "email", "membership")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    email: str
+    membership: Member
+    def __init__(self, business_id: _Optional[str] = ..., email: _Optional[str] = ..., membership: _Optional[_Union[Member, _Mapping]] = ...) -> None: ...
+
+class CreateInvitationResponse(_message.Message):
+    __slots__ = ("invitation", "code")
+    INVITATION_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    invitation: Invitation
+    code: str
+    def __init__(self, invitation: _Optional[_Union[Invitation, _Mapping]] = ..., code: _Optional[str] = ...) -> None: ...
+
+class AcceptInvitationRequest(_message.Message):
+    __slots__ = ("code",)
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    def __init__(self, code: _Optional[str] = ...) -> None: ...
+
+class AcceptInvitationResponse(_message.Message):
+    __slots__ = ("invitation", "business")
+    INVITATION_FIELD_NUMBER: _ClassVar[int]
+    BUSINESS_FIELD_NUMBER: _ClassVar[int]
+    invitation: Invitation
+    business: Business
+    def __init__(self, invitation: _Optional[_Union[Invitation, _Mapping]] = ..., business: _Optional[_Union[Business, _Mapping]] = ...) -> None: ...
+
+class ListInvitationsRequest(_message.Message):
+    __slots__ = ("business_id", "page_size", "page_token")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, business_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListInvitationsResponse(_message.Message):
+    __slots__ = ("invitations", "next_page_token")
+    INVITATIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    invitations: _containers.RepeatedCompositeFieldContainer[Invitation]
+    next_page_token: str
+    def __init__(self, invitations: _Optional[_Iterable[_Union[Invitation, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RevokeInvitationRequest(_message.Message):
+    __slots__ = ("business_id", "invitation_id")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    INVITATION_ID_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    invitation_id: str
+    def __init__(self, business_id: _Optional[str] = ..., invitation_id: _Optional[str] = ...) -> None: ...
+
+class BusinessMember(_message.Message):
+    __slots__ = ("subject", "membership", "owner")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    membership: Member
+    owner: bool
+    def __init__(self, subject: _Optional[str] = ..., membership: _Optional[_Union[Member, _Mapping]] = ..., owner: _Optional[bool] = ...) -> None: ...
+
+class ListMembersRequest(_message.Message):
+    __slots__ = ("business_id", "page_size", "page_token")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, business_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListMembersResponse(_message.Message):
+    __slots__ = ("members", "next_page_token")
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedCompositeFieldContainer[BusinessMember]
+    next_page_token: str
+    def __init__(self, members: _Optional[_Iterable[_Union[BusinessMember, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class TransferOwnershipRequest(_message.Message):
+    __slots__ = ("business_id", "new_owner", "previous_owner_role", "etag")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    NEW_OWNER_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_OWNER_ROLE_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    new_owner: str
+    previous_owner_role: str
+    etag: str
+    def __init__(self, business_id: _Optional[str] = ..., new_owner: _Optional[str] = ..., previous_owner_role: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...

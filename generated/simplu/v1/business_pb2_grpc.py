@@ -99,6 +99,36 @@ class BusinessServiceStub:
                 request_serializer=simplu_dot_v1_dot_business__pb2.GetMyAccessRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_business__pb2.GetMyAccessResponse.FromString,
                 _registered_method=True)
+        self.CreateInvitation = channel.unary_unary(
+                '/simplu.v1.BusinessService/CreateInvitation',
+                request_serializer=simplu_dot_v1_dot_business__pb2.CreateInvitationRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_business__pb2.CreateInvitationResponse.FromString,
+                _registered_method=True)
+        self.AcceptInvitation = channel.unary_unary(
+                '/simplu.v1.BusinessService/AcceptInvitation',
+                request_serializer=simplu_dot_v1_dot_business__pb2.AcceptInvitationRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_business__pb2.AcceptInvitationResponse.FromString,
+                _registered_method=True)
+        self.ListInvitations = channel.unary_unary(
+                '/simplu.v1.BusinessService/ListInvitations',
+                request_serializer=simplu_dot_v1_dot_business__pb2.ListInvitationsRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_business__pb2.ListInvitationsResponse.FromString,
+                _registered_method=True)
+        self.RevokeInvitation = channel.unary_unary(
+                '/simplu.v1.BusinessService/RevokeInvitation',
+                request_serializer=simplu_dot_v1_dot_business__pb2.RevokeInvitationRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_business__pb2.Invitation.FromString,
+                _registered_method=True)
+        self.ListMembers = channel.unary_unary(
+                '/simplu.v1.BusinessService/ListMembers',
+                request_serializer=simplu_dot_v1_dot_business__pb2.ListMembersRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_business__pb2.ListMembersResponse.FromString,
+                _registered_method=True)
+        self.TransferOwnership = channel.unary_unary(
+                '/simplu.v1.BusinessService/TransferOwnership',
+                request_serializer=simplu_dot_v1_dot_business__pb2.TransferOwnershipRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_business__pb2.Business.FromString,
+                _registered_method=True)
 
 
 class BusinessServiceServicer:
@@ -201,6 +231,59 @@ class BusinessServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateInvitation(self, request, context):
+        """--- People management (invitations, members, ownership) -------------------------------
+        "admin.members:update" in every location (platform admins, businesses.write too); the role
+        must grant nothing the caller's own role lacks (PERMISSION_DENIED / ESCALATION). Finds the
+        Cognito user with this e-mail or creates one. FAILED_PRECONDITION (ROLE_NOT_FOUND,
+        LOCATION_NOT_FOUND, INVITEE_AMBIGUOUS, INVITEE_UNVERIFIED, TOO_MANY_INVITATIONS), ALREADY_EXISTS
+        (ALREADY_A_MEMBER), UNAVAILABLE (USER_DIRECTORY_UNAVAILABLE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcceptInvitation(self, request, context):
+        """The invited person (their token's `sub`), once, before the invitation expires. An unknown
+        or mistyped code: NOT_FOUND (INVITATION_NOT_FOUND); another person's: PERMISSION_DENIED
+        (INVITATION_WRONG_USER); FAILED_PRECONDITION: INVITATION_USED, INVITATION_REVOKED,
+        INVITATION_EXPIRED, ROLE_NOT_FOUND, LOCATION_NOT_FOUND, INVITER_NOT_ALLOWED (the inviter can no
+        longer grant the membership); ALREADY_EXISTS (ALREADY_A_MEMBER; the code stays usable).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInvitations(self, request, context):
+        """Whoever may see members (see BusinessPermissions.members).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeInvitation(self, request, context):
+        """As CreateInvitation ("admin.members:update", no acting on a role above one's own). NOT_FOUND
+        (INVITATION_NOT_FOUND); FAILED_PRECONDITION (INVITATION_USED, INVITATION_REVOKED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMembers(self, request, context):
+        """Whoever may see members (see BusinessPermissions.members).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransferOwnership(self, request, context):
+        """The owner (and platform admins). A member with "*" who is not the owner: PERMISSION_DENIED
+        (NOT_OWNER). FAILED_PRECONDITION: NEW_OWNER_NOT_MEMBER, ROLE_NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BusinessServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -263,6 +346,36 @@ def add_BusinessServiceServicer_to_server(servicer, server):
                     servicer.GetMyAccess,
                     request_deserializer=simplu_dot_v1_dot_business__pb2.GetMyAccessRequest.FromString,
                     response_serializer=simplu_dot_v1_dot_business__pb2.GetMyAccessResponse.SerializeToString,
+            ),
+            'CreateInvitation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateInvitation,
+                    request_deserializer=simplu_dot_v1_dot_business__pb2.CreateInvitationRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_business__pb2.CreateInvitationResponse.SerializeToString,
+            ),
+            'AcceptInvitation': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcceptInvitation,
+                    request_deserializer=simplu_dot_v1_dot_business__pb2.AcceptInvitationRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_business__pb2.AcceptInvitationResponse.SerializeToString,
+            ),
+            'ListInvitations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInvitations,
+                    request_deserializer=simplu_dot_v1_dot_business__pb2.ListInvitationsRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_business__pb2.ListInvitationsResponse.SerializeToString,
+            ),
+            'RevokeInvitation': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeInvitation,
+                    request_deserializer=simplu_dot_v1_dot_business__pb2.RevokeInvitationRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_business__pb2.Invitation.SerializeToString,
+            ),
+            'ListMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMembers,
+                    request_deserializer=simplu_dot_v1_dot_business__pb2.ListMembersRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_business__pb2.ListMembersResponse.SerializeToString,
+            ),
+            'TransferOwnership': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferOwnership,
+                    request_deserializer=simplu_dot_v1_dot_business__pb2.TransferOwnershipRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_business__pb2.Business.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -594,6 +707,168 @@ class BusinessService:
             '/simplu.v1.BusinessService/GetMyAccess',
             simplu_dot_v1_dot_business__pb2.GetMyAccessRequest.SerializeToString,
             simplu_dot_v1_dot_business__pb2.GetMyAccessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateInvitation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.BusinessService/CreateInvitation',
+            simplu_dot_v1_dot_business__pb2.CreateInvitationRequest.SerializeToString,
+            simplu_dot_v1_dot_business__pb2.CreateInvitationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcceptInvitation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.BusinessService/AcceptInvitation',
+            simplu_dot_v1_dot_business__pb2.AcceptInvitationRequest.SerializeToString,
+            simplu_dot_v1_dot_business__pb2.AcceptInvitationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInvitations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.BusinessService/ListInvitations',
+            simplu_dot_v1_dot_business__pb2.ListInvitationsRequest.SerializeToString,
+            simplu_dot_v1_dot_business__pb2.ListInvitationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeInvitation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.BusinessService/RevokeInvitation',
+            simplu_dot_v1_dot_business__pb2.RevokeInvitationRequest.SerializeToString,
+            simplu_dot_v1_dot_business__pb2.Invitation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.BusinessService/ListMembers',
+            simplu_dot_v1_dot_business__pb2.ListMembersRequest.SerializeToString,
+            simplu_dot_v1_dot_business__pb2.ListMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransferOwnership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.BusinessService/TransferOwnership',
+            simplu_dot_v1_dot_business__pb2.TransferOwnershipRequest.SerializeToString,
+            simplu_dot_v1_dot_business__pb2.Business.FromString,
             options,
             channel_credentials,
             insecure,

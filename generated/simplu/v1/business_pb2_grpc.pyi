@@ -75,6 +75,33 @@ class BusinessServiceStub:
     """Any authenticated caller: who am I, and what may I do in this business / location.
     Answers for non-members too (with no permissions), without revealing whether the business exists.
     """
+    CreateInvitation: _grpc.UnaryUnaryMultiCallable[_business_pb2.CreateInvitationRequest, _business_pb2.CreateInvitationResponse]
+    """--- People management (invitations, members, ownership) -------------------------------
+    "admin.members:update" in every location (platform admins, businesses.write too); the role
+    must grant nothing the caller's own role lacks (PERMISSION_DENIED / ESCALATION). Finds the
+    Cognito user with this e-mail or creates one. FAILED_PRECONDITION (ROLE_NOT_FOUND,
+    LOCATION_NOT_FOUND, INVITEE_AMBIGUOUS, INVITEE_UNVERIFIED, TOO_MANY_INVITATIONS), ALREADY_EXISTS
+    (ALREADY_A_MEMBER), UNAVAILABLE (USER_DIRECTORY_UNAVAILABLE).
+    """
+    AcceptInvitation: _grpc.UnaryUnaryMultiCallable[_business_pb2.AcceptInvitationRequest, _business_pb2.AcceptInvitationResponse]
+    """The invited person (their token's `sub`), once, before the invitation expires. An unknown
+    or mistyped code: NOT_FOUND (INVITATION_NOT_FOUND); another person's: PERMISSION_DENIED
+    (INVITATION_WRONG_USER); FAILED_PRECONDITION: INVITATION_USED, INVITATION_REVOKED,
+    INVITATION_EXPIRED, ROLE_NOT_FOUND, LOCATION_NOT_FOUND, INVITER_NOT_ALLOWED (the inviter can no
+    longer grant the membership); ALREADY_EXISTS (ALREADY_A_MEMBER; the code stays usable).
+    """
+    ListInvitations: _grpc.UnaryUnaryMultiCallable[_business_pb2.ListInvitationsRequest, _business_pb2.ListInvitationsResponse]
+    """Whoever may see members (see BusinessPermissions.members)."""
+    RevokeInvitation: _grpc.UnaryUnaryMultiCallable[_business_pb2.RevokeInvitationRequest, _business_pb2.Invitation]
+    """As CreateInvitation ("admin.members:update", no acting on a role above one's own). NOT_FOUND
+    (INVITATION_NOT_FOUND); FAILED_PRECONDITION (INVITATION_USED, INVITATION_REVOKED).
+    """
+    ListMembers: _grpc.UnaryUnaryMultiCallable[_business_pb2.ListMembersRequest, _business_pb2.ListMembersResponse]
+    """Whoever may see members (see BusinessPermissions.members)."""
+    TransferOwnership: _grpc.UnaryUnaryMultiCallable[_business_pb2.TransferOwnershipRequest, _business_pb2.Business]
+    """The owner (and platform admins). A member with "*" who is not the owner: PERMISSION_DENIED
+    (NOT_OWNER). FAILED_PRECONDITION: NEW_OWNER_NOT_MEMBER, ROLE_NOT_FOUND.
+    """
 
 @_typing.type_check_only
 class BusinessServiceAsyncStub(BusinessServiceStub):
@@ -122,6 +149,33 @@ class BusinessServiceAsyncStub(BusinessServiceStub):
     GetMyAccess: _aio.UnaryUnaryMultiCallable[_business_pb2.GetMyAccessRequest, _business_pb2.GetMyAccessResponse]  # type: ignore[assignment]
     """Any authenticated caller: who am I, and what may I do in this business / location.
     Answers for non-members too (with no permissions), without revealing whether the business exists.
+    """
+    CreateInvitation: _aio.UnaryUnaryMultiCallable[_business_pb2.CreateInvitationRequest, _business_pb2.CreateInvitationResponse]  # type: ignore[assignment]
+    """--- People management (invitations, members, ownership) -------------------------------
+    "admin.members:update" in every location (platform admins, businesses.write too); the role
+    must grant nothing the caller's own role lacks (PERMISSION_DENIED / ESCALATION). Finds the
+    Cognito user with this e-mail or creates one. FAILED_PRECONDITION (ROLE_NOT_FOUND,
+    LOCATION_NOT_FOUND, INVITEE_AMBIGUOUS, INVITEE_UNVERIFIED, TOO_MANY_INVITATIONS), ALREADY_EXISTS
+    (ALREADY_A_MEMBER), UNAVAILABLE (USER_DIRECTORY_UNAVAILABLE).
+    """
+    AcceptInvitation: _aio.UnaryUnaryMultiCallable[_business_pb2.AcceptInvitationRequest, _business_pb2.AcceptInvitationResponse]  # type: ignore[assignment]
+    """The invited person (their token's `sub`), once, before the invitation expires. An unknown
+    or mistyped code: NOT_FOUND (INVITATION_NOT_FOUND); another person's: PERMISSION_DENIED
+    (INVITATION_WRONG_USER); FAILED_PRECONDITION: INVITATION_USED, INVITATION_REVOKED,
+    INVITATION_EXPIRED, ROLE_NOT_FOUND, LOCATION_NOT_FOUND, INVITER_NOT_ALLOWED (the inviter can no
+    longer grant the membership); ALREADY_EXISTS (ALREADY_A_MEMBER; the code stays usable).
+    """
+    ListInvitations: _aio.UnaryUnaryMultiCallable[_business_pb2.ListInvitationsRequest, _business_pb2.ListInvitationsResponse]  # type: ignore[assignment]
+    """Whoever may see members (see BusinessPermissions.members)."""
+    RevokeInvitation: _aio.UnaryUnaryMultiCallable[_business_pb2.RevokeInvitationRequest, _business_pb2.Invitation]  # type: ignore[assignment]
+    """As CreateInvitation ("admin.members:update", no acting on a role above one's own). NOT_FOUND
+    (INVITATION_NOT_FOUND); FAILED_PRECONDITION (INVITATION_USED, INVITATION_REVOKED).
+    """
+    ListMembers: _aio.UnaryUnaryMultiCallable[_business_pb2.ListMembersRequest, _business_pb2.ListMembersResponse]  # type: ignore[assignment]
+    """Whoever may see members (see BusinessPermissions.members)."""
+    TransferOwnership: _aio.UnaryUnaryMultiCallable[_business_pb2.TransferOwnershipRequest, _business_pb2.Business]  # type: ignore[assignment]
+    """The owner (and platform admins). A member with "*" who is not the owner: PERMISSION_DENIED
+    (NOT_OWNER). FAILED_PRECONDITION: NEW_OWNER_NOT_MEMBER, ROLE_NOT_FOUND.
     """
 
 class BusinessServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -239,6 +293,69 @@ class BusinessServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_business_pb2.GetMyAccessResponse, _abc.Awaitable[_business_pb2.GetMyAccessResponse]]:
         """Any authenticated caller: who am I, and what may I do in this business / location.
         Answers for non-members too (with no permissions), without revealing whether the business exists.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateInvitation(
+        self,
+        request: _business_pb2.CreateInvitationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_business_pb2.CreateInvitationResponse, _abc.Awaitable[_business_pb2.CreateInvitationResponse]]:
+        """--- People management (invitations, members, ownership) -------------------------------
+        "admin.members:update" in every location (platform admins, businesses.write too); the role
+        must grant nothing the caller's own role lacks (PERMISSION_DENIED / ESCALATION). Finds the
+        Cognito user with this e-mail or creates one. FAILED_PRECONDITION (ROLE_NOT_FOUND,
+        LOCATION_NOT_FOUND, INVITEE_AMBIGUOUS, INVITEE_UNVERIFIED, TOO_MANY_INVITATIONS), ALREADY_EXISTS
+        (ALREADY_A_MEMBER), UNAVAILABLE (USER_DIRECTORY_UNAVAILABLE).
+        """
+
+    @_abc_1.abstractmethod
+    def AcceptInvitation(
+        self,
+        request: _business_pb2.AcceptInvitationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_business_pb2.AcceptInvitationResponse, _abc.Awaitable[_business_pb2.AcceptInvitationResponse]]:
+        """The invited person (their token's `sub`), once, before the invitation expires. An unknown
+        or mistyped code: NOT_FOUND (INVITATION_NOT_FOUND); another person's: PERMISSION_DENIED
+        (INVITATION_WRONG_USER); FAILED_PRECONDITION: INVITATION_USED, INVITATION_REVOKED,
+        INVITATION_EXPIRED, ROLE_NOT_FOUND, LOCATION_NOT_FOUND, INVITER_NOT_ALLOWED (the inviter can no
+        longer grant the membership); ALREADY_EXISTS (ALREADY_A_MEMBER; the code stays usable).
+        """
+
+    @_abc_1.abstractmethod
+    def ListInvitations(
+        self,
+        request: _business_pb2.ListInvitationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_business_pb2.ListInvitationsResponse, _abc.Awaitable[_business_pb2.ListInvitationsResponse]]:
+        """Whoever may see members (see BusinessPermissions.members)."""
+
+    @_abc_1.abstractmethod
+    def RevokeInvitation(
+        self,
+        request: _business_pb2.RevokeInvitationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_business_pb2.Invitation, _abc.Awaitable[_business_pb2.Invitation]]:
+        """As CreateInvitation ("admin.members:update", no acting on a role above one's own). NOT_FOUND
+        (INVITATION_NOT_FOUND); FAILED_PRECONDITION (INVITATION_USED, INVITATION_REVOKED).
+        """
+
+    @_abc_1.abstractmethod
+    def ListMembers(
+        self,
+        request: _business_pb2.ListMembersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_business_pb2.ListMembersResponse, _abc.Awaitable[_business_pb2.ListMembersResponse]]:
+        """Whoever may see members (see BusinessPermissions.members)."""
+
+    @_abc_1.abstractmethod
+    def TransferOwnership(
+        self,
+        request: _business_pb2.TransferOwnershipRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_business_pb2.Business, _abc.Awaitable[_business_pb2.Business]]:
+        """The owner (and platform admins). A member with "*" who is not the owner: PERMISSION_DENIED
+        (NOT_OWNER). FAILED_PRECONDITION: NEW_OWNER_NOT_MEMBER, ROLE_NOT_FOUND.
         """
 
 def add_BusinessServiceServicer_to_server(servicer: BusinessServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -206,12 +206,16 @@ class BusinessStore:
             raise BusinessStoreUnavailable("DynamoDB cancelled the create; retry it") from None
         return CreateOutcome(stored, replayed=False)
 
-    def update(self, business: Business, *, previous: Business) -> Business:
+    def update(
+        self, business: Business, *, previous: Business, also: Sequence[dict[str, Any]] = ()
+    ) -> Business:
         """Write ``business`` if the stored version is still ``business.version``; else Aborted.
 
         ``previous`` is the stored business (same id and version) that ``business`` changes:
         members it had and ``business`` has not lose their membership items, new ones get
-        theirs, in the same transaction as the business item.
+        theirs, in the same transaction as the business item. ``also``: more TransactWriteItems
+        actions on this table, written in the same transaction (an accepted invitation); one
+        whose condition fails aborts it all (Aborted), as a stale version does.
         """
         if previous.id != business.id or previous.version != business.version:
             raise ValueError("previous must be the stored business (same id and version) being changed")
@@ -226,6 +230,7 @@ class BusinessStore:
         before, after = set(previous.permissions.members), set(business.permissions.members)
         memberships = [self._put(membership_item(s, business.id)) for s in sorted(after - before)]
         memberships += [self._delete(membership_id(s, business.id)) for s in sorted(before - after)]
+        memberships += also
         if len(memberships) >= _TRANSACTION_ITEMS:
             # Members change through SetMember and RemoveMember, one at a time.
             raise ValueError(f"{len(memberships)} membership changes do not fit in one transaction")
@@ -243,7 +248,9 @@ class BusinessStore:
                     TransactItems=[business_put, *memberships],
                 )
         except (ConditionFailed, TransactionCancelled) as failed:
-            if isinstance(failed, TransactionCancelled) and not failed.failed(0):
+            # Action 0 is the business; ``also`` are the last ones: either failing is a conflict.
+            conditional = (0, *range(len(memberships) - len(also) + 1, len(memberships) + 1))
+            if isinstance(failed, TransactionCancelled) and not any(map(failed.failed, conditional)):
                 raise BusinessStoreUnavailable("DynamoDB cancelled the update; retry it") from None
             raise Aborted(
                 f"business {business.id!r} was changed by another request; read it again and retry",
@@ -312,6 +319,12 @@ class BusinessStore:
                     "the business store is throttling writes; run again to resume",
                     metadata={"operation": "batch_write_item"},
                 )
+
+    @property
+    def calls(self) -> TableCalls:
+        """This table's calls (retries, deadline, metrics, error translation), for the adapters of
+        the other item kinds on it (adapters.dynamodb.invitation_store)."""
+        return self._calls
 
     def probe(self) -> None:
         """A light call for readiness and dependency status: the table exists and answers."""

@@ -21,6 +21,7 @@ import botocore.exceptions
 import tenacity
 
 from simplu_grpc import context, tracing
+from simplu_grpc.adapters.aws_credentials import emulator_credentials
 from simplu_grpc.adapters.dynamodb.membership_items import MEMBER_INDEX
 from simplu_grpc.adapters.retry import StopAtDeadline
 from simplu_grpc.errors import BusinessStoreUnavailable, DeadlineExceeded
@@ -75,12 +76,7 @@ def make_dynamodb_client(settings: Settings) -> DynamoDBClient:
         max_pool_connections=max(10, settings.grpc_max_workers),
     )
     session = boto3.session.Session(region_name=settings.aws_region)
-    key_id: str | None = None
-    secret: str | None = None
-    if settings.dynamodb_endpoint and session.get_credentials() is None:
-        # A local emulator (moto, DynamoDB Local) accepts any credentials; without some,
-        # boto3 would refuse to sign the request at all. Not a secret.
-        key_id, secret = "local", "local"
+    key_id, secret = emulator_credentials(session, settings.dynamodb_endpoint)
     client: DynamoDBClient = session.client(
         "dynamodb",
         endpoint_url=settings.dynamodb_endpoint,

@@ -37,18 +37,7 @@ class MembershipCommands(BusinessWriter):
                 raise FailedPrecondition(
                     "the owner's membership cannot be changed", reason="OWNER_MEMBERSHIP"
                 )
-            if membership.role not in business.permissions.roles:
-                raise FailedPrecondition(
-                    f"role {membership.role!r} is not defined in business {business_id!r}",
-                    reason="ROLE_NOT_FOUND",
-                )
-            for location_id in membership.location_ids:
-                if business.location(location_id) is None:
-                    raise FailedPrecondition(
-                        f"location {location_id!r} is not in business {business_id!r}",
-                        reason="LOCATION_NOT_FOUND",
-                    )
-            self._authz.require_within_own_role(principal, business, membership.role)
+            self.check_grant(principal, business, membership)
             current = business.member(subject)
             if current is not None:
                 # Changing someone's membership is acting on their role: no demoting a superior.
@@ -85,3 +74,19 @@ class MembershipCommands(BusinessWriter):
         return self._mutate(
             principal, business_id, etag, perm.MEMBERS_DELETE, location_id=None, change=change
         )
+
+    def check_grant(self, principal: Principal, business: Business, membership: Member) -> None:
+        """``membership`` may be given by ``principal`` in ``business``: its role and locations
+        exist, and its role grants nothing the caller's own lacks (SetMember, CreateInvitation)."""
+        if membership.role not in business.permissions.roles:
+            raise FailedPrecondition(
+                f"role {membership.role!r} is not defined in business {business.id!r}",
+                reason="ROLE_NOT_FOUND",
+            )
+        for location_id in membership.location_ids:
+            if business.location(location_id) is None:
+                raise FailedPrecondition(
+                    f"location {location_id!r} is not in business {business.id!r}",
+                    reason="LOCATION_NOT_FOUND",
+                )
+        self._authz.require_within_own_role(principal, business, membership.role)

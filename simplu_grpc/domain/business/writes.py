@@ -80,3 +80,15 @@ class BusinessWriter:
             self._cache.put(saved)
             return saved
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def mutate(
+        self,
+        principal: Principal,
+        business_id: str,
+        etag: str,
+        permission: str | tuple[str, ...],
+        *,
+        change: Callable[[Business], Business],
+    ) -> Business:
+        """A business-wide ``_mutate`` for the use cases outside this class tree (domain.business.team)."""
+        return self._mutate(principal, business_id, etag, permission, location_id=None, change=change)
