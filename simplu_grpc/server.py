@@ -43,7 +43,9 @@ from simplu_grpc.domain.admin import ShardAdminService
 from simplu_grpc.domain.admin_usage import TenantUsageQuery
 from simplu_grpc.domain.authz import Authorizer
 from simplu_grpc.domain.business_cache import BusinessCache
+from simplu_grpc.domain.business_lifecycle import BusinessLifecycle
 from simplu_grpc.domain.business_ops import BusinessOps
+from simplu_grpc.domain.business_search import BusinessDiscovery
 from simplu_grpc.domain.resource_ops import ResourceOps
 from simplu_grpc.domain.routing import RoutingCache, ShardDirectory
 from simplu_grpc.domain.tokens import TokenVerifier
@@ -103,6 +105,8 @@ class Deps:
     business_cache: BusinessCache | None = None
     citrus: CitrusClient | None = None  # None in single-database mode (no CITRUS_SERVER_URL)
     business_ops: BusinessOps | None = None
+    business_lifecycle: BusinessLifecycle | None = None  # issue 14: suspend, resume, undelete
+    business_discovery: BusinessDiscovery | None = None  # issue 14: search, lookup, locations
     # --- ResourceService components: pool registry, routing cache, directory -------------
     pools: PoolRegistry | None = None
     routing: RoutingCache | None = None
@@ -148,8 +152,10 @@ def simplu_services(settings: Settings, deps: Deps) -> list[Registration]:
     return [
         Registration(
             business_pb2.DESCRIPTOR.services_by_name["BusinessService"],
-            BusinessServicer(deps.business_ops)
+            BusinessServicer(deps.business_ops, deps.business_lifecycle, deps.business_discovery)
             if deps.business_ops is not None
+            and deps.business_lifecycle is not None
+            and deps.business_discovery is not None
             else unimplemented(business_pb2_grpc.BusinessServiceServicer),
         ),
         Registration(

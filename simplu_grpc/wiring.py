@@ -12,6 +12,8 @@ import socket
 from collections.abc import Callable
 from datetime import timedelta
 
+from simplu_grpc.adapters.business_index import BusinessIndexReader
+from simplu_grpc.adapters.business_purge import BusinessPurgeStore, ShardPurger
 from simplu_grpc.adapters.business_store import BusinessStore, make_dynamodb_client
 from simplu_grpc.adapters.citrus import CitrusClient
 from simplu_grpc.adapters.jwks import JwksClient
@@ -28,7 +30,10 @@ from simplu_grpc.domain.admin import ShardAdminService
 from simplu_grpc.domain.admin_usage import Replica, TenantUsageQuery
 from simplu_grpc.domain.authz import Authorizer
 from simplu_grpc.domain.business_cache import BusinessCache
+from simplu_grpc.domain.business_lifecycle import BusinessLifecycle
 from simplu_grpc.domain.business_ops import BusinessOps, probe_check
+from simplu_grpc.domain.business_retention import BusinessPurge, PurgeReport
+from simplu_grpc.domain.business_search import BusinessDiscovery
 from simplu_grpc.domain.resource_ops import Limits, ResourceOps
 from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.domain.tenant_load import LoadOrder, TenantLoad
@@ -92,6 +97,18 @@ def build_deps(settings: Settings) -> Deps:
             cache=deps.business_cache,
             authorizer=deps.authorizer,
             citrus=deps.citrus,
+        )
+        deps.business_lifecycle = BusinessLifecycle(
+            store=deps.business_store,
+            cache=deps.business_cache,
+            authorizer=deps.authorizer,
+            retention=timedelta(days=settings.business_retention_days),
+        )
+        deps.business_discovery = BusinessDiscovery(
+            index=BusinessIndexReader(deps.business_store),
+            cache=deps.business_cache,
+            authorizer=deps.authorizer,
+            reader=deps.business_ops,
         )
         # --- ResourceService adapters ---
         # Single-database mode: the one database also answers the Citrus questions ShardAdmin asks.
@@ -186,3 +203,58 @@ def top_tenants(load: TenantLoad, count: int) -> Callable[[], list[TenantGauge]]
 def close_deps(deps: Deps) -> None:
     """Close every adapter (pools, HTTP clients), last built first."""
     deps.close()
+
+
+# --- the purge of deleted businesses (issue 14; `simplu-grpc purge-businesses`) ----------------
+
+
+def build_purge(
+    settings: Settings,
+    *,
+    batch_size: int = 500,
+    on_batch: Callable[[PurgeReport], None] = lambda _report: None,
+) -> tuple[BusinessPurge, Callable[[], None]]:
+    """The purge with real adapters (DynamoDB, Citrus or the single database, the shards), and
+    the function that closes them."""
+    metrics = Metrics()
+    dynamodb = make_dynamodb_client(settings)
+    closers: list[Callable[[], None]] = [dynamodb.close]
+    store = BusinessStore(table=settings.dynamodb_business_info_table, client=dynamodb, metrics=metrics)
+    citrus: CitrusClient | None = None
+    if settings.citrus_server_url:
+        citrus = CitrusClient(
+            base_url=settings.citrus_server_url,
+            api_key=settings.citrus_api_key,
+            timeout_ms=settings.citrus_timeout_ms,
+            retry_attempts=settings.citrus_retry_attempts,
+            metrics=metrics,
+            tls=shard_tls(settings),
+        )
+        closers.append(citrus.close)
+        shards = ShardPurger(
+            list_shards=citrus.shards_health,
+            locate=citrus.get_shard,
+            connect_timeout_seconds=settings.shard_connect_timeout_seconds,
+        )
+    else:
+        single = SingleDatabaseDirectory(single_database_dsn(settings))
+        shards = ShardPurger(
+            list_shards=single.shards_health,
+            locate=single.get_shard,
+            connect_timeout_seconds=settings.shard_connect_timeout_seconds,
+        )
+    closers.append(shards.close)
+    purge = BusinessPurge(
+        store=BusinessPurgeStore(store),
+        shards=shards,
+        citrus=citrus,
+        retention=timedelta(days=settings.business_retention_days),
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )
+
+    def close() -> None:
+        for closer in reversed(closers):
+            closer()
+
+    return purge, close

@@ -42,6 +42,7 @@ import tenacity
 
 from simplu_grpc import context, tracing
 from simplu_grpc.adapters.business_items import KIND_BUSINESS, from_item, is_business_item, iso, to_item
+from simplu_grpc.adapters.business_lifecycle_items import domain_claim_id, domain_claim_item
 from simplu_grpc.adapters.retry import StopAtDeadline
 from simplu_grpc.domain.business import (
     KIND_REQUEST,
@@ -246,7 +247,7 @@ class BusinessStore:
                 if not is_business_item(item):
                     continue
                 business = from_item(item)
-                if not include_deleted and not business.is_active:
+                if not include_deleted and business.is_deleted:
                     continue
                 found.append(business)
                 used += _size(item)
@@ -289,7 +290,7 @@ class BusinessStore:
                 business, size = businesses.get(business_id, (None, 0))
                 if business is None or subject not in business.permissions.members:
                     continue
-                if not include_deleted and not business.is_active:
+                if not include_deleted and business.is_deleted:
                     continue
                 found.append(business)
                 used += size
@@ -365,7 +366,7 @@ class BusinessStore:
         now = self._now()
         stored = replace(business, version=1, create_time=now, update_time=now)
         item = to_item(stored)
-        if request_key is None and not members:
+        if request_key is None and not members and not business.domain_label:
             try:
                 self._call(
                     "put_item",
@@ -392,11 +393,17 @@ class BusinessStore:
         business_action = len(actions)
         actions.append(self._put(item, condition="attribute_not_exists(id)"))
         actions.extend(self._put(_membership_item(subject, business.id)) for subject in members)
+        claim_action = len(actions)
+        if business.domain_label:
+            claim = domain_claim_item(business.domain_label, business.id)
+            actions.append(self._put(claim, condition="attribute_not_exists(id)"))
         try:
             self._call("transact_write_items", self._client.transact_write_items, TransactItems=actions)
         except _ItemTooLarge:
             raise _too_large_to_create(business.id) from None
         except _TransactionCancelled as cancelled:
+            if business.domain_label and cancelled.failed(claim_action):
+                raise domain_label_taken(business.domain_label) from None
             if request_key is not None and cancelled.failed(0):
                 earlier = self.find_request(request_key)
                 previous = self.get(earlier) if earlier else None
@@ -433,6 +440,8 @@ class BusinessStore:
         before, after = set(previous.permissions.members), set(business.permissions.members)
         memberships = [self._put(_membership_item(s, business.id)) for s in sorted(after - before)]
         memberships += [self._delete(membership_id(s, business.id)) for s in sorted(before - after)]
+        claims = self._claim_changes(business, previous)
+        memberships += claims
         if len(memberships) >= _TRANSACTION_ITEMS:
             # Members change through SetMember and RemoveMember, one at a time.
             raise ValueError(f"{len(memberships)} membership changes do not fit in one transaction")
@@ -450,6 +459,10 @@ class BusinessStore:
                     TransactItems=[business_put, *memberships],
                 )
         except (_ConditionFailed, _TransactionCancelled) as failed:
+            if isinstance(failed, _TransactionCancelled) and claims and not failed.failed(0):
+                claim_at = len(memberships) - len(claims) + 1
+                if any(failed.failed(claim_at + index) for index in range(len(claims))):
+                    raise domain_label_taken(business.domain_label) from None
             if isinstance(failed, _TransactionCancelled) and not failed.failed(0):
                 raise BusinessStoreUnavailable("DynamoDB cancelled the update; retry it") from None
             raise Aborted(
@@ -464,6 +477,35 @@ class BusinessStore:
                 metadata={"business_id": business.id},
             ) from None
         return updated
+
+    def _claim_changes(self, business: Business, previous: Business) -> _Items:
+        """The domain-label claim actions of a write: claim a new label (or, for an original
+        item's first write, its existing one), release one no longer used. Both conditional on
+        the claim being free or this business's, so no write ever takes or frees another's."""
+        mine = {
+            "ConditionExpression": "attribute_not_exists(id) OR businessId = :business",
+            "ExpressionAttributeValues": {":business": {"S": business.id}},
+        }
+        actions: _Items = []
+        label, before = business.domain_label, previous.domain_label
+        if label and (label != before or previous.version == 0):
+            put = self._put(domain_claim_item(label, business.id))
+            put["Put"].update(mine)
+            actions.append(put)
+        if before and before != label:
+            delete = self._delete(domain_claim_id(before))
+            delete["Delete"].update(mine)
+            actions.append(delete)
+        return actions
+
+    def execute(self, operation: str, /, **kwargs: Any) -> Any:
+        """One DynamoDB call on this table's client with this adapter's retries and error
+        translation (for the adapters that share the table: search, lookup, purge)."""
+        return self._call(operation, getattr(self._client, operation), **kwargs)
+
+    @property
+    def table(self) -> str:
+        return self._table
 
     def _put(self, item: dict[str, Any], *, condition: str = "") -> dict[str, Any]:
         """A Put action of a TransactWriteItems on this table."""
@@ -693,6 +735,14 @@ class _TransactionCancelled(Exception):
 
     def failed(self, index: int) -> bool:
         return index < len(self.reasons) and self.reasons[index] == "ConditionalCheckFailed"
+
+
+def domain_label_taken(label: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"domain label {label!r} is taken by another business",
+        reason="DOMAIN_LABEL_TAKEN",
+        metadata={"domain_label": label},
+    )
 
 
 def _already_exists(business_id: str) -> AlreadyExists:

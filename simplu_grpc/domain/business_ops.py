@@ -18,6 +18,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Protocol
 
 from simplu_grpc import context as rpc_context
@@ -38,6 +39,7 @@ from simplu_grpc.domain.business import (
     request_key,
 )
 from simplu_grpc.domain.business_cache import BusinessCache
+from simplu_grpc.domain.domain_labels import check_domain_label
 from simplu_grpc.domain.permissions import ALL_PERMISSIONS
 from simplu_grpc.domain.principal import Principal
 from simplu_grpc.domain.resources import KNOWN_RESOURCE_TYPES, REQUEST_ID_PATTERN, catalog_types
@@ -73,9 +75,9 @@ log = logging.getLogger(__name__)
 
 _WRITE_ATTEMPTS = 3
 
-BUSINESS_PATHS = ("name", "settings", "permissions.roles")
+BUSINESS_PATHS = ("name", "settings", "permissions.roles", "domain_label")
 # What an empty UpdateBusiness mask updates when populated (AIP-134); roles only when named.
-_POPULATED_BUSINESS_PATHS = ("name", "settings")
+_POPULATED_BUSINESS_PATHS = ("name", "settings", "domain_label")
 SETTINGS_PATHS = (
     "currency",
     "language",
@@ -147,12 +149,14 @@ class BusinessOps:
         authorizer: Authorizer,
         citrus: Registrar | None,
         id_factory: Callable[[], str] = new_business_id,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._cache = cache
         self._authz = authorizer
         self._citrus = citrus
         self._new_id = id_factory
+        self._now = clock
 
     # --- create ------------------------------------------------------------------------
 
@@ -176,6 +180,7 @@ class BusinessOps:
         if request_id and not REQUEST_ID_PATTERN.fullmatch(request_id):
             v.add("request_id", "must be 1-128 characters of A-Z a-z 0-9 _ . : - (a UUID is ideal)")
         check_new_business(v, "business", draft)
+        label = check_domain_label(v, "business.domain_label", draft.domain_label)
         v.raise_if_any()
         self._authz.may_create_business(principal)
 
@@ -185,6 +190,9 @@ class BusinessOps:
             id=business_id or self._new_id(),
             status=BusinessStatus.ACTIVE,
             locations=tuple(replace(loc, active=True) for loc in business.locations),
+            domain_label=label,
+            delete_time=None,
+            purge_start_time=None,
         )
         if self._citrus is not None:
             business = business.with_unregistered(tuple(loc.id for loc in business.locations))
@@ -269,7 +277,7 @@ class BusinessOps:
         v.raise_if_any()
         business = self._cache.get(business_id)
         admin = self._authz.is_admin(principal)
-        if business is not None and not business.is_active and not admin:
+        if business is not None and business.is_deleted and not admin:
             business = None
         access = self._authz.access(principal, business)
         location_allowed = False
@@ -297,6 +305,7 @@ class BusinessOps:
         roles: dict[str, Role],
         business_type: BusinessType | None = None,
         violations: Violations | None = None,
+        domain_label: str = "",
     ) -> Business:
         """``settings`` None: not given (an empty mask then leaves settings alone; a mask naming
         "settings" clears them). ``business_type`` None: not given; otherwise it must be the
@@ -318,7 +327,11 @@ class BusinessOps:
             ignored=_IGNORED_BUSINESS_PATHS,
         )
         if not given:
-            populated = {"name": bool(name), "settings": settings is not None}
+            populated = {
+                "name": bool(name),
+                "settings": settings is not None,
+                "domain_label": bool(domain_label),
+            }
             mask = tuple(path for path in _POPULATED_BUSINESS_PATHS if populated[path])
             if not mask and business_type is None:
                 v.add(
@@ -331,6 +344,7 @@ class BusinessOps:
             check_text(v, "business.name", name, max_length=NAME_MAX, required=True)
         if "settings" in mask:
             check_settings(v, "business.settings", new_settings)
+        label = check_domain_label(v, "business.domain_label", domain_label) if "domain_label" in mask else ""
         if "permissions.roles" in mask:
             # The shape here; the business type's own catalog once the business is read.
             check_roles(v, "business.permissions.roles", roles, KNOWN_RESOURCE_TYPES)
@@ -357,6 +371,8 @@ class BusinessOps:
                 updated = replace(updated, name=name)
             if "settings" in mask:
                 updated = replace(updated, settings=new_settings)
+            if "domain_label" in mask:
+                updated = replace(updated, domain_label=label)
             if "permissions.roles" in mask:
                 check = Violations()
                 check_roles(check, "business.permissions.roles", roles, catalog_types(business.type))
@@ -407,7 +423,7 @@ class BusinessOps:
             etag,
             ALL_PERMISSIONS,
             location_id=None,
-            change=lambda business: replace(business, status=BusinessStatus.DELETED),
+            change=lambda business: replace(business, status=BusinessStatus.DELETED, delete_time=self._now()),
         )
         return deleted
 
@@ -582,7 +598,7 @@ class BusinessOps:
         idempotent at Citrus, so a location registered twice is still registered once.
         """
         pending = tuple(business.unregistered_location_ids)
-        if self._citrus is None or not pending or not business.is_active:
+        if self._citrus is None or not pending or business.is_deleted:
             return Registered(business, pending if self._citrus is not None else ())
         done = self._register(business, pending)
         if not done:
