@@ -81,6 +81,11 @@ def test_iam_policy_allows_exactly_the_dynamodb_calls_the_adapter_makes() -> Non
     (a transaction's Puts need PutItem), so adding a call without its permission fails here."""
     source = (ROOT / "simplu_grpc" / "adapters" / "business_store.py").read_text()
     calls = set(re.findall(r"self\._client\.([a-z_]+)\b", source))
+    # The adapters sharing the table call through BusinessStore.execute("<operation>", ...).
+    for sharing in ("business_index.py", "business_purge.py"):
+        shared = (ROOT / "simplu_grpc" / "adapters" / sharing).read_text()
+        calls |= set(re.findall(r'\.execute\(\s*"([a-z_]+)"', shared))
+        source += shared
     needed = set()
     for call in calls:
         if call == "transact_write_items":
