@@ -82,14 +82,7 @@ def build_deps(settings: Settings) -> Deps:
         deps.closers.append(deps.business_cache.close)
         deps.readiness_checks.append(probe_check(deps.business_store.probe))
         if settings.citrus_server_url:
-            deps.citrus = CitrusClient(
-                base_url=settings.citrus_server_url,
-                api_key=settings.citrus_api_key,
-                timeout_ms=settings.citrus_timeout_ms,
-                retry_attempts=settings.citrus_retry_attempts,
-                metrics=metrics,
-                tls=shard_tls(settings),
-            )
+            deps.citrus = citrus_client(settings, metrics)
             deps.closers.append(deps.citrus.close)
             deps.readiness_checks.append(probe_check(deps.citrus.probe))
         deps.business_ops = BusinessOps(
@@ -99,8 +92,7 @@ def build_deps(settings: Settings) -> Deps:
             citrus=deps.citrus,
         )
         deps.business_lifecycle = BusinessLifecycle(
-            store=deps.business_store,
-            cache=deps.business_cache,
+            writer=deps.business_ops,
             authorizer=deps.authorizer,
             retention=timedelta(days=settings.business_retention_days),
         )
@@ -174,6 +166,18 @@ def build_deps(settings: Settings) -> Deps:
     return deps
 
 
+def citrus_client(settings: Settings, metrics: Metrics) -> CitrusClient:
+    """The Citrus client of ``settings`` (CITRUS_SERVER_URL must be set)."""
+    return CitrusClient(
+        base_url=settings.citrus_server_url or "",
+        api_key=settings.citrus_api_key,
+        timeout_ms=settings.citrus_timeout_ms,
+        retry_attempts=settings.citrus_retry_attempts,
+        metrics=metrics,
+        tls=shard_tls(settings),
+    )
+
+
 def this_replica() -> Replica:
     """This process as GetTenantUsage names it: the host name (the pod's on Kubernetes) and pid."""
     return Replica(host=socket.gethostname(), pid=os.getpid())
@@ -222,14 +226,7 @@ def build_purge(
     store = BusinessStore(table=settings.dynamodb_business_info_table, client=dynamodb, metrics=metrics)
     citrus: CitrusClient | None = None
     if settings.citrus_server_url:
-        citrus = CitrusClient(
-            base_url=settings.citrus_server_url,
-            api_key=settings.citrus_api_key,
-            timeout_ms=settings.citrus_timeout_ms,
-            retry_attempts=settings.citrus_retry_attempts,
-            metrics=metrics,
-            tls=shard_tls(settings),
-        )
+        citrus = citrus_client(settings, metrics)
         closers.append(citrus.close)
         shards = ShardPurger(
             list_shards=citrus.shards_health,

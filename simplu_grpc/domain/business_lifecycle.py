@@ -22,21 +22,22 @@ from typing import Protocol
 
 from simplu_grpc.domain.authz import Authorizer, require_live
 from simplu_grpc.domain.business import Business, BusinessStatus
-from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.permissions import ALL_PERMISSIONS
 from simplu_grpc.domain.principal import Principal
 from simplu_grpc.domain.validation import Violations, check_business_id
-from simplu_grpc.errors import Aborted, FailedPrecondition, NotFound, PermissionDenied
-
-_WRITE_ATTEMPTS = 3
+from simplu_grpc.errors import FailedPrecondition, NotFound, PermissionDenied
 
 
-class LifecycleStore(Protocol):
-    """What the lifecycle needs of the business store (``adapters.business_store.BusinessStore``)."""
+class BusinessWriter(Protocol):
+    """BusinessService's one read-decide-write loop (``BusinessOps.rewrite``): etags, retries, cache."""
 
-    def get(self, business_id: str, *, consistent: bool = True) -> Business | None: ...
-
-    def update(self, business: Business, *, previous: Business) -> Business: ...
+    def rewrite(
+        self,
+        business_id: str,
+        etag: str,
+        allowed: Callable[[Business | None], Business],
+        change: Callable[[Business], Business],
+    ) -> Business: ...
 
 
 def require_platform_admin(authorizer: Authorizer, principal: Principal, call: str) -> None:
@@ -58,16 +59,14 @@ class BusinessLifecycle:
     def __init__(
         self,
         *,
-        store: LifecycleStore,
-        cache: BusinessCache,
+        writer: BusinessWriter,
         authorizer: Authorizer,
         retention: timedelta,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if retention < timedelta(0):
             raise ValueError("retention must not be negative")
-        self._store = store
-        self._cache = cache
+        self._writer = writer
         self._authz = authorizer
         self._retention = retention
         self._now = clock
@@ -87,16 +86,15 @@ class BusinessLifecycle:
         _check_id(business_id)
         require_platform_admin(self._authz, principal, call)
 
-        def change(found: Business | None) -> Business:
-            business = require_live(found, business_id, sees_deleted=True)
-            return replace(business, status=status)
+        def allowed(found: Business | None) -> Business:
+            return require_live(found, business_id, sees_deleted=True)
 
-        return self._write(business_id, etag, change)
+        return self._writer.rewrite(business_id, etag, allowed, lambda b: replace(b, status=status))
 
     def undelete(self, principal: Principal, business_id: str, *, etag: str) -> Business:
         _check_id(business_id)
 
-        def change(found: Business | None) -> Business:
+        def allowed(found: Business | None) -> Business:
             self._authz.require_business_permission(principal, found, business_id, ALL_PERMISSIONS)
             if found is None:
                 raise NotFound(f"business {business_id!r} not found", reason="BUSINESS_NOT_FOUND")
@@ -114,34 +112,11 @@ class BusinessLifecycle:
                     reason="RETENTION_EXPIRED",
                     metadata={"business_id": business_id, "purge_time": ends.isoformat() if ends else ""},
                 )
-            return replace(found, status=BusinessStatus.ACTIVE, delete_time=None)
+            return found
 
-        return self._write(business_id, etag, change)
-
-    def _write(self, business_id: str, etag: str, change: Callable[[Business | None], Business]) -> Business:
-        """Read (strongly consistent), decide, write conditional on the version read. With the
-        caller's etag a conflict is ABORTED; without, the decision is made again on a fresh read."""
-        for attempt in range(_WRITE_ATTEMPTS):
-            found = self._store.get(business_id)
-            changed = change(found)
-            assert found is not None  # change() raised otherwise
-            if etag and etag != found.etag:
-                raise Aborted(
-                    f"etag {etag!r} is not the current one for business {business_id!r}; read it again",
-                    metadata={"business_id": business_id, "current_etag": found.etag},
-                )
-            if changed == found:
-                return found
-            try:
-                saved = self._store.update(changed, previous=found)
-            except Aborted:
-                self._cache.invalidate(business_id)
-                if etag or attempt == _WRITE_ATTEMPTS - 1:
-                    raise
-                continue
-            self._cache.put(saved)
-            return saved
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._writer.rewrite(
+            business_id, etag, allowed, lambda b: replace(b, status=BusinessStatus.ACTIVE, delete_time=None)
+        )
 
 
 def _check_id(business_id: str) -> None:

@@ -663,12 +663,29 @@ class BusinessOps:
         change: Callable[[Business], Business],
     ) -> Business:
         permissions = (permission,) if isinstance(permission, str) else permission
-        for attempt in range(_WRITE_ATTEMPTS):
-            found = self._store.get(business_id)
+
+        def allowed(found: Business | None) -> Business:
             for needed in permissions:
                 business = self._authz.require_business_write(
                     principal, found, business_id, needed, location_id=location_id
                 )
+            return business
+
+        return self.rewrite(business_id, etag, allowed, change)
+
+    def rewrite(
+        self,
+        business_id: str,
+        etag: str,
+        allowed: Callable[[Business | None], Business],
+        change: Callable[[Business], Business],
+    ) -> Business:
+        """Read (strongly consistent), let ``allowed`` decide on what was read (permission, then
+        existence and state; it answers the business to change), check the caller's etag, write
+        ``change`` of it conditional on the version read. With an etag a conflict is ABORTED;
+        without, everything is decided again on a fresh read (up to three times)."""
+        for attempt in range(_WRITE_ATTEMPTS):
+            business = allowed(self._store.get(business_id))
             if etag and etag != business.etag:
                 raise Aborted(
                     f"etag {etag!r} is not the current one for business {business_id!r}; read it again",

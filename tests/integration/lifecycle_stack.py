@@ -1,5 +1,7 @@
 """Shared by the issue-14 lifecycle and discovery tests: a full server (moto, Citrus emulator,
-PostgreSQL shards) per test on a fresh table, callers' metadata, and failure answers."""
+PostgreSQL shards) per test on a fresh table, callers' metadata, and failure answers.
+
+A pytest plugin (tests/conftest.py): the fixtures ``lifecycle_stack`` and ``expired_lifecycle_stack``."""
 
 from __future__ import annotations
 
@@ -96,3 +98,36 @@ def make_stack(
     create_business_table(moto.url, REGION, table)
     full = stack_env(moto, citrus, table, **dict(env or {}))
     return Stack(make_server(env=full), full, issuer, bearer(admin_token))
+
+
+@pytest.fixture
+def lifecycle_stack(
+    make_server: MakeServer,
+    moto_server: MotoServer,
+    module_citrus: CitrusEmulator,
+    local_issuer: LocalIssuer,
+    admin_token: str,
+) -> Stack:
+    """A stack with the default retention window (30 days)."""
+    return make_stack(
+        make_server, moto=moto_server, citrus=module_citrus, issuer=local_issuer, admin_token=admin_token
+    )
+
+
+@pytest.fixture
+def expired_lifecycle_stack(
+    make_server: MakeServer,
+    moto_server: MotoServer,
+    module_citrus: CitrusEmulator,
+    local_issuer: LocalIssuer,
+    admin_token: str,
+) -> Stack:
+    """A stack whose retention window closes as soon as a business is deleted (0 days)."""
+    return make_stack(
+        make_server,
+        moto=moto_server,
+        citrus=module_citrus,
+        issuer=local_issuer,
+        admin_token=admin_token,
+        env={"BUSINESS_RETENTION_DAYS": "0"},
+    )

@@ -8,11 +8,8 @@ import pytest
 from google.protobuf import struct_pb2
 from simplu.v1 import business_pb2
 
-from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, client
-from tests.fixtures.server import MakeServer
-from tests.fixtures.tokens import LocalIssuer
-from tests.integration.lifecycle_stack import REGION, Metadata, Stack, answer, make_stack
+from tests.integration.lifecycle_stack import REGION, Metadata, Stack, answer
 
 pytestmark = pytest.mark.integration
 
@@ -22,16 +19,8 @@ DENTAL, GYM = business_pb2.BUSINESS_TYPE_DENTAL, business_pb2.BUSINESS_TYPE_GYM
 
 
 @pytest.fixture
-def stack(
-    make_server: MakeServer,
-    moto_server: MotoServer,
-    module_citrus: CitrusEmulator,
-    local_issuer: LocalIssuer,
-    admin_token: str,
-) -> Stack:
-    return make_stack(
-        make_server, moto=moto_server, citrus=module_citrus, issuer=local_issuer, admin_token=admin_token
-    )
+def stack(lifecycle_stack: Stack) -> Stack:
+    return lifecycle_stack
 
 
 def search(stack: Stack, md: Metadata, **fields: object) -> business_pb2.SearchBusinessesResponse:

@@ -11,11 +11,7 @@ import pytest
 from google.protobuf import struct_pb2
 from simplu.v1 import business_pb2, resource_pb2
 
-from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
-from simplu_grpc.devstack.moto_server import MotoServer
-from tests.fixtures.server import MakeServer
-from tests.fixtures.tokens import LocalIssuer
-from tests.integration.lifecycle_stack import Metadata, Stack, answer, make_stack
+from tests.integration.lifecycle_stack import Metadata, Stack, answer
 
 pytestmark = pytest.mark.integration
 
@@ -24,16 +20,8 @@ SUSPENDED = (grpc.StatusCode.FAILED_PRECONDITION, "BUSINESS_SUSPENDED")
 
 
 @pytest.fixture
-def stack(
-    make_server: MakeServer,
-    moto_server: MotoServer,
-    module_citrus: CitrusEmulator,
-    local_issuer: LocalIssuer,
-    admin_token: str,
-) -> Stack:
-    return make_stack(
-        make_server, moto=moto_server, citrus=module_citrus, issuer=local_issuer, admin_token=admin_token
-    )
+def stack(lifecycle_stack: Stack) -> Stack:
+    return lifecycle_stack
 
 
 def suspend(stack: Stack, business_id: str, md: Metadata, etag: str = "") -> business_pb2.Business:
@@ -248,23 +236,10 @@ def test_suspending_a_deleted_business_tells_the_admin_it_is_deleted(stack: Stac
     assert answer(lambda: resume(stack, business.id, stack.admin)) == deleted
 
 
-def test_undelete_after_the_window_is_refused_with_retention_expired(
-    make_server: MakeServer,
-    moto_server: MotoServer,
-    module_citrus: CitrusEmulator,
-    local_issuer: LocalIssuer,
-    admin_token: str,
-) -> None:
+def test_undelete_after_the_window_is_refused_with_retention_expired(expired_lifecycle_stack: Stack) -> None:
     """With BUSINESS_RETENTION_DAYS=0 the window has closed as soon as the business is deleted:
     the owner and an admin get FAILED_PRECONDITION / RETENTION_EXPIRED, and it stays deleted."""
-    stack = make_stack(
-        make_server,
-        moto_server,
-        module_citrus,
-        local_issuer,
-        admin_token,
-        env={"BUSINESS_RETENTION_DAYS": "0"},
-    )
+    stack = expired_lifecycle_stack
     _, owner = stack.person()
     business = stack.create(owner)
     deleted = delete(stack, business.id, owner)

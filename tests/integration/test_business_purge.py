@@ -20,9 +20,8 @@ from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, client
 from simplu_grpc.domain.business_retention import PurgeReport
 from simplu_grpc.wiring import build_purge
-from tests.fixtures.server import BASE_ENV, MakeServer, settings_for
-from tests.fixtures.tokens import LocalIssuer
-from tests.integration.lifecycle_stack import REGION, Metadata, Stack, answer, make_stack
+from tests.fixtures.server import BASE_ENV, settings_for
+from tests.integration.lifecycle_stack import REGION, Metadata, Stack, answer
 
 pytestmark = pytest.mark.integration
 
@@ -34,21 +33,8 @@ class Stopped(Exception):
 
 
 @pytest.fixture
-def stack(
-    make_server: MakeServer,
-    moto_server: MotoServer,
-    module_citrus: CitrusEmulator,
-    local_issuer: LocalIssuer,
-    admin_token: str,
-) -> Stack:
-    return make_stack(
-        make_server,
-        moto=moto_server,
-        citrus=module_citrus,
-        issuer=local_issuer,
-        admin_token=admin_token,
-        env={"BUSINESS_RETENTION_DAYS": "0"},
-    )
+def stack(expired_lifecycle_stack: Stack) -> Stack:
+    return expired_lifecycle_stack
 
 
 def populate(stack: Stack, owner: Metadata, business_id: str, count: int) -> None:
@@ -112,6 +98,21 @@ def purge_env(stack: Stack, **extra: str) -> dict[str, str]:
     return {**BASE_ENV, **stack.env, **extra}
 
 
+def purge_command(stack: Stack) -> subprocess.CompletedProcess[str]:
+    """``simplu-grpc purge-businesses`` in its own process, with the stack's environment; it must succeed."""
+    command = [sys.executable, "-m", "simplu_grpc.cli", "purge-businesses", "--batch-size", "5"]
+    done = subprocess.run(
+        command,
+        env={**os.environ, **purge_env(stack)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_a_purge_stopped_between_batches_resumes_and_removes_everything_but_other_tenants(
     stack: Stack, moto_server: MotoServer, module_citrus: CitrusEmulator
 ) -> None:
@@ -149,16 +150,7 @@ def test_a_purge_stopped_between_batches_resumes_and_removes_everything_but_othe
         "RETENTION_EXPIRED",
     )
 
-    command = [sys.executable, "-m", "simplu_grpc.cli", "purge-businesses", "--batch-size", "5"]
-    done = subprocess.run(
-        command,
-        env={**os.environ, **purge_env(stack)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = purge_command(stack)
     assert f"purged {doomed.id}" in done.stdout
     assert "1 businesses purged" in done.stdout
     assert shard_rows(module_citrus, doomed.id) == 0
@@ -175,15 +167,7 @@ def test_a_purge_stopped_between_batches_resumes_and_removes_everything_but_othe
         grpc.StatusCode.NOT_FOUND,
         "BUSINESS_NOT_FOUND",
     )
-    again = subprocess.run(
-        command,
-        env={**os.environ, **purge_env(stack)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert again.returncode == 0, again.stderr
+    again = purge_command(stack)
     assert "0 businesses purged, 0 shard rows deleted" in again.stdout
 
 
