@@ -479,16 +479,19 @@ class BusinessStore:
         return updated
 
     def _claim_changes(self, business: Business, previous: Business) -> _Items:
-        """The domain-label claim actions of a write: claim a new label (or, for an original
-        item's first write, its existing one), release one no longer used. Both conditional on
-        the claim being free or this business's, so no write ever takes or frees another's."""
+        """The domain-label claim actions of a write: claim its label, release one no longer
+        used. Both conditional on the claim being free or this business's, so no write ever
+        takes or frees another's. The label is claimed on every write, not only when it
+        changes: items written before claims existed (the original system's, or this service's
+        earlier versions) get theirs on their next write or `simplu-grpc rewrite-items`; the
+        price is that a labelled business's writes are transactions (2x the write units)."""
         mine = {
             "ConditionExpression": "attribute_not_exists(id) OR businessId = :business",
             "ExpressionAttributeValues": {":business": {"S": business.id}},
         }
         actions: _Items = []
         label, before = business.domain_label, previous.domain_label
-        if label and (label != before or previous.version == 0):
+        if label:
             put = self._put(domain_claim_item(label, business.id))
             put["Put"].update(mine)
             actions.append(put)

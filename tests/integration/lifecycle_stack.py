@@ -85,6 +85,18 @@ class Stack:
         return self.server.business.CreateBusiness(request, metadata=owner, timeout=20).business
 
 
+def dynamodb_calls(stack: Stack, operation: str) -> int:
+    """DynamoDB calls of one operation the stack's server made, from its own metrics."""
+    total = 0.0
+    for family in stack.server.deps.metrics.registry.collect():
+        for sample in family.samples:
+            labels = sample.labels
+            wanted = labels.get("operation") == operation
+            if wanted and labels.get("dependency") == "dynamodb" and sample.name.endswith("_count"):
+                total += sample.value
+    return int(total)
+
+
 def make_stack(
     make_server: MakeServer,
     *,

@@ -9,7 +9,7 @@ from google.protobuf import struct_pb2
 from simplu.v1 import business_pb2
 
 from simplu_grpc.devstack.moto_server import MotoServer, client
-from tests.integration.lifecycle_stack import REGION, Metadata, Stack, answer
+from tests.integration.lifecycle_stack import REGION, Metadata, Stack, answer, dynamodb_calls
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,7 @@ def test_search_is_for_platform_admins_by_name_prefix_type_and_status_across_pag
     reader = stack.machine("simplu/businesses.read")
     assert answer(lambda: search(stack, reader, name_prefix="zen")) == ADMIN_ONLY
 
-    scans_before = _scans(stack)
+    scans_before = dynamodb_calls(stack, "scan")
     assert search_all(stack, name_prefix="ZEN", page_size=2) == [
         "Zen Dental",
         "Zen Suspended",
@@ -78,7 +78,7 @@ def test_search_is_for_platform_admins_by_name_prefix_type_and_status_across_pag
         "Zen Suspended"
     ]
     assert len(search_all(stack, page_size=1)) == 6
-    assert _scans(stack) == scans_before
+    assert dynamodb_calls(stack, "scan") == scans_before
 
     first = search(stack, stack.admin, name_prefix="zen", page_size=1)
     assert first.next_page_token
@@ -91,17 +91,6 @@ def test_search_is_for_platform_admins_by_name_prefix_type_and_status_across_pag
         answer(lambda: search(stack, stack.admin, name_prefix="x" * 201))[0]
         == grpc.StatusCode.INVALID_ARGUMENT
     )
-
-
-def _scans(stack: Stack) -> int:
-    """How many Scan calls this test's server made (its metrics count DynamoDB calls by operation)."""
-    metrics = stack.server.deps.metrics.registry
-    total = 0.0
-    for family in metrics.collect():
-        for sample in family.samples:
-            if sample.labels.get("operation") == "scan" and sample.name.endswith("_count"):
-                total += sample.value
-    return int(total)
 
 
 def test_lookup_by_domain_label_answers_public_fields_only(stack: Stack) -> None:

@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import struct_pb2
 from simplu.v1 import business_pb2, resource_pb2
 
-from tests.integration.lifecycle_stack import Metadata, Stack, answer
+from tests.integration.lifecycle_stack import Metadata, Stack, answer, dynamodb_calls
 
 pytestmark = pytest.mark.integration
 
@@ -148,6 +148,12 @@ def test_a_suspended_business_refuses_every_resource_call_with_its_reason_until_
         assert answer(lambda call=call: call(owner)) == SUSPENDED, name
         assert answer(lambda call=call: call(stack.admin)) == SUSPENDED, name
         assert answer(lambda call=call: call(stranger))[0] == grpc.StatusCode.PERMISSION_DENIED, name
+
+    # The refusal is decided on the business the permission check read from the cache: warm,
+    # not one DynamoDB call (this server wrote the suspension, so its cache has it).
+    reads_before = dynamodb_calls(stack, "get_item")
+    assert answer(lambda: calls["GetResource"](owner)) == SUSPENDED
+    assert dynamodb_calls(stack, "get_item") == reads_before
 
     get = business_pb2.GetBusinessRequest(business_id=business.id)
     assert stack.server.business.GetBusiness(get, metadata=owner, timeout=10).status == (
