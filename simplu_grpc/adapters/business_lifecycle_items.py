@@ -2,7 +2,7 @@
 
 A business item carries, besides its shape in ``business_items``:
 
-- ``domainLabel`` (when set), ``deletedAt`` and ``purgeStartedAt`` (ISO 8601, when set);
+- ``domainLabel`` (when set), ``deletedAt``, ``purgeStartedAt`` and ``suspendedAt`` (ISO 8601, when set);
 - ``searchType`` and ``searchName``, the keys of the global secondary index ``name-index``
   that SearchBusinesses queries: the type is the partition, the sort key is the name folded
   for case-insensitive prefix matching, then ``#`` and the id (so equal names stay distinct
@@ -29,7 +29,7 @@ SEARCH_TYPE: Final = "searchType"
 SEARCH_NAME: Final = "searchName"
 KIND_DOMAIN: Final = "domain"
 LIFECYCLE_ATTRIBUTES: Final = frozenset(
-    {"domainLabel", "deletedAt", "purgeStartedAt", SEARCH_TYPE, SEARCH_NAME}
+    {"domainLabel", "deletedAt", "purgeStartedAt", "suspendedAt", SEARCH_TYPE, SEARCH_NAME}
 )
 
 
@@ -62,6 +62,8 @@ def lifecycle_attributes(business: Business) -> dict[str, Any]:
         document["deletedAt"] = _iso(business.delete_time)
     if business.purge_start_time is not None:
         document["purgeStartedAt"] = _iso(business.purge_start_time)
+    if business.suspend_time is not None:
+        document["suspendedAt"] = _iso(business.suspend_time)
     return document
 
 
@@ -72,6 +74,7 @@ def lifecycle_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
         "domain_label": label.lower() if isinstance(label, str) else "",
         "delete_time": _time(doc.get("deletedAt")),
         "purge_start_time": _time(doc.get("purgeStartedAt")),
+        "suspend_time": _time(doc.get("suspendedAt")),
     }
 
 

@@ -127,6 +127,9 @@ class Business:
     delete_time: datetime | None = None
     # Set when the purge of a deleted business began: from then on it cannot be undeleted.
     purge_start_time: datetime | None = None
+    # Set by SuspendBusiness, cleared by ResumeBusiness; kept through a deletion, so an undeleted
+    # business comes back suspended if it was (deleting cannot lift a billing suspension).
+    suspend_time: datetime | None = None
 
     @property
     def is_active(self) -> bool:

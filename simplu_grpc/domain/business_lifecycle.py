@@ -5,7 +5,8 @@
   answers FAILED_PRECONDITION / BUSINESS_SUSPENDED (``Authorizer.require_resource``, on the
   business already loaded, and cached, for the permission check). Both are idempotent.
 - **Undelete** (platform admins, businesses.write, the owner role ``"*"``): a deleted business
-  comes back ACTIVE while ``delete_time + retention`` has not passed and its purge has not begun
+  comes back (ACTIVE, or SUSPENDED if it was suspended when deleted: deleting never lifts a
+  suspension) while ``delete_time + retention`` has not passed and its purge has not begun
   (``domain.business_retention``). The purge marks the business before removing anything, and
   both writes are conditional on the version read, so an undelete and a purge racing at the
   window's end cannot both win.
@@ -75,13 +76,26 @@ class BusinessLifecycle:
         return purge_time(business, self._retention)
 
     def suspend(self, principal: Principal, business_id: str, *, etag: str) -> Business:
-        return self._set_status(principal, business_id, etag, BusinessStatus.SUSPENDED, "SuspendBusiness")
+        def suspended(business: Business) -> Business:
+            if business.status is BusinessStatus.SUSPENDED:
+                return business
+            return replace(business, status=BusinessStatus.SUSPENDED, suspend_time=self._now())
+
+        return self._admin_write(principal, business_id, etag, "SuspendBusiness", suspended)
 
     def resume(self, principal: Principal, business_id: str, *, etag: str) -> Business:
-        return self._set_status(principal, business_id, etag, BusinessStatus.ACTIVE, "ResumeBusiness")
+        def resumed(business: Business) -> Business:
+            return replace(business, status=BusinessStatus.ACTIVE, suspend_time=None)
 
-    def _set_status(
-        self, principal: Principal, business_id: str, etag: str, status: BusinessStatus, call: str
+        return self._admin_write(principal, business_id, etag, "ResumeBusiness", resumed)
+
+    def _admin_write(
+        self,
+        principal: Principal,
+        business_id: str,
+        etag: str,
+        call: str,
+        change: Callable[[Business], Business],
     ) -> Business:
         _check_id(business_id)
         require_platform_admin(self._authz, principal, call)
@@ -89,7 +103,7 @@ class BusinessLifecycle:
         def allowed(found: Business | None) -> Business:
             return require_live(found, business_id, sees_deleted=True)
 
-        return self._writer.rewrite(business_id, etag, allowed, lambda b: replace(b, status=status))
+        return self._writer.rewrite(business_id, etag, allowed, change)
 
     def undelete(self, principal: Principal, business_id: str, *, etag: str) -> Business:
         _check_id(business_id)
@@ -114,9 +128,12 @@ class BusinessLifecycle:
                 )
             return found
 
-        return self._writer.rewrite(
-            business_id, etag, allowed, lambda b: replace(b, status=BusinessStatus.ACTIVE, delete_time=None)
-        )
+        def restored(business: Business) -> Business:
+            # Deleting never lifts a suspension: a business suspended when deleted comes back suspended.
+            status = BusinessStatus.ACTIVE if business.suspend_time is None else BusinessStatus.SUSPENDED
+            return replace(business, status=status, delete_time=None)
+
+        return self._writer.rewrite(business_id, etag, allowed, restored)
 
 
 def _check_id(business_id: str) -> None:

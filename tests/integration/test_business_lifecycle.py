@@ -232,14 +232,29 @@ def test_undelete_within_the_window_brings_the_business_back_for_its_owner_only(
     )
 
 
-def test_suspending_a_deleted_business_tells_the_admin_it_is_deleted(stack: Stack) -> None:
-    """A deleted business cannot be suspended or resumed: FAILED_PRECONDITION / BUSINESS_DELETED."""
+def test_deleting_never_lifts_a_suspension_and_a_deleted_business_cannot_be_suspended(stack: Stack) -> None:
+    """A deleted business cannot be suspended or resumed (FAILED_PRECONDITION / BUSINESS_DELETED); a
+    business suspended when its owner deleted it comes back SUSPENDED on undelete, its resources
+    still refused."""
     _, owner = stack.person()
-    business = stack.create(owner)
-    delete(stack, business.id, owner)
+    plain = stack.create(owner)
+    delete(stack, plain.id, owner)
     deleted = (grpc.StatusCode.FAILED_PRECONDITION, "BUSINESS_DELETED")
-    assert answer(lambda: suspend(stack, business.id, stack.admin)) == deleted
-    assert answer(lambda: resume(stack, business.id, stack.admin)) == deleted
+    assert answer(lambda: suspend(stack, plain.id, stack.admin)) == deleted
+    assert answer(lambda: resume(stack, plain.id, stack.admin)) == deleted
+
+    billed = stack.create(owner)
+    suspend(stack, billed.id, stack.admin)
+    delete(stack, billed.id, owner)
+    assert undelete(stack, billed.id, owner).status == business_pb2.BUSINESS_STATUS_SUSPENDED
+    listing = resource_pb2.ListResourcesRequest(
+        business_id=billed.id, location_id="main", resource_type="patients"
+    )
+    assert (
+        answer(lambda: stack.server.resource.ListResources(listing, metadata=owner, timeout=10)) == SUSPENDED
+    )
+    assert resume(stack, billed.id, stack.admin).status == business_pb2.BUSINESS_STATUS_ACTIVE
+    assert undelete(stack, plain.id, owner).status == business_pb2.BUSINESS_STATUS_ACTIVE
 
 
 def test_undelete_after_the_window_is_refused_with_retention_expired(expired_lifecycle_stack: Stack) -> None:

@@ -211,8 +211,8 @@ def test_an_item_rewritten_with_the_original_suspended_kept_aside_reads_suspende
 
 
 def test_lifecycle_fields_round_trip_through_the_item() -> None:
-    """domain_label, delete_time and purge_start_time survive a write and a read; the item carries
-    the name index keys (type, folded name then id)."""
+    """domain_label, delete_time, purge_start_time and suspend_time survive a write and a read; the
+    item carries the name index keys (type, folded name then id)."""
     business = Business(
         id="b2",
         name="  Zâmbet CLINIC",
@@ -221,6 +221,7 @@ def test_lifecycle_fields_round_trip_through_the_item() -> None:
         domain_label="zambet",
         delete_time=NOW,
         purge_start_time=NOW + DAY,
+        suspend_time=NOW - DAY,
         version=1,
     )
     item = to_item(business)
