@@ -226,8 +226,8 @@ def test_the_next_write_rewrites_the_item_in_the_current_shape_keeping_the_rest(
 
 def test_rewrite_items_counts_rewrites_once_and_the_second_run_changes_nothing(store: BusinessStore) -> None:
     """Dry run: 4 to rewrite, 1 unreadable, nothing written. Run: each original item in the current
-    shape (reading the same business), the owner indexed, the unreadable one untouched. A second
-    run rewrites nothing and the table is exactly as it was."""
+    shape (reading the same business), the owner indexed, its domain label claimed, the unreadable
+    one untouched. A second run rewrites nothing and the table is exactly as it was."""
     current = store.create(
         Business(id="C1", name="Current", type=BusinessType.GYM, permissions=Permissions(), owner="svc")
     ).business
@@ -250,6 +250,8 @@ def test_rewrite_items_counts_rewrites_once_and_the_second_run_changes_nothing(s
     assert read(store, "C1") == current
     owned = store.list(page_size=10, page_token="", member="sub-owner-zambet", include_deleted=False)
     assert [b.id for b in owned.businesses] == ["B2500002"]
+    # The original's domainLabel is claimed, so LookupBusinessByDomain resolves it.
+    assert plain(after["domain#zambet"])["businessId"] == "B2500002"
 
     again = rewrite_items(store, dry_run=False)
     assert (again.businesses, again.current, again.rewritten) == (5, 5, 0)
