@@ -121,8 +121,8 @@ class BusinessLifecycle:
             ends = self.purge_time(found)
             if found.purge_start_time is not None or (ends is not None and self._now() >= ends):
                 raise FailedPrecondition(
-                    f"business {business_id!r} was deleted longer ago than the retention window; "
-                    "its data is being removed",
+                    f"business {business_id!r} was deleted longer ago than the retention window "
+                    "and can no longer be undeleted",
                     reason="RETENTION_EXPIRED",
                     metadata={"business_id": business_id, "purge_time": ends.isoformat() if ends else ""},
                 )
