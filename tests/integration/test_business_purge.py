@@ -15,10 +15,10 @@ import pytest
 from google.protobuf import struct_pb2
 from simplu.v1 import business_pb2, resource_pb2
 
-from simplu_grpc.adapters.business_store import membership_id
+from simplu_grpc.adapters.dynamodb.business_store import membership_id
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, client
-from simplu_grpc.domain.business_retention import PurgeReport
+from simplu_grpc.domain.business.retention import PurgeReport
 from simplu_grpc.wiring import build_purge
 from tests.fixtures.server import BASE_ENV, settings_for
 from tests.integration.lifecycle_stack import REGION, Metadata, Stack, answer

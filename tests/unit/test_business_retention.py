@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from boto3.dynamodb.types import TypeSerializer
 
-from simplu_grpc.adapters.business_items import from_item, to_item
-from simplu_grpc.domain.business import Business, BusinessStatus, BusinessType, Location
-from simplu_grpc.domain.business_retention import BusinessPurge, PurgeReport
-from simplu_grpc.domain.domain_labels import label_problem, normalized
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.adapters.dynamodb.business_items import from_item, to_item
+from simplu_grpc.domain.business.domain_labels import label_problem, normalized
+from simplu_grpc.domain.business.model import Business, BusinessStatus, BusinessType, Location
+from simplu_grpc.domain.business.retention import BusinessPurge, PurgeReport
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import Aborted
 
 NOW = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)

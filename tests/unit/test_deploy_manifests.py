@@ -77,15 +77,13 @@ def test_a_headless_service_serves_client_side_balancing() -> None:
 
 
 def test_iam_policy_allows_exactly_the_dynamodb_calls_the_adapter_makes() -> None:
-    """The least-privilege policy lists exactly the DynamoDB operations business_store.py calls
+    """The least-privilege policy lists exactly the DynamoDB operations the DynamoDB adapter calls
     (a transaction's Puts need PutItem), so adding a call without its permission fails here."""
-    source = (ROOT / "simplu_grpc" / "adapters" / "business_store.py").read_text()
+    adapter = ROOT / "simplu_grpc" / "adapters" / "dynamodb"
+    source = "\n".join(path.read_text() for path in sorted(adapter.glob("*.py")))
     calls = set(re.findall(r"self\._client\.([a-z_]+)\b", source))
     # The adapters sharing the table call through BusinessStore.execute("<operation>", ...).
-    for sharing in ("business_index.py", "business_purge.py"):
-        shared = (ROOT / "simplu_grpc" / "adapters" / sharing).read_text()
-        calls |= set(re.findall(r'\.execute\(\s*"([a-z_]+)"', shared))
-        source += shared
+    calls |= set(re.findall(r'\.execute\(\s*"([a-z_]+)"', source))
     needed = set()
     for call in calls:
         if call == "transact_write_items":
