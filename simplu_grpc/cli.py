@@ -68,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
             metavar="ID",
             help="resume after this item id (the last one reported)",
         )
+    purge = commands.add_parser(
+        "purge-businesses",
+        help="remove the data of businesses deleted longer ago than BUSINESS_RETENTION_DAYS from every"
+        " shard, Citrus and the business table (bounded batches; a stopped run resumes by running again)",
+    )
+    purge.add_argument("--business-id", default=None, metavar="ID", help="only this business")
+    purge.add_argument(
+        "--batch-size", type=_positive_int, default=500, help="rows per table per batch (default 500)"
+    )
     return parser
 
 
@@ -116,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _table_migration(
                 args.command, settings, dry_run=args.dry_run, start_after=args.start_after
             )
+        if args.command == "purge-businesses":
+            return _purge(settings, business_id=args.business_id, batch_size=args.batch_size)
         return _migrate(settings)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
@@ -234,6 +245,33 @@ def _table_migration(command: str, settings: Settings, *, dry_run: bool, start_a
     for item_id in rewrite.unreadable:
         print(f"unreadable (left as it is): {item_id}", file=sys.stderr)
     return EXIT_FAILURE if rewrite.unreadable or rewrite.changed_meanwhile else 0
+
+
+def _purge(settings: Settings, *, business_id: str | None, batch_size: int) -> int:
+    """``purge-businesses``: progress on stderr (one line per batch), what was purged on stdout."""
+    from simplu_grpc.wiring import build_purge
+
+    def progress(report: Any) -> None:
+        print(f"batch {report.batches}: rows deleted so far {report.rows}", file=sys.stderr)
+
+    purge, close = build_purge(settings, batch_size=batch_size, on_batch=progress)
+    try:
+        with _errors_only_logging():
+            report = purge.purge(business_id) if business_id else purge.purge_due()
+    finally:
+        close()
+    for purged in report.purged:
+        print(f"purged {purged}")
+    rows = sum(report.rows.values())
+    print(
+        f"{len(report.purged)} businesses purged, {rows} shard rows deleted in {report.batches} batches,"
+        f" {report.unregistered} Citrus registrations removed"
+    )
+    if report.citrus_unsupported:
+        print("Citrus offers no way to remove registrations: they were left", file=sys.stderr)
+    if business_id and not report.purged:
+        print(f"{business_id}: not purged (missing, not deleted, or still within the retention window)")
+    return 0
 
 
 if __name__ == "__main__":

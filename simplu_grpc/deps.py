@@ -21,6 +21,8 @@ from simplu_grpc.domain.auth.authz import Authorizer
 from simplu_grpc.domain.business.cache import BusinessCache
 from simplu_grpc.domain.business.commands import BusinessOps
 from simplu_grpc.domain.business.invitations import InvitationOps
+from simplu_grpc.domain.business.lifecycle import BusinessLifecycle
+from simplu_grpc.domain.business.search import BusinessDiscovery
 from simplu_grpc.domain.business.team import TeamOps
 from simplu_grpc.domain.placement.ports import ShardDirectory
 from simplu_grpc.domain.placement.routing import RoutingCache
@@ -48,6 +50,8 @@ class Deps:
     # People management (invitations, members, ownership): BusinessService's other half.
     invitation_ops: InvitationOps
     team_ops: TeamOps
+    business_lifecycle: BusinessLifecycle  # issue 14: suspend, resume, undelete
+    business_discovery: BusinessDiscovery  # issue 14: search, lookup by domain, locations
     # --- ResourceService ---
     pools: PoolRegistry
     routing: RoutingCache

@@ -83,7 +83,13 @@ def simplu_services(settings: Settings, deps: Deps) -> list[Registration]:
     return [
         Registration(
             business_pb2.DESCRIPTOR.services_by_name["BusinessService"],
-            BusinessServicer(deps.business_ops, invitations=deps.invitation_ops, team=deps.team_ops),
+            BusinessServicer(
+                deps.business_ops,
+                deps.business_lifecycle,
+                deps.business_discovery,
+                invitations=deps.invitation_ops,
+                team=deps.team_ops,
+            ),
         ),
         Registration(
             resource_pb2.DESCRIPTOR.services_by_name["ResourceService"],

@@ -128,6 +128,9 @@ class Settings:
     # How long each shard's change log keeps a change (ListResourceChanges' history); older
     # changes are pruned a few at a time by later writes.
     change_retention_seconds: float = 7 * 86_400.0
+    # How long a deleted business can be undeleted; past it, `simplu-grpc purge-businesses`
+    # removes its data from every shard (0: at once, for tests and dev stacks).
+    business_retention_days: float = 30.0
 
     @property
     def cognito_issuer(self) -> str:
@@ -383,5 +386,8 @@ class _Reader:
             tenant_metrics_top=self.int_("TENANT_METRICS_TOP", d.tenant_metrics_top, minimum=0, maximum=100),
             change_retention_seconds=self.float_(
                 "CHANGE_RETENTION_SECONDS", d.change_retention_seconds, minimum=60, maximum=366 * 86_400
+            ),
+            business_retention_days=self.float_(
+                "BUSINESS_RETENTION_DAYS", d.business_retention_days, minimum=0, maximum=3650
             ),
         )

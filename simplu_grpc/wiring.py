@@ -9,7 +9,8 @@ CLI (``simplu-grpc migrate``) and the tests build from the same factories:
 - ``build_resources``: the shard directory, routing cache, pool registry, ResourceOps;
 - ``build_admin``: the ShardAdmin use cases;
 - ``build_shard_source`` / ``build_migrations``: what ``simplu-grpc migrate`` needs alone;
-- ``build_deps``: all of them, into ``Deps``.
+- ``build_deps``: all of them, into ``Deps``;
+- ``build_purge``: what ``simplu-grpc purge-businesses`` needs alone.
 
 Each factory registers a closer on the ``Lifecycle`` for anything holding connections or
 threads, and a readiness check where the dependency is essential; ``build_deps`` closes
@@ -34,9 +35,12 @@ from simplu_grpc.adapters.citrus.shard_directory import (
 from simplu_grpc.adapters.cognito.jwks import JwksClient
 from simplu_grpc.adapters.cognito.token_verifier import TokenVerifier
 from simplu_grpc.adapters.cognito.users import CognitoUsers, make_cognito_client
+from simplu_grpc.adapters.dynamodb.business_index import BusinessIndexReader
+from simplu_grpc.adapters.dynamodb.business_purge_items import BusinessPurgeStore
 from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
 from simplu_grpc.adapters.dynamodb.calls import make_dynamodb_client
 from simplu_grpc.adapters.dynamodb.invitation_store import InvitationStore
+from simplu_grpc.adapters.postgres.business_purge import ShardPurger
 from simplu_grpc.adapters.postgres.consistency_reader import PostgresShardReader
 from simplu_grpc.adapters.postgres.migrator import PostgresMigrator
 from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
@@ -56,7 +60,10 @@ from simplu_grpc.domain.auth.authz import Authorizer
 from simplu_grpc.domain.business.cache import BusinessCache
 from simplu_grpc.domain.business.commands import BusinessOps
 from simplu_grpc.domain.business.invitations import InvitationOps
+from simplu_grpc.domain.business.lifecycle import BusinessLifecycle
 from simplu_grpc.domain.business.ports import BusinessRepository
+from simplu_grpc.domain.business.retention import BusinessPurge, PurgeReport
+from simplu_grpc.domain.business.search import BusinessDiscovery
 from simplu_grpc.domain.business.team import TeamOps
 from simplu_grpc.domain.placement.ports import ShardDirectory, ShardSource
 from simplu_grpc.domain.placement.routing import RoutingCache
@@ -102,6 +109,8 @@ class Business:
     citrus: CitrusClient | None  # None in single-database mode
     ops: BusinessOps
     client: DynamoDBClient  # the table's client, shared by the other item kinds on it (invitations)
+    lifecycle: BusinessLifecycle
+    discovery: BusinessDiscovery
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +182,21 @@ def build_business(
     if citrus is not None:
         life.readiness_checks.append(probe_check(citrus.probe))
     ops = BusinessOps(store=store, cache=cache, authorizer=auth.authorizer, citrus=citrus)
-    return Business(store=store, cache=cache, citrus=citrus, ops=ops, client=dynamodb)
+    lifecycle = BusinessLifecycle(
+        writer=ops, authorizer=auth.authorizer, retention=timedelta(days=settings.business_retention_days)
+    )
+    discovery = BusinessDiscovery(
+        index=BusinessIndexReader(store), cache=cache, authorizer=auth.authorizer, reader=ops
+    )
+    return Business(
+        store=store,
+        cache=cache,
+        citrus=citrus,
+        ops=ops,
+        client=dynamodb,
+        lifecycle=lifecycle,
+        discovery=discovery,
+    )
 
 
 def build_people(settings: Settings, life: Lifecycle, auth: Auth, business: Business) -> People:
@@ -333,6 +356,8 @@ def build_deps(settings: Settings, *, cache_source: CacheSource | None = None) -
         business_ops=business.ops,
         invitation_ops=people.invitations,
         team_ops=people.team,
+        business_lifecycle=business.lifecycle,
+        business_discovery=business.discovery,
         pools=resources.pools,
         routing=resources.routing,
         shard_directory=resources.directory,
@@ -367,3 +392,34 @@ def top_tenants(load: TenantLoad, count: int) -> Callable[[], list[TenantGauge]]
         ]
 
     return read
+
+
+def build_purge(
+    settings: Settings,
+    *,
+    batch_size: int = 500,
+    on_batch: Callable[[PurgeReport], None] = lambda _report: None,
+) -> tuple[BusinessPurge, Callable[[], None]]:
+    """The purge of deleted businesses (DynamoDB, Citrus or the single database, the shards), and
+    the function that closes what it opened."""
+    life = Lifecycle(metrics=Metrics())
+    dynamodb = make_dynamodb_client(settings)
+    life.closers.append(dynamodb.close)
+    store = BusinessStore(table=settings.dynamodb_business_info_table, client=dynamodb, metrics=life.metrics)
+    citrus = build_citrus(settings, life)
+    source = build_shard_source(settings, citrus)
+    shards = ShardPurger(
+        list_shards=source.shards_health,
+        locate=source.get_shard,
+        connect_timeout_seconds=settings.shard_connect_timeout_seconds,
+    )
+    life.closers.append(shards.close)
+    purge = BusinessPurge(
+        store=BusinessPurgeStore(store),
+        shards=shards,
+        citrus=citrus,
+        retention=timedelta(days=settings.business_retention_days),
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )
+    return purge, life.close

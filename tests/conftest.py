@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.server",
     "tests.fixtures.faultproxy",
     "tests.fixtures.clock",
+    "tests.integration.lifecycle_stack",
 ]

@@ -11,6 +11,9 @@ Endpoints (every one needs ``Authorization: Bearer <api key>``; JSON in and out)
 - ``GET  /api/shards/health`` -> CitrusShardResponse[]; really connects to each shard database
   (short connect timeout, concurrently) and records the result and time.
 - ``GET  /api/shard/{shardId}/capacity`` -> ``{canAcceptNewBusiness, businessCount, maxBusinesses, shardId}``.
+- ``DELETE /api/shard/{businessId-locationId}`` -> ``{removed: true, shardId}``; 404 when not registered.
+  NOT in DESIGN §5: the purge of a deleted business assumes a Citrus that offers it
+  (``adapters.citrus.CitrusClient.unregister``); ``offer_unregister(False)`` answers 405 instead.
 
 CitrusShardResponse = ``{shardId, connectionString, isActive, lastHealthCheck, businessCount,
 maxBusinesses}``.
@@ -24,7 +27,8 @@ user and a password (trust auth ignores it; ``shard_password``) so secret redact
 
 Test controls, from Python or over HTTP under ``/_control/`` with the same key (not counted):
 ``move_shard`` (new connection string, e.g. a fault proxy), ``set_active``, ``registrations``,
-``calls``/``reset_calls`` (per endpoint kind: get_shard, register, health, capacity),
+``calls``/``reset_calls`` (per endpoint kind: get_shard, register, health, capacity, unregister),
+``offer_unregister(bool)``,
 ``fail_with(status)`` (every API call answers that status), ``set_delay(seconds)``, ``heal``.
 ``stop()``/``start()`` restart on the same port with the state kept ("Citrus is down" tests);
 ``stop()`` also cuts kept-alive client connections so a stopped emulator really answers nothing.
@@ -58,7 +62,7 @@ __all__ = ["BUSINESS_TYPES", "CALL_KINDS", "CitrusEmulator", "ShardState"]
 log = logging.getLogger(__name__)
 
 BUSINESS_TYPES = frozenset({"dental", "gym", "hotel"})
-CALL_KINDS = ("get_shard", "register", "health", "capacity")
+CALL_KINDS = ("get_shard", "register", "health", "capacity", "unregister")
 _MAX_BODY = 64 * 1024
 _MAX_ID = 64
 
@@ -146,6 +150,7 @@ class CitrusEmulator:
         self._calls: dict[str, int] = dict.fromkeys(CALL_KINDS, 0)
         self._fail_status: int | None = None
         self._delay = 0.0
+        self._offers_unregister = True
         self._created_databases: list[str] = []
 
         self._httpd: _Server | None = None
@@ -245,6 +250,11 @@ class CitrusEmulator:
         with self._lock:
             self._get(shard_id).enabled = active
 
+    def offer_unregister(self, offered: bool) -> None:
+        """Serve ``DELETE /api/shard/{key}`` (True) or answer 405 like a Citrus without it (False)."""
+        with self._lock:
+            self._offers_unregister = offered
+
     def fail_with(self, status: int | None = 503) -> None:
         """Answer every API call with ``status`` (``None`` to stop failing)."""
         with self._lock:
@@ -291,6 +301,22 @@ class CitrusEmulator:
                 self._registrations[key] = shard_id
                 log.debug("registered %s (%s) on %s", key, business_type, shard_id)
                 return shard.to_json(self.capacity)
+
+    def unregister(self, key: str) -> dict[str, Any]:
+        """Forget a registration (not in DESIGN §5: the purge of a deleted business assumes it);
+        the shard counts the business until its last location there is gone."""
+        with self._lock:
+            shard_id = self._registrations.pop(key, None)
+            if shard_id is None:
+                raise _HttpError(HTTPStatus.NOT_FOUND, "not_found", "shard key is not registered")
+            business_id = key.split("-", 1)[0]
+            if not any(
+                k.split("-", 1)[0] == business_id and s == shard_id for k, s in self._registrations.items()
+            ):
+                self._shards[shard_id].businesses.discard(business_id)
+                if self._business_shard.get(business_id) == shard_id:
+                    del self._business_shard[business_id]
+            return {"removed": True, "shardId": shard_id}
 
     def health(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -389,6 +415,12 @@ class CitrusEmulator:
             raise _HttpError(fail_status, "injected_failure", "failure injected by the test")
         if kind == "get_shard":
             return 200, self.get_shard(arg)
+        if kind == "unregister":
+            with self._lock:
+                offered = self._offers_unregister
+            if not offered:
+                raise _HttpError(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", "use GET")
+            return 200, self.unregister(arg)
         if kind == "capacity":
             return 200, self.capacity_of(arg)
         if kind == "health":
@@ -463,9 +495,11 @@ def _route(method: str, path: str) -> tuple[str, str]:
             kind, arg = "capacity", unquote(rest[: -len("/capacity")])
         elif rest and "/" not in rest:
             kind, arg = "get_shard", unquote(rest)
+            if method == "DELETE":
+                kind = "unregister"
         else:
             raise _HttpError(HTTPStatus.NOT_FOUND, "not_found", "no such endpoint")
-        allowed = "GET"
+        allowed = "DELETE" if kind == "unregister" else "GET"
         if not arg:
             raise _HttpError(HTTPStatus.NOT_FOUND, "not_found", "no such endpoint")
     else:

@@ -175,7 +175,8 @@ def client(service: str, endpoint: str, region: str) -> Any:
 
 def create_business_table(endpoint: str, region: str, table: str) -> None:
     """Create the business-info table (partition key ``id``, the sparse membership index
-    ``member-index`` on ``memberSub`` + ``memberOf``); an existing table is left alone."""
+    ``member-index`` on ``memberSub`` + ``memberOf``, the search index ``name-index`` on
+    ``searchType`` + ``searchName``); an existing table is left alone."""
     dynamodb = client("dynamodb", endpoint, region)
     try:
         dynamodb.create_table(
@@ -184,6 +185,8 @@ def create_business_table(endpoint: str, region: str, table: str) -> None:
                 {"AttributeName": "id", "AttributeType": "S"},
                 {"AttributeName": "memberSub", "AttributeType": "S"},
                 {"AttributeName": "memberOf", "AttributeType": "S"},
+                {"AttributeName": "searchType", "AttributeType": "S"},
+                {"AttributeName": "searchName", "AttributeType": "S"},
             ],
             KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
             # Keys only: a person's listing needs the business ids, then reads the businesses.
@@ -195,7 +198,16 @@ def create_business_table(endpoint: str, region: str, table: str) -> None:
                         {"AttributeName": "memberOf", "KeyType": "RANGE"},
                     ],
                     "Projection": {"ProjectionType": "KEYS_ONLY"},
-                }
+                },
+                # SearchBusinesses: by type, then folded name prefix; ALL so a page is one Query.
+                {
+                    "IndexName": "name-index",
+                    "KeySchema": [
+                        {"AttributeName": "searchType", "KeyType": "HASH"},
+                        {"AttributeName": "searchName", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                },
             ],
             BillingMode="PAY_PER_REQUEST",
         )

@@ -10,7 +10,9 @@ from simplu.v1 import business_pb2, business_pb2_grpc
 from simplu_grpc import context as rpc
 from simplu_grpc.domain.business.commands import BusinessOps
 from simplu_grpc.domain.business.invitations import InvitationOps
+from simplu_grpc.domain.business.lifecycle import BusinessLifecycle
 from simplu_grpc.domain.business.model import Business, BusinessSettings
+from simplu_grpc.domain.business.search import BusinessDiscovery, SearchQuery
 from simplu_grpc.domain.business.team import TeamOps
 from simplu_grpc.domain.checks import Violations
 from simplu_grpc.services import business_proto as convert
@@ -20,14 +22,28 @@ from simplu_grpc.services import invitation_proto as people
 class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
     """Every method: the caller from the request context, the request converted, one use case."""
 
-    def __init__(self, ops: BusinessOps, *, invitations: InvitationOps, team: TeamOps) -> None:
+    def __init__(
+        self,
+        ops: BusinessOps,
+        lifecycle: BusinessLifecycle,
+        discovery: BusinessDiscovery,
+        *,
+        invitations: InvitationOps,
+        team: TeamOps,
+    ) -> None:
         self._ops = ops
+        self._lifecycle = lifecycle
+        self._discovery = discovery
         self._invitations = invitations
         self._team = team
 
     def _shown(self, business: Business) -> business_pb2.Business:
         """The answer's Business, as the caller may see it (``BusinessOps.as_seen_by``)."""
-        return convert.business_to_proto(self._ops.as_seen_by(rpc.principal(), business))
+        shown = convert.business_to_proto(self._ops.as_seen_by(rpc.principal(), business))
+        ends = self._lifecycle.purge_time(business)
+        if ends is not None:
+            shown.purge_time.FromDatetime(ends)
+        return shown
 
     def CreateBusiness(
         self, request: business_pb2.CreateBusinessRequest, context: grpc.ServicerContext
@@ -86,6 +102,7 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
             roles=convert.roles_from_proto(given.permissions),
             business_type=kind,
             violations=v,
+            domain_label=given.domain_label,
         )
         return self._shown(updated)
 
@@ -255,3 +272,74 @@ class BusinessServicer(business_pb2_grpc.BusinessServiceServicer):
             etag=request.etag,
         )
         return self._shown(updated)
+
+    # --- Lifecycle and discovery (issue 14) ------------------------------------------------
+
+    def SearchBusinesses(
+        self, request: business_pb2.SearchBusinessesRequest, context: grpc.ServicerContext
+    ) -> business_pb2.SearchBusinessesResponse:
+        v = Violations()
+        kind = convert.business_type(v, "type", request.type) if request.type else None
+        status = convert.STATUS_FROM_PROTO.get(int(request.status)) if request.status else None
+        if request.status and status is None:
+            v.add("status", f"unknown business status {int(request.status)}")
+        v.raise_if_any()
+        page = self._discovery.search(
+            rpc.principal(),
+            SearchQuery(name_prefix=request.name_prefix, business_type=kind, status=status),
+            size=request.page_size,
+            page_token=request.page_token,
+        )
+        return business_pb2.SearchBusinessesResponse(
+            businesses=[self._shown(b) for b in page.businesses], next_page_token=page.next_token
+        )
+
+    def LookupBusinessByDomain(
+        self, request: business_pb2.LookupBusinessByDomainRequest, context: grpc.ServicerContext
+    ) -> business_pb2.PublicBusiness:
+        found = self._discovery.lookup_by_domain(rpc.principal(), request.domain_label)
+        return business_pb2.PublicBusiness(
+            id=found.id,
+            name=found.name,
+            type=convert.TYPE_TO_PROTO[found.type],
+            domain_label=found.domain_label,
+            status=convert.STATUS_TO_PROTO[found.status],
+            locations=[convert.location_to_proto(loc) for loc in found.locations],
+            settings=convert.settings_to_proto(found.settings),
+        )
+
+    def GetLocation(
+        self, request: business_pb2.GetLocationRequest, context: grpc.ServicerContext
+    ) -> business_pb2.Location:
+        location = self._discovery.get_location(rpc.principal(), request.business_id, request.location_id)
+        return convert.location_to_proto(location)
+
+    def ListLocations(
+        self, request: business_pb2.ListLocationsRequest, context: grpc.ServicerContext
+    ) -> business_pb2.ListLocationsResponse:
+        page = self._discovery.list_locations(
+            rpc.principal(),
+            request.business_id,
+            size=request.page_size,
+            page_token=request.page_token,
+            show_inactive=request.show_inactive,
+        )
+        return business_pb2.ListLocationsResponse(
+            locations=[convert.location_to_proto(loc) for loc in page.locations],
+            next_page_token=page.next_token,
+        )
+
+    def SuspendBusiness(
+        self, request: business_pb2.SuspendBusinessRequest, context: grpc.ServicerContext
+    ) -> business_pb2.Business:
+        return self._shown(self._lifecycle.suspend(rpc.principal(), request.business_id, etag=request.etag))
+
+    def ResumeBusiness(
+        self, request: business_pb2.ResumeBusinessRequest, context: grpc.ServicerContext
+    ) -> business_pb2.Business:
+        return self._shown(self._lifecycle.resume(rpc.principal(), request.business_id, etag=request.etag))
+
+    def UndeleteBusiness(
+        self, request: business_pb2.UndeleteBusinessRequest, context: grpc.ServicerContext
+    ) -> business_pb2.Business:
+        return self._shown(self._lifecycle.undelete(rpc.principal(), request.business_id, etag=request.etag))

@@ -46,7 +46,9 @@ TOKEN_USE_TO_PROTO: dict[TokenUse, business_pb2.TokenUse] = {
 STATUS_TO_PROTO: dict[BusinessStatus, business_pb2.BusinessStatus] = {
     BusinessStatus.ACTIVE: business_pb2.BUSINESS_STATUS_ACTIVE,
     BusinessStatus.DELETED: business_pb2.BUSINESS_STATUS_DELETED,
+    BusinessStatus.SUSPENDED: business_pb2.BUSINESS_STATUS_SUSPENDED,
 }
+STATUS_FROM_PROTO: dict[int, BusinessStatus] = {int(v): k for k, v in STATUS_TO_PROTO.items()}
 
 
 def business_type(v: Violations, field: str, value: int) -> BusinessType:
@@ -150,6 +152,7 @@ def business_from_proto(v: Violations, field: str, pb: business_pb2.Business) ->
             roles=roles_from_proto(pb.permissions),
             members={sub: member_from_proto(m) for sub, m in pb.permissions.members.items()},
         ),
+        domain_label=pb.domain_label,
     )
 
 
@@ -224,7 +227,11 @@ def business_to_proto(business: Business) -> business_pb2.Business:
         status=STATUS_TO_PROTO[business.status],
         etag=business.etag,
         owner=business.owner,
+        domain_label=business.domain_label,
     )
+    deleted = timestamp(business.delete_time)
+    if deleted is not None:
+        pb.delete_time.CopyFrom(deleted)
     created = timestamp(business.create_time)
     if created is not None:
         pb.create_time.CopyFrom(created)

@@ -371,7 +371,7 @@ def test_capacity_reports_room_until_the_shard_is_full_and_404s_unknown_shards(
 
 def test_calls_are_counted_per_endpoint_kind_and_reset(citrus: CitrusEmulator) -> None:
     """Each API call (even a rejected one) counts under its kind; control calls do not; reset zeroes."""
-    assert citrus.calls == {"get_shard": 0, "register": 0, "health": 0, "capacity": 0}
+    assert citrus.calls == {"get_shard": 0, "register": 0, "health": 0, "capacity": 0, "unregister": 0}
     register(citrus, "b", "l")
     call(citrus, "GET", shard_path("b-l"))
     call(citrus, "GET", shard_path("nobody-l"))
@@ -379,11 +379,38 @@ def test_calls_are_counted_per_endpoint_kind_and_reset(citrus: CitrusEmulator) -
     call(citrus, "GET", "/api/shards/health")
     call(citrus, "GET", "/api/shard/shard-01/capacity")
     call(citrus, "GET", "/_control/calls")
-    assert citrus.calls == {"get_shard": 3, "register": 1, "health": 1, "capacity": 1}
+    assert citrus.calls == {"get_shard": 3, "register": 1, "health": 1, "capacity": 1, "unregister": 0}
     assert call(citrus, "GET", "/_control/calls")[1] == citrus.calls
     assert call(citrus, "POST", "/_control/reset_calls")[0] == 200
-    assert citrus.calls == {"get_shard": 0, "register": 0, "health": 0, "capacity": 0}
+    assert citrus.calls == {"get_shard": 0, "register": 0, "health": 0, "capacity": 0, "unregister": 0}
     citrus.reset_calls()
+
+
+def test_unregister_removes_a_registration_and_the_business_leaves_its_shard_with_its_last_one(
+    citrus: CitrusEmulator,
+) -> None:
+    """DELETE /api/shard/{key} (beyond DESIGN §5, which the purge assumes): 200 and the key is
+    unknown after; the shard counts the business until its last location goes; 404 for an
+    unknown key; 405 when the emulator plays a Citrus without it."""
+    register(citrus, "gone", "a")
+    register(citrus, "gone", "b")
+    shard_id = citrus.registrations()["gone-a"]
+    count = lambda: call(citrus, "GET", f"/api/shard/{shard_id}/capacity")[1]["businessCount"]  # noqa: E731
+    before = count()
+    status, body, _ = call(citrus, "DELETE", shard_path("gone-a"))
+    assert (status, body) == (200, {"removed": True, "shardId": shard_id})
+    assert call(citrus, "GET", shard_path("gone-a"))[0] == 404
+    assert count() == before
+    assert call(citrus, "DELETE", shard_path("gone-b"))[0] == 200
+    assert count() == before - 1
+    assert call(citrus, "DELETE", shard_path("gone-b"))[0] == 404
+    register(citrus, "kept", "a")
+    citrus.offer_unregister(False)
+    try:
+        assert call(citrus, "DELETE", shard_path("kept-a"))[0] == 405
+        assert call(citrus, "GET", shard_path("kept-a"))[0] == 200
+    finally:
+        citrus.offer_unregister(True)
 
 
 def test_http_controls_move_shards_toggle_activity_and_list_registrations(

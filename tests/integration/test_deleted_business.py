@@ -9,37 +9,22 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
-from grpc_status import rpc_status
 from simplu.v1 import business_pb2, resource_pb2, shard_admin_pb2
 
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, create_business_table
-from simplu_grpc.interceptors.errors import error_info_of
 from tests.fixtures.citrus import CITRUS_API_KEY
 from tests.fixtures.server import MakeServer, RunningServer
 from tests.fixtures.tokens import LocalIssuer
+from tests.integration.lifecycle_stack import Metadata, answer, bearer
 
 pytestmark = pytest.mark.integration
 
 REGION = "us-east-1"
-Metadata = list[tuple[str, str]]
-
-
-def bearer(token: str) -> Metadata:
-    return [("authorization", f"Bearer {token}")]
-
-
-def answer(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
-    """The status code and ErrorInfo reason of a call expected to fail."""
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    info = error_info_of(rpc_status.from_call(caught.value))
-    return caught.value.code(), info.reason if info is not None else ""
 
 
 @pytest.fixture

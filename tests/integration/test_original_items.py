@@ -146,12 +146,12 @@ def read(store: BusinessStore, business_id: str) -> Business:
 def test_the_management_servers_item_reads_with_its_owner_as_a_member(store: BusinessStore) -> None:
     """companyName, an upper-case businessType, locations without or with `active`, ownerUserId (a
     member with an owner role of "*", as a creator here), version 0; a suspended status reads as
-    active and is kept as legacyStatus with every attribute not modelled here."""
+    suspended, the domain label as the business's; every attribute not modelled here is kept."""
     business = read(store, "B2500002")
     assert (business.name, business.type, business.status) == (
         "Clinica Zâmbet S.R.L.",
         BusinessType.DENTAL,
-        BusinessStatus.ACTIVE,
+        BusinessStatus.SUSPENDED,
     )
     assert business.locations == (
         Location(id="L2500003", name="Zâmbet Centru", address="Cluj-Napoca", timezone="Europe/Bucharest"),
@@ -165,8 +165,9 @@ def test_the_management_servers_item_reads_with_its_owner_as_a_member(store: Bus
     assert business.create_time is not None
     assert business.create_time.isoformat() == "2025-08-13T01:07:50.527000+00:00"
     kept = plain(dict(business.unmodelled))
-    assert kept["legacyStatus"] == "suspended"
-    assert kept["domainLabel"] == "zambet"
+    assert "legacyStatus" not in kept
+    assert business.domain_label == "zambet"
+    assert "domainLabel" not in kept
     assert kept["credits"] == {"total": 100, "available": Decimal("12.5"), "currency": "RON"}
     assert {"companyName", "businessType", "ownerUserId", "businessId"}.isdisjoint(kept)
 
@@ -213,7 +214,8 @@ def test_the_next_write_rewrites_the_item_in_the_current_shape_keeping_the_rest(
     assert plain(item)["kind"] == "business"
     assert plain(item)["version"] == 1
     assert plain(item)["name"] == "Clinica Zâmbet"
-    assert plain(item)["legacyStatus"] == "suspended"
+    assert plain(item)["status"] == "suspended"
+    assert "legacyStatus" not in item
     assert plain(item)["credits"]["available"] == Decimal("12.5")
     assert {"companyName", "businessType", "ownerUserId"}.isdisjoint(item)
     assert membership_id("sub-owner-zambet", "B2500002") in table(store)
@@ -225,8 +227,8 @@ def test_the_next_write_rewrites_the_item_in_the_current_shape_keeping_the_rest(
 
 def test_rewrite_items_counts_rewrites_once_and_the_second_run_changes_nothing(store: BusinessStore) -> None:
     """Dry run: 4 to rewrite, 1 unreadable, nothing written. Run: each original item in the current
-    shape (reading the same business), the owner indexed, the unreadable one untouched. A second
-    run rewrites nothing and the table is exactly as it was."""
+    shape (reading the same business), the owner indexed, its domain label claimed, the unreadable
+    one untouched. A second run rewrites nothing and the table is exactly as it was."""
     current = store.create(
         Business(id="C1", name="Current", type=BusinessType.GYM, permissions=Permissions(), owner="svc")
     ).business
@@ -249,6 +251,8 @@ def test_rewrite_items_counts_rewrites_once_and_the_second_run_changes_nothing(s
     assert read(store, "C1") == current
     owned = store.list(page_size=10, page_token="", member="sub-owner-zambet", include_deleted=False)
     assert [b.id for b in owned.businesses] == ["B2500002"]
+    # The original's domainLabel is claimed, so LookupBusinessByDomain resolves it.
+    assert plain(after["domain#zambet"])["businessId"] == "B2500002"
 
     again = rewrite_items(store, dry_run=False)
     assert (again.businesses, again.current, again.rewritten) == (5, 5, 0)

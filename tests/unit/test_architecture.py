@@ -42,6 +42,11 @@ LONG_MODULES: dict[str, str] = {
         " resource_statements.py; a few lines over, and cut further it would split one RPC's SQL"
         " from its rows"
     ),
+    "wiring.py": (
+        "the composition root: one factory per aggregate (build_auth, build_business, build_people,"
+        " build_resources, build_admin), read top to bottom in dependency order; the only module"
+        " that knows which adapter implements which port"
+    ),
     "server.py": (
         "the transport, its interceptor chain, binding and the process lifecycle (workers, signals):"
         " the order of startup and shutdown is the design and reads best in one place"

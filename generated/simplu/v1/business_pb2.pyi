@@ -27,6 +27,7 @@ class BusinessStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BUSINESS_STATUS_UNSPECIFIED: _ClassVar[BusinessStatus]
     BUSINESS_STATUS_ACTIVE: _ClassVar[BusinessStatus]
     BUSINESS_STATUS_DELETED: _ClassVar[BusinessStatus]
+    BUSINESS_STATUS_SUSPENDED: _ClassVar[BusinessStatus]
 
 class TokenUse(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -48,6 +49,7 @@ BUSINESS_TYPE_HOTEL: BusinessType
 BUSINESS_STATUS_UNSPECIFIED: BusinessStatus
 BUSINESS_STATUS_ACTIVE: BusinessStatus
 BUSINESS_STATUS_DELETED: BusinessStatus
+BUSINESS_STATUS_SUSPENDED: BusinessStatus
 TOKEN_USE_UNSPECIFIED: TokenUse
 TOKEN_USE_ACCESS: TokenUse
 TOKEN_USE_ID: TokenUse
@@ -151,7 +153,7 @@ class BusinessPermissions(_message.Message):
     def __init__(self, roles: _Optional[_Mapping[str, Role]] = ..., members: _Optional[_Mapping[str, Member]] = ...) -> None: ...
 
 class Business(_message.Message):
-    __slots__ = ("id", "name", "type", "locations", "settings", "permissions", "status", "create_time", "update_time", "etag", "owner")
+    __slots__ = ("id", "name", "type", "locations", "settings", "permissions", "status", "create_time", "update_time", "etag", "owner", "domain_label", "delete_time", "purge_time")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +165,9 @@ class Business(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_LABEL_FIELD_NUMBER: _ClassVar[int]
+    DELETE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PURGE_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     type: BusinessType
@@ -174,7 +179,10 @@ class Business(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     etag: str
     owner: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[_Union[BusinessType, str]] = ..., locations: _Optional[_Iterable[_Union[Location, _Mapping]]] = ..., settings: _Optional[_Union[BusinessSettings, _Mapping]] = ..., permissions: _Optional[_Union[BusinessPermissions, _Mapping]] = ..., status: _Optional[_Union[BusinessStatus, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+    domain_label: str
+    delete_time: _timestamp_pb2.Timestamp
+    purge_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[_Union[BusinessType, str]] = ..., locations: _Optional[_Iterable[_Union[Location, _Mapping]]] = ..., settings: _Optional[_Union[BusinessSettings, _Mapping]] = ..., permissions: _Optional[_Union[BusinessPermissions, _Mapping]] = ..., status: _Optional[_Union[BusinessStatus, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., owner: _Optional[str] = ..., domain_label: _Optional[str] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., purge_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateBusinessRequest(_message.Message):
     __slots__ = ("business", "business_id", "request_id")
@@ -475,3 +483,101 @@ class TransferOwnershipRequest(_message.Message):
     previous_owner_role: str
     etag: str
     def __init__(self, business_id: _Optional[str] = ..., new_owner: _Optional[str] = ..., previous_owner_role: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class SearchBusinessesRequest(_message.Message):
+    __slots__ = ("name_prefix", "type", "status", "page_size", "page_token")
+    NAME_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    name_prefix: str
+    type: BusinessType
+    status: BusinessStatus
+    page_size: int
+    page_token: str
+    def __init__(self, name_prefix: _Optional[str] = ..., type: _Optional[_Union[BusinessType, str]] = ..., status: _Optional[_Union[BusinessStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class SearchBusinessesResponse(_message.Message):
+    __slots__ = ("businesses", "next_page_token")
+    BUSINESSES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    businesses: _containers.RepeatedCompositeFieldContainer[Business]
+    next_page_token: str
+    def __init__(self, businesses: _Optional[_Iterable[_Union[Business, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class LookupBusinessByDomainRequest(_message.Message):
+    __slots__ = ("domain_label",)
+    DOMAIN_LABEL_FIELD_NUMBER: _ClassVar[int]
+    domain_label: str
+    def __init__(self, domain_label: _Optional[str] = ...) -> None: ...
+
+class PublicBusiness(_message.Message):
+    __slots__ = ("id", "name", "type", "domain_label", "status", "locations", "settings")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_LABEL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    type: BusinessType
+    domain_label: str
+    status: BusinessStatus
+    locations: _containers.RepeatedCompositeFieldContainer[Location]
+    settings: BusinessSettings
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[_Union[BusinessType, str]] = ..., domain_label: _Optional[str] = ..., status: _Optional[_Union[BusinessStatus, str]] = ..., locations: _Optional[_Iterable[_Union[Location, _Mapping]]] = ..., settings: _Optional[_Union[BusinessSettings, _Mapping]] = ...) -> None: ...
+
+class GetLocationRequest(_message.Message):
+    __slots__ = ("business_id", "location_id")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    location_id: str
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ...) -> None: ...
+
+class ListLocationsRequest(_message.Message):
+    __slots__ = ("business_id", "page_size", "page_token", "show_inactive")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SHOW_INACTIVE_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    page_size: int
+    page_token: str
+    show_inactive: bool
+    def __init__(self, business_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., show_inactive: _Optional[bool] = ...) -> None: ...
+
+class ListLocationsResponse(_message.Message):
+    __slots__ = ("locations", "next_page_token")
+    LOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    locations: _containers.RepeatedCompositeFieldContainer[Location]
+    next_page_token: str
+    def __init__(self, locations: _Optional[_Iterable[_Union[Location, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class SuspendBusinessRequest(_message.Message):
+    __slots__ = ("business_id", "etag")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    etag: str
+    def __init__(self, business_id: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class ResumeBusinessRequest(_message.Message):
+    __slots__ = ("business_id", "etag")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    etag: str
+    def __init__(self, business_id: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class UndeleteBusinessRequest(_message.Message):
+    __slots__ = ("business_id", "etag")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    etag: str
+    def __init__(self, business_id: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...

@@ -31,6 +31,12 @@ class BusinessServiceStub:
     scopes simplu/businesses.read and simplu/businesses.write; people act as members of the
     business. Permission is checked before existence: PERMISSION_DENIED, never a NOT_FOUND that
     reveals another tenant's business. DynamoDB unreachable: UNAVAILABLE (BUSINESS_STORE_UNAVAILABLE).
+
+    Business metadata. Every RPC needs a Cognito token (UNAUTHENTICATED without a valid one).
+    Platform admins (group SIMPLU_ADMIN_GROUP) may do everything; machine clients act by the
+    scopes simplu/businesses.read and simplu/businesses.write; people act as members of the
+    business. Permission is checked before existence: PERMISSION_DENIED, never a NOT_FOUND that
+    reveals another tenant's business. DynamoDB unreachable: UNAVAILABLE (BUSINESS_STORE_UNAVAILABLE).
     """
 
     def __init__(self, channel):
@@ -129,10 +135,51 @@ class BusinessServiceStub:
                 request_serializer=simplu_dot_v1_dot_business__pb2.TransferOwnershipRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_business__pb2.Business.FromString,
                 _registered_method=True)
+        self.SearchBusinesses = channel.unary_unary(
+                '/simplu.v1.BusinessService/SearchBusinesses',
+                request_serializer=simplu_dot_v1_dot_business__pb2.SearchBusinessesRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_business__pb2.SearchBusinessesResponse.FromString,
+                _registered_method=True)
+        self.LookupBusinessByDomain = channel.unary_unary(
+                '/simplu.v1.BusinessService/LookupBusinessByDomain',
+                request_serializer=simplu_dot_v1_dot_business__pb2.LookupBusinessByDomainRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_business__pb2.PublicBusiness.FromString,
+                _registered_method=True)
+        self.GetLocation = channel.unary_unary(
+                '/simplu.v1.BusinessService/GetLocation',
+                request_serializer=simplu_dot_v1_dot_business__pb2.GetLocationRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_business__pb2.Location.FromString,
+                _registered_method=True)
+        self.ListLocations = channel.unary_unary(
+                '/simplu.v1.BusinessService/ListLocations',
+                request_serializer=simplu_dot_v1_dot_business__pb2.ListLocationsRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_business__pb2.ListLocationsResponse.FromString,
+                _registered_method=True)
+        self.SuspendBusiness = channel.unary_unary(
+                '/simplu.v1.BusinessService/SuspendBusiness',
+                request_serializer=simplu_dot_v1_dot_business__pb2.SuspendBusinessRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_business__pb2.Business.FromString,
+                _registered_method=True)
+        self.ResumeBusiness = channel.unary_unary(
+                '/simplu.v1.BusinessService/ResumeBusiness',
+                request_serializer=simplu_dot_v1_dot_business__pb2.ResumeBusinessRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_business__pb2.Business.FromString,
+                _registered_method=True)
+        self.UndeleteBusiness = channel.unary_unary(
+                '/simplu.v1.BusinessService/UndeleteBusiness',
+                request_serializer=simplu_dot_v1_dot_business__pb2.UndeleteBusinessRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_business__pb2.Business.FromString,
+                _registered_method=True)
 
 
 class BusinessServiceServicer:
     """Business metadata. Every RPC needs a Cognito token (UNAUTHENTICATED without a valid one).
+    Platform admins (group SIMPLU_ADMIN_GROUP) may do everything; machine clients act by the
+    scopes simplu/businesses.read and simplu/businesses.write; people act as members of the
+    business. Permission is checked before existence: PERMISSION_DENIED, never a NOT_FOUND that
+    reveals another tenant's business. DynamoDB unreachable: UNAVAILABLE (BUSINESS_STORE_UNAVAILABLE).
+
+    Business metadata. Every RPC needs a Cognito token (UNAUTHENTICATED without a valid one).
     Platform admins (group SIMPLU_ADMIN_GROUP) may do everything; machine clients act by the
     scopes simplu/businesses.read and simplu/businesses.write; people act as members of the
     business. Permission is checked before existence: PERMISSION_DENIED, never a NOT_FOUND that
@@ -284,6 +331,61 @@ class BusinessServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchBusinesses(self, request, context):
+        """Platform admins only (PERMISSION_DENIED / ADMIN_ONLY otherwise). A Query of the GSI
+        "name-index" (one partition per type), never a scan of the table. INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LookupBusinessByDomain(self, request, context):
+        """Any signed-in person, platform admins, and machine clients with simplu/businesses.read (or
+        .write): the public fields of the business whose domain_label this is. NOT_FOUND
+        (BUSINESS_NOT_FOUND) for an unknown label or a deleted business; INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLocation(self, request, context):
+        """As GetBusiness. NOT_FOUND (LOCATION_NOT_FOUND) for a location the business does not have.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLocations(self, request, context):
+        """As GetBusiness. INVALID_ARGUMENT (bad page token or size).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SuspendBusiness(self, request, context):
+        """Platform admins only. Idempotent (suspending a suspended business changes nothing).
+        FAILED_PRECONDITION (BUSINESS_DELETED), NOT_FOUND, ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeBusiness(self, request, context):
+        """Platform admins only. Idempotent. FAILED_PRECONDITION (BUSINESS_DELETED), NOT_FOUND, ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UndeleteBusiness(self, request, context):
+        """Platform admins, businesses.write, and the business's owner role ("*"). FAILED_PRECONDITION:
+        BUSINESS_NOT_DELETED (it is not deleted), RETENTION_EXPIRED (past purge_time, or its purge
+        has started). NOT_FOUND for a business that does not exist (or was purged), ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BusinessServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -377,6 +479,41 @@ def add_BusinessServiceServicer_to_server(servicer, server):
                     request_deserializer=simplu_dot_v1_dot_business__pb2.TransferOwnershipRequest.FromString,
                     response_serializer=simplu_dot_v1_dot_business__pb2.Business.SerializeToString,
             ),
+            'SearchBusinesses': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchBusinesses,
+                    request_deserializer=simplu_dot_v1_dot_business__pb2.SearchBusinessesRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_business__pb2.SearchBusinessesResponse.SerializeToString,
+            ),
+            'LookupBusinessByDomain': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupBusinessByDomain,
+                    request_deserializer=simplu_dot_v1_dot_business__pb2.LookupBusinessByDomainRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_business__pb2.PublicBusiness.SerializeToString,
+            ),
+            'GetLocation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLocation,
+                    request_deserializer=simplu_dot_v1_dot_business__pb2.GetLocationRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_business__pb2.Location.SerializeToString,
+            ),
+            'ListLocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLocations,
+                    request_deserializer=simplu_dot_v1_dot_business__pb2.ListLocationsRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_business__pb2.ListLocationsResponse.SerializeToString,
+            ),
+            'SuspendBusiness': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuspendBusiness,
+                    request_deserializer=simplu_dot_v1_dot_business__pb2.SuspendBusinessRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_business__pb2.Business.SerializeToString,
+            ),
+            'ResumeBusiness': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeBusiness,
+                    request_deserializer=simplu_dot_v1_dot_business__pb2.ResumeBusinessRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_business__pb2.Business.SerializeToString,
+            ),
+            'UndeleteBusiness': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndeleteBusiness,
+                    request_deserializer=simplu_dot_v1_dot_business__pb2.UndeleteBusinessRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_business__pb2.Business.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'simplu.v1.BusinessService', rpc_method_handlers)
@@ -387,6 +524,12 @@ def add_BusinessServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class BusinessService:
     """Business metadata. Every RPC needs a Cognito token (UNAUTHENTICATED without a valid one).
+    Platform admins (group SIMPLU_ADMIN_GROUP) may do everything; machine clients act by the
+    scopes simplu/businesses.read and simplu/businesses.write; people act as members of the
+    business. Permission is checked before existence: PERMISSION_DENIED, never a NOT_FOUND that
+    reveals another tenant's business. DynamoDB unreachable: UNAVAILABLE (BUSINESS_STORE_UNAVAILABLE).
+
+    Business metadata. Every RPC needs a Cognito token (UNAUTHENTICATED without a valid one).
     Platform admins (group SIMPLU_ADMIN_GROUP) may do everything; machine clients act by the
     scopes simplu/businesses.read and simplu/businesses.write; people act as members of the
     business. Permission is checked before existence: PERMISSION_DENIED, never a NOT_FOUND that
@@ -868,6 +1011,195 @@ class BusinessService:
             target,
             '/simplu.v1.BusinessService/TransferOwnership',
             simplu_dot_v1_dot_business__pb2.TransferOwnershipRequest.SerializeToString,
+            simplu_dot_v1_dot_business__pb2.Business.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchBusinesses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.BusinessService/SearchBusinesses',
+            simplu_dot_v1_dot_business__pb2.SearchBusinessesRequest.SerializeToString,
+            simplu_dot_v1_dot_business__pb2.SearchBusinessesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupBusinessByDomain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.BusinessService/LookupBusinessByDomain',
+            simplu_dot_v1_dot_business__pb2.LookupBusinessByDomainRequest.SerializeToString,
+            simplu_dot_v1_dot_business__pb2.PublicBusiness.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.BusinessService/GetLocation',
+            simplu_dot_v1_dot_business__pb2.GetLocationRequest.SerializeToString,
+            simplu_dot_v1_dot_business__pb2.Location.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.BusinessService/ListLocations',
+            simplu_dot_v1_dot_business__pb2.ListLocationsRequest.SerializeToString,
+            simplu_dot_v1_dot_business__pb2.ListLocationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuspendBusiness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.BusinessService/SuspendBusiness',
+            simplu_dot_v1_dot_business__pb2.SuspendBusinessRequest.SerializeToString,
+            simplu_dot_v1_dot_business__pb2.Business.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeBusiness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.BusinessService/ResumeBusiness',
+            simplu_dot_v1_dot_business__pb2.ResumeBusinessRequest.SerializeToString,
+            simplu_dot_v1_dot_business__pb2.Business.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndeleteBusiness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.BusinessService/UndeleteBusiness',
+            simplu_dot_v1_dot_business__pb2.UndeleteBusinessRequest.SerializeToString,
             simplu_dot_v1_dot_business__pb2.Business.FromString,
             options,
             channel_credentials,

@@ -32,6 +32,12 @@ class BusinessServiceStub:
     scopes simplu/businesses.read and simplu/businesses.write; people act as members of the
     business. Permission is checked before existence: PERMISSION_DENIED, never a NOT_FOUND that
     reveals another tenant's business. DynamoDB unreachable: UNAVAILABLE (BUSINESS_STORE_UNAVAILABLE).
+
+    Business metadata. Every RPC needs a Cognito token (UNAUTHENTICATED without a valid one).
+    Platform admins (group SIMPLU_ADMIN_GROUP) may do everything; machine clients act by the
+    scopes simplu/businesses.read and simplu/businesses.write; people act as members of the
+    business. Permission is checked before existence: PERMISSION_DENIED, never a NOT_FOUND that
+    reveals another tenant's business. DynamoDB unreachable: UNAVAILABLE (BUSINESS_STORE_UNAVAILABLE).
     """
 
     @_typing.overload
@@ -102,10 +108,40 @@ class BusinessServiceStub:
     """The owner (and platform admins). A member with "*" who is not the owner: PERMISSION_DENIED
     (NOT_OWNER). FAILED_PRECONDITION: NEW_OWNER_NOT_MEMBER, ROLE_NOT_FOUND.
     """
+    SearchBusinesses: _grpc.UnaryUnaryMultiCallable[_business_pb2.SearchBusinessesRequest, _business_pb2.SearchBusinessesResponse]
+    """Platform admins only (PERMISSION_DENIED / ADMIN_ONLY otherwise). A Query of the GSI
+    "name-index" (one partition per type), never a scan of the table. INVALID_ARGUMENT.
+    """
+    LookupBusinessByDomain: _grpc.UnaryUnaryMultiCallable[_business_pb2.LookupBusinessByDomainRequest, _business_pb2.PublicBusiness]
+    """Any signed-in person, platform admins, and machine clients with simplu/businesses.read (or
+    .write): the public fields of the business whose domain_label this is. NOT_FOUND
+    (BUSINESS_NOT_FOUND) for an unknown label or a deleted business; INVALID_ARGUMENT.
+    """
+    GetLocation: _grpc.UnaryUnaryMultiCallable[_business_pb2.GetLocationRequest, _business_pb2.Location]
+    """As GetBusiness. NOT_FOUND (LOCATION_NOT_FOUND) for a location the business does not have."""
+    ListLocations: _grpc.UnaryUnaryMultiCallable[_business_pb2.ListLocationsRequest, _business_pb2.ListLocationsResponse]
+    """As GetBusiness. INVALID_ARGUMENT (bad page token or size)."""
+    SuspendBusiness: _grpc.UnaryUnaryMultiCallable[_business_pb2.SuspendBusinessRequest, _business_pb2.Business]
+    """Platform admins only. Idempotent (suspending a suspended business changes nothing).
+    FAILED_PRECONDITION (BUSINESS_DELETED), NOT_FOUND, ABORTED.
+    """
+    ResumeBusiness: _grpc.UnaryUnaryMultiCallable[_business_pb2.ResumeBusinessRequest, _business_pb2.Business]
+    """Platform admins only. Idempotent. FAILED_PRECONDITION (BUSINESS_DELETED), NOT_FOUND, ABORTED."""
+    UndeleteBusiness: _grpc.UnaryUnaryMultiCallable[_business_pb2.UndeleteBusinessRequest, _business_pb2.Business]
+    """Platform admins, businesses.write, and the business's owner role ("*"). FAILED_PRECONDITION:
+    BUSINESS_NOT_DELETED (it is not deleted), RETENTION_EXPIRED (past purge_time, or its purge
+    has started). NOT_FOUND for a business that does not exist (or was purged), ABORTED.
+    """
 
 @_typing.type_check_only
 class BusinessServiceAsyncStub(BusinessServiceStub):
     """Business metadata. Every RPC needs a Cognito token (UNAUTHENTICATED without a valid one).
+    Platform admins (group SIMPLU_ADMIN_GROUP) may do everything; machine clients act by the
+    scopes simplu/businesses.read and simplu/businesses.write; people act as members of the
+    business. Permission is checked before existence: PERMISSION_DENIED, never a NOT_FOUND that
+    reveals another tenant's business. DynamoDB unreachable: UNAVAILABLE (BUSINESS_STORE_UNAVAILABLE).
+
+    Business metadata. Every RPC needs a Cognito token (UNAUTHENTICATED without a valid one).
     Platform admins (group SIMPLU_ADMIN_GROUP) may do everything; machine clients act by the
     scopes simplu/businesses.read and simplu/businesses.write; people act as members of the
     business. Permission is checked before existence: PERMISSION_DENIED, never a NOT_FOUND that
@@ -177,9 +213,39 @@ class BusinessServiceAsyncStub(BusinessServiceStub):
     """The owner (and platform admins). A member with "*" who is not the owner: PERMISSION_DENIED
     (NOT_OWNER). FAILED_PRECONDITION: NEW_OWNER_NOT_MEMBER, ROLE_NOT_FOUND.
     """
+    SearchBusinesses: _aio.UnaryUnaryMultiCallable[_business_pb2.SearchBusinessesRequest, _business_pb2.SearchBusinessesResponse]  # type: ignore[assignment]
+    """Platform admins only (PERMISSION_DENIED / ADMIN_ONLY otherwise). A Query of the GSI
+    "name-index" (one partition per type), never a scan of the table. INVALID_ARGUMENT.
+    """
+    LookupBusinessByDomain: _aio.UnaryUnaryMultiCallable[_business_pb2.LookupBusinessByDomainRequest, _business_pb2.PublicBusiness]  # type: ignore[assignment]
+    """Any signed-in person, platform admins, and machine clients with simplu/businesses.read (or
+    .write): the public fields of the business whose domain_label this is. NOT_FOUND
+    (BUSINESS_NOT_FOUND) for an unknown label or a deleted business; INVALID_ARGUMENT.
+    """
+    GetLocation: _aio.UnaryUnaryMultiCallable[_business_pb2.GetLocationRequest, _business_pb2.Location]  # type: ignore[assignment]
+    """As GetBusiness. NOT_FOUND (LOCATION_NOT_FOUND) for a location the business does not have."""
+    ListLocations: _aio.UnaryUnaryMultiCallable[_business_pb2.ListLocationsRequest, _business_pb2.ListLocationsResponse]  # type: ignore[assignment]
+    """As GetBusiness. INVALID_ARGUMENT (bad page token or size)."""
+    SuspendBusiness: _aio.UnaryUnaryMultiCallable[_business_pb2.SuspendBusinessRequest, _business_pb2.Business]  # type: ignore[assignment]
+    """Platform admins only. Idempotent (suspending a suspended business changes nothing).
+    FAILED_PRECONDITION (BUSINESS_DELETED), NOT_FOUND, ABORTED.
+    """
+    ResumeBusiness: _aio.UnaryUnaryMultiCallable[_business_pb2.ResumeBusinessRequest, _business_pb2.Business]  # type: ignore[assignment]
+    """Platform admins only. Idempotent. FAILED_PRECONDITION (BUSINESS_DELETED), NOT_FOUND, ABORTED."""
+    UndeleteBusiness: _aio.UnaryUnaryMultiCallable[_business_pb2.UndeleteBusinessRequest, _business_pb2.Business]  # type: ignore[assignment]
+    """Platform admins, businesses.write, and the business's owner role ("*"). FAILED_PRECONDITION:
+    BUSINESS_NOT_DELETED (it is not deleted), RETENTION_EXPIRED (past purge_time, or its purge
+    has started). NOT_FOUND for a business that does not exist (or was purged), ABORTED.
+    """
 
 class BusinessServiceServicer(metaclass=_abc_1.ABCMeta):
     """Business metadata. Every RPC needs a Cognito token (UNAUTHENTICATED without a valid one).
+    Platform admins (group SIMPLU_ADMIN_GROUP) may do everything; machine clients act by the
+    scopes simplu/businesses.read and simplu/businesses.write; people act as members of the
+    business. Permission is checked before existence: PERMISSION_DENIED, never a NOT_FOUND that
+    reveals another tenant's business. DynamoDB unreachable: UNAVAILABLE (BUSINESS_STORE_UNAVAILABLE).
+
+    Business metadata. Every RPC needs a Cognito token (UNAUTHENTICATED without a valid one).
     Platform admins (group SIMPLU_ADMIN_GROUP) may do everything; machine clients act by the
     scopes simplu/businesses.read and simplu/businesses.write; people act as members of the
     business. Permission is checked before existence: PERMISSION_DENIED, never a NOT_FOUND that
@@ -356,6 +422,72 @@ class BusinessServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_business_pb2.Business, _abc.Awaitable[_business_pb2.Business]]:
         """The owner (and platform admins). A member with "*" who is not the owner: PERMISSION_DENIED
         (NOT_OWNER). FAILED_PRECONDITION: NEW_OWNER_NOT_MEMBER, ROLE_NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def SearchBusinesses(
+        self,
+        request: _business_pb2.SearchBusinessesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_business_pb2.SearchBusinessesResponse, _abc.Awaitable[_business_pb2.SearchBusinessesResponse]]:
+        """Platform admins only (PERMISSION_DENIED / ADMIN_ONLY otherwise). A Query of the GSI
+        "name-index" (one partition per type), never a scan of the table. INVALID_ARGUMENT.
+        """
+
+    @_abc_1.abstractmethod
+    def LookupBusinessByDomain(
+        self,
+        request: _business_pb2.LookupBusinessByDomainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_business_pb2.PublicBusiness, _abc.Awaitable[_business_pb2.PublicBusiness]]:
+        """Any signed-in person, platform admins, and machine clients with simplu/businesses.read (or
+        .write): the public fields of the business whose domain_label this is. NOT_FOUND
+        (BUSINESS_NOT_FOUND) for an unknown label or a deleted business; INVALID_ARGUMENT.
+        """
+
+    @_abc_1.abstractmethod
+    def GetLocation(
+        self,
+        request: _business_pb2.GetLocationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_business_pb2.Location, _abc.Awaitable[_business_pb2.Location]]:
+        """As GetBusiness. NOT_FOUND (LOCATION_NOT_FOUND) for a location the business does not have."""
+
+    @_abc_1.abstractmethod
+    def ListLocations(
+        self,
+        request: _business_pb2.ListLocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_business_pb2.ListLocationsResponse, _abc.Awaitable[_business_pb2.ListLocationsResponse]]:
+        """As GetBusiness. INVALID_ARGUMENT (bad page token or size)."""
+
+    @_abc_1.abstractmethod
+    def SuspendBusiness(
+        self,
+        request: _business_pb2.SuspendBusinessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_business_pb2.Business, _abc.Awaitable[_business_pb2.Business]]:
+        """Platform admins only. Idempotent (suspending a suspended business changes nothing).
+        FAILED_PRECONDITION (BUSINESS_DELETED), NOT_FOUND, ABORTED.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeBusiness(
+        self,
+        request: _business_pb2.ResumeBusinessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_business_pb2.Business, _abc.Awaitable[_business_pb2.Business]]:
+        """Platform admins only. Idempotent. FAILED_PRECONDITION (BUSINESS_DELETED), NOT_FOUND, ABORTED."""
+
+    @_abc_1.abstractmethod
+    def UndeleteBusiness(
+        self,
+        request: _business_pb2.UndeleteBusinessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_business_pb2.Business, _abc.Awaitable[_business_pb2.Business]]:
+        """Platform admins, businesses.write, and the business's owner role ("*"). FAILED_PRECONDITION:
+        BUSINESS_NOT_DELETED (it is not deleted), RETENTION_EXPIRED (past purge_time, or its purge
+        has started). NOT_FOUND for a business that does not exist (or was purged), ABORTED.
         """
 
 def add_BusinessServiceServicer_to_server(servicer: BusinessServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

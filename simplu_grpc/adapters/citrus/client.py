@@ -155,6 +155,24 @@ class CitrusClient:
             raise CitrusUnavailable("Citrus did not register the location")
         return self._secured(self._seen(wire.assignment(body, operation="register")))
 
+    def unregister(self, business_id: str, location_id: str) -> bool | None:
+        """Remove a business+location's registration: True when Citrus removed it, False when it
+        had none (404), None when this Citrus offers no way to (405 or 501).
+
+        ASSUMPTION: DESIGN §5 names no such endpoint. This client assumes the one the Citrus
+        emulator serves, ``DELETE /api/shard/{businessId-locationId}`` (200 with a JSON body, or
+        204), and treats 405 / 501 as "not offered", so a purge against a Citrus without it
+        still completes (its registrations then stay, which only costs Citrus a stale entry).
+        """
+        key = quote(f"{business_id}-{location_id}", safe="")
+        try:
+            body = self._call("unregister", "DELETE", f"/api/shard/{key}", none_on_404=True)
+        except CitrusUnavailable as exc:
+            if exc.metadata.get("http_status") in {"405", "501"}:
+                return None
+            raise
+        return body is not None
+
     def shards_health(self) -> list[ShardAssignment]:
         """Every shard Citrus knows, with its health and usage."""
         body = self._call("health", "GET", "/api/shards/health")
@@ -330,6 +348,9 @@ class CitrusClient:
                 return None
             if not 200 <= response.status < 300:
                 raise _HttpStatusError(response.status)
+            if response.status == 204:  # no content (an unregister may answer so)
+                self._metrics.dependency_call("citrus", operation, "ok", time.perf_counter() - started)
+                return {}
             try:
                 parsed = json.loads(data)
             except (ValueError, RecursionError) as exc:

@@ -16,6 +16,11 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
+from simplu_grpc.adapters.dynamodb.lifecycle_items import (
+    LIFECYCLE_ATTRIBUTES,
+    lifecycle_attributes,
+    lifecycle_fields,
+)
 from simplu_grpc.domain.auth.permissions import ALL_PERMISSIONS, upgrade_legacy
 from simplu_grpc.domain.business.model import (
     OWNER_ROLE,
@@ -91,6 +96,7 @@ def to_item(business: Business) -> dict[str, Any]:
         "memberSubs": sorted(business.permissions.members),
         "unregisteredLocationIds": list(business.unregistered_location_ids),
     }
+    document.update(lifecycle_attributes(business))
     item = {key: value for key, value in business.unmodelled.items() if key not in document}
     item.update((key, _serializer.serialize(value)) for key, value in document.items())
     return item
@@ -100,6 +106,7 @@ def to_item(business: Business) -> dict[str, Any]:
 _MODELLED = frozenset(
     {"id", "kind", "name", "type", "status", "owner", "version", "createdAt", "updatedAt", "locations"}
     | {"settings", "permissions", "memberSubs", "unregisteredLocationIds"}
+    | LIFECYCLE_ATTRIBUTES
 )
 _TRANSLATED = frozenset({"businessId", "companyName", "businessName", "businessType", "ownerUserId"})
 # The original system keys working hours by day name; ours are ISO days (1 = Monday).
@@ -129,10 +136,10 @@ def from_item(item: Mapping[str, Any]) -> Business:
     ``businessType`` in any case, ``ownerUserId``, locations' ``locationId``/``isActive``,
     working hours by day name with ``isOpen``, features as a list); missing fields read as
     empty. Its owner becomes a member with an ``owner`` role of ``"*"``, as a creator does
-    here. A status this service does not have (``suspended``) reads as active and is kept,
-    with every attribute not modelled here, in ``unmodelled`` (``legacyStatus``), so writing
-    the business back loses nothing. Only what cannot be read without guessing (no type, an
-    unknown type, a location without id) is malformed.
+    here. The original's ``suspended`` status (any case) reads as suspended; a status this service
+    does not have is kept, with every attribute not modelled here, in ``unmodelled``
+    (``legacyStatus``), so writing the business back loses nothing. Only what cannot be read
+    without guessing (no type, an unknown type, a location without id) is malformed.
     """
     doc = {key: _plain(_deserializer.deserialize(value)) for key, value in item.items()}
     legacy = "kind" not in doc
@@ -159,6 +166,9 @@ def from_item(item: Mapping[str, Any]) -> Business:
         status = _status(doc)
         if doc.get("status") is not None and doc["status"] != status.value:
             unmodelled["legacyStatus"] = item["status"]
+        if status is BusinessStatus.SUSPENDED:
+            # Items rewritten before the status existed kept the original's "suspended" here.
+            unmodelled.pop("legacyStatus", None)
         if "permissions" in doc and not isinstance(doc["permissions"], dict):
             unmodelled["legacyPermissions"] = item["permissions"]
         return Business(
@@ -184,6 +194,7 @@ def from_item(item: Mapping[str, Any]) -> Business:
             permissions=Permissions(roles=roles, members=members),
             unregistered_location_ids=tuple(doc.get("unregisteredLocationIds") or ()),
             unmodelled=unmodelled,
+            **lifecycle_fields(doc),
         )
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         # Never guess: a malformed item is an internal error with the item's id in the log.
@@ -191,8 +202,16 @@ def from_item(item: Mapping[str, Any]) -> Business:
 
 
 def _status(doc: Mapping[str, Any]) -> BusinessStatus:
-    if doc.get("status") == BusinessStatus.DELETED.value or doc.get("deletedAt"):
+    """Deleted (status, or the original's ``deletedAt``), suspended (ours, the original's in any
+    case, or the original's kept as ``legacyStatus`` by an earlier rewrite), else active."""
+    status = str(doc.get("status") or "").lower()
+    if status == BusinessStatus.DELETED.value or doc.get("deletedAt"):
         return BusinessStatus.DELETED
+    legacy = str(doc.get("legacyStatus") or "").lower()
+    if status == BusinessStatus.SUSPENDED.value or (
+        status in ("", BusinessStatus.ACTIVE.value) and legacy == BusinessStatus.SUSPENDED.value
+    ):
+        return BusinessStatus.SUSPENDED
     return BusinessStatus.ACTIVE
 
 

@@ -84,7 +84,7 @@ class BusinessListing:
                 if not is_business_item(item):
                     continue
                 business = from_item(item)
-                if not include_deleted and not business.is_active:
+                if not include_deleted and business.is_deleted:
                     continue
                 found.append(business)
                 used += _size(item)
@@ -127,7 +127,7 @@ class BusinessListing:
                 business, size = businesses.get(business_id, (None, 0))
                 if business is None or subject not in business.permissions.members:
                     continue
-                if not include_deleted and not business.is_active:
+                if not include_deleted and business.is_deleted:
                     continue
                 found.append(business)
                 used += size

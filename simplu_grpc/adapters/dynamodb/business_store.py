@@ -39,6 +39,11 @@ from simplu_grpc.adapters.dynamodb.calls import (
     TableCalls,
     TransactionCancelled,
 )
+from simplu_grpc.adapters.dynamodb.lifecycle_items import (
+    claim_changes,
+    domain_claim_item,
+    domain_label_taken,
+)
 from simplu_grpc.adapters.dynamodb.membership_items import membership_id, membership_item
 from simplu_grpc.domain.business.model import KIND_REQUEST, Business, BusinessPage, CreateOutcome
 from simplu_grpc.errors import (
@@ -158,7 +163,7 @@ class BusinessStore:
         now = self._now()
         stored = replace(business, version=1, create_time=now, update_time=now)
         item = to_item(stored)
-        if request_key is None and not members:
+        if request_key is None and not members and not business.domain_label:
             try:
                 self._calls.call(
                     "put_item",
@@ -185,11 +190,17 @@ class BusinessStore:
         business_action = len(actions)
         actions.append(self._put(item, condition="attribute_not_exists(id)"))
         actions.extend(self._put(membership_item(subject, business.id)) for subject in members)
+        claim_action = len(actions)
+        if business.domain_label:
+            claim = domain_claim_item(business.domain_label, business.id)
+            actions.append(self._put(claim, condition="attribute_not_exists(id)"))
         try:
             self._calls.call("transact_write_items", self._client.transact_write_items, TransactItems=actions)
         except ItemTooLarge:
             raise _too_large_to_create(business.id) from None
         except TransactionCancelled as cancelled:
+            if business.domain_label and cancelled.failed(claim_action):
+                raise domain_label_taken(business.domain_label) from None
             if request_key is not None and cancelled.failed(0):
                 earlier = self.find_request(request_key)
                 previous = self.get(earlier) if earlier else None
@@ -230,6 +241,8 @@ class BusinessStore:
         before, after = set(previous.permissions.members), set(business.permissions.members)
         memberships = [self._put(membership_item(s, business.id)) for s in sorted(after - before)]
         memberships += [self._delete(membership_id(s, business.id)) for s in sorted(before - after)]
+        claims = claim_changes(self._table, business, previous)
+        memberships += claims
         memberships += also
         if len(memberships) >= _TRANSACTION_ITEMS:
             # Members change through SetMember and RemoveMember, one at a time.
@@ -248,6 +261,10 @@ class BusinessStore:
                     TransactItems=[business_put, *memberships],
                 )
         except (ConditionFailed, TransactionCancelled) as failed:
+            if isinstance(failed, TransactionCancelled) and claims and not failed.failed(0):
+                claim_at = len(memberships) - len(also) - len(claims) + 1
+                if any(failed.failed(claim_at + index) for index in range(len(claims))):
+                    raise domain_label_taken(business.domain_label) from None
             # Action 0 is the business; ``also`` are the last ones: either failing is a conflict.
             conditional = (0, *range(len(memberships) - len(also) + 1, len(memberships) + 1))
             if isinstance(failed, TransactionCancelled) and not any(map(failed.failed, conditional)):
@@ -264,6 +281,15 @@ class BusinessStore:
                 metadata={"business_id": business.id},
             ) from None
         return updated
+
+    def execute(self, operation: str, /, **kwargs: Any) -> Any:
+        """One DynamoDB call on this table's client with this adapter's retries and error
+        translation (for the adapters that share the table: search, lookup, purge)."""
+        return self._calls.call(operation, getattr(self._client, operation), **kwargs)
+
+    @property
+    def table(self) -> str:
+        return self._table
 
     def _put(self, item: dict[str, Any], *, condition: str = "") -> dict[str, Any]:
         """A Put action of a TransactWriteItems on this table."""

@@ -37,7 +37,7 @@ from simplu_grpc.domain.auth.permissions import (
     grants,
 )
 from simplu_grpc.domain.auth.principal import Principal
-from simplu_grpc.domain.business.model import Business, Location, Member
+from simplu_grpc.domain.business.model import Business, BusinessStatus, Location, Member
 from simplu_grpc.errors import FailedPrecondition, NotFound, PermissionDenied
 
 SCOPE_BUSINESSES_READ = "simplu/businesses.read"
@@ -48,6 +48,7 @@ SCOPE_ADMIN = "simplu/admin"
 
 READ = "read"
 BUSINESS_DELETED: Final = "BUSINESS_DELETED"
+BUSINESS_SUSPENDED: Final = "BUSINESS_SUSPENDED"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,7 +139,7 @@ class Authorizer:
                     raise _denied_scope(SCOPE_BUSINESSES_READ)
             elif self._membership(principal, business) is None:
                 raise _not_member(business_id)
-        if business is not None and not business.is_active and admin:
+        if business is not None and business.is_deleted and admin:
             return business  # platform admins read deleted businesses
         return require_live(business, business_id, sees_deleted=admin)
 
@@ -157,6 +158,23 @@ class Authorizer:
         With ``location_id`` the member must be allowed in that location; without it the change
         is business-wide and the membership must cover every location.
         """
+        admin = self.require_business_permission(
+            principal, business, business_id, permission, location_id=location_id
+        )
+        return require_live(business, business_id, sees_deleted=admin)
+
+    def require_business_permission(
+        self,
+        principal: Principal,
+        business: Business | None,
+        business_id: str,
+        permission: str,
+        *,
+        location_id: str | None = None,
+    ) -> bool:
+        """The permission half of ``require_business_write``, for a call that decides itself what a
+        missing or deleted business means (UndeleteBusiness); answers whether the caller is a
+        platform admin."""
         admin = self.is_admin(principal)
         if not admin:
             if principal.is_machine:
@@ -164,7 +182,7 @@ class Authorizer:
                     raise _denied_scope(SCOPE_BUSINESSES_WRITE)
             else:
                 self._require_member_permission(principal, business, business_id, permission, location_id)
-        return require_live(business, business_id, sees_deleted=admin)
+        return admin
 
     def require_resource(
         self,
@@ -176,7 +194,8 @@ class Authorizer:
         resource_type: str,
         action: str,
     ) -> tuple[Business, Location]:
-        """Act on resources of one business location; the business and location must be active."""
+        """Act on resources of one business location; the business and location must be active
+        (a suspended business: FAILED_PRECONDITION / BUSINESS_SUSPENDED, once permission is granted)."""
         admin = self.is_admin(principal)
         if not admin:
             if principal.is_machine:
@@ -188,6 +207,13 @@ class Authorizer:
                     principal, business, business_id, f"{resource_type}:{action}", location_id
                 )
         business = require_live(business, business_id, sees_deleted=admin)
+        if business.status is BusinessStatus.SUSPENDED:
+            # Decided on the business already loaded (cached) for the permission check: no extra call.
+            raise FailedPrecondition(
+                f"business {business_id!r} is suspended",
+                reason=BUSINESS_SUSPENDED,
+                metadata={"business_id": business_id},
+            )
         location = business.location(location_id)
         if location is None:
             raise NotFound(
@@ -325,7 +351,7 @@ def require_live(business: Business | None, business_id: str, *, sees_deleted: b
     """
     if business is None:
         raise _not_found(business_id)
-    if not business.is_active:
+    if business.is_deleted:
         if sees_deleted:
             raise FailedPrecondition(
                 f"business {business_id!r} is deleted",

@@ -15,6 +15,7 @@ from simplu_grpc.domain.auth import permissions as perm
 from simplu_grpc.domain.auth.authz import Access
 from simplu_grpc.domain.auth.permissions import ALL_PERMISSIONS
 from simplu_grpc.domain.auth.principal import Principal
+from simplu_grpc.domain.business.domain_labels import check_domain_label
 from simplu_grpc.domain.business.locations import LocationCommands
 from simplu_grpc.domain.business.membership import MembershipCommands
 from simplu_grpc.domain.business.model import (
@@ -56,9 +57,9 @@ from simplu_grpc.errors import (
 
 log = logging.getLogger(__name__)
 
-BUSINESS_PATHS = ("name", "settings", "permissions.roles")
+BUSINESS_PATHS = ("name", "settings", "permissions.roles", "domain_label")
 # What an empty UpdateBusiness mask updates when populated (AIP-134); roles only when named.
-_POPULATED_BUSINESS_PATHS = ("name", "settings")
+_POPULATED_BUSINESS_PATHS = ("name", "settings", "domain_label")
 SETTINGS_PATHS = (
     "currency",
     "language",
@@ -106,6 +107,7 @@ class BusinessOps(LocationCommands, MembershipCommands):
             check_business_id(v, "business_id", business_id)
         check_request_id(v, "request_id", request_id)
         check_new_business(v, "business", draft)
+        label = check_domain_label(v, "business.domain_label", draft.domain_label)
         v.raise_if_any()
         self._authz.may_create_business(principal)
 
@@ -115,6 +117,9 @@ class BusinessOps(LocationCommands, MembershipCommands):
             id=business_id or self._new_id(),
             status=BusinessStatus.ACTIVE,
             locations=tuple(replace(loc, active=True) for loc in business.locations),
+            domain_label=label,
+            delete_time=None,
+            purge_start_time=None,
         )
         if self._citrus is not None:
             business = business.with_unregistered(tuple(loc.id for loc in business.locations))
@@ -199,7 +204,7 @@ class BusinessOps(LocationCommands, MembershipCommands):
         v.raise_if_any()
         business = self._cache.get(business_id)
         admin = self._authz.is_admin(principal)
-        if business is not None and not business.is_active and not admin:
+        if business is not None and business.is_deleted and not admin:
             business = None
         access = self._authz.access(principal, business)
         location_allowed = False
@@ -227,6 +232,7 @@ class BusinessOps(LocationCommands, MembershipCommands):
         roles: dict[str, Role],
         business_type: BusinessType | None = None,
         violations: Violations | None = None,
+        domain_label: str = "",
     ) -> Business:
         """``settings`` None: not given (an empty mask then leaves settings alone; a mask naming
         "settings" clears them). ``business_type`` None: not given; otherwise it must be the
@@ -248,7 +254,11 @@ class BusinessOps(LocationCommands, MembershipCommands):
             ignored=_IGNORED_BUSINESS_PATHS,
         )
         if not given:
-            populated = {"name": bool(name), "settings": settings is not None}
+            populated = {
+                "name": bool(name),
+                "settings": settings is not None,
+                "domain_label": bool(domain_label),
+            }
             mask = tuple(path for path in _POPULATED_BUSINESS_PATHS if populated[path])
             if not mask and business_type is None:
                 v.add(
@@ -261,6 +271,7 @@ class BusinessOps(LocationCommands, MembershipCommands):
             check_text(v, "business.name", name, max_length=NAME_MAX, required=True)
         if "settings" in mask:
             check_settings(v, "business.settings", new_settings)
+        label = check_domain_label(v, "business.domain_label", domain_label) if "domain_label" in mask else ""
         if "permissions.roles" in mask:
             # The shape here; the business type's own catalog once the business is read.
             check_roles(v, "business.permissions.roles", roles, KNOWN_RESOURCE_TYPES)
@@ -287,6 +298,8 @@ class BusinessOps(LocationCommands, MembershipCommands):
                 updated = replace(updated, name=name)
             if "settings" in mask:
                 updated = replace(updated, settings=new_settings)
+            if "domain_label" in mask:
+                updated = replace(updated, domain_label=label)
             if "permissions.roles" in mask:
                 check = Violations()
                 check_roles(check, "business.permissions.roles", roles, catalog_types(business.type))
@@ -337,7 +350,7 @@ class BusinessOps(LocationCommands, MembershipCommands):
             etag,
             ALL_PERMISSIONS,
             location_id=None,
-            change=lambda business: replace(business, status=BusinessStatus.DELETED),
+            change=lambda business: replace(business, status=BusinessStatus.DELETED, delete_time=self._now()),
         )
         return deleted
 

@@ -25,8 +25,11 @@ class BusinessType(enum.StrEnum):
 
 class BusinessStatus(enum.StrEnum):
     ACTIVE = "active"
-    # Soft-deleted: members get NOT_FOUND, platform admins still see it; resource data stays.
+    # Soft-deleted: members get NOT_FOUND, platform admins still see it; resource data stays
+    # for the retention window (domain.business_lifecycle), then is purged.
     DELETED = "deleted"
+    # Suspended by a platform admin (billing): metadata readable, resources refused.
+    SUSPENDED = "suspended"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,10 +121,24 @@ class Business:
     # domainLabel, credits, billing fields, ...), as the store read them: written back
     # unchanged, never shown to callers.
     unmodelled: Mapping[str, Any] = field(default_factory=dict)
+    # The public booking site's label (``domain.domain_labels``); empty: none.
+    domain_label: str = ""
+    # Set when the business is deleted; its retention window runs from here.
+    delete_time: datetime | None = None
+    # Set when the purge of a deleted business began: from then on it cannot be undeleted.
+    purge_start_time: datetime | None = None
+    # Set by SuspendBusiness, cleared by ResumeBusiness; kept through a deletion, so an undeleted
+    # business comes back suspended if it was (deleting cannot lift a billing suspension).
+    suspend_time: datetime | None = None
 
     @property
     def is_active(self) -> bool:
         return self.status is BusinessStatus.ACTIVE
+
+    @property
+    def is_deleted(self) -> bool:
+        """Soft-deleted (a suspended business is not: it is still there, only its resources are refused)."""
+        return self.status is BusinessStatus.DELETED
 
     @property
     def etag(self) -> str:

@@ -37,7 +37,7 @@ class Registration(BusinessWriter):
         idempotent at Citrus, so a location registered twice is still registered once.
         """
         pending = tuple(business.unregistered_location_ids)
-        if self._citrus is None or not pending or not business.is_active:
+        if self._citrus is None or not pending or business.is_deleted:
             return Registered(business, pending if self._citrus is not None else ())
         done = self._register(business, pending)
         if not done:

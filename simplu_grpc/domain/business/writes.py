@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from simplu_grpc.domain.auth.authz import Authorizer
 from simplu_grpc.domain.auth.principal import Principal
@@ -38,12 +39,14 @@ class BusinessWriter:
         authorizer: Authorizer,
         citrus: Registrar | None,
         id_factory: Callable[[], str] = new_business_id,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._cache = cache
         self._authz = authorizer
         self._citrus = citrus
         self._new_id = id_factory
+        self._now = clock
 
     def _mutate(
         self,
@@ -56,12 +59,29 @@ class BusinessWriter:
         change: Callable[[Business], Business],
     ) -> Business:
         permissions = (permission,) if isinstance(permission, str) else permission
-        for attempt in range(_WRITE_ATTEMPTS):
-            found = self._store.get(business_id)
+
+        def allowed(found: Business | None) -> Business:
             for needed in permissions:
                 business = self._authz.require_business_write(
                     principal, found, business_id, needed, location_id=location_id
                 )
+            return business
+
+        return self.rewrite(business_id, etag, allowed, change)
+
+    def rewrite(
+        self,
+        business_id: str,
+        etag: str,
+        allowed: Callable[[Business | None], Business],
+        change: Callable[[Business], Business],
+    ) -> Business:
+        """Read (strongly consistent), let ``allowed`` decide on what was read (permission, then
+        existence and state; it answers the business to change), check the caller's etag, write
+        ``change`` of it conditional on the version read. With an etag a conflict is ABORTED;
+        without, everything is decided again on a fresh read (up to three times)."""
+        for attempt in range(_WRITE_ATTEMPTS):
+            business = allowed(self._store.get(business_id))
             if etag and etag != business.etag:
                 raise Aborted(
                     f"etag {etag!r} is not the current one for business {business_id!r}; read it again",
