@@ -5,8 +5,10 @@ PostgreSQL shards; the purge runs through ``wiring.build_purge`` and the ``simpl
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -15,10 +17,15 @@ import pytest
 from google.protobuf import struct_pb2
 from simplu.v1 import business_pb2, resource_pb2
 
-from simplu_grpc.adapters.dynamodb.business_store import membership_id
+from simplu_grpc.adapters.dynamodb.business_store import BusinessStore, membership_id
+from simplu_grpc.adapters.dynamodb.invitation_items import invitation_item_id
+from simplu_grpc.adapters.dynamodb.invitation_store import InvitationStore
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, client
+from simplu_grpc.domain.business.invitation_model import Invitation
+from simplu_grpc.domain.business.model import Member
 from simplu_grpc.domain.business.retention import PurgeReport
+from simplu_grpc.metrics import Metrics
 from simplu_grpc.wiring import build_purge
 from tests.fixtures.server import BASE_ENV, settings_for
 from tests.integration.lifecycle_stack import REGION, Metadata, Stack, answer
@@ -214,3 +221,49 @@ def test_the_purge_completes_when_citrus_offers_no_way_to_unregister(
     assert shard_rows(module_citrus, business.id) == 0
     assert f"{business.id}-main" in module_citrus.registrations()
     assert item(stack, moto_server, business.id) is None
+
+
+def test_the_purge_removes_the_business_invitations_and_no_one_elses(
+    stack: Stack, moto_server: MotoServer, module_citrus: CitrusEmulator
+) -> None:
+    """Invitation items live in the business table under the business's partition of member-index:
+    the purge deletes every one of the purged business's (pending or closed) and leaves another
+    business's alone."""
+    owner_sub, owner = stack.person()
+    doomed = stack.create(owner, "Inviting")
+    kept = stack.create(owner, "Also inviting")
+    table = stack.env["DYNAMODB_BUSINESS_INFO_TABLE"]
+    dynamodb = client("dynamodb", moto_server.url, REGION)
+    invitations = InvitationStore(
+        businesses=BusinessStore(table=table, client=dynamodb, metrics=Metrics()),
+        table=table,
+        client=dynamodb,
+    )
+    now = datetime.now(UTC)
+    made: dict[str, list[str]] = {doomed.id: [], kept.id: []}
+    for business_id, ids in made.items():
+        for n in range(3):
+            invitation_id = secrets.token_hex(16)
+            invitations.create(
+                Invitation(
+                    id=invitation_id,
+                    business_id=business_id,
+                    email=f"staff{n}@example.com",
+                    membership=Member(role="staff"),
+                    invitee=f"sub-{n}",
+                    invited_by=owner_sub,
+                    create_time=now,
+                    expire_time=now + timedelta(days=1),
+                    code_hash="0" * 64,
+                )
+            )
+            ids.append(invitation_id)
+    stack.server.business.DeleteBusiness(
+        business_pb2.DeleteBusinessRequest(business_id=doomed.id), metadata=owner, timeout=10
+    )
+
+    purge_command(stack)
+
+    assert all(item(stack, moto_server, invitation_item_id(i)) is None for i in made[doomed.id])
+    assert all(item(stack, moto_server, invitation_item_id(i)) is not None for i in made[kept.id])
+    assert item(stack, moto_server, doomed.id) is None

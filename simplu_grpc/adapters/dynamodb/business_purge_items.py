@@ -12,8 +12,9 @@ from typing import Any
 
 from simplu_grpc.adapters.dynamodb.business_items import from_item, is_business_item
 from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
+from simplu_grpc.adapters.dynamodb.invitation_items import business_partition, invitation_item_id
 from simplu_grpc.adapters.dynamodb.lifecycle_items import domain_claim_id
-from simplu_grpc.adapters.dynamodb.membership_items import membership_id
+from simplu_grpc.adapters.dynamodb.membership_items import MEMBER_INDEX, MEMBER_OF, MEMBER_SUB, membership_id
 from simplu_grpc.domain.business.model import Business
 from simplu_grpc.errors import Aborted, BusinessStoreUnavailable
 
@@ -49,10 +50,31 @@ class BusinessPurgeStore:
                 deleted.append(business)
         return deleted, cursor
 
+    def _invitation_item_ids(self, business_id: str) -> list[str]:
+        """Every invitation item of the business (its partition of ``member-index``, keys only)."""
+        ids: list[str] = []
+        start: dict[str, Any] | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "TableName": self._store.table,
+                "IndexName": MEMBER_INDEX,
+                "KeyConditionExpression": "#sub = :sub",
+                "ExpressionAttributeNames": {"#sub": MEMBER_SUB},
+                "ExpressionAttributeValues": {":sub": {"S": business_partition(business_id)}},
+            }
+            if start is not None:
+                kwargs["ExclusiveStartKey"] = start
+            response = self._store.execute("query", **kwargs)
+            ids += [invitation_item_id(str(item[MEMBER_OF]["S"])) for item in response.get("Items", [])]
+            start = response.get("LastEvaluatedKey")
+            if start is None:
+                return ids
+
     def remove(self, business: Business) -> None:
-        """Membership items (25 per BatchWriteItem), then the label claim and the business item
-        together, conditional on the business being the version the purge marked."""
-        ids = [membership_id(subject, business.id) for subject in sorted(business.permissions.members)]
+        """Invitation and membership items (25 per BatchWriteItem), then the label claim and the
+        business item together, conditional on the business being the version the purge marked."""
+        ids = self._invitation_item_ids(business.id)
+        ids += [membership_id(subject, business.id) for subject in sorted(business.permissions.members)]
         for start in range(0, len(ids), _BATCH_WRITE_ITEMS):
             requests = [
                 {"DeleteRequest": {"Key": {"id": {"S": i}}}} for i in ids[start : start + _BATCH_WRITE_ITEMS]
