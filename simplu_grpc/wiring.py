@@ -134,14 +134,19 @@ def build_citrus(settings: Settings, life: Lifecycle) -> CitrusClient | None:
     return citrus
 
 
+def build_business_store(settings: Settings, life: Lifecycle) -> BusinessStore:
+    """The business-info table and its DynamoDB client (closed with ``life``)."""
+    dynamodb = make_dynamodb_client(settings)
+    life.closers.append(dynamodb.close)
+    return BusinessStore(table=settings.dynamodb_business_info_table, client=dynamodb, metrics=life.metrics)
+
+
 def build_business(
     settings: Settings, life: Lifecycle, auth: Auth, *, cache_source: CacheSource | None = None
 ) -> Business:
     """Business info in DynamoDB, its cache, Citrus and BusinessOps; DynamoDB and Citrus probes
     become readiness checks. ``cache_source`` (tests) wraps the store the cache reads from."""
-    dynamodb = make_dynamodb_client(settings)
-    life.closers.append(dynamodb.close)
-    store = BusinessStore(table=settings.dynamodb_business_info_table, client=dynamodb, metrics=life.metrics)
+    store = build_business_store(settings, life)
     cache = BusinessCache(
         store if cache_source is None else cache_source(store),
         ttl_seconds=settings.business_cache_ttl_seconds,
