@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from simplu_grpc import context
-from simplu_grpc.domain.admin.tenant_load import IgnoreLoad, LoadRecorder
+from simplu_grpc.domain.admin.tenant_load import IgnoreLoad
 from simplu_grpc.domain.auth.authz import Authorizer
 from simplu_grpc.domain.business.model import Business, Location
+from simplu_grpc.domain.business.ports import BusinessLookup
 from simplu_grpc.domain.checks import require_id
 from simplu_grpc.domain.placement.routing import RoutingCache
 from simplu_grpc.domain.placement.shards import ShardAssignment
@@ -26,8 +27,8 @@ from simplu_grpc.domain.resources.catalog import require_known_type, require_res
 from simplu_grpc.domain.resources.ids import new_resource_id
 from simplu_grpc.domain.resources.model import ResourceKey, StoredResource
 from simplu_grpc.domain.resources.ports import (
-    BusinessLookup,
     ListedPage,
+    LoadRecorder,
     ResourceStore,
     Session,
     ShardConnections,
