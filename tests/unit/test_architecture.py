@@ -39,7 +39,8 @@ LONG_MODULES: dict[str, str] = {
     ),
     "adapters/postgres/shard_store.py": (
         "every resource statement's parameters and row mapping, one per RPC, beside the fixed SQL in"
-        " resource_statements.py; a few lines over, and cut further it would split one RPC's SQL from its rows"
+        " resource_statements.py; a few lines over, and cut further it would split one RPC's SQL from"
+        " its rows"
     ),
     "server.py": (
         "the transport, its interceptor chain, binding and the process lifecycle (workers, signals):"
