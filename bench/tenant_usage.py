@@ -31,9 +31,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from simplu_grpc.domain.admin.tenant_load import IgnoreLoad, LoadRecorder, TenantLoad
+from simplu_grpc.domain.admin.tenant_load import IgnoreLoad, TenantLoad
 from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.domain.resources.ops import ResourceOps
+from simplu_grpc.domain.resources.ports import LoadRecorder
 
 ASSIGNMENT = ShardAssignment(shard_id="shard-01", connection_string="postgresql://bench@nowhere/x")
 

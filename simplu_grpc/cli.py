@@ -210,26 +210,23 @@ def _migrate(settings: Settings) -> int:
 def _table_migration(command: str, settings: Settings, *, dry_run: bool, start_after: str | None) -> int:
     """``rewrite-items`` or ``index-members``: progress on stderr, the counts on stdout."""
     from simplu_grpc.adapters.dynamodb.business_migrations import index_members, rewrite_items
-    from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
-    from simplu_grpc.adapters.dynamodb.calls import make_dynamodb_client
     from simplu_grpc.metrics import Metrics
+    from simplu_grpc.wiring import Lifecycle, build_business_store
 
     def progress(report: Any) -> None:
         # The last id scanned, for --start-after should the run stop.
         print(f"scanned through {report.last_id}", file=sys.stderr)
 
-    client = make_dynamodb_client(settings)
+    life = Lifecycle(metrics=Metrics())
     try:
         with _errors_only_logging():
-            store = BusinessStore(
-                table=settings.dynamodb_business_info_table, client=client, metrics=Metrics()
-            )
+            store = build_business_store(settings, life)
             if command == "index-members":
                 index = index_members(store, dry_run=dry_run, start_after=start_after, on_page=progress)
             else:
                 rewrite = rewrite_items(store, dry_run=dry_run, start_after=start_after, on_page=progress)
     finally:
-        client.close()
+        life.close()
     done = "would be written (dry run)" if dry_run else "written"
     if command == "index-members":
         print(

@@ -74,7 +74,7 @@ from simplu_grpc.metrics import Metrics, TenantGauge
 from simplu_grpc.settings import Settings
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
+    pass
 
 # What the business cache reads from, given the store (tests wrap it to count reads).
 CacheSource = Callable[[BusinessStore], BusinessRepository]
@@ -108,7 +108,6 @@ class Business:
     cache: BusinessCache
     citrus: CitrusClient | None  # None in single-database mode
     ops: BusinessOps
-    client: DynamoDBClient  # the table's client, shared by the other item kinds on it (invitations)
     lifecycle: BusinessLifecycle
     discovery: BusinessDiscovery
 
@@ -161,14 +160,19 @@ def build_citrus(settings: Settings, life: Lifecycle) -> CitrusClient | None:
     return citrus
 
 
+def build_business_store(settings: Settings, life: Lifecycle) -> BusinessStore:
+    """The business-info table and its DynamoDB client (closed with ``life``)."""
+    dynamodb = make_dynamodb_client(settings)
+    life.closers.append(dynamodb.close)
+    return BusinessStore(table=settings.dynamodb_business_info_table, client=dynamodb, metrics=life.metrics)
+
+
 def build_business(
     settings: Settings, life: Lifecycle, auth: Auth, *, cache_source: CacheSource | None = None
 ) -> Business:
     """Business info in DynamoDB, its cache, Citrus and BusinessOps; DynamoDB and Citrus probes
     become readiness checks. ``cache_source`` (tests) wraps the store the cache reads from."""
-    dynamodb = make_dynamodb_client(settings)
-    life.closers.append(dynamodb.close)
-    store = BusinessStore(table=settings.dynamodb_business_info_table, client=dynamodb, metrics=life.metrics)
+    store = build_business_store(settings, life)
     cache = BusinessCache(
         store if cache_source is None else cache_source(store),
         ttl_seconds=settings.business_cache_ttl_seconds,
@@ -193,7 +197,6 @@ def build_business(
         cache=cache,
         citrus=citrus,
         ops=ops,
-        client=dynamodb,
         lifecycle=lifecycle,
         discovery=discovery,
     )
@@ -209,7 +212,9 @@ def build_people(settings: Settings, life: Lifecycle, auth: Auth, business: Busi
         store=business.store,
         cache=business.cache,
         invitations=InvitationStore(
-            businesses=business.store, table=settings.dynamodb_business_info_table, client=business.client
+            businesses=business.store,
+            table=settings.dynamodb_business_info_table,
+            client=business.store.client,
         ),
         users=CognitoUsers(client=cognito, pool_id=settings.cognito_user_pool_id, metrics=life.metrics),
         authorizer=auth.authorizer,

@@ -15,14 +15,13 @@ from simplu_grpc.domain.business.model import (
     WorkingHours,
 )
 from simplu_grpc.domain.business.validation import (
-    PAGE_SIZE_DEFAULT,
-    PAGE_SIZE_MAX,
     SETTINGS_MAX_BYTES,
     check_new_business,
     is_timezone,
     page_size,
 )
 from simplu_grpc.domain.checks import Violations, check_business_id, check_id, has_control_characters
+from simplu_grpc.domain.paging import STANDARD
 from simplu_grpc.errors import InvalidArgument
 
 
@@ -205,8 +204,8 @@ def test_raise_if_any_carries_every_violation() -> None:
 def test_page_size_rules() -> None:
     """0 means the default, too large is coerced to the maximum, negative is an error."""
     v = Violations()
-    assert page_size(v, "page_size", 0) == PAGE_SIZE_DEFAULT
-    assert page_size(v, "page_size", 10**6) == PAGE_SIZE_MAX
+    assert page_size(v, "page_size", 0) == STANDARD.default == 50
+    assert page_size(v, "page_size", 10**6) == STANDARD.maximum == 1000
     assert not v
     page_size(v, "page_size", -1)
     assert v

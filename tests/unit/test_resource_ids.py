@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
+from simplu_grpc.domain.checks import ID_PATTERN
 from simplu_grpc.domain.resources.ids import (
     ID_LENGTH,
-    ID_PATTERN,
     IdGenerator,
     id_timestamp_ms,
     new_resource_id,

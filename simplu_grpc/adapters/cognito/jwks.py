@@ -11,6 +11,11 @@ first call after the endpoint recovers fetches again; failed attempts are themse
 (at most one per second) so a dead endpoint is not stampeded. The fetch uses the client's
 own timeout on its own thread (it serves every waiter), and each waiter, the RPC that
 triggered it included, gives up at its deadline.
+
+The key map is not a TTL cache and so not ``domain.cache.Cache``: keys never expire by age
+(a key Cognito still publishes stays valid however old it is), the set is replaced only when
+a token names a kid it lacks, and the refetch allowance is a rate limit on that, not an
+expiry. Verified tokens are cached apart, in ``token_cache`` (they expire at their ``exp``).
 """
 
 from __future__ import annotations

@@ -288,6 +288,11 @@ class BusinessStore:
         return self._calls.call(operation, getattr(self._client, operation), **kwargs)
 
     @property
+    def client(self) -> DynamoDBClient:
+        """The table's DynamoDB client, for the adapters of the other item kinds on the table."""
+        return self._client
+
+    @property
     def table(self) -> str:
         return self._table
 

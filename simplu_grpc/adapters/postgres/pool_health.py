@@ -8,15 +8,12 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from simplu_grpc.redact import redact
-
-if TYPE_CHECKING:
-    pass
+from simplu_grpc.redact import describe_error
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +48,8 @@ class PoolHealth:
         with self._lock:
             self.connecting -= 1
             self.last_failure = self._clock()
-            # libpq messages may quote the conninfo: redact before anyone can show it.
-            self.last_error = redact(f"{type(exc).__name__}: {exc}".strip())[:300]
+            # libpq messages may quote the conninfo: redacted before anyone can show it.
+            self.last_error = describe_error(exc)
         if self.on_failure is not None:
             self.on_failure()
 

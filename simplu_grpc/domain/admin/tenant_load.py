@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
 
 # The windows GetTenantUsage offers, in minutes; the ring keeps one more (the current,
 # partial) minute so that "the last N minutes" always covers at least N full minutes.
@@ -35,22 +34,6 @@ BUCKET_SECONDS = 60
 _SHARD_NS, _REQUESTS, _ERRORS, _ROWS_READ, _ROWS_WRITTEN, _OVERCOUNT_NS = range(6)
 
 TenantKey = tuple[str, str, str]  # (shard_id, business_id, location_id)
-
-
-class LoadRecorder(Protocol):
-    """The port ResourceOps reports every shard call to (one call per statement on a shard)."""
-
-    def record(
-        self,
-        shard_id: str,
-        business_id: str,
-        location_id: str,
-        *,
-        shard_ns: int,
-        rows_read: int,
-        rows_written: int,
-        error: bool,
-    ) -> None: ...
 
 
 class LoadOrder(Enum):
@@ -176,7 +159,7 @@ class TenantLoad:
         rows_written: int,
         error: bool,
     ) -> None:
-        """Count one shard call (the LoadRecorder port)."""
+        """Count one shard call (``domain.resources.ports.LoadRecorder``)."""
         now = self._clock()
         key = (shard_id, business_id, location_id)
         with self._lock:

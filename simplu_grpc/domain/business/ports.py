@@ -4,7 +4,7 @@
 implements it; the admin use cases and ``BusinessCache`` read through it). ``BusinessLookup``
 is "a business by id" for callers that accept the cache's answer (resource use cases, the
 authorization of every resource call): ``BusinessCache`` and the store both satisfy it.
-``Registrar`` is the part of the Citrus client that registers a location.
+Registering a location with Citrus is ``domain.placement.ports.ShardRegistrar``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Protocol
 
 from simplu_grpc.domain.business.model import Business, BusinessPage, CreateOutcome
-from simplu_grpc.domain.placement.shards import ShardAssignment
 
 
 class BusinessLookup(Protocol):
@@ -35,9 +34,3 @@ class BusinessRepository(Protocol):
     def list(
         self, *, page_size: int, page_token: str, member: str | None, include_deleted: bool
     ) -> BusinessPage: ...
-
-
-class Registrar(Protocol):
-    """The part of the Citrus client registration needs."""
-
-    def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment: ...

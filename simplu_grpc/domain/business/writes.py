@@ -17,7 +17,8 @@ from simplu_grpc.domain.auth.authz import Authorizer
 from simplu_grpc.domain.auth.principal import Principal
 from simplu_grpc.domain.business.cache import BusinessCache
 from simplu_grpc.domain.business.model import Business
-from simplu_grpc.domain.business.ports import BusinessRepository, Registrar
+from simplu_grpc.domain.business.ports import BusinessRepository
+from simplu_grpc.domain.placement.ports import ShardRegistrar
 from simplu_grpc.errors import Aborted
 
 _WRITE_ATTEMPTS = 3
@@ -37,7 +38,7 @@ class BusinessWriter:
         store: BusinessRepository,
         cache: BusinessCache,
         authorizer: Authorizer,
-        citrus: Registrar | None,
+        citrus: ShardRegistrar | None,
         id_factory: Callable[[], str] = new_business_id,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:

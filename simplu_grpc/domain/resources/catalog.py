@@ -9,7 +9,7 @@ from functools import cache
 from importlib import resources as package_files
 from typing import Any, Final
 
-from simplu_grpc.domain.resources.ids import ID_PATTERN
+from simplu_grpc.domain.checks import ID_PATTERN
 from simplu_grpc.errors import InvalidArgument
 
 # --- catalog -------------------------------------------------------------------------------

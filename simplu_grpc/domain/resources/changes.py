@@ -13,9 +13,9 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Final
 
+from simplu_grpc.domain.checks import require_id
 from simplu_grpc.domain.paging import STANDARD
 from simplu_grpc.domain.resources.documents import check_interval
-from simplu_grpc.domain.resources.ids import require_id
 from simplu_grpc.domain.resources.model import ResourceKey, TimeRange, etag_for
 from simplu_grpc.errors import InvalidArgument
 

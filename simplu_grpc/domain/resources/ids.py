@@ -1,4 +1,4 @@
-"""Resource ids: the accepted shapes (checks) and the server-generated ones.
+"""Resource ids: the server-generated ones (the accepted shapes are ``domain.checks``'s).
 
 Server-generated resource ids: time-sortable and collision-free (ULID layout), never MAX+1.
 
@@ -10,14 +10,12 @@ collide only if they draw the same 80 random bits in the same millisecond.
 
 from __future__ import annotations
 
-import re
 import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import Final
 
-from simplu_grpc.errors import InvalidArgument
+from simplu_grpc.domain.checks import Violations, check_request_id
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RANDOM_BITS = 80
@@ -86,28 +84,10 @@ def new_resource_id() -> str:
     return _default.new_id()
 
 
-ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-# Business ids never contain "-": the Citrus key "{businessId}-{locationId}" splits at its first "-".
-BUSINESS_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:]{1,64}")
-REQUEST_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-
-# --- id checks -----------------------------------------------------------------------------
-
-
-def require_id(field_name: str, value: str, *, business: bool = False) -> str:
-    """A 1-64 character id of [A-Za-z0-9_.:-] (no "-" for business ids)."""
-    if not value:
-        raise InvalidArgument.field(field_name, "is required")
-    pattern = BUSINESS_ID_PATTERN if business else ID_PATTERN
-    if not pattern.fullmatch(value):
-        allowed = "[A-Za-z0-9_.:]" if business else "[A-Za-z0-9_.:-]"
-        raise InvalidArgument.field(field_name, f"must be 1-64 characters of {allowed}")
-    return value
-
-
 def optional_request_id(value: str) -> str | None:
-    if not value:
-        return None
-    if not REQUEST_ID_PATTERN.fullmatch(value):
-        raise InvalidArgument.field("request_id", "must be 1-128 characters of [A-Za-z0-9_.:-]")
-    return value
+    """The create's idempotency key, None when absent; INVALID_ARGUMENT when malformed
+    (``checks.check_request_id``: the one request-id rule)."""
+    v = Violations()
+    check_request_id(v, "request_id", value)
+    v.raise_if_any()
+    return value or None

@@ -73,7 +73,7 @@ class ResourceOps(ResourceQueries):
     ) -> tuple[StoredResource, bool]:
         validate_tenant(business_id, location_id, "resource.")
         require_known_type(resource_type, "resource.resource_type")
-        business = self._allowed(business_id, location_id, resource_type, CREATE)
+        business, _ = self._allowed(business_id, location_id, resource_type, CREATE)
         new, generate = validate_new(
             business_id=business_id,
             location_id=location_id,
@@ -180,7 +180,7 @@ class ResourceOps(ResourceQueries):
     ) -> Page:
         validate_tenant(business_id, location_id)
         require_known_type(resource_type, "resource_type")
-        business = self._allowed(business_id, location_id, resource_type, READ)
+        business, _ = self._allowed(business_id, location_id, resource_type, READ)
         query = validate_list(
             business_type=business.type.value,
             business_id=business_id,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from simplu_grpc.domain.resources.ids import ID_PATTERN as _ID
+from simplu_grpc.domain.checks import ID_PATTERN as _ID
 from simplu_grpc.errors import InvalidArgument
 
 _VERSION: Final = 1

@@ -2,8 +2,10 @@
 
 The PostgreSQL adapters implement them (``adapters/postgres``: ``PoolRegistry`` is the
 ``ShardConnections``, ``ShardStore`` the ``ResourceStore``); the unit tests use in-memory ones
-(tests/unit/test_resource_ops.py). The domain never sees a connection: a session is whatever
-the connections port hands out, passed back unchanged to the store port (``Session``).
+(tests/unit/test_resource_ops.py); ``TenantLoad`` (domain/admin/tenant_load.py) is the
+``LoadRecorder``. The business a request names comes through ``domain.business.ports.BusinessLookup``.
+The domain never sees a connection: a session is whatever the connections port hands out,
+passed back unchanged to the store port (``Session``).
 
 Errors are the error tree's (``simplu_grpc.errors``): the adapters translate library
 exceptions at their edge. In particular a shard that could not be reached at all (no
@@ -18,7 +20,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from simplu_grpc.domain.business.model import Business
 from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.domain.resources.aggregates import AggregateQuery, AggregateResult
 from simplu_grpc.domain.resources.changes import ChangeQuery, ResourceChange
@@ -29,12 +30,6 @@ from simplu_grpc.domain.resources.statistics import Activity, Statistic, Statist
 # A session on one shard, as ``ShardConnections.connection`` yields it: opaque to the domain,
 # handed back unchanged to the ``ResourceStore`` (its type belongs to the adapter).
 Session = Any
-
-
-class BusinessLookup(Protocol):
-    """The business a request names (the short-lived business cache)."""
-
-    def get(self, business_id: str) -> Business | None: ...
 
 
 class ShardConnections(Protocol):
@@ -103,3 +98,19 @@ class ResourceStore(Protocol):
     def statistics(
         self, session: Session, query: StatisticsQuery
     ) -> tuple[list[Statistic], list[Activity]]: ...
+
+
+class LoadRecorder(Protocol):
+    """The port ResourceOps reports every shard call to (one call per statement on a shard)."""
+
+    def record(
+        self,
+        shard_id: str,
+        business_id: str,
+        location_id: str,
+        *,
+        shard_ns: int,
+        rows_read: int,
+        rows_written: int,
+        error: bool,
+    ) -> None: ...

@@ -39,14 +39,7 @@ class ResourceQueries(ShardPath):
         """Counts (and sum/min/max of a numeric data field) per group; "<type>:read"."""
         validate_tenant(business_id, location_id)
         require_known_type(resource_type, "resource_type")
-        business, location = self._authorizer.require_resource(
-            context.principal(),
-            self._businesses.get(business_id),
-            business_id,
-            location_id=location_id,
-            resource_type=resource_type,
-            action=READ,
-        )
+        business, location = self._allowed(business_id, location_id, resource_type, READ)
         query = resource_aggregates.validate_aggregate(
             business_type=business.type.value,
             business_id=business_id,

@@ -16,17 +16,19 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from simplu_grpc import context
-from simplu_grpc.domain.admin.tenant_load import IgnoreLoad, LoadRecorder
+from simplu_grpc.domain.admin.tenant_load import IgnoreLoad
 from simplu_grpc.domain.auth.authz import Authorizer
-from simplu_grpc.domain.business.model import Business
+from simplu_grpc.domain.business.model import Business, Location
+from simplu_grpc.domain.business.ports import BusinessLookup
+from simplu_grpc.domain.checks import require_id
 from simplu_grpc.domain.placement.routing import RoutingCache
 from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.domain.resources.catalog import require_known_type, require_resource_type
-from simplu_grpc.domain.resources.ids import new_resource_id, require_id
+from simplu_grpc.domain.resources.ids import new_resource_id
 from simplu_grpc.domain.resources.model import ResourceKey, StoredResource
 from simplu_grpc.domain.resources.ports import (
-    BusinessLookup,
     ListedPage,
+    LoadRecorder,
     ResourceStore,
     Session,
     ShardConnections,
@@ -109,12 +111,15 @@ class ShardPath:
         validate_tenant(key.business_id, key.location_id, prefix)
         require_known_type(key.resource_type, f"{prefix}resource_type")
         require_id(f"{prefix}resource_id", key.resource_id)
-        business = self._allowed(key.business_id, key.location_id, key.resource_type, action)
+        business, _ = self._allowed(key.business_id, key.location_id, key.resource_type, action)
         require_resource_type(business.type.value, key.resource_type, f"{prefix}resource_type")
         return business
 
-    def _allowed(self, business_id: str, location_id: str, resource_type: str, action: str) -> Business:
-        business, _ = self._authorizer.require_resource(
+    def _allowed(
+        self, business_id: str, location_id: str, resource_type: str, action: str
+    ) -> tuple[Business, Location]:
+        """The caller may ``action`` ``resource_type`` at the location (the active business and location)."""
+        return self._authorizer.require_resource(
             context.principal(),
             self._businesses.get(business_id),
             business_id,
@@ -122,7 +127,6 @@ class ShardPath:
             resource_type=resource_type,
             action=action,
         )
-        return business
 
     def _route(self, business: Business, location_id: str, *, refresh: bool = False) -> ShardAssignment:
         return self._routing.resolve(

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from simplu_grpc.domain.checks import ID_PATTERN, require_id
 from simplu_grpc.domain.paging import STANDARD
 from simplu_grpc.domain.resources.catalog import require_known_type, require_resource_type
 from simplu_grpc.domain.resources.documents import check_document, check_interval, check_range
 from simplu_grpc.domain.resources.filter_eval import canonical
 from simplu_grpc.domain.resources.filter_parser import parse
-from simplu_grpc.domain.resources.ids import ID_PATTERN, optional_request_id, require_id
+from simplu_grpc.domain.resources.ids import optional_request_id
 from simplu_grpc.domain.resources.model import (
     UNSET,
     ListQuery,
