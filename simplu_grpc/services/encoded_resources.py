@@ -16,6 +16,7 @@ tenants.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import TypeVar
 
@@ -37,8 +38,9 @@ class EncodedMessages:
     def __init__(self, *, max_entries: int = MAX_ENTRIES, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self._max_entries = max_entries
         self._max_message_bytes = max_message_bytes
-        # Reads take no lock (a dict lookup is atomic under the GIL); inserts and evictions do.
-        self._entries: dict[Hashable, bytes] = {}
+        # Reads take no lock (a lookup is atomic under the GIL); inserts and evictions do. An
+        # OrderedDict drops its oldest entry in O(1) (a dict would scan past its deleted slots).
+        self._entries: OrderedDict[Hashable, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
     def fill(self, message: M, version_key: Hashable, build: Callable[[M, S], None], source: S) -> None:
@@ -54,7 +56,7 @@ class EncodedMessages:
             entries = self._entries
             entries[version_key] = encoded
             while len(entries) > self._max_entries:
-                del entries[next(iter(entries))]
+                entries.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._entries)
