@@ -23,6 +23,7 @@ from simplu_grpc.domain.resources.model import (
 from simplu_grpc.domain.resources.ops import ResourceOps
 from simplu_grpc.domain.resources.validation import UpdateRequest
 from simplu_grpc.errors import InvalidArgument
+from simplu_grpc.services.encoded_resources import EncodedMessages
 
 SERVICE = resource_pb2.DESCRIPTOR.services_by_name["ResourceService"]
 
@@ -91,7 +92,14 @@ def fill(
 ) -> None:
     """Write ``stored`` into an empty ``message``, only the ``mask``'s fields when there is one (a
     list fills the response's own repeated entries in place: building separate messages and
-    passing them in would copy each one)."""
+    passing them in would copy each one). Built once per resource version (encoded_resources)."""
+    _ENCODED.fill(message, (stored.key, stored.version, stored.update_time), _build, stored)
+    if mask is not None:
+        for name in _RESOURCE_FIELDS.difference(mask.paths):
+            message.ClearField(name)
+
+
+def _build(message: resource_pb2.Resource, stored: StoredResource) -> None:
     key = stored.key
     message.business_id = key.business_id
     message.location_id = key.location_id
@@ -99,21 +107,17 @@ def fill(
     message.resource_id = key.resource_id
     message.business_type = _BUSINESS_TYPES.get(stored.business_type, business_pb2.BUSINESS_TYPE_UNSPECIFIED)
     message.etag = stored.etag
-    if mask is None or "data" in mask.paths:
-        # The document is the bulk of a resource: not even converted when masked out.
-        message.data.update(stored.data)
+    message.data.update(stored.data)
     if stored.start_time is not None:
         _set_timestamp(message.start_time, stored.start_time)
     if stored.end_time is not None:
         _set_timestamp(message.end_time, stored.end_time)
     _set_timestamp(message.create_time, stored.create_time)
     _set_timestamp(message.update_time, stored.update_time)
-    if mask is not None:
-        for name in _RESOURCE_FIELDS.difference(mask.paths):
-            message.ClearField(name)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ENCODED = EncodedMessages()
 _RESOURCE_FIELDS = frozenset(resource_pb2.Resource.DESCRIPTOR.fields_by_name)
 
 

@@ -123,7 +123,8 @@ class PoolEntry:
         self.migrate_lock = threading.Lock()
         self.created = datetime.now(UTC)
         self.last_used = time.monotonic()
-        self.last_used_wall: datetime | None = None
+        # Wall time of the latest checkout, as time.time() (a datetime per checkout cost more).
+        self.last_used_at: float | None = None
         # When the directory gave the connection string this pool uses (ShardAssignment.observed_at):
         # a request routed with an OLDER answer naming another string uses this pool (it was
         # routed before the move); a NEWER answer (a move, or a move back) replaces the pool.
@@ -134,6 +135,12 @@ class PoolEntry:
         self._demand_lock = threading.Lock()
         self.waiting = 0
         self.in_use = 0
+
+    @property
+    def last_used_wall(self) -> datetime | None:
+        """When a request last checked a connection out (ListPools), None before the first."""
+        at = self.last_used_at
+        return None if at is None else datetime.fromtimestamp(at, UTC)
 
     def admit(self, limit: int) -> bool:
         """Count one more waiting caller, unless ``limit`` (0: none) callers already wait or hold one."""

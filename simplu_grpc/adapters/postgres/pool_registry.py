@@ -42,18 +42,17 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from simplu_grpc import context, tracing
+from simplu_grpc import context
 from simplu_grpc.adapters.postgres import migrator
 from simplu_grpc.adapters.postgres.pool_errors import rejected, timed_out, unreachable
 from simplu_grpc.adapters.postgres.pool_health import PoolEntry, PoolHealth
-from simplu_grpc.adapters.postgres.pool_session import ShardSession, has_input, rollback
+from simplu_grpc.adapters.postgres.pool_session import Lease, ShardSession, has_input, rollback
 from simplu_grpc.adapters.postgres.pool_stats import pool_gauges, pool_stats
 from simplu_grpc.adapters.postgres.pool_threads import WORKER_IDLE_EXIT, Timer, Workers, open_shard_pool
 from simplu_grpc.domain.placement.shards import ShardAssignment
@@ -149,29 +148,31 @@ class PoolRegistry:
 
     # --- checkout ------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def connection(self, assignment: ShardAssignment) -> Iterator[ShardSession]:
-        """A session on the assignment's shard, migrated, bounded by the RPC's deadline."""
+    def connection(self, assignment: ShardAssignment) -> Lease:
+        """A session on the assignment's shard, migrated, bounded by the RPC's deadline:
+        ``with registry.connection(assignment) as session``."""
         if self._closed:
             raise ShardUnavailable("the server is shutting down", metadata={"shard_id": assignment.shard_id})
-        # The span covers the checkout (waiting for a connection) and the statements.
-        with tracing.span(
-            "postgresql shard",
-            kind=tracing.SpanKind.CLIENT,
-            attributes={"db.system": "postgresql", "simplu.shard_id": assignment.shard_id},
-        ):
-            yield from self._session(assignment)
+        return Lease(self, assignment)
 
-    def _session(self, assignment: ShardAssignment) -> Iterator[ShardSession]:
+    def open_session(self, assignment: ShardAssignment) -> tuple[PoolEntry, ShardSession]:
+        """Check a connection out (``Lease.__enter__``); the caller gives it back (``close_session``)."""
         entry, conn = self._checkout(assignment)
         session = ShardSession(entry.shard_id, conn, self._watchdog, entry.health)
-        try:
-            if self._migrate and not entry.migrated:
+        if self._migrate and not entry.migrated:
+            try:
                 self._ensure_migrated(entry, session)
-            yield session
+            except BaseException:
+                self.close_session(entry, session)
+                raise
+        return entry, session
+
+    def close_session(self, entry: PoolEntry, session: ShardSession) -> None:
+        """Roll back anything left open and give the connection back (``Lease.__exit__``)."""
+        try:
+            rollback(session.conn)
         finally:
-            rollback(conn)
-            self._give_back(entry, conn)
+            self._give_back(entry, session.conn)
 
     def _give_back(self, entry: PoolEntry, conn: psycopg.Connection[Any]) -> None:
         entry.returned()
@@ -189,7 +190,7 @@ class PoolRegistry:
         entry = self._entry(assignment)
         while True:
             entry.last_used = self._clock()
-            entry.last_used_wall = datetime.now(UTC)
+            entry.last_used_at = time.time()
             if entry.health.failing:
                 if entry.health.failure_age() < _RETRY_AFTER_FAILURE:
                     raise unreachable(self._metrics, entry)

@@ -21,17 +21,18 @@ import logging
 import os
 import select
 import socket
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 from psycopg import pq, sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
-from simplu_grpc import context
-from simplu_grpc.adapters.postgres.pool_health import PoolHealth
-from simplu_grpc.adapters.postgres.pool_threads import Timer
+from simplu_grpc import context, tracing
+from simplu_grpc.adapters.postgres.pool_health import PoolEntry, PoolHealth
+from simplu_grpc.adapters.postgres.pool_threads import Alarm, Timer
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import CommitOutcomeUnknown, DeadlineExceeded, ShardUnavailable
 
 if TYPE_CHECKING:
@@ -140,44 +141,137 @@ class ShardSession:
         with self.guard("querying the shard"):
             return self.conn.execute(query, params)
 
-    @contextlib.contextmanager
-    def guard(self, what: str, *, write: bool = False) -> Iterator[int]:
-        """Bound raw use of ``conn`` by the deadline; translate connection-level errors. Yields ms left."""
+    def guard(self, what: str, *, write: bool = False) -> Guard:
+        """Bound raw use of ``conn`` by the deadline; translate connection-level errors.
+
+        ``with session.guard(what) as millis`` (ms left)."""
+        return Guard(self, what, write)
+
+    def cut(self) -> None:
+        """The watchdog's action: shut this session's socket down."""
+        cut_socket(self.conn)
+
+
+class Guard:
+    """``ShardSession.guard``: arms the watchdog for the deadline on entry; on exit cancels it,
+    records the answer in the pool's health and turns connection-level errors into the error
+    tree.
+
+    A class rather than a ``@contextmanager`` generator: every statement enters one, and a
+    generator-based context manager costs several times more per use.
+    """
+
+    __slots__ = ("_alarm", "_session", "_what", "_write")
+
+    def __init__(self, session: ShardSession, what: str, write: bool) -> None:
+        self._session = session
+        self._what = what
+        self._write = write
+        self._alarm: Alarm | None = None
+
+    def __enter__(self) -> int:
+        session = self._session
         deadline = context.deadline()
-        left = deadline.check(what)
-        alarm = self._watchdog.arm(deadline.expires_at + _CUT_GRACE, lambda: cut_socket(self.conn))
-        lost = False
-        self._health.query_started()
+        left = deadline.check(self._what)
+        self._alarm = session._watchdog.arm(deadline.expires_at + _CUT_GRACE, session.cut)
+        session._health.query_started()
+        return max(1, int(left * 1000))
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+        session = self._session
+        alarm = self._alarm
+        assert alarm is not None
+        # A cancelled statement was answered (by its statement_timeout); any other
+        # OperationalError means the connection was lost.
+        lost = isinstance(exc, psycopg.OperationalError) and not isinstance(exc, psycopg.errors.QueryCanceled)
         try:
-            yield max(1, int(left * 1000))
-        except psycopg.errors.QueryCanceled as exc:
-            raise DeadlineExceeded(f"deadline exceeded while {what}") from exc
-        except psycopg.OperationalError as exc:
-            lost = True
-            metadata = {"shard_id": self.shard_id}
-            if alarm.fired:
-                raise DeadlineExceeded(
-                    f"shard {self.shard_id} did not answer before the deadline"
-                    + ("; the write may or may not have been applied" if write else ""),
-                    reason="COMMIT_OUTCOME_UNKNOWN" if write else None,
-                    metadata=metadata,
-                ) from exc
-            if write:
-                raise CommitOutcomeUnknown(
-                    f"lost the connection to shard {self.shard_id} after the write was sent: it may or"
-                    " may not have been applied; retry with the same request_id",
-                    metadata=metadata,
-                ) from exc
-            raise ShardUnavailable(
-                f"lost the connection to shard {self.shard_id}", metadata=metadata
-            ) from exc
+            if exc is not None:
+                self._translate(exc, alarm)
         finally:
             alarm.cancel()
-            self._health.query_ended(answered=not lost, cut=alarm.fired)
+            session._health.query_ended(answered=not lost, cut=alarm.fired)
             if alarm.fired:
                 # Cut just as the work finished: never hand a half-shut socket back to the pool.
                 with contextlib.suppress(Exception):
-                    self.conn.close()
+                    session.conn.close()
+
+    def _translate(self, exc: BaseException, alarm: Alarm) -> None:
+        what, write, shard_id = self._what, self._write, self._session.shard_id
+        if isinstance(exc, psycopg.errors.QueryCanceled):
+            raise DeadlineExceeded(f"deadline exceeded while {what}") from exc
+        if not isinstance(exc, psycopg.OperationalError):
+            return
+        metadata = {"shard_id": shard_id}
+        if alarm.fired:
+            raise DeadlineExceeded(
+                f"shard {shard_id} did not answer before the deadline"
+                + ("; the write may or may not have been applied" if write else ""),
+                reason="COMMIT_OUTCOME_UNKNOWN" if write else None,
+                metadata=metadata,
+            ) from exc
+        if write:
+            raise CommitOutcomeUnknown(
+                f"lost the connection to shard {shard_id} after the write was sent: it may or"
+                " may not have been applied; retry with the same request_id",
+                metadata=metadata,
+            ) from exc
+        raise ShardUnavailable(f"lost the connection to shard {shard_id}", metadata=metadata) from exc
+
+
+class Sessions(Protocol):
+    """What a ``Lease`` needs from the pool registry."""
+
+    def open_session(self, assignment: ShardAssignment) -> tuple[PoolEntry, ShardSession]: ...
+
+    def close_session(self, entry: PoolEntry, session: ShardSession) -> None: ...
+
+
+class Lease:
+    """``PoolRegistry.connection``: a session checked out on entry (the shard's schema migrated
+    on a pool's first use), rolled back and given back on exit. The trace span (when tracing is
+    on) covers the checkout (waiting for a connection) and the statements.
+
+    A class rather than a ``@contextmanager`` generator: every shard call enters one, and a
+    generator-based context manager costs several times more per use.
+    """
+
+    __slots__ = ("_assignment", "_entry", "_registry", "_session", "_span")
+
+    def __init__(self, registry: Sessions, assignment: ShardAssignment) -> None:
+        self._registry = registry
+        self._assignment = assignment
+        self._span: contextlib.AbstractContextManager[Any] | None = None
+        self._entry: PoolEntry | None = None
+        self._session: ShardSession | None = None
+
+    def __enter__(self) -> ShardSession:
+        if tracing.enabled():
+            self._span = tracing.span(
+                "postgresql shard",
+                kind=tracing.SpanKind.CLIENT,
+                attributes={"db.system": "postgresql", "simplu.shard_id": self._assignment.shard_id},
+            )
+            self._span.__enter__()
+        try:
+            self._entry, self._session = self._registry.open_session(self._assignment)
+        except BaseException as exc:
+            self._end_span(exc)
+            raise
+        return self._session
+
+    def __exit__(self, _type: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+        entry, session = self._entry, self._session
+        self._entry = self._session = None
+        try:
+            if entry is not None and session is not None:
+                self._registry.close_session(entry, session)
+        finally:
+            self._end_span(exc)
+
+    def _end_span(self, exc: BaseException | None) -> None:
+        span, self._span = self._span, None
+        if span is not None:
+            span.__exit__(type(exc) if exc is not None else None, exc, exc.__traceback__ if exc else None)
 
 
 def rollback(conn: psycopg.Connection[Any]) -> None:

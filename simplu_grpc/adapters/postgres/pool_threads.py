@@ -15,6 +15,7 @@ import collections
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -86,6 +87,9 @@ class Timer:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._fire_late = False  # stopped with fire_pending: later alarms fire at once
+        # When the waiting thread wakes on its own (inf: waits for a notify; -inf: not waiting,
+        # it reads the heap before it waits again). Guarded by _cond.
+        self._wake_at = -math.inf
 
     def arm(self, at: float, action: Callable[[], None]) -> Alarm:
         """Run ``action`` at monotonic time ``at``; once stopped: never, or at once (``stop``)."""
@@ -97,7 +101,10 @@ class Timer:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                     self._thread.start()
-                elif self._heap[0][2] is alarm:
+                elif at < self._wake_at:
+                    # Woken only when the thread would sleep past this alarm. Every query arms
+                    # one, usually due later than the earliest pending (similar deadlines):
+                    # waking the thread for each cost a thread switch per query.
                     self._cond.notify()
                 return alarm
             fire_now = self._fire_late
@@ -155,12 +162,16 @@ class Timer:
                         if dropped.counted:
                             self._cancelled -= 1
                     if not self._heap:
+                        self._wake_at = math.inf
                         self._cond.wait()
+                        self._wake_at = -math.inf
                         continue
                     delay = self._heap[0][0] - time.monotonic()
                     if delay <= 0:
                         break
+                    self._wake_at = self._heap[0][0]
                     self._cond.wait(timeout=delay)
+                    self._wake_at = -math.inf
                 if self._stopped:
                     return
                 _, _, alarm = heapq.heappop(self._heap)
