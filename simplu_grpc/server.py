@@ -47,6 +47,7 @@ from simplu_grpc.domain.business_ops import BusinessOps
 from simplu_grpc.domain.resource_ops import ResourceOps
 from simplu_grpc.domain.routing import RoutingCache, ShardDirectory
 from simplu_grpc.domain.tokens import TokenVerifier
+from simplu_grpc.domain.watch_ops import WatchOps
 from simplu_grpc.health import HEALTH_SERVICE_NAME, ReadinessCheck, ServerHealth
 from simplu_grpc.interceptors.access_log import AccessLogInterceptor
 from simplu_grpc.interceptors.auth import AuthInterceptor
@@ -108,6 +109,8 @@ class Deps:
     routing: RoutingCache | None = None
     shard_directory: ShardDirectory | None = None
     resource_ops: ResourceOps | None = None
+    # WatchResources (None: the method answers UNIMPLEMENTED); ended first at shutdown.
+    watch_ops: WatchOps | None = None
     # --- ShardAdmin components -------------------------------------------------------------
     shard_admin: ShardAdminService | None = None
     tenant_usage: TenantUsageQuery | None = None
@@ -154,7 +157,9 @@ def simplu_services(settings: Settings, deps: Deps) -> list[Registration]:
         ),
         Registration(
             resource_pb2.DESCRIPTOR.services_by_name["ResourceService"],
-            ResourceServicer(deps.resource_ops, response_max_bytes=settings.response_max_bytes)
+            ResourceServicer(
+                deps.resource_ops, response_max_bytes=settings.response_max_bytes, watch=deps.watch_ops
+            )
             if deps.resource_ops is not None
             else unimplemented(resource_pb2_grpc.ResourceServiceServicer),
         ),
@@ -247,12 +252,26 @@ def transport(settings: Settings, *, interceptors: Sequence[grpc.ServerIntercept
     # holds that thread; with fewer threads than admitted calls, such clients can take them
     # all (issue 9). The threads are made on demand; how many do Python work at once is
     # bounded by the work slots (GRPC_MAX_WORKERS, interceptors/work_slots.py).
-    threads = max(settings.grpc_max_workers, settings.grpc_max_concurrent_rpcs)
+    # grpc counts a stream against its admission limit for the stream's whole life: the watch
+    # streams (WATCH_MAX_STREAMS, run on their own threads, see stream_threads) are admitted on
+    # top of GRPC_MAX_CONCURRENT_RPCS, and the unary pool may use the watchers' share while
+    # they are fewer.
+    admitted = settings.grpc_max_concurrent_rpcs + settings.watch_max_streams
+    threads = max(settings.grpc_max_workers, admitted)
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="simplu-rpc"),
         interceptors=list(interceptors),
         options=server_options(settings),
-        maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+        maximum_concurrent_rpcs=admitted,
+    )
+
+
+def stream_threads(settings: Settings) -> futures.ThreadPoolExecutor:
+    """The threads server-streaming calls (WatchResources) run on: grpc's threaded server keeps
+    a stream on one thread for its life, so streams get threads of their own (made on demand,
+    one per stream, idle ones asleep on a condition) and never take the unary calls' pool."""
+    return futures.ThreadPoolExecutor(
+        max_workers=max(1, settings.watch_max_streams), thread_name_prefix="simplu-watch"
     )
 
 
@@ -279,8 +298,14 @@ def build_server(
     health.add_services(r.name for r in registrations)
 
     server = transport(settings, interceptors=interceptors(settings, deps))
+    streams = stream_threads(settings)
     for registration in registrations:
-        add_service(registration.service, overrides.get(registration.name, registration.servicer), server)
+        add_service(
+            registration.service,
+            overrides.get(registration.name, registration.servicer),
+            server,
+            stream_threads=streams,
+        )
     health_pb2_grpc.add_HealthServicer_to_server(health.registered, server)
     if extra_handlers:
         server.add_generic_rpc_handlers(tuple(extra_handlers))
@@ -393,6 +418,10 @@ class Service:
         log.info("shutting down (grace %.1fs)", grace)
         try:
             self.health.enter_graceful_shutdown()
+            if self.deps.watch_ops is not None:
+                # Streams never finish on their own: end them now, each with its resume token
+                # (UNAVAILABLE, WATCH_INTERRUPTED), so the grace is left to the unary calls.
+                self.deps.watch_ops.shutdown()
             self.server.stop(grace).wait()
             self.health.close()
             if self._close_deps:

@@ -123,6 +123,11 @@ class Settings:
     # How long each shard's change log keeps a change (ListResourceChanges' history); older
     # changes are pruned a few at a time by later writes.
     change_retention_seconds: float = 7 * 86_400.0
+    # WatchResources: streams one process carries at most (each waits on a thread of its own,
+    # outside the unary calls' pool), and the changes each may have waiting for its reader
+    # before it ends with RESOURCE_EXHAUSTED (WATCH_TOO_SLOW).
+    watch_max_streams: int = 1000
+    watch_buffer_size: int = 1000
 
     @property
     def cognito_issuer(self) -> str:
@@ -374,5 +379,9 @@ class _Reader:
             tenant_metrics_top=self.int_("TENANT_METRICS_TOP", d.tenant_metrics_top, minimum=0, maximum=100),
             change_retention_seconds=self.float_(
                 "CHANGE_RETENTION_SECONDS", d.change_retention_seconds, minimum=60, maximum=366 * 86_400
+            ),
+            watch_max_streams=self.int_("WATCH_MAX_STREAMS", d.watch_max_streams, minimum=0, maximum=100_000),
+            watch_buffer_size=self.int_(
+                "WATCH_BUFFER_SIZE", d.watch_buffer_size, minimum=1, maximum=1_000_000
             ),
         )

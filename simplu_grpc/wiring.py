@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from simplu_grpc.adapters.business_store import BusinessStore, make_dynamodb_client
+from simplu_grpc.adapters.change_listener import ChangeListeners
 from simplu_grpc.adapters.citrus import CitrusClient
 from simplu_grpc.adapters.jwks import JwksClient
 from simplu_grpc.adapters.pools import PoolRegistry
@@ -33,6 +34,7 @@ from simplu_grpc.domain.resource_ops import Limits, ResourceOps
 from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.domain.tenant_load import LoadOrder, TenantLoad
 from simplu_grpc.domain.tokens import TokenVerifier
+from simplu_grpc.domain.watch_ops import WatchLimits, WatchOps
 from simplu_grpc.metrics import Metrics, TenantGauge
 from simplu_grpc.server import Deps
 from simplu_grpc.settings import Settings
@@ -132,6 +134,18 @@ def build_deps(settings: Settings) -> Deps:
             load=tenant_load,
             store=ShardStore(change_retention=timedelta(seconds=settings.change_retention_seconds)),
         )
+        listeners = ChangeListeners(
+            deps.pools, retention=timedelta(seconds=settings.change_retention_seconds)
+        )
+        # Registered after the pools: closers run last-first, so the listeners stop first.
+        deps.closers.append(listeners.close)
+        deps.watch_ops = WatchOps(
+            businesses=deps.business_cache,
+            authorizer=deps.authorizer,
+            routing=deps.routing,
+            feeds=listeners,
+            limits=watch_limits(settings),
+        )
         # --- ShardAdmin components ---
         deps.shard_admin = ShardAdminService(
             shards=admin_shards,
@@ -155,6 +169,15 @@ def build_deps(settings: Settings) -> Deps:
         close_deps(deps)
         raise
     return deps
+
+
+def watch_limits(settings: Settings) -> WatchLimits:
+    """The streams' limits; permission is re-checked as often as the business cache refreshes."""
+    return WatchLimits(
+        max_streams=settings.watch_max_streams,
+        buffer_size=settings.watch_buffer_size,
+        recheck_seconds=max(1.0, settings.business_cache_ttl_seconds),
+    )
 
 
 def this_replica() -> Replica:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,9 @@ from simplu_grpc.domain import resources as rules
 from simplu_grpc.domain.changes import ChangeKind, ResourceChange
 from simplu_grpc.domain.resource_ops import ResourceOps
 from simplu_grpc.domain.resources import ResourceKey, StoredResource
+from simplu_grpc.domain.watch_ops import WatchOps
 from simplu_grpc.errors import InvalidArgument
+from simplu_grpc.services.resource_watch import watch_resources
 
 SERVICE = resource_pb2.DESCRIPTOR.services_by_name["ResourceService"]
 
@@ -163,9 +166,12 @@ def _key_proto(key: ResourceKey) -> resource_pb2.ResourceKey:
 class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
     """Every method: the request converted, one use case (the caller comes from the request context)."""
 
-    def __init__(self, ops: ResourceOps, *, response_max_bytes: int = 3 * 1024 * 1024) -> None:
+    def __init__(
+        self, ops: ResourceOps, *, response_max_bytes: int = 3 * 1024 * 1024, watch: WatchOps | None = None
+    ) -> None:
         self._ops = ops
         self._response_max_bytes = response_max_bytes
+        self._watch = watch
 
     def CreateResource(
         self, request: resource_pb2.CreateResourceRequest, context: grpc.ServicerContext
@@ -324,6 +330,19 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
         for change in page.changes:
             _fill_change(response.changes.add(), change)
         return response
+
+    def WatchResources(
+        self, request: resource_pb2.WatchResourcesRequest, context: grpc.ServicerContext
+    ) -> Iterator[resource_pb2.WatchResourcesResponse]:
+        if self._watch is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchResources is not configured on this server")
+        return watch_resources(
+            self._watch,
+            request,
+            fill_change=_fill_change,
+            fill_resource=fill,
+            on_call_end=context.add_callback,
+        )
 
     def ListResourceTypes(
         self, request: resource_pb2.ListResourceTypesRequest, context: grpc.ServicerContext

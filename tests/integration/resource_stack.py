@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -22,6 +23,7 @@ from google.type import interval_pb2
 from simplu.v1 import resource_pb2, resource_pb2_grpc
 
 from simplu_grpc.adapters.business_store import BusinessStore
+from simplu_grpc.adapters.change_listener import ChangeListeners
 from simplu_grpc.adapters.citrus import CitrusClient
 from simplu_grpc.adapters.pools import PoolRegistry
 from simplu_grpc.adapters.shard_directory import CitrusDirectory
@@ -39,6 +41,7 @@ from simplu_grpc.domain.business import (
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.resource_ops import Limits, ResourceOps
 from simplu_grpc.domain.routing import RoutingCache
+from simplu_grpc.domain.watch_ops import WatchLimits, WatchOps
 from simplu_grpc.server import RESOURCE_SERVICE
 from simplu_grpc.services.resource import ResourceServicer
 from tests.fixtures.citrus import CITRUS_API_KEY
@@ -70,6 +73,8 @@ class ResourceStack:
     routing: RoutingCache
     pools: PoolRegistry
     token: str
+    table: str = ""
+    listeners: ChangeListeners | None = None
     businesses: list[Business] = field(default_factory=list)
 
     @property
@@ -238,6 +243,9 @@ def build_stack(
     pool_max_size: int = 4,
     pool_max_waiting: int = 64,
     citrus_timeout_ms: int = 1000,
+    business_cache_ttl: float = 30.0,
+    watch_limits: WatchLimits | None = None,
+    table: str | None = None,
 ) -> ResourceStack:
     """A started server whose ResourceService uses real adapters (see module docstring)."""
     settings = settings_for(
@@ -255,11 +263,12 @@ def build_stack(
     )
     deps = core_deps(settings)
     metrics = deps.metrics
-    table = f"biz-{secrets.token_hex(4)}"
-    create_business_table(moto_server.url, REGION, table)
+    if table is None:
+        table = f"biz-{secrets.token_hex(4)}"
+        create_business_table(moto_server.url, REGION, table)
     store = BusinessStore(table=table, client=client("dynamodb", moto_server.url, REGION), metrics=metrics)
     source = CountingBusinessSource(store)
-    cache = BusinessCache(source, ttl_seconds=30.0, metrics=metrics)
+    cache = BusinessCache(source, ttl_seconds=business_cache_ttl, metrics=metrics)
     citrus_client = CitrusClient(
         base_url=citrus.url,
         api_key=CITRUS_API_KEY,
@@ -275,16 +284,27 @@ def build_stack(
     )
     pools = PoolRegistry.from_settings(settings, metrics)
     metrics.watch_pools(pools.gauges)
-    deps.closers.extend([citrus_client.close, cache.close, routing.close, pools.close])
+    listeners = ChangeListeners(pools, retention=timedelta(days=7), idle_poll_seconds=0.2)
+    deps.closers.extend([citrus_client.close, cache.close, routing.close, pools.close, listeners.close])
+    authorizer = Authorizer(admin_group=settings.admin_group)
+    deps.watch_ops = WatchOps(
+        businesses=cache,
+        authorizer=authorizer,
+        routing=routing,
+        feeds=listeners,
+        limits=watch_limits or WatchLimits(),
+    )
     ops = ResourceOps(
         businesses=cache,
-        authorizer=Authorizer(admin_group=settings.admin_group),
+        authorizer=authorizer,
         routing=routing,
         pools=pools,
         limits=Limits(max_bytes=settings.resource_data_max_bytes, max_depth=settings.resource_data_max_depth),
     )
     server = make_server(
-        deps=deps, servicers={RESOURCE_SERVICE: ResourceServicer(ops)}, **settings_overrides(settings)
+        deps=deps,
+        servicers={RESOURCE_SERVICE: ResourceServicer(ops, watch=deps.watch_ops)},
+        **settings_overrides(settings),
     )
     return ResourceStack(
         server=server,
@@ -294,6 +314,8 @@ def build_stack(
         routing=routing,
         pools=pools,
         token=admin_token,
+        table=table,
+        listeners=listeners,
     )
 
 

@@ -55,6 +55,10 @@ Reason = Literal[
     "SHARD_TLS_REFUSED",
     "DEADLINE_EXCEEDED",
     "INTERNAL",
+    "RESUME_TOKEN_EXPIRED",
+    "WATCH_TOO_SLOW",
+    "WATCH_INTERRUPTED",
+    "WATCH_LIMIT",
 ]
 
 REASONS: Final[frozenset[str]] = frozenset(
@@ -111,5 +115,9 @@ REASONS: Final[frozenset[str]] = frozenset(
         "SHARD_TLS_REFUSED",
         "DEADLINE_EXCEEDED",
         "INTERNAL",
+        "RESUME_TOKEN_EXPIRED",
+        "WATCH_TOO_SLOW",
+        "WATCH_INTERRUPTED",
+        "WATCH_LIMIT",
     }
 )

@@ -1,0 +1,340 @@
+"""The shards' change feeds: ONE listening connection per shard per process, shared by every watcher.
+
+A ``ShardListener`` thread holds a dedicated autocommit connection to its shard that LISTENs on
+``simplu_resource_changes`` (migration 0008's trigger notifies it when a change commits). Each
+wake-up (a notification, or a short timer while changes are still settling) is one *poll*:
+
+1. ``Q``: the change-log identity's last drawn value (not transactional: what was drawn so far);
+2. a snapshot's ``xmin``/``xmax`` (a later statement, so a later snapshot) -> ``CommitHorizon``
+   says how far the log is final (``domain.watch``, with the proof);
+3. the changes of the watched locations above the previous frontier and up to the new one, in
+   sequence order, each with its resource as the change left it -> ``ShardFanout.publish``.
+
+Notifications only wake the listener, the log is the truth: a notification lost to a reconnect
+loses nothing, and writes made through another replica arrive the same way. A connection lost is
+re-made (the frontier survives it: transaction ids and the log are the shard's); a shard
+unreachable for ``reconnect_seconds`` ends its watchers with WATCH_INTERRUPTED (they resume).
+A listener with no watchers left stops after ``linger_seconds``.
+
+``read`` (a watcher's catch-up) and ``oldest_retained`` go through the shard's pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import psycopg
+from psycopg.rows import dict_row
+
+from simplu_grpc.adapters.pools import PoolRegistry
+from simplu_grpc.domain.changes import ChangeKind, ResourceChange
+from simplu_grpc.domain.resources import ResourceKey, StoredResource
+from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.watch import (
+    CommitHorizon,
+    LocationKey,
+    Position,
+    ShardFanout,
+    Subscription,
+    WatchedChange,
+)
+from simplu_grpc.errors import SimpluError, Unavailable
+
+log = logging.getLogger(__name__)
+
+CHANNEL: Final = "simplu_resource_changes"
+
+_LAST_DRAWN: Final = (
+    "SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS q FROM resource_changes_sequence_seq"
+)
+_SNAPSHOT: Final = (
+    "SELECT pg_snapshot_xmin(s)::text::bigint AS xmin, pg_snapshot_xmax(s)::text::bigint AS xmax,"
+    " clock_timestamp() AS now FROM pg_current_snapshot() AS s"
+)
+# A change, and the resource as it left it when it still is (same version; never for a delete).
+_READ: Final = """
+SELECT c.sequence, c.business_id, c.location_id, c.resource_type, c.resource_id, c.kind, c.version,
+       c.paths, c.principal, c.change_time, r.business_type, r.data, r.start_time, r.end_time,
+       r.create_time, r.update_time, r.version AS resource_version
+FROM resource_changes c
+LEFT JOIN resources r
+  ON c.kind <> 'deleted' AND r.business_id = c.business_id AND r.location_id = c.location_id
+ AND r.resource_type = c.resource_type AND r.resource_id = c.resource_id AND r.version = c.version
+WHERE {where} AND c.sequence > %(after)s AND c.sequence <= %(upto)s
+ORDER BY c.sequence
+LIMIT %(limit)s
+"""
+# One location's catch-up: an index range of resource_changes_by_location.
+_READ_LOCATION: Final = _READ.format(where="c.business_id = %(b)s AND c.location_id = %(l)s")
+# The live range for every watched location: a primary-key range, filtered.
+_READ_LOCATIONS: Final = _READ.format(
+    where="(c.business_id, c.location_id) IN (SELECT * FROM unnest(%(b)s::text[], %(l)s::text[]))"
+)
+_OLDEST_RETAINED: Final = "SELECT now() - %(retention)s::interval AS oldest"
+
+
+def _watched(row: dict[str, Any]) -> WatchedChange:
+    key = ResourceKey(row["business_id"], row["location_id"], row["resource_type"], row["resource_id"])
+    change = ResourceChange(
+        sequence=int(row["sequence"]),
+        kind=ChangeKind(row["kind"]),
+        key=key,
+        version=int(row["version"]),
+        paths=tuple(row["paths"]),
+        principal=row["principal"],
+        change_time=row["change_time"],
+    )
+    resource = None
+    if row["resource_version"] is not None:
+        resource = StoredResource(
+            key=key,
+            business_type=row["business_type"],
+            data=row["data"],
+            start_time=row["start_time"],
+            end_time=row["end_time"],
+            create_time=row["create_time"],
+            update_time=row["update_time"],
+            version=int(row["resource_version"]),
+        )
+    return WatchedChange(change, resource)
+
+
+def _interrupted(shard_id: str) -> Unavailable:
+    return Unavailable(
+        f"the change feed of shard {shard_id} was lost: resume with the resume_token in this"
+        " error's metadata",
+        reason="WATCH_INTERRUPTED",
+    )
+
+
+class ShardListener:
+    """One shard's listening connection and poll loop (see module docstring)."""
+
+    def __init__(
+        self,
+        assignment: ShardAssignment,
+        *,
+        application_name: str,
+        connect_timeout: float,
+        batch: int,
+        idle_poll_seconds: float,
+        busy_poll_seconds: float,
+        reconnect_seconds: float,
+        linger_seconds: float,
+        on_exit: Any,
+        prepare: Any,
+    ) -> None:
+        self.assignment = assignment
+        self.fanout = ShardFanout(assignment.shard_id)
+        self._application_name = application_name
+        self._connect_timeout = connect_timeout
+        self._batch = batch
+        self._idle_poll = idle_poll_seconds
+        self._busy_poll = busy_poll_seconds
+        self._reconnect = reconnect_seconds
+        self._linger = linger_seconds
+        self._on_exit = on_exit
+        self._prepare = prepare
+        self._stop = threading.Event()
+        self.finished = False
+        self.polls = 0  # for tests and the bench: how many polls this listener made
+        self._frontier: Position | None = None
+        self._horizon = CommitHorizon()
+        self._thread = threading.Thread(
+            target=self._run, name=f"simplu-listen-{assignment.shard_id}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def _connect(self) -> psycopg.Connection[dict[str, Any]]:
+        conn = psycopg.connect(
+            self.assignment.connection_string,
+            autocommit=True,
+            row_factory=dict_row,
+            connect_timeout=max(2, round(self._connect_timeout)),
+            application_name=f"{self._application_name}-listener",
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        )
+        conn.execute("SET statement_timeout = 10000")
+        conn.execute(f"LISTEN {CHANNEL}")
+        return conn
+
+    def _run(self) -> None:
+        failing_since: float | None = None
+        idle_since: float | None = None
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._prepare(self.assignment)
+                    with self._connect() as conn:
+                        failing_since = None
+                        while not self._stop.is_set():
+                            if self.fanout.watched == 0:
+                                idle_since = idle_since or time.monotonic()
+                                if time.monotonic() - idle_since >= self._linger and self._on_exit(self):
+                                    return
+                            else:
+                                idle_since = None
+                            self._poll(conn)
+                            wait = self._busy_poll if self._horizon.waiting else self._idle_poll
+                            for _ in conn.notifies(timeout=wait, stop_after=1):
+                                pass
+                except (psycopg.Error, SimpluError) as exc:
+                    now = time.monotonic()
+                    failing_since = failing_since or now
+                    log.warning("change feed of shard %s: %s", self.assignment.shard_id, type(exc).__name__)
+                    if now - failing_since >= self._reconnect:
+                        self.fanout.fail(_interrupted(self.assignment.shard_id))
+                        return
+                    self._stop.wait(0.2)
+        except Exception:
+            log.exception("change feed of shard %s failed", self.assignment.shard_id)
+            self.fanout.fail(_interrupted(self.assignment.shard_id))
+        finally:
+            self.finished = True
+            self._on_exit(self, force=True)
+
+    def _poll(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
+        self.polls += 1
+        drawn = conn.execute(_LAST_DRAWN).fetchone()
+        snapshot = conn.execute(_SNAPSHOT).fetchone()
+        if drawn is None or snapshot is None:
+            raise psycopg.InterfaceError("the shard answered no row to a one-row query")
+        self._horizon.observed(int(drawn["q"]), int(snapshot["xmax"]))
+        settled = self._horizon.settle(int(snapshot["xmin"]))
+        if settled is None:
+            return
+        previous = self._frontier
+        target = Position(max(settled, previous.sequence if previous else 0), snapshot["now"])
+        covered = self.fanout.covering()
+        after = previous.sequence if previous is not None else target.sequence
+        while covered and after < target.sequence:
+            rows = conn.execute(
+                _READ_LOCATIONS,
+                {
+                    "b": [b for b, _ in covered],
+                    "l": [loc for _, loc in covered],
+                    "after": after,
+                    "upto": target.sequence,
+                    "limit": self._batch,
+                },
+            ).fetchall()
+            changes = [_watched(row) for row in rows]
+            if len(changes) < self._batch:
+                break
+            last = changes[-1].change
+            self._frontier = Position(last.sequence, last.change_time)
+            self.fanout.publish(changes, self._frontier, covered)
+            after = last.sequence
+        else:
+            changes = []
+        self._frontier = target
+        self.fanout.publish(changes, target, covered)
+
+
+class ChangeListeners:
+    """``domain.watch.ChangeFeeds`` over PostgreSQL: one listener per shard, started on demand."""
+
+    def __init__(
+        self,
+        pools: PoolRegistry,
+        *,
+        retention: timedelta,
+        application_name: str = "simplu-grpc",
+        connect_timeout: float = 5.0,
+        batch: int = 500,
+        idle_poll_seconds: float = 1.0,
+        busy_poll_seconds: float = 0.02,
+        reconnect_seconds: float = 5.0,
+        linger_seconds: float = 30.0,
+    ) -> None:
+        self._pools = pools
+        self._retention = retention
+        self._options: dict[str, Any] = {
+            "application_name": application_name,
+            "connect_timeout": connect_timeout,
+            "batch": batch,
+            "idle_poll_seconds": idle_poll_seconds,
+            "busy_poll_seconds": busy_poll_seconds,
+            "reconnect_seconds": reconnect_seconds,
+            "linger_seconds": linger_seconds,
+        }
+        self._lock = threading.Lock()
+        self._listeners: dict[str, ShardListener] = {}
+        self._closed = False
+
+    def subscribe(self, assignment: ShardAssignment, subscription: Subscription) -> ShardFanout:
+        # Joined under the registry's lock: a listener about to stop for want of watchers
+        # (``_exited``) either sees this one or is already gone and a new one starts.
+        with self._lock:
+            fanout = self._fanout(assignment)
+            fanout.join(subscription)
+            return fanout
+
+    def _fanout(self, assignment: ShardAssignment) -> ShardFanout:
+        """Caller holds ``_lock``."""
+        if self._closed:
+            raise Unavailable("the server is shutting down", reason="WATCH_INTERRUPTED")
+        found = self._listeners.get(assignment.shard_id)
+        if found is not None and not found.finished:
+            if found.assignment.connection_string == assignment.connection_string:
+                return found.fanout
+            # The shard moved (a failover Citrus reported): its watchers resume on the new one.
+            found.fanout.fail(_interrupted(assignment.shard_id))
+            found.stop(timeout=0)
+        listener = ShardListener(assignment, on_exit=self._exited, prepare=self._migrated, **self._options)
+        self._listeners[assignment.shard_id] = listener
+        listener.start()
+        return listener.fanout
+
+    def _migrated(self, assignment: ShardAssignment) -> None:
+        """The shard's schema is current (the pool migrates it on first use): the log and its
+        trigger exist before the listener reads them."""
+        with self._pools.connection(assignment):
+            pass
+
+    def _exited(self, listener: ShardListener, *, force: bool = False) -> bool:
+        """A listener asks to stop (no watchers for a while) or has stopped; True: it may."""
+        with self._lock:
+            if not force and listener.fanout.watched:
+                return False
+            if self._listeners.get(listener.assignment.shard_id) is listener:
+                del self._listeners[listener.assignment.shard_id]
+            return True
+
+    def listeners(self) -> list[ShardListener]:
+        with self._lock:
+            return list(self._listeners.values())
+
+    def read(
+        self, assignment: ShardAssignment, location: LocationKey, after: int, upto: int, limit: int
+    ) -> list[WatchedChange]:
+        params = {"b": location[0], "l": location[1], "after": after, "upto": upto, "limit": limit}
+        with self._pools.connection(assignment) as session:
+            return [_watched(row) for row in session.run(_READ_LOCATION, params)]
+
+    def oldest_retained(self, assignment: ShardAssignment) -> datetime | None:
+        with self._pools.connection(assignment) as session:
+            rows = session.run(_OLDEST_RETAINED, {"retention": self._retention})
+        return rows[0]["oldest"] if rows else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            listeners = list(self._listeners.values())
+        for listener in listeners:
+            listener.fanout.fail(_interrupted(listener.assignment.shard_id))
+            listener.stop()
