@@ -252,17 +252,15 @@ def transport(settings: Settings, *, interceptors: Sequence[grpc.ServerIntercept
     # holds that thread; with fewer threads than admitted calls, such clients can take them
     # all (issue 9). The threads are made on demand; how many do Python work at once is
     # bounded by the work slots (GRPC_MAX_WORKERS, interceptors/work_slots.py).
-    # grpc counts a stream against its admission limit for the stream's whole life: the watch
-    # streams (WATCH_MAX_STREAMS, run on their own threads, see stream_threads) are admitted on
-    # top of GRPC_MAX_CONCURRENT_RPCS, and the unary pool may use the watchers' share while
-    # they are fewer.
-    admitted = settings.grpc_max_concurrent_rpcs + settings.watch_max_streams
-    threads = max(settings.grpc_max_workers, admitted)
+    # A watch stream counts against GRPC_MAX_CONCURRENT_RPCS for its whole life (grpc admits
+    # calls before it knows their kind) but never takes one of these threads: it runs on its own
+    # (stream_threads), and WATCH_MAX_STREAMS keeps streams from taking every admission.
+    threads = max(settings.grpc_max_workers, settings.grpc_max_concurrent_rpcs)
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="simplu-rpc"),
         interceptors=list(interceptors),
         options=server_options(settings),
-        maximum_concurrent_rpcs=admitted,
+        maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
     )
 
 

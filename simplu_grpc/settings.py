@@ -124,9 +124,10 @@ class Settings:
     # changes are pruned a few at a time by later writes.
     change_retention_seconds: float = 7 * 86_400.0
     # WatchResources: streams one process carries at most (each waits on a thread of its own,
-    # outside the unary calls' pool), and the changes each may have waiting for its reader
-    # before it ends with RESOURCE_EXHAUSTED (WATCH_TOO_SLOW).
-    watch_max_streams: int = 1000
+    # outside the unary calls' pool, but counts against GRPC_MAX_CONCURRENT_RPCS, so it must stay
+    # below it), and the changes each may have waiting for its reader before it ends with
+    # RESOURCE_EXHAUSTED (WATCH_TOO_SLOW).
+    watch_max_streams: int = 128
     watch_buffer_size: int = 1000
 
     @property
@@ -239,6 +240,22 @@ class _Reader:
         if self._problems:
             raise SettingsError(self._problems)
         return settings
+
+    def _watch_streams(self, d: Settings) -> int:
+        """WATCH_MAX_STREAMS, below GRPC_MAX_CONCURRENT_RPCS (unset: at most half of it)."""
+        raw_admitted = self._raw("GRPC_MAX_CONCURRENT_RPCS") or ""
+        # Its own problems are reported where it is read; here only the comparison matters.
+        admitted = int(raw_admitted) if raw_admitted.isdigit() else d.grpc_max_concurrent_rpcs
+        if self._raw("WATCH_MAX_STREAMS") is None:
+            return min(d.watch_max_streams, max(0, admitted // 2))
+        streams = self.int_("WATCH_MAX_STREAMS", d.watch_max_streams, minimum=0, maximum=100_000)
+        if streams >= admitted:
+            return self._problem(
+                f"WATCH_MAX_STREAMS ({streams}) must be below GRPC_MAX_CONCURRENT_RPCS ({admitted}):"
+                " streams count against it, and unary calls need the rest",
+                d.watch_max_streams,
+            )
+        return streams
 
     def _read(self) -> Settings:
         d = Settings()
@@ -380,7 +397,7 @@ class _Reader:
             change_retention_seconds=self.float_(
                 "CHANGE_RETENTION_SECONDS", d.change_retention_seconds, minimum=60, maximum=366 * 86_400
             ),
-            watch_max_streams=self.int_("WATCH_MAX_STREAMS", d.watch_max_streams, minimum=0, maximum=100_000),
+            watch_max_streams=self._watch_streams(d),
             watch_buffer_size=self.int_(
                 "WATCH_BUFFER_SIZE", d.watch_buffer_size, minimum=1, maximum=1_000_000
             ),

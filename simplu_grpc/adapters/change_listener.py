@@ -1,13 +1,16 @@
 """The shards' change feeds: ONE listening connection per shard per process, shared by every watcher.
 
 A ``ShardListener`` thread holds a dedicated autocommit connection to its shard that LISTENs on
-``simplu_resource_changes`` (migration 0008's trigger notifies it when a change commits). Each
+``simplu_resource_changes`` (every write statement that logs a change notifies it, in the same
+statement: ``adapters.shard_store``; PostgreSQL delivers it when the write commits). Each
 wake-up (a notification, or a short timer while changes are still settling) is one *poll*:
 
 1. ``Q``: the change-log identity's last drawn value (not transactional: what was drawn so far);
-2. a snapshot's ``xmin``/``xmax`` (a later statement, so a later snapshot) -> ``CommitHorizon``
-   says how far the log is final (``domain.watch``, with the proof);
-3. the changes of the watched locations above the previous frontier and up to the new one, in
+   nothing new since the frontier: done (an idle shard costs one tiny query per wake-up);
+2. ``X``: a transaction id of its own, assigned after Q was read (above every id assigned before);
+3. a snapshot's oldest running transaction of this database -> ``CommitHorizon`` says how far
+   the log is final (``domain.watch``, with the proof);
+4. the changes of the watched locations above the previous frontier and up to the new one, in
    sequence order, each with its resource as the change left it -> ``ShardFanout.publish``.
 
 Notifications only wake the listener, the log is the truth: a notification lost to a reconnect
@@ -31,6 +34,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from simplu_grpc.adapters.pools import PoolRegistry
+from simplu_grpc.adapters.shard_store import CHANGE_CHANNEL
 from simplu_grpc.domain.changes import ChangeKind, ResourceChange
 from simplu_grpc.domain.resources import ResourceKey, StoredResource
 from simplu_grpc.domain.shards import ShardAssignment
@@ -46,15 +50,30 @@ from simplu_grpc.errors import SimpluError, Unavailable
 
 log = logging.getLogger(__name__)
 
-CHANNEL: Final = "simplu_resource_changes"
 
 _LAST_DRAWN: Final = (
     "SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS q FROM resource_changes_sequence_seq"
 )
-_SNAPSHOT: Final = (
-    "SELECT pg_snapshot_xmin(s)::text::bigint AS xmin, pg_snapshot_xmax(s)::text::bigint AS xmax,"
-    " clock_timestamp() AS now FROM pg_current_snapshot() AS s"
-)
+# The snapshot's xmax, and the oldest transaction still running that may be this database's:
+# the cluster's xmin would do, but transaction ids are cluster-wide, and a long transaction in
+# another database on the same server must not hold this shard's streams back. A running id is
+# left out only when pg_stat_activity shows it belongs to another database (ids compared on
+# their low 32 bits, unique among running transactions); one it cannot attribute (another
+# role's session, without pg_read_all_stats) still counts: a delay, never a loss.
+_SNAPSHOT: Final = """
+SELECT coalesce(
+           (SELECT min(u::text::bigint) FROM pg_snapshot_xip(s) AS u
+            WHERE u::text::bigint % 4294967296 NOT IN (
+                SELECT backend_xid::text::bigint FROM pg_stat_activity
+                WHERE datname IS DISTINCT FROM current_database() AND backend_xid IS NOT NULL)),
+           pg_snapshot_xmax(s)::text::bigint) AS xmin,
+       clock_timestamp() AS now
+FROM pg_current_snapshot() AS s
+"""
+# An upper bound of every transaction id assigned so far: a transaction id of its own (this
+# one-statement transaction commits at once). A snapshot's xmax is no such bound: it is the
+# newest *completed* id + 1, and a running transaction may hold an id above it.
+_NEXT_XID: Final = "SELECT pg_current_xact_id()::text::bigint AS x"
 # A change, and the resource as it left it when it still is (same version; never for a delete).
 _READ: Final = """
 SELECT c.sequence, c.business_id, c.location_id, c.resource_type, c.resource_id, c.kind, c.version,
@@ -101,6 +120,13 @@ def _watched(row: dict[str, Any]) -> WatchedChange:
             version=int(row["resource_version"]),
         )
     return WatchedChange(change, resource)
+
+
+def _one(conn: psycopg.Connection[dict[str, Any]], query: str) -> dict[str, Any]:
+    row = conn.execute(query).fetchone()
+    if row is None:
+        raise psycopg.InterfaceError("the shard answered no row to a one-row query")
+    return row
 
 
 def _interrupted(shard_id: str) -> Unavailable:
@@ -169,7 +195,7 @@ class ShardListener:
             keepalives_count=3,
         )
         conn.execute("SET statement_timeout = 10000")
-        conn.execute(f"LISTEN {CHANNEL}")
+        conn.execute(f"LISTEN {CHANGE_CHANNEL}")
         return conn
 
     def _run(self) -> None:
@@ -209,11 +235,12 @@ class ShardListener:
 
     def _poll(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
         self.polls += 1
-        drawn = conn.execute(_LAST_DRAWN).fetchone()
-        snapshot = conn.execute(_SNAPSHOT).fetchone()
-        if drawn is None or snapshot is None:
-            raise psycopg.InterfaceError("the shard answered no row to a one-row query")
-        self._horizon.observed(int(drawn["q"]), int(snapshot["xmax"]))
+        drawn = _one(conn, _LAST_DRAWN)["q"]
+        if self._frontier is not None and drawn <= self._frontier.sequence and not self._horizon.waiting:
+            return  # nothing drawn since the frontier: nothing to settle, nothing to read
+        if not self._horizon.holds(drawn):
+            self._horizon.observed(drawn, _one(conn, _NEXT_XID)["x"])
+        snapshot = _one(conn, _SNAPSHOT)
         settled = self._horizon.settle(int(snapshot["xmin"]))
         if settled is None:
             return

@@ -113,17 +113,23 @@ class CommitHorizon:
     """Finds the frontier of a shard's change log: the highest sequence below which every
     change that will ever commit has committed. Fed by a listener's polls.
 
-    Each poll reads, in this order, (1) ``Q``: the identity's last drawn value, then (2) in a
-    later statement, the snapshot's ``xmax`` (``X``: every transaction id below it was
-    assigned before the snapshot) and ``xmin`` (every transaction id below it has ended).
+    Each poll reads, in this order, in separate statements: (1) ``Q``, the identity's last
+    drawn value; (2) ``X``, a transaction id assigned to the poll itself (ids are assigned in
+    increasing order, so every id assigned before is below it; the poll's transaction commits
+    at once); (3) a snapshot's ``xmin``: the oldest transaction of the shard's database still
+    running (the snapshot's xmax when none; transactions of other databases are left out by
+    the adapter).
 
-    Claim: once a poll sees ``xmin >= X`` of an earlier (or the same) poll, every sequence
-    <= that poll's ``Q`` is final. Proof: a sequence <= Q was drawn before Q was read. The
-    transaction that drew it had its id before it drew it, because every statement that logs a
-    change first modifies ``resources`` (the change row is selected from the modified rows), and
-    a transaction gets its id at its first modification. So that id was assigned before the
-    later snapshot, i.e. it is < X <= xmin: the transaction has ended, committed (its row is
-    visible to any later statement) or rolled back (its sequence is a gap forever).
+    Claim: once a snapshot taken after (2) has ``xmin >= X``, every sequence <= ``Q`` is
+    final. Proof: a sequence <= Q was drawn before Q was read. The transaction that drew it
+    had its id before it drew it, because every statement that logs a change first modifies
+    ``resources`` (the change row is selected from the modified rows), and a transaction gets
+    its id at its first modification. So its id is below X. The snapshot shows every
+    transaction below its xmax that still runs, and its xmax is above X (the poll's own
+    transaction X completed before it); as none below X runs, that transaction has ended:
+    committed (its row is visible to any later statement) or rolled back (a gap forever).
+    (A snapshot's own xmax is no bound on ids assigned: it is the newest *completed* id + 1,
+    so a transaction holding a higher id may run; hence X.)
 
     A watcher is handed changes up to the frontier only, so a change that commits "late"
     (sequence 10 after 11) is held back until it is visible, then sent in its place.
@@ -132,11 +138,14 @@ class CommitHorizon:
     def __init__(self) -> None:
         self._pending: deque[tuple[int, int]] = deque()  # (Q, X), Q ascending
 
-    def observed(self, last_drawn: int, xmax: int) -> None:
-        """A poll read ``last_drawn`` (Q) and then a snapshot with ``xmax`` (X)."""
-        if self._pending and self._pending[-1][0] == last_drawn:
-            return  # nothing drawn since: the earlier X already covers it, and settles sooner
-        self._pending.append((last_drawn, xmax))
+    def holds(self, last_drawn: int) -> bool:
+        """Whether ``last_drawn`` is already waiting (its earlier X covers it, and settles sooner)."""
+        return bool(self._pending) and self._pending[-1][0] == last_drawn
+
+    def observed(self, last_drawn: int, bound: int) -> None:
+        """A poll read ``last_drawn`` (Q), then got ``bound`` (X) above every id assigned before."""
+        if not self.holds(last_drawn):
+            self._pending.append((last_drawn, bound))
 
     def settle(self, xmin: int) -> int | None:
         """The new frontier given a snapshot's ``xmin``, or None when none settled."""

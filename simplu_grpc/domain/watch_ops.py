@@ -60,7 +60,7 @@ class WatchLimits:
     recheck_seconds: float = 30.0
     read_batch: int = 500
     # How long a stream waits for a shard's first frontier (its listener connecting).
-    ready_seconds: float = 10.0
+    ready_seconds: float = 20.0
     # The deadline of each catch-up read of the log (a stream itself has none).
     read_seconds: float = 10.0
 
@@ -92,6 +92,10 @@ class WatchOps:
     def active(self) -> int:
         with self._lock:
             return len(self._active)
+
+    def watches(self) -> list[Watch]:
+        with self._lock:
+            return list(self._active)
 
     def open(
         self, *, business_id: str, location_id: str, resource_types: Sequence[str], resume_token: str
@@ -219,6 +223,16 @@ class Watch:
         self._assignment = assignment
         self._position = start
         self._subscription = Subscription(self._location, capacity=ops.limits.buffer_size)
+
+    @property
+    def live(self) -> bool:
+        """Fed by the shard's fan-out (not reading the log)."""
+        return self._subscription.live
+
+    @property
+    def overflowed(self) -> bool:
+        """Its reader fell behind by more than its buffer (it ends when next it runs)."""
+        return self._subscription.overflowed
 
     def interrupt(self, error: SimpluError) -> None:
         self._subscription.end(error)

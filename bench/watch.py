@@ -1,0 +1,395 @@
+"""WatchResources: how fast a change reaches a watcher, what idle watchers cost, what NOTIFY costs.
+
+``python -m bench.watch`` starts the dev stack without its in-process server, then server
+processes (``simplu-grpc serve``, like the capacity bench) and measures, through real channels:
+
+1. **latency** — watchers on one server; writes (create, update, delete in turn) through a
+   second server process, one at a time: the time from just before the write call to the change
+   arriving at each watcher (p50/p99 over every watcher and write), and from the write's answer;
+2. **idle watchers** — GetResource throughput (the capacity bench's load generator) on one
+   server, without watchers, then with ``--watchers`` idle streams open on it (another location,
+   so they never wake), then without again; the server's RSS and thread count beside each, and
+   whether health still answers;
+3. **notify cost** — CreateResource/UpdateResource throughput with the change log's NOTIFY
+   trigger (migration 0008) and with it dropped, on the same shard;
+4. **replicas** (``--replicas-seconds``) — two servers, watchers on both, writes through both for
+   that long, one watcher cut off and resumed on the other replica every few seconds: every
+   watcher must see every change exactly once, in sequence order (the 5-minute acceptance run
+   is ``--replicas-seconds 300``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from simplu.v1 import resource_pb2, resource_pb2_grpc
+
+from bench import loadgen
+from bench.capacity import METHODS, Server, _seed, _start_service, request_bodies
+from bench.load import RESOURCE_TYPE
+from bench.stack import BenchStack, running_stack
+
+
+def _percentile(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    rank = max(1, -(-len(ordered) * p // 100))
+    return ordered[int(min(rank, len(ordered))) - 1]
+
+
+class Stream:
+    """One watcher: a thread reading a stream, noting when each change arrived."""
+
+    def __init__(self, target: str, token: str, business_id: str, location_id: str, resume: str = "") -> None:
+        self.channel = grpc.insecure_channel(target)
+        stub = resource_pb2_grpc.ResourceServiceStub(self.channel)
+        self.call: Any = stub.WatchResources(
+            resource_pb2.WatchResourcesRequest(
+                business_id=business_id, location_id=location_id, resume_token=resume
+            ),
+            metadata=(("authorization", f"Bearer {token}"),),
+        )
+        self.arrivals: list[tuple[str, int, float]] = []  # (resource id, sequence, monotonic)
+        self.token = ""
+        self.started = threading.Event()
+        self.error: str = ""
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for message in self.call:
+                now = time.monotonic()
+                self.token = message.resume_token
+                if message.HasField("change"):
+                    self.arrivals.append((message.change.resource_id, message.change.sequence, now))
+                self.started.set()
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                self.error = f"{exc.code().name}: {exc.details()}"
+        self.started.set()
+
+    def close(self) -> None:
+        self.call.cancel()
+        self._thread.join(10)
+        self.channel.close()
+
+
+def _resource_stub(target: str) -> tuple[resource_pb2_grpc.ResourceServiceStub, grpc.Channel]:
+    channel = grpc.insecure_channel(target)
+    return resource_pb2_grpc.ResourceServiceStub(channel), channel
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def _process(server: Server) -> dict[str, float]:
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return {
+        "rss_mib": round(int(fields["VmRSS"].split()[0]) / 1024, 1),
+        "threads": int(fields["Threads"].strip()),
+    }
+
+
+def latency(
+    stack: BenchStack, watch_on: Server, write_on: Server, business_id: str, writes: int
+) -> dict[str, Any]:
+    streams = [Stream(f"127.0.0.1:{watch_on.port}", stack.token, business_id, "main") for _ in range(4)]
+    for stream in streams:
+        stream.started.wait(30)
+    stub, channel = _resource_stub(f"127.0.0.1:{write_on.port}")
+    md = (("authorization", f"Bearer {stack.token}"),)
+    sent: list[float] = []
+    answered: list[float] = []
+    kinds = itertools.cycle(("create", "update", "delete"))
+    made = 0
+    for index in range(writes):
+        kind = next(kinds)
+        started = time.monotonic()
+        if kind == "create":
+            made += 1
+        resource_id = f"lat{made:05d}"
+        resource = resource_pb2.Resource(
+            business_id=business_id, location_id="main", resource_type=RESOURCE_TYPE, resource_id=resource_id
+        )
+        if kind == "create":
+            resource.data.update({"status": "new"})
+            request: Any = resource_pb2.CreateResourceRequest(resource=resource, resource_id=resource_id)
+            stub.CreateResource(request, metadata=md, timeout=10)
+        elif kind == "update":
+            resource.data.update({"status": "seen"})
+            stub.UpdateResource(
+                resource_pb2.UpdateResourceRequest(resource=resource), metadata=md, timeout=10
+            )
+        else:
+            request = resource_pb2.DeleteResourceRequest(
+                business_id=business_id,
+                location_id="main",
+                resource_type=RESOURCE_TYPE,
+                resource_id=resource_id,
+            )
+            stub.DeleteResource(request, metadata=md, timeout=10)
+        sent.append(started)
+        answered.append(time.monotonic())
+        _wait(lambda count=index + 1: all(len(s.arrivals) >= count for s in streams), 10)
+    channel.close()
+    from_call, from_answer = [], []
+    for stream in streams:
+        for index, (_, _, arrived) in enumerate(stream.arrivals[:writes]):
+            from_call.append((arrived - sent[index]) * 1000)
+            from_answer.append((arrived - answered[index]) * 1000)
+        stream.close()
+    return {
+        "writes": writes,
+        "watchers": len(streams),
+        "delivered": len(from_call),
+        "ms_from_call_p50": round(statistics.median(from_call), 2) if from_call else None,
+        "ms_from_call_p99": round(_percentile(from_call, 99), 2),
+        "ms_from_answer_p50": round(statistics.median(from_answer), 2) if from_answer else None,
+        "ms_from_answer_p99": round(_percentile(from_answer, 99), 2),
+        "ms_from_call_max": round(max(from_call), 2) if from_call else None,
+    }
+
+
+def _get_rps(
+    server: Server, bodies: dict[str, Path], headers: list[tuple[str, str]], duration: float
+) -> float:
+    generator = loadgen.choose("python")
+    result = generator.run(
+        port=server.port,
+        method=METHODS["get"],
+        body=bodies["get"],
+        headers=headers,
+        connections=4,
+        streams=4,
+        duration=duration,
+        warmup=1.0,
+        rate=None,
+    )
+    return round(result.rps, 1)
+
+
+def idle_watchers(
+    stack: BenchStack,
+    server: Server,
+    business_id: str,
+    bodies: dict[str, Path],
+    headers: list[tuple[str, str]],
+    *,
+    watchers: int,
+    duration: float,
+) -> dict[str, Any]:
+    before = {"get_rps": _get_rps(server, bodies, headers, duration), **_process(server)}
+    streams = [Stream(f"127.0.0.1:{server.port}", stack.token, business_id, "annex") for _ in range(watchers)]
+    opened = sum(1 for s in streams if s.started.wait(60) and not s.error)
+    time.sleep(2)
+    during = {"get_rps": _get_rps(server, bodies, headers, duration), **_process(server)}
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    during["health"] = health_pb2.HealthCheckResponse.ServingStatus.Name(health.status)
+    errors = sorted({s.error for s in streams if s.error})
+    for stream in streams:
+        stream.close()
+    time.sleep(2)
+    after = {"get_rps": _get_rps(server, bodies, headers, duration), **_process(server)}
+    baseline = (before["get_rps"] + after["get_rps"]) / 2
+    return {
+        "watchers_opened": opened,
+        "stream_errors": errors,
+        "without": before,
+        "with": during,
+        "without_again": after,
+        "ratio_with_to_without": round(during["get_rps"] / baseline, 3) if baseline else None,
+    }
+
+
+def notify_cost(
+    server: Server, shard_dsn: str, bodies: dict[str, Path], headers: list[tuple[str, str]], duration: float
+) -> dict[str, Any]:
+    generator = loadgen.choose("python")
+
+    def rps(kind: str) -> float:
+        result = generator.run(
+            port=server.port,
+            method=METHODS[kind],
+            body=bodies[kind],
+            headers=headers,
+            connections=2,
+            streams=4,
+            duration=duration,
+            warmup=1.0,
+            rate=None,
+        )
+        return round(result.rps, 1)
+
+    found: dict[str, Any] = {}
+    with psycopg.connect(shard_dsn, autocommit=True) as conn:
+        for label, statement in (
+            ("with_notify", None),
+            ("without_notify", "ALTER TABLE resource_changes DISABLE TRIGGER resource_changes_notify"),
+            ("with_notify_again", "ALTER TABLE resource_changes ENABLE TRIGGER resource_changes_notify"),
+        ):
+            if statement:
+                conn.execute(statement)
+            found[label] = {kind: rps(kind) for kind in ("update", "create") if kind in METHODS}
+    for kind in found["with_notify"]:
+        base = found["without_notify"][kind]
+        with_ = (found["with_notify"][kind] + found["with_notify_again"][kind]) / 2
+        found[f"{kind}_cost_percent"] = round(100 * (base - with_) / base, 1) if base else None
+    return found
+
+
+def replicas(stack: BenchStack, one: Server, two: Server, business_id: str, seconds: float) -> dict[str, Any]:
+    targets = [f"127.0.0.1:{one.port}", f"127.0.0.1:{two.port}"]
+    streams = {f"w{n}": Stream(targets[n % 2], stack.token, business_id, "main") for n in range(4)}
+    for stream in streams.values():
+        stream.started.wait(30)
+    earlier: dict[str, list[tuple[str, int, float]]] = {name: [] for name in streams}
+    stubs = [_resource_stub(t) for t in targets]
+    md = (("authorization", f"Bearer {stack.token}"),)
+    written: list[str] = []
+    stop = threading.Event()
+
+    def write(n: int) -> None:
+        stub = stubs[n][0]
+        for count in itertools.count():
+            if stop.is_set():
+                return
+            resource = resource_pb2.Resource(
+                business_id=business_id, location_id="main", resource_type=RESOURCE_TYPE
+            )
+            resource.data.update({"writer": n, "count": count})
+            made = stub.CreateResource(
+                resource_pb2.CreateResourceRequest(resource=resource), metadata=md, timeout=10
+            )
+            written.append(made.resource_id)
+            time.sleep(0.01)
+
+    writers = [threading.Thread(target=write, args=(n,), daemon=True) for n in range(2)]
+    for writer in writers:
+        writer.start()
+    end = time.monotonic() + seconds
+    resumes = 0
+    for cycle in itertools.count():
+        if time.monotonic() >= end:
+            break
+        time.sleep(min(3.0, max(0.0, end - time.monotonic())))
+        name = f"w{cycle % 4}"
+        moving = streams[name]
+        moving.close()
+        earlier[name] += moving.arrivals
+        streams[name] = Stream(targets[(cycle + 1) % 2], stack.token, business_id, "main", moving.token)
+        resumes += 1
+    stop.set()
+    for writer in writers:
+        writer.join(20)
+    expected = set(written)
+    _wait(
+        lambda: all(
+            len({a[0] for a in earlier[n] + s.arrivals}) >= len(expected) for n, s in streams.items()
+        ),
+        60,
+    )
+    verdict: dict[str, Any] = {"seconds": seconds, "writes": len(written), "resumes": resumes, "watchers": {}}
+    for name, stream in streams.items():
+        got = earlier[name] + stream.arrivals
+        ids = [a[0] for a in got]
+        sequences = [a[1] for a in got]
+        verdict["watchers"][name] = {
+            "received": len(ids),
+            "lost": len(expected - set(ids)),
+            "duplicated": len(ids) - len(set(ids)),
+            "in_sequence_order": sequences == sorted(sequences),
+            "error": stream.error,
+        }
+        stream.close()
+    for _, channel in stubs:
+        channel.close()
+    return verdict
+
+
+def run(config: argparse.Namespace, out: Callable[[str], None]) -> dict[str, Any]:
+    report: dict[str, Any] = {"kind": "watch", "config": vars(config).copy()}
+    report["config"].pop("json", None)
+    with (
+        tempfile.TemporaryDirectory(prefix="simplu-watch-") as tmp,
+        running_stack(in_process_server=False) as stack,
+    ):
+        scratch = Path(tmp)
+        settings = {"WATCH_MAX_STREAMS": str(max(1000, config.watchers + 100))}
+        one = _start_service(stack, 1, settings, scratch, name="watch-one")
+        two = _start_service(stack, 1, settings, scratch, name="watch-two")
+        try:
+            out(f"servers up on {one.port} and {two.port}; seeding")
+            business_id, resource_id = _seed(f"127.0.0.1:{one.port}", stack.token, 20)
+            bodies: dict[str, Path] = {}
+            for kind, body in request_bodies(business_id, resource_id).items():
+                bodies[kind] = scratch / f"{kind}.bin"
+                bodies[kind].write_bytes(body)
+            headers = [
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+                ("grpc-timeout", "10S"),
+                ("authorization", f"Bearer {stack.token}"),
+            ]
+            report["latency"] = latency(stack, one, two, business_id, config.writes)
+            out(f"latency: {json.dumps(report['latency'])}")
+            report["idle_watchers"] = idle_watchers(
+                stack, one, business_id, bodies, headers, watchers=config.watchers, duration=config.duration
+            )
+            out(f"idle watchers: {json.dumps(report['idle_watchers'])}")
+            shard = stack.citrus.shards()[0]
+            report["notify_cost"] = notify_cost(
+                one, stack.citrus.pg.dsn(shard.database), bodies, headers, config.duration
+            )
+            out(f"notify cost: {json.dumps(report['notify_cost'])}")
+            if config.replicas_seconds:
+                report["replicas"] = replicas(stack, one, two, business_id, config.replicas_seconds)
+                out(f"replicas: {json.dumps(report['replicas'])}")
+        finally:
+            one.stop()
+            two.stop()
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.watch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--writes", type=int, default=300, help="writes timed in the latency row")
+    parser.add_argument("--watchers", type=int, default=500, help="idle watchers in the idle row")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of each throughput measurement")
+    parser.add_argument("--replicas-seconds", type=float, default=30.0, help="0: skip the replicas run")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: few writes, 20 watchers, 2 s rounds"
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
+    config = parser.parse_args(argv)
+    if config.quick:
+        config.writes, config.watchers, config.duration, config.replicas_seconds = 15, 20, 2.0, 5.0
+    report = run(config, lambda text: print(text, flush=True))
+    if config.json:
+        config.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
