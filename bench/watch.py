@@ -32,12 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from simplu.v1 import resource_pb2, resource_pb2_grpc
 
 from bench import loadgen
-from bench.capacity import METHODS, Server, _seed, _start_service, request_bodies
+from bench.capacity import METHODS, Server, _checkout, _seed, _start_service, request_bodies
 from bench.load import RESOURCE_TYPE
 from bench.stack import BenchStack, running_stack
 
@@ -224,13 +223,22 @@ def idle_watchers(
 
 
 def notify_cost(
-    server: Server, shard_dsn: str, bodies: dict[str, Path], headers: list[tuple[str, str]], duration: float
+    stack: BenchStack,
+    server: Server,
+    *,
+    scratch: Path,
+    bodies: dict[str, Path],
+    headers: list[tuple[str, str]],
+    duration: float,
+    against: str,
 ) -> dict[str, Any]:
+    """Create/Update throughput of this code and of ``against`` (a git ref: its write statements
+    without the NOTIFY), served alternately against the same shard."""
     generator = loadgen.choose("python")
 
-    def rps(kind: str) -> float:
+    def rps(target: Server, kind: str) -> float:
         result = generator.run(
-            port=server.port,
+            port=target.port,
             method=METHODS[kind],
             body=bodies[kind],
             headers=headers,
@@ -242,20 +250,21 @@ def notify_cost(
         )
         return round(result.rps, 1)
 
-    found: dict[str, Any] = {}
-    with psycopg.connect(shard_dsn, autocommit=True) as conn:
-        for label, statement in (
-            ("with_notify", None),
-            ("without_notify", "ALTER TABLE resource_changes DISABLE TRIGGER resource_changes_notify"),
-            ("with_notify_again", "ALTER TABLE resource_changes ENABLE TRIGGER resource_changes_notify"),
-        ):
-            if statement:
-                conn.execute(statement)
-            found[label] = {kind: rps(kind) for kind in ("update", "create") if kind in METHODS}
-    for kind in found["with_notify"]:
-        base = found["without_notify"][kind]
-        with_ = (found["with_notify"][kind] + found["with_notify_again"][kind]) / 2
-        found[f"{kind}_cost_percent"] = round(100 * (base - with_) / base, 1) if base else None
+    found: dict[str, Any] = {"against": against}
+    with _checkout(against, scratch) as code:
+        baseline = _start_service(stack, 1, {}, scratch, code=code, name="baseline")
+        try:
+            for kind in ("update", "create"):
+                rounds = [(rps(server, kind), rps(baseline, kind)) for _ in range(2)]
+                ours = statistics.mean(r[0] for r in rounds)
+                theirs = statistics.mean(r[1] for r in rounds)
+                found[kind] = {
+                    "rps_with_notify": round(ours, 1),
+                    "rps_baseline": round(theirs, 1),
+                    "cost_percent": round(100 * (theirs - ours) / theirs, 1) if theirs else None,
+                }
+        finally:
+            baseline.stop()
     return found
 
 
@@ -336,7 +345,11 @@ def run(config: argparse.Namespace, out: Callable[[str], None]) -> dict[str, Any
         running_stack(in_process_server=False) as stack,
     ):
         scratch = Path(tmp)
-        settings = {"WATCH_MAX_STREAMS": str(max(1000, config.watchers + 100))}
+        # Streams count against the admission bound: room for the watchers and the unary load.
+        settings = {
+            "WATCH_MAX_STREAMS": str(config.watchers + 100),
+            "GRPC_MAX_CONCURRENT_RPCS": str(config.watchers + 100 + 256),
+        }
         one = _start_service(stack, 1, settings, scratch, name="watch-one")
         two = _start_service(stack, 1, settings, scratch, name="watch-two")
         try:
@@ -358,9 +371,14 @@ def run(config: argparse.Namespace, out: Callable[[str], None]) -> dict[str, Any
                 stack, one, business_id, bodies, headers, watchers=config.watchers, duration=config.duration
             )
             out(f"idle watchers: {json.dumps(report['idle_watchers'])}")
-            shard = stack.citrus.shards()[0]
             report["notify_cost"] = notify_cost(
-                one, stack.citrus.pg.dsn(shard.database), bodies, headers, config.duration
+                stack,
+                one,
+                scratch=scratch,
+                bodies=bodies,
+                headers=headers,
+                duration=config.duration,
+                against=config.against,
             )
             out(f"notify cost: {json.dumps(report['notify_cost'])}")
             if config.replicas_seconds:
@@ -381,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run: few writes, 20 watchers, 2 s rounds"
     )
+    parser.add_argument("--against", default="main", help="git ref whose writes carry no NOTIFY")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     config = parser.parse_args(argv)
     if config.quick:
