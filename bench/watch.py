@@ -170,14 +170,14 @@ def latency(
     }
 
 
-def _get_rps(
-    server: Server, bodies: dict[str, Path], headers: list[tuple[str, str]], duration: float
+def _rps(
+    server: Server, kind: str, bodies: dict[str, Path], headers: list[tuple[str, str]], duration: float
 ) -> float:
-    generator = loadgen.choose("python")
-    result = generator.run(
+    """Requests per second of one RPC on ``server`` (the capacity bench's Python load generator)."""
+    result = loadgen.choose("python").run(
         port=server.port,
-        method=METHODS["get"],
-        body=bodies["get"],
+        method=METHODS[kind],
+        body=bodies[kind],
         headers=headers,
         connections=4,
         streams=4,
@@ -197,29 +197,39 @@ def idle_watchers(
     *,
     watchers: int,
     duration: float,
+    rounds: int = 3,
 ) -> dict[str, Any]:
-    before = {"get_rps": _get_rps(server, bodies, headers, duration), **_process(server)}
-    streams = [Stream(f"127.0.0.1:{server.port}", stack.token, business_id, "annex") for _ in range(watchers)]
-    opened = sum(1 for s in streams if s.started.wait(60) and not s.error)
-    time.sleep(2)
-    during = {"get_rps": _get_rps(server, bodies, headers, duration), **_process(server)}
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-    during["health"] = health_pb2.HealthCheckResponse.ServingStatus.Name(health.status)
-    errors = sorted({s.error for s in streams if s.error})
-    for stream in streams:
-        stream.close()
-    time.sleep(2)
-    after = {"get_rps": _get_rps(server, bodies, headers, duration), **_process(server)}
-    baseline = (before["get_rps"] + after["get_rps"]) / 2
-    return {
-        "watchers_opened": opened,
-        "stream_errors": errors,
-        "without": before,
-        "with": during,
-        "without_again": after,
-        "ratio_with_to_without": round(during["get_rps"] / baseline, 3) if baseline else None,
-    }
+    """GetResource throughput without and with ``watchers`` idle streams, alternately ``rounds``
+    times each (a shared machine drifts: alternating keeps the drift out of the ratio)."""
+    without: list[float] = []
+    with_: list[float] = []
+    found: dict[str, Any] = {"watchers": watchers, "rounds": rounds}
+    errors: set[str] = set()
+    for round_ in range(rounds):
+        without.append(_rps(server, "get", bodies, headers, duration))
+        if round_ == 0:
+            found["process_before_any_watcher"] = _process(server)
+        streams = [
+            Stream(f"127.0.0.1:{server.port}", stack.token, business_id, "annex") for _ in range(watchers)
+        ]
+        found["watchers_opened"] = sum(1 for s in streams if s.started.wait(60) and not s.error)
+        time.sleep(1)
+        with_.append(_rps(server, "get", bodies, headers, duration))
+        found["process_with_watchers"] = _process(server)
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        found["health_with_watchers"] = health_pb2.HealthCheckResponse.ServingStatus.Name(health.status)
+        errors |= {s.error for s in streams if s.error}
+        for stream in streams:
+            stream.close()
+        time.sleep(1)
+    found["process_after_watchers"] = _process(server)
+    found["get_rps_without"] = without
+    found["get_rps_with"] = with_
+    found["stream_errors"] = sorted(errors)
+    base = statistics.median(without)
+    found["ratio_with_to_without"] = round(statistics.median(with_) / base, 3) if base else None
+    return found
 
 
 def notify_cost(
@@ -234,28 +244,18 @@ def notify_cost(
 ) -> dict[str, Any]:
     """Create/Update throughput of this code and of ``against`` (a git ref: its write statements
     without the NOTIFY), served alternately against the same shard."""
-    generator = loadgen.choose("python")
-
-    def rps(target: Server, kind: str) -> float:
-        result = generator.run(
-            port=target.port,
-            method=METHODS[kind],
-            body=bodies[kind],
-            headers=headers,
-            connections=2,
-            streams=4,
-            duration=duration,
-            warmup=1.0,
-            rate=None,
-        )
-        return round(result.rps, 1)
-
     found: dict[str, Any] = {"against": against}
     with _checkout(against, scratch) as code:
         baseline = _start_service(stack, 1, {}, scratch, code=code, name="baseline")
         try:
             for kind in ("update", "create"):
-                rounds = [(rps(server, kind), rps(baseline, kind)) for _ in range(2)]
+                rounds = [
+                    (
+                        _rps(server, kind, bodies, headers, duration),
+                        _rps(baseline, kind, bodies, headers, duration),
+                    )
+                    for _ in range(2)
+                ]
                 ours = statistics.mean(r[0] for r in rounds)
                 theirs = statistics.mean(r[1] for r in rounds)
                 found[kind] = {

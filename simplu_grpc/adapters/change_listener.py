@@ -35,8 +35,9 @@ from psycopg.rows import dict_row
 
 from simplu_grpc.adapters.pools import PoolRegistry
 from simplu_grpc.adapters.shard_store import CHANGE_CHANNEL
+from simplu_grpc.adapters.shard_store import _stored as stored_resource
 from simplu_grpc.domain.changes import ChangeKind, ResourceChange
-from simplu_grpc.domain.resources import ResourceKey, StoredResource
+from simplu_grpc.domain.resources import ResourceKey
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.domain.watch import (
     CommitHorizon,
@@ -107,18 +108,8 @@ def _watched(row: dict[str, Any]) -> WatchedChange:
         principal=row["principal"],
         change_time=row["change_time"],
     )
-    resource = None
-    if row["resource_version"] is not None:
-        resource = StoredResource(
-            key=key,
-            business_type=row["business_type"],
-            data=row["data"],
-            start_time=row["start_time"],
-            end_time=row["end_time"],
-            create_time=row["create_time"],
-            update_time=row["update_time"],
-            version=int(row["resource_version"]),
-        )
+    # Joined on the change's version: the row's resource columns are the resource's own.
+    resource = stored_resource(row) if row["resource_version"] is not None else None
     return WatchedChange(change, resource)
 
 
@@ -170,6 +161,7 @@ class ShardListener:
         self.polls = 0  # for tests and the bench: how many polls this listener made
         self._frontier: Position | None = None
         self._horizon = CommitHorizon()
+        self._polled = 0.0
         self._thread = threading.Thread(
             target=self._run, name=f"simplu-listen-{assignment.shard_id}", daemon=True
         )
@@ -210,6 +202,7 @@ class ShardListener:
                     self._prepare(self.assignment)
                     with self._connect() as conn:
                         failing_since = None
+                        woke_for: list[str] = []
                         while not self._stop.is_set():
                             if self.fanout.watched == 0:
                                 idle_since = idle_since or time.monotonic()
@@ -217,10 +210,10 @@ class ShardListener:
                                     return
                             else:
                                 idle_since = None
-                            self._poll(conn)
+                            if self._due(woke_for):
+                                self._poll(conn)
                             wait = self._busy_poll if self._horizon.waiting else self._idle_poll
-                            for _ in conn.notifies(timeout=wait, stop_after=1):
-                                pass
+                            woke_for = [n.payload for n in conn.notifies(timeout=wait, stop_after=1)]
                 except (psycopg.Error, SimpluError) as exc:
                     now = time.monotonic()
                     failing_since = failing_since or now
@@ -236,8 +229,21 @@ class ShardListener:
             self.finished = True
             self._on_exit(self, force=True)
 
+    def _due(self, woke_for: list[str]) -> bool:
+        """Whether to poll now: a change of a watched location (or none known: a timer), changes
+        still settling, or no poll for ``idle_poll_seconds``. Changes of locations nobody here
+        watches cost this replica nothing but the wake-up; the frontier catches up on the next
+        poll (a stale frontier is still a true one)."""
+        if not woke_for or self._horizon.waiting or self._frontier is None:
+            return True
+        if time.monotonic() - self._polled >= self._idle_poll:
+            return True
+        watched = {f"{b}/{loc}" for b, loc in self.fanout.covering()}
+        return any(payload in watched for payload in woke_for)
+
     def _poll(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
         self.polls += 1
+        self._polled = time.monotonic()
         drawn = _one(conn, _LAST_DRAWN)["q"]
         if self._frontier is not None and drawn <= self._frontier.sequence and not self._horizon.waiting:
             return  # nothing drawn since the frontier: nothing to settle, nothing to read
