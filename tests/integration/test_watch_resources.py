@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from simplu.v1 import resource_pb2, resource_pb2_grpc
 
 from simplu_grpc.domain.business import Business, Member, Role
+from simplu_grpc.domain.watch import decode_token
 from simplu_grpc.domain.watch_ops import WatchLimits
 from tests.integration.resource_stack import ResourceStack, build_stack, struct
 from tests.integration.watch_client import WAIT_SECONDS, Watcher
@@ -299,15 +301,24 @@ def test_a_slow_reader_is_ended_with_a_resume_token_that_loses_nothing(
     stack.server.deps.close()
 
 
-def test_shutdown_ends_streams_with_a_resume_token(stack: ResourceStack) -> None:
+def test_shutdown_ends_streams_with_a_resume_token_and_one_access_line(
+    stack: ResourceStack, caplog: pytest.LogCaptureFixture
+) -> None:
     business = stack.add_business()
     watcher = started(watch(stack, business))
     stack.create(business, resource_id="p1")
-    watcher.changes(1)
-    stack.server.service.shutdown(grace=5)
-    end = watcher.ended()
+    (change,) = watcher.changes(1)
+    with caplog.at_level(logging.INFO, logger="simplu_grpc.access"):
+        stack.server.service.shutdown(grace=5)
+        end = watcher.ended()
     assert (end.code, end.reason) == (grpc.StatusCode.UNAVAILABLE, "WATCH_INTERRUPTED")
-    assert end.metadata["resume_token"]
+    # The token to resume with: at least as far as the last change the watcher received.
+    _, position = decode_token(end.metadata["resume_token"], business.id, "main")
+    assert position.sequence >= change.sequence
+    # The access line is written when the stream ends, with its final code.
+    lines = [r.getMessage() for r in caplog.records if "WatchResources" in r.getMessage()]
+    assert len(lines) == 1
+    assert " UNAVAILABLE " in lines[0]
 
 
 def test_a_removed_member_is_ended_with_permission_denied(
