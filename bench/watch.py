@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import multiprocessing
 import statistics
 import tempfile
 import threading
@@ -188,6 +189,59 @@ def _rps(
     return round(result.rps, 1)
 
 
+class IdleStreams:
+    """``count`` watch streams held open by another process (asyncio, one thread): the server's
+    cost of idle watchers, without this process's threads (grpc's blocking iterators wake ten
+    times a second each) competing for the same CPUs."""
+
+    def __init__(self, target: str, token: str, business_id: str, location_id: str, count: int) -> None:
+        spawn = multiprocessing.get_context("spawn")
+        self._stop = spawn.Event()
+        self._parent, child = spawn.Pipe()
+        self._process = spawn.Process(
+            target=_hold_streams, args=((target, token, business_id, location_id, count), self._stop, child)
+        )
+        self._process.start()
+        self.opened = int(self._parent.recv()) if self._parent.poll(120) else 0
+
+    def close(self) -> list[str]:
+        self._stop.set()
+        errors = self._parent.recv() if self._parent.poll(60) else ["no answer from the stream holder"]
+        self._process.join(30)
+        return list(errors)
+
+
+def _hold_streams(spec: tuple[str, str, str, str, int], stop: Any, pipe: Any) -> None:
+    import asyncio
+
+    target, token, business_id, location_id, count = spec
+
+    async def hold() -> None:
+        errors: list[str] = []
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = resource_pb2_grpc.ResourceServiceStub(channel)
+            request = resource_pb2.WatchResourcesRequest(business_id=business_id, location_id=location_id)
+            calls = [
+                stub.WatchResources(request, metadata=(("authorization", f"Bearer {token}"),))
+                for _ in range(count)
+            ]
+            opened = 0
+            for call in calls:
+                try:
+                    await call.read()  # the first message: established
+                    opened += 1
+                except grpc.aio.AioRpcError as exc:
+                    errors.append(f"{exc.code().name}: {exc.details()}")
+            pipe.send(opened)
+            while not stop.is_set():
+                await asyncio.sleep(0.5)
+            for call in calls:
+                call.cancel()
+        pipe.send(sorted(set(errors)))
+
+    asyncio.run(hold())
+
+
 def idle_watchers(
     stack: BenchStack,
     server: Server,
@@ -209,19 +263,15 @@ def idle_watchers(
         without.append(_rps(server, "get", bodies, headers, duration))
         if round_ == 0:
             found["process_before_any_watcher"] = _process(server)
-        streams = [
-            Stream(f"127.0.0.1:{server.port}", stack.token, business_id, "annex") for _ in range(watchers)
-        ]
-        found["watchers_opened"] = sum(1 for s in streams if s.started.wait(60) and not s.error)
+        idle = IdleStreams(f"127.0.0.1:{server.port}", stack.token, business_id, "annex", watchers)
+        found["watchers_opened"] = idle.opened
         time.sleep(1)
         with_.append(_rps(server, "get", bodies, headers, duration))
         found["process_with_watchers"] = _process(server)
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         found["health_with_watchers"] = health_pb2.HealthCheckResponse.ServingStatus.Name(health.status)
-        errors |= {s.error for s in streams if s.error}
-        for stream in streams:
-            stream.close()
+        errors |= set(idle.close())
         time.sleep(1)
     found["process_after_watchers"] = _process(server)
     found["get_rps_without"] = without

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from simplu_grpc.adapters.business_store import BusinessStore, make_dynamodb_client
 from simplu_grpc.adapters.change_listener import ChangeListeners
+from simplu_grpc.adapters.change_notifier import ChangeNotifier
 from simplu_grpc.adapters.citrus import CitrusClient
 from simplu_grpc.adapters.jwks import JwksClient
 from simplu_grpc.adapters.pools import PoolRegistry
@@ -123,6 +124,9 @@ def build_deps(settings: Settings) -> Deps:
         tenant_load = TenantLoad(capacity=settings.tenant_usage_top_k)
         if settings.tenant_metrics_top:
             metrics.watch_tenants(top_tenants(tenant_load, settings.tenant_metrics_top))
+        notifier = ChangeNotifier(deps.pools)
+        # Registered after the pools: closers run last-first, so what is pending is sent first.
+        deps.closers.append(notifier.close)
         deps.resource_ops = ResourceOps(
             businesses=deps.business_cache,
             authorizer=deps.authorizer,
@@ -133,6 +137,7 @@ def build_deps(settings: Settings) -> Deps:
             ),
             load=tenant_load,
             store=ShardStore(change_retention=timedelta(seconds=settings.change_retention_seconds)),
+            on_write=notifier.changed,
         )
         listeners = ChangeListeners(
             deps.pools, retention=timedelta(seconds=settings.change_retention_seconds)

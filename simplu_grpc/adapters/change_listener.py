@@ -1,8 +1,8 @@
 """The shards' change feeds: ONE listening connection per shard per process, shared by every watcher.
 
 A ``ShardListener`` thread holds a dedicated autocommit connection to its shard that LISTENs on
-``simplu_resource_changes`` (every write statement that logs a change notifies it, in the same
-statement: ``adapters.shard_store``; PostgreSQL delivers it when the write commits). Each
+``simplu_resource_changes`` (every replica notifies it after its writes commit:
+``adapters.change_notifier``). Each
 wake-up (a notification, or a short timer while changes are still settling) is one *poll*:
 
 1. ``Q``: the change-log identity's last drawn value (not transactional: what was drawn so far);
@@ -33,8 +33,8 @@ from typing import Any, Final
 import psycopg
 from psycopg.rows import dict_row
 
+from simplu_grpc.adapters.change_notifier import CHANGE_CHANNEL
 from simplu_grpc.adapters.pools import PoolRegistry
-from simplu_grpc.adapters.shard_store import CHANGE_CHANNEL
 from simplu_grpc.adapters.shard_store import _stored as stored_resource
 from simplu_grpc.domain.changes import ChangeKind, ResourceChange
 from simplu_grpc.domain.resources import ResourceKey

@@ -49,11 +49,6 @@ _PK = "business_id = %(b)s AND location_id = %(l)s AND resource_type = %(n)s AND
 # rolls back with the write, and costs no extra round trip. A create replayed by its request
 # id changed nothing and logs nothing (``created`` is then empty).
 _CHANGE_COLUMNS = "business_id, location_id, resource_type, resource_id, kind, version, paths, principal"
-# ... and wakes the change streams (WatchResources' listeners, adapters/change_listener.py): a
-# function in the logged CTE's FROM runs once per logged row, in the same statement; PostgreSQL
-# sends it at commit and drops it on rollback. The payload is only the location, never the change.
-CHANGE_CHANNEL = "simplu_resource_changes"
-_NOTIFY = f"pg_notify('{CHANGE_CHANNEL}', {{source}}.business_id || '/' || {{source}}.location_id) AS woke"
 
 # Changes past retention are deleted by one write in ``change_prune_every`` (ShardStore), in
 # that write's statement, at most _CHANGE_PRUNE_BATCH of them: bounded work, no extra round
@@ -92,7 +87,7 @@ WITH created AS (
 ), logged AS (
     INSERT INTO resource_changes ({_CHANGE_COLUMNS})
     SELECT business_id, location_id, resource_type, resource_id, 'created', version, '{{}}', %(who)s
-    FROM created, {_NOTIFY.format(source="created")}
+    FROM created
 ){_PRUNE_SLOT}
 SELECT true AS created, {_COLUMNS} FROM created
 """
@@ -133,7 +128,7 @@ WITH purge AS (
 ), logged AS (
     INSERT INTO resource_changes ({_CHANGE_COLUMNS})
     SELECT business_id, location_id, resource_type, resource_id, 'created', version, '{{}}', %(who)s
-    FROM created, {_NOTIFY.format(source="created")}
+    FROM created
 ){_PRUNE_SLOT}
 SELECT true AS created, {_COLUMNS} FROM created
 UNION ALL
@@ -173,7 +168,7 @@ WITH current_row AS (
 ), logged AS (
     INSERT INTO resource_changes ({_CHANGE_COLUMNS})
     SELECT business_id, location_id, resource_type, resource_id, 'deleted', version, '{{}}', %(who)s
-    FROM deleted, {_NOTIFY.format(source="deleted")}
+    FROM deleted
 ){_PRUNE_SLOT}
 SELECT (SELECT version FROM current_row) AS current_version, (SELECT version FROM deleted) AS deleted_version
 """
@@ -495,7 +490,7 @@ WITH current_row AS (
     INSERT INTO resource_changes ({_CHANGE_COLUMNS})
     SELECT business_id, location_id, resource_type, resource_id, 'updated', version, %(paths)s::text[],
            %(who)s
-    FROM updated, {_NOTIFY.format(source="updated")}
+    FROM updated
 ){_PRUNE_SLOT}
 SELECT (SELECT version FROM current_row) AS current_version, u.*
 FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true

@@ -148,6 +148,7 @@ class ResourceOps:
         new_id: Callable[[], str] = new_resource_id,
         load: LoadRecorder | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_write: Callable[[ShardAssignment, str, str], None] | None = None,
     ) -> None:
         self._businesses = businesses
         self._authorizer = authorizer
@@ -158,6 +159,9 @@ class ResourceOps:
         self._new_id = new_id
         self._load = load or IgnoreLoad()
         self._clock = clock
+        # Called (shard, business id, location id) after a write that changed a resource
+        # committed: wakes the change streams (adapters.change_notifier).
+        self._on_write = on_write
 
     # --- the RPCs ------------------------------------------------------------------
 
@@ -564,6 +568,8 @@ class ResourceOps:
                     ended = time.perf_counter_ns()
                 read, written = rows(result)
                 failed = False
+                if written and self._on_write is not None:
+                    self._on_write(assignment, business_id, location_id)
                 return result
         finally:
             self._load.record(

@@ -223,6 +223,10 @@ class Watch:
         self._assignment = assignment
         self._position = start
         self._subscription = Subscription(self._location, capacity=ops.limits.buffer_size)
+        self._fanout: ShardFanout | None = None
+        self._counted = False
+        self._released = False
+        self._released_lock = threading.Lock()
 
     @property
     def live(self) -> bool:
@@ -237,12 +241,34 @@ class Watch:
     def interrupt(self, error: SimpluError) -> None:
         self._subscription.end(error)
 
+    def release(self) -> None:
+        """Leave the fan-out and stop counting against the limit (idempotent). Also called when
+        the call ends: grpc may drop a cancelled stream's iterator without finishing it."""
+        with self._released_lock:
+            self._released = True
+            fanout, self._fanout = self._fanout, None
+            counted, self._counted = self._counted, False
+        if fanout is not None:
+            fanout.leave(self._subscription)
+        if counted:
+            self._ops._ended(self)
+
     def __iter__(self) -> Iterator[WatchEvent]:
         ops = self._ops
         ops._started(self)
-        fanout: ShardFanout | None = None
+        with self._released_lock:
+            self._counted = not self._released
+        if not self._counted:  # the call ended before its first message
+            ops._ended(self)
+            return
         try:
             fanout = ops._feeds.subscribe(self._assignment, self._subscription)
+            with self._released_lock:
+                if not self._released:
+                    self._fanout = fanout
+            if self._fanout is None:  # the call ended meanwhile
+                fanout.leave(self._subscription)
+                return
             frontier = fanout.frontier(ops.limits.ready_seconds)
             if frontier is None:
                 raise Unavailable(
@@ -267,9 +293,7 @@ class Watch:
                     if frontier is not None:
                         self._advance(frontier)
         finally:
-            if fanout is not None:
-                fanout.leave(self._subscription)
-            ops._ended(self)
+            self.release()
 
     def _catch_up(self, fanout: ShardFanout) -> Iterator[WatchEvent]:
         """Read the log from the position up to the frontier, until the fan-out takes over."""

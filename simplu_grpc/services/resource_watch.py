@@ -38,7 +38,12 @@ def watch_resources(
         resource_types=list(request.resource_types),
         resume_token=request.resume_token,
     )
-    on_call_end(lambda: watch.interrupt(Unavailable("the call ended", reason="WATCH_INTERRUPTED")))
+
+    def ended() -> None:
+        watch.interrupt(Unavailable("the call ended", reason="WATCH_INTERRUPTED"))
+        watch.release()
+
+    on_call_end(ended)
 
     def responses() -> Iterator[resource_pb2.WatchResourcesResponse]:
         for item, token in watch:

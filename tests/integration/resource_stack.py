@@ -24,6 +24,7 @@ from simplu.v1 import resource_pb2, resource_pb2_grpc
 
 from simplu_grpc.adapters.business_store import BusinessStore
 from simplu_grpc.adapters.change_listener import ChangeListeners
+from simplu_grpc.adapters.change_notifier import ChangeNotifier
 from simplu_grpc.adapters.citrus import CitrusClient
 from simplu_grpc.adapters.pools import PoolRegistry
 from simplu_grpc.adapters.shard_directory import CitrusDirectory
@@ -285,7 +286,10 @@ def build_stack(
     pools = PoolRegistry.from_settings(settings, metrics)
     metrics.watch_pools(pools.gauges)
     listeners = ChangeListeners(pools, retention=timedelta(days=7), idle_poll_seconds=0.2)
-    deps.closers.extend([citrus_client.close, cache.close, routing.close, pools.close, listeners.close])
+    notifier = ChangeNotifier(pools)
+    deps.closers.extend(
+        [citrus_client.close, cache.close, routing.close, pools.close, notifier.close, listeners.close]
+    )
     authorizer = Authorizer(admin_group=settings.admin_group)
     deps.watch_ops = WatchOps(
         businesses=cache,
@@ -300,6 +304,7 @@ def build_stack(
         routing=routing,
         pools=pools,
         limits=Limits(max_bytes=settings.resource_data_max_bytes, max_depth=settings.resource_data_max_depth),
+        on_write=notifier.changed,
     )
     server = make_server(
         deps=deps,
