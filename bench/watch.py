@@ -24,6 +24,7 @@ import argparse
 import itertools
 import json
 import multiprocessing
+import os
 import statistics
 import tempfile
 import threading
@@ -204,6 +205,11 @@ class IdleStreams:
         self._process.start()
         self.opened = int(self._parent.recv()) if self._parent.poll(120) else 0
 
+    def cpu_seconds(self) -> float:
+        """CPU time the holder process used so far (it must stay idle to measure the server)."""
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def close(self) -> list[str]:
         self._stop.set()
         errors = self._parent.recv() if self._parent.poll(60) else ["no answer from the stream holder"]
@@ -259,14 +265,22 @@ def idle_watchers(
     with_: list[float] = []
     found: dict[str, Any] = {"watchers": watchers, "rounds": rounds}
     errors: set[str] = set()
+    cpu_without: list[float] = []
+    cpu_with: list[float] = []
+    holder_cpu: list[float] = []
     for round_ in range(rounds):
+        before = server.cpu_seconds()
         without.append(_rps(server, "get", bodies, headers, duration))
+        cpu_without.append(round(1000 * (server.cpu_seconds() - before) / (without[-1] * (duration + 1)), 3))
         if round_ == 0:
             found["process_before_any_watcher"] = _process(server)
         idle = IdleStreams(f"127.0.0.1:{server.port}", stack.token, business_id, "annex", watchers)
         found["watchers_opened"] = idle.opened
         time.sleep(1)
+        before, held = server.cpu_seconds(), idle.cpu_seconds()
         with_.append(_rps(server, "get", bodies, headers, duration))
+        cpu_with.append(round(1000 * (server.cpu_seconds() - before) / (with_[-1] * (duration + 1)), 3))
+        holder_cpu.append(round(idle.cpu_seconds() - held, 2))
         found["process_with_watchers"] = _process(server)
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
@@ -276,6 +290,9 @@ def idle_watchers(
     found["process_after_watchers"] = _process(server)
     found["get_rps_without"] = without
     found["get_rps_with"] = with_
+    found["server_cpu_ms_per_get_without"] = cpu_without
+    found["server_cpu_ms_per_get_with"] = cpu_with
+    found["stream_holder_cpu_seconds_per_round"] = holder_cpu
     found["stream_errors"] = sorted(errors)
     base = statistics.median(without)
     found["ratio_with_to_without"] = round(statistics.median(with_) / base, 3) if base else None
