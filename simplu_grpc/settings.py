@@ -123,10 +123,8 @@ class Settings:
     # How long each shard's change log keeps a change (ListResourceChanges' history); older
     # changes are pruned a few at a time by later writes.
     change_retention_seconds: float = 7 * 86_400.0
-    # WatchResources: streams one process carries at most (each waits on a thread of its own,
-    # outside the unary calls' pool, but counts against GRPC_MAX_CONCURRENT_RPCS, so it must stay
-    # below it), and the changes each may have waiting for its reader before it ends with
-    # RESOURCE_EXHAUSTED (WATCH_TOO_SLOW).
+    # WatchResources: streams per process (they count against GRPC_MAX_CONCURRENT_RPCS), and the
+    # changes each may have waiting for a slow reader before it ends (WATCH_TOO_SLOW).
     watch_max_streams: int = 128
     watch_buffer_size: int = 1000
 
@@ -243,18 +241,14 @@ class _Reader:
 
     def _watch_streams(self, d: Settings) -> int:
         """WATCH_MAX_STREAMS, below GRPC_MAX_CONCURRENT_RPCS (unset: at most half of it)."""
-        raw_admitted = self._raw("GRPC_MAX_CONCURRENT_RPCS") or ""
-        # Its own problems are reported where it is read; here only the comparison matters.
+        raw_admitted = self._raw("GRPC_MAX_CONCURRENT_RPCS") or ""  # its own problems: reported elsewhere
         admitted = int(raw_admitted) if raw_admitted.isdigit() else d.grpc_max_concurrent_rpcs
         if self._raw("WATCH_MAX_STREAMS") is None:
             return min(d.watch_max_streams, max(0, admitted // 2))
         streams = self.int_("WATCH_MAX_STREAMS", d.watch_max_streams, minimum=0, maximum=100_000)
         if streams >= admitted:
-            return self._problem(
-                f"WATCH_MAX_STREAMS ({streams}) must be below GRPC_MAX_CONCURRENT_RPCS ({admitted}):"
-                " streams count against it, and unary calls need the rest",
-                d.watch_max_streams,
-            )
+            message = f"WATCH_MAX_STREAMS ({streams}) must be below GRPC_MAX_CONCURRENT_RPCS ({admitted})"
+            return self._problem(f"{message}: streams count against it", d.watch_max_streams)
         return streams
 
     def _read(self) -> Settings:

@@ -34,11 +34,11 @@ import psycopg
 from psycopg.rows import dict_row
 
 from simplu_grpc.adapters.change_notifier import CHANGE_CHANNEL
-from simplu_grpc.adapters.pools import PoolRegistry
-from simplu_grpc.adapters.shard_store import _stored as stored_resource
-from simplu_grpc.domain.changes import ChangeKind, ResourceChange
-from simplu_grpc.domain.resources import ResourceKey
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
+from simplu_grpc.adapters.postgres.shard_store import _stored as stored_resource
+from simplu_grpc.domain.placement.shards import ShardAssignment
+from simplu_grpc.domain.resources.changes import ChangeKind, ResourceChange
+from simplu_grpc.domain.resources.model import ResourceKey
 from simplu_grpc.domain.watch import (
     CommitHorizon,
     LocationKey,

@@ -19,8 +19,8 @@ import threading
 from typing import Final
 
 from simplu_grpc import context
-from simplu_grpc.adapters.pools import PoolRegistry
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
+from simplu_grpc.domain.placement.shards import ShardAssignment
 
 log = logging.getLogger(__name__)
 

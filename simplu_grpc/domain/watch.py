@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
-from simplu_grpc.domain.changes import ResourceChange
-from simplu_grpc.domain.resources import StoredResource
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.shards import ShardAssignment
+from simplu_grpc.domain.resources.changes import ResourceChange
+from simplu_grpc.domain.resources.model import StoredResource
 from simplu_grpc.errors import InvalidArgument, SimpluError
 
 LocationKey = tuple[str, str]  # (business_id, location_id)

@@ -20,12 +20,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from simplu_grpc import context
-from simplu_grpc.domain import resources as rules
-from simplu_grpc.domain.authz import Authorizer
-from simplu_grpc.domain.business import Business
-from simplu_grpc.domain.principal import Principal
-from simplu_grpc.domain.routing import RoutingCache
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.auth.authz import Authorizer
+from simplu_grpc.domain.auth.principal import Principal
+from simplu_grpc.domain.business.model import Business
+from simplu_grpc.domain.placement.routing import RoutingCache
+from simplu_grpc.domain.placement.shards import ShardAssignment
+from simplu_grpc.domain.resources.catalog import (
+    KNOWN_RESOURCE_TYPES,
+    catalog_types,
+    require_known_type,
+    require_resource_type,
+)
+from simplu_grpc.domain.resources.validation import validate_tenant
 from simplu_grpc.domain.watch import (
     ChangeFeeds,
     Position,
@@ -82,6 +88,7 @@ class WatchOps:
         self._authorizer = authorizer
         self._routing = routing
         self._feeds = feeds
+        self.feeds = feeds  # for tests and the bench: the listeners behind the streams
         self.limits = limits
         self._clock = clock
         self._lock = threading.Lock()
@@ -100,16 +107,16 @@ class WatchOps:
     def open(
         self, *, business_id: str, location_id: str, resource_types: Sequence[str], resume_token: str
     ) -> Watch:
-        rules.validate_tenant(business_id, location_id)
+        validate_tenant(business_id, location_id)
         named = tuple(resource_types)
         for index, resource_type in enumerate(named):
-            rules.require_known_type(resource_type, f"resource_types[{index}]")
+            require_known_type(resource_type, f"resource_types[{index}]")
         if len(set(named)) != len(named):
             raise InvalidArgument.field("resource_types", "names a type twice")
         principal = context.principal()
         business, readable = self._readable(principal, business_id, location_id, named)
         for index, resource_type in enumerate(named):
-            rules.require_resource_type(business.type.value, resource_type, f"resource_types[{index}]")
+            require_resource_type(business.type.value, resource_type, f"resource_types[{index}]")
         self._refuse_when_full()
         assignment = self._routing.resolve(business.id, location_id, business.type.value).assignment
         start: Position | None = None
@@ -157,9 +164,9 @@ class WatchOps:
         if named:
             candidates = named
         elif known is not None:
-            candidates = tuple(sorted(rules.catalog_types(known.type.value)))
+            candidates = tuple(sorted(catalog_types(known.type.value)))
         else:
-            candidates = tuple(sorted(rules.KNOWN_RESOURCE_TYPES))
+            candidates = tuple(sorted(KNOWN_RESOURCE_TYPES))
         return self._authorizer.require_readable_types(
             principal,
             known,

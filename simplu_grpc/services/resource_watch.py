@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 
 from simplu.v1 import resource_pb2
 
-from simplu_grpc.domain.changes import ResourceChange
-from simplu_grpc.domain.resources import StoredResource
+from simplu_grpc.domain.resources.changes import ResourceChange
+from simplu_grpc.domain.resources.model import StoredResource
 from simplu_grpc.domain.watch_ops import WatchOps
 from simplu_grpc.errors import Unavailable
 
@@ -26,12 +26,12 @@ def watch_resources(
     ops: WatchOps,
     request: resource_pb2.WatchResourcesRequest,
     *,
-    fill_change: FillChange,
-    fill_resource: FillResource,
-    on_call_end: Callable[[Callable[[], None]], object],
+    changes: FillChange,
+    resources: FillResource,
+    on_end: Callable[[Callable[[], None]], object],
 ) -> Iterator[resource_pb2.WatchResourcesResponse]:
     """Open the watch now (so its errors come before any message); the messages when iterated.
-    ``on_call_end`` (``context.add_callback``) wakes the stream when the caller goes away."""
+    ``on_end`` (``context.add_callback``) wakes the stream when the caller goes away."""
     watch = ops.open(
         business_id=request.business_id,
         location_id=request.location_id,
@@ -43,15 +43,15 @@ def watch_resources(
         watch.interrupt(Unavailable("the call ended", reason="WATCH_INTERRUPTED"))
         watch.release()
 
-    on_call_end(ended)
+    on_end(ended)
 
     def responses() -> Iterator[resource_pb2.WatchResourcesResponse]:
         for item, token in watch:
             response = resource_pb2.WatchResourcesResponse(resume_token=token)
             if item is not None:
-                fill_change(response.change, item.change)
+                changes(response.change, item.change)
                 if item.resource is not None:
-                    fill_resource(response.change.resource, item.resource)
+                    resources(response.change.resource, item.resource)
             yield response
 
     return responses()

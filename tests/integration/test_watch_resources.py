@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from simplu.v1 import resource_pb2, resource_pb2_grpc
 
-from simplu_grpc.domain.business import Business, Member, Role
+from simplu_grpc.adapters.change_listener import ChangeListeners
+from simplu_grpc.domain.business.model import Business, Member, Role
 from simplu_grpc.domain.watch import decode_token
-from simplu_grpc.domain.watch_ops import WatchLimits
 from tests.integration.resource_stack import ResourceStack, build_stack, struct
 from tests.integration.watch_client import WAIT_SECONDS, Watcher
 
@@ -233,8 +233,9 @@ def test_a_change_committed_late_is_delivered_in_its_place(stack: ResourceStack)
     stack.create(business, resource_id="before")
     (before,) = watcher.changes(1)
     dsn = stack.citrus.pg.dsn(stack.citrus.shard(stack.shard_of(business)).database)
-    assert stack.listeners is not None
-    (listener,) = [item for item in stack.listeners.listeners() if item.fanout.watched]
+    listeners = stack.server.deps.watch_ops.feeds
+    assert isinstance(listeners, ChangeListeners)
+    (listener,) = [item for item in listeners.listeners() if item.fanout.watched]
 
     with psycopg.connect(dsn) as slow:
         # A write as the service makes it (resources first, then its change row), left uncommitted.
@@ -266,7 +267,7 @@ def test_a_change_committed_late_is_delivered_in_its_place(stack: ResourceStack)
 def test_a_slow_reader_is_ended_with_a_resume_token_that_loses_nothing(
     request: pytest.FixtureRequest,
 ) -> None:
-    stack = _build(request, watch_limits=WatchLimits(buffer_size=2))
+    stack = _build(request, watch_buffer_size=2)
     business = stack.add_business()
     # A reader that does not read: big documents fill the connection's flow-control window
     # (kept at its initial size: no BDP probing), so the stream's own buffer fills behind it.
@@ -324,7 +325,7 @@ def test_shutdown_ends_streams_with_a_resume_token_and_one_access_line(
 def test_a_removed_member_is_ended_with_permission_denied(
     request: pytest.FixtureRequest, make_user_token: Any
 ) -> None:
-    stack = _build(request, business_cache_ttl=0.5, watch_limits=WatchLimits(recheck_seconds=0.5))
+    stack = _build(request, business_cache_ttl=0.5)
     member_sub, member_token = make_user_token("watch-removed")
     business = stack.add_business(members={member_sub: Member(role="owner")})
     watcher = started(watch(stack, business, token=member_token))
@@ -340,7 +341,7 @@ def test_a_removed_member_is_ended_with_permission_denied(
 def _remove_member(stack: ResourceStack, business: Business, sub: str) -> None:
     from dataclasses import replace
 
-    from simplu_grpc.domain.business import Permissions
+    from simplu_grpc.domain.business.model import Permissions
 
     current = stack.store.get(business.id, consistent=True)
     assert current is not None

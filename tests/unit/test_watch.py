@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from simplu_grpc.domain.changes import ChangeKind, ResourceChange
-from simplu_grpc.domain.resources import ResourceKey
+from simplu_grpc.domain.resources.changes import ChangeKind, ResourceChange
+from simplu_grpc.domain.resources.model import ResourceKey
 from simplu_grpc.domain.watch import (
     CommitHorizon,
     Position,
