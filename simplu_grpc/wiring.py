@@ -197,7 +197,9 @@ def build_resources(settings: Settings, life: Lifecycle, auth: Auth, business: B
     # (closers run last-first: listeners stop and what is pending is sent before pools close).
     notifier = ChangeNotifier(pools)
     life.closers.append(notifier.close)
-    listeners = ChangeListeners(pools, retention=timedelta(seconds=settings.change_retention_seconds))
+    listeners = ChangeListeners(
+        pools, retention=timedelta(seconds=settings.change_retention_seconds), on_listen=notifier.listening
+    )
     life.closers.append(listeners.close)
     ops = ResourceOps(
         businesses=business.cache,

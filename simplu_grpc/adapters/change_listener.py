@@ -27,13 +27,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 import psycopg
 from psycopg.rows import dict_row
 
-from simplu_grpc.adapters.change_notifier import CHANGE_CHANNEL
+from simplu_grpc.adapters.change_notifier import CHANGE_CHANNEL, LISTENER_APPLICATION
 from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
 from simplu_grpc.adapters.postgres.shard_store import _stored as stored_resource
 from simplu_grpc.domain.placement.shards import ShardAssignment
@@ -180,7 +181,7 @@ class ShardListener:
             autocommit=True,
             row_factory=dict_row,
             connect_timeout=max(2, round(self._connect_timeout)),
-            application_name=f"{self._application_name}-listener",
+            application_name=LISTENER_APPLICATION,
             keepalives=1,
             keepalives_idle=30,
             keepalives_interval=10,
@@ -296,8 +297,11 @@ class ChangeListeners:
         busy_poll_seconds: float = 0.02,
         reconnect_seconds: float = 5.0,
         linger_seconds: float = 30.0,
+        on_listen: Callable[[str], None] | None = None,
     ) -> None:
         self._pools = pools
+        # Told the shard id when a listener starts (the notifier then wakes it on every write).
+        self._on_listen = on_listen
         self._retention = retention
         self._options: dict[str, Any] = {
             "application_name": application_name,
@@ -333,6 +337,8 @@ class ChangeListeners:
             found.stop(timeout=0)
         listener = ShardListener(assignment, on_exit=self._exited, prepare=self._migrated, **self._options)
         self._listeners[assignment.shard_id] = listener
+        if self._on_listen is not None:
+            self._on_listen(assignment.shard_id)
         listener.start()
         return listener.fanout
 

@@ -15,6 +15,7 @@ import pytest
 from simplu.v1 import resource_pb2, resource_pb2_grpc
 
 from simplu_grpc.adapters.change_listener import ChangeListeners
+from simplu_grpc.adapters.change_notifier import LISTENER_APPLICATION
 from simplu_grpc.domain.business.model import Business, Member, Role
 from simplu_grpc.domain.watch import decode_token
 from tests.integration.resource_stack import ResourceStack, build_stack, struct
@@ -118,9 +119,9 @@ def test_creates_updates_and_deletes_reach_a_watcher_in_sequence_order(stack: Re
 
 def test_every_write_notifies_the_shards_listeners_with_its_location(stack: ResourceStack) -> None:
     business = stack.add_business()
-    stack.create(business, resource_id="p0")  # the shard exists and is migrated
-    dsn = stack.citrus.pg.dsn(stack.citrus.shard(stack.shard_of(business)).database)
-    with psycopg.connect(dsn, autocommit=True) as listener:
+    dsn = stack.citrus.pg.dsn(stack.citrus.shard(stack.register(business)).database)
+    # Named as the service's listeners are: writes are notified only where one listens.
+    with psycopg.connect(dsn, autocommit=True, application_name=LISTENER_APPLICATION) as listener:
         listener.execute("LISTEN simplu_resource_changes")
         stack.create(business, resource_id="p1")
         update(stack, business, "p1", {"name": "x"})
