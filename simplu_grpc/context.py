@@ -6,6 +6,7 @@ in a ``finally`` by whoever set it (see ``bind``).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -104,9 +105,13 @@ class bind:  # noqa: N801 - used as a function: ``with context.bind(...)``
 
     def __exit__(self, *_exc: object) -> None:
         rid_token, principal_token, deadline_token = self._tokens
-        if deadline_token is not None:
-            _deadline.reset(deadline_token)
-        if principal_token is not None:
-            _principal.reset(principal_token)
-        if rid_token is not None:
-            _request_id.reset(rid_token)
+        # ValueError: a stream's generator abandoned by grpc (its caller cancelled) and closed
+        # later by the garbage collector, in another context: the one bound here is gone with
+        # its RPC, and nothing in this one is ours to restore.
+        with contextlib.suppress(ValueError):
+            if deadline_token is not None:
+                _deadline.reset(deadline_token)
+            if principal_token is not None:
+                _principal.reset(principal_token)
+            if rid_token is not None:
+                _request_id.reset(rid_token)

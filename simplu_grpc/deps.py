@@ -27,6 +27,7 @@ from simplu_grpc.domain.business.team import TeamOps
 from simplu_grpc.domain.placement.ports import ShardDirectory
 from simplu_grpc.domain.placement.routing import RoutingCache
 from simplu_grpc.domain.resources.ops import ResourceOps
+from simplu_grpc.domain.watch_ops import WatchOps
 from simplu_grpc.health import ReadinessCheck
 from simplu_grpc.metrics import Metrics
 
@@ -57,6 +58,8 @@ class Deps:
     routing: RoutingCache
     shard_directory: ShardDirectory
     resource_ops: ResourceOps
+    # WatchResources' streams (ended first at shutdown).
+    watch_ops: WatchOps
     # --- ShardAdminService ---
     shard_admin: ShardAdmin
     # Called in reverse order at shutdown, after the server stopped: pools, HTTP clients.

@@ -10,6 +10,7 @@ shaped like a JWT or a bearer credential, and DSN passwords, as a last line of d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -56,8 +57,10 @@ class bind_rpc:  # noqa: N801 - used as a function: ``with logs.bind_rpc(method)
         return self._context
 
     def __exit__(self, *_exc: object) -> None:
+        # ValueError: closed in another context (see ``context.bind.__exit__``).
         if self._token is not None:
-            _rpc.reset(self._token)
+            with contextlib.suppress(ValueError):
+                _rpc.reset(self._token)
 
 
 def note_principal(principal: Principal | None) -> None:

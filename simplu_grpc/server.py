@@ -93,7 +93,9 @@ def simplu_services(settings: Settings, deps: Deps) -> list[Registration]:
         ),
         Registration(
             resource_pb2.DESCRIPTOR.services_by_name["ResourceService"],
-            ResourceServicer(deps.resource_ops, response_max_bytes=settings.response_max_bytes),
+            ResourceServicer(
+                deps.resource_ops, response_max_bytes=settings.response_max_bytes, watch=deps.watch_ops
+            ),
         ),
         Registration(
             shard_admin_pb2.DESCRIPTOR.services_by_name["ShardAdminService"],
@@ -173,12 +175,24 @@ def transport(settings: Settings, *, interceptors: Sequence[grpc.ServerIntercept
     # holds that thread; with fewer threads than admitted calls, such clients can take them
     # all (issue 9). The threads are made on demand; how many do Python work at once is
     # bounded by the work slots (GRPC_MAX_WORKERS, interceptors/work_slots.py).
+    # A watch stream counts against GRPC_MAX_CONCURRENT_RPCS for its whole life (grpc admits
+    # calls before it knows their kind) but never takes one of these threads: it runs on its own
+    # (stream_threads), and WATCH_MAX_STREAMS keeps streams from taking every admission.
     threads = max(settings.grpc_max_workers, settings.grpc_max_concurrent_rpcs)
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="simplu-rpc"),
         interceptors=list(interceptors),
         options=server_options(settings),
         maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+    )
+
+
+def stream_threads(settings: Settings) -> futures.ThreadPoolExecutor:
+    """The threads server-streaming calls (WatchResources) run on: grpc's threaded server keeps
+    a stream on one thread for its life, so streams get threads of their own (made on demand,
+    one per stream, idle ones asleep on a condition) and never take the unary calls' pool."""
+    return futures.ThreadPoolExecutor(
+        max_workers=max(1, settings.watch_max_streams), thread_name_prefix="simplu-watch"
     )
 
 
@@ -205,8 +219,14 @@ def build_server(
     health.add_services(r.name for r in registrations)
 
     server = transport(settings, interceptors=interceptors(settings, deps))
+    streams = stream_threads(settings)
     for registration in registrations:
-        add_service(registration.service, overrides.get(registration.name, registration.servicer), server)
+        add_service(
+            registration.service,
+            overrides.get(registration.name, registration.servicer),
+            server,
+            stream_threads=streams,
+        )
     health_pb2_grpc.add_HealthServicer_to_server(health.registered, server)
     if extra_handlers:
         server.add_generic_rpc_handlers(tuple(extra_handlers))
@@ -319,6 +339,10 @@ class Service:
         log.info("shutting down (grace %.1fs)", grace)
         try:
             self.health.enter_graceful_shutdown()
+            if self.deps.watch_ops is not None:
+                # Streams never finish on their own: end them now, each with its resume token
+                # (UNAVAILABLE, WATCH_INTERRUPTED), so the grace is left to the unary calls.
+                self.deps.watch_ops.shutdown()
             self.server.stop(grace).wait()
             self.health.close()
             if self._close_deps:

@@ -131,6 +131,10 @@ class Settings:
     # How long a deleted business can be undeleted; past it, `simplu-grpc purge-businesses`
     # removes its data from every shard (0: at once, for tests and dev stacks).
     business_retention_days: float = 30.0
+    # WatchResources: streams per process (they count against GRPC_MAX_CONCURRENT_RPCS), and the
+    # changes each may have waiting for a slow reader before it ends (WATCH_TOO_SLOW).
+    watch_max_streams: int = 128
+    watch_buffer_size: int = 1000
 
     @property
     def cognito_issuer(self) -> str:
@@ -242,6 +246,18 @@ class _Reader:
         if self._problems:
             raise SettingsError(self._problems)
         return settings
+
+    def _watch_streams(self, d: Settings) -> int:
+        """WATCH_MAX_STREAMS, below GRPC_MAX_CONCURRENT_RPCS (unset: at most half of it)."""
+        raw_admitted = self._raw("GRPC_MAX_CONCURRENT_RPCS") or ""  # its own problems: reported elsewhere
+        admitted = int(raw_admitted) if raw_admitted.isdigit() else d.grpc_max_concurrent_rpcs
+        if self._raw("WATCH_MAX_STREAMS") is None:
+            return min(d.watch_max_streams, max(0, admitted // 2))
+        streams = self.int_("WATCH_MAX_STREAMS", d.watch_max_streams, minimum=0, maximum=100_000)
+        if streams >= admitted:
+            message = f"WATCH_MAX_STREAMS ({streams}) must be below GRPC_MAX_CONCURRENT_RPCS ({admitted})"
+            return self._problem(f"{message}: streams count against it", d.watch_max_streams)
+        return streams
 
     def _read(self) -> Settings:
         d = Settings()
@@ -389,5 +405,9 @@ class _Reader:
             ),
             business_retention_days=self.float_(
                 "BUSINESS_RETENTION_DAYS", d.business_retention_days, minimum=0, maximum=3650
+            ),
+            watch_max_streams=self._watch_streams(d),
+            watch_buffer_size=self.int_(
+                "WATCH_BUFFER_SIZE", d.watch_buffer_size, minimum=1, maximum=1_000_000
             ),
         )

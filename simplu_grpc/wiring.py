@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from simplu_grpc.adapters.change_listener import ChangeListeners
+from simplu_grpc.adapters.change_notifier import ChangeNotifier
 from simplu_grpc.adapters.citrus.client import CitrusClient
 from simplu_grpc.adapters.citrus.shard_directory import (
     CitrusDirectory,
@@ -69,6 +71,7 @@ from simplu_grpc.domain.placement.ports import ShardDirectory, ShardSource
 from simplu_grpc.domain.placement.routing import RoutingCache
 from simplu_grpc.domain.resources.ops import ResourceOps
 from simplu_grpc.domain.resources.results import Limits
+from simplu_grpc.domain.watch_ops import WatchLimits, WatchOps
 from simplu_grpc.health import ReadinessCheck, probe_check
 from simplu_grpc.metrics import Metrics, TenantGauge
 from simplu_grpc.settings import Settings
@@ -127,6 +130,7 @@ class Resources:
     pools: PoolRegistry
     load: TenantLoad
     ops: ResourceOps
+    watch: WatchOps
 
 
 def build_auth(settings: Settings, life: Lifecycle) -> Auth:
@@ -255,6 +259,14 @@ def build_resources(settings: Settings, life: Lifecycle, auth: Auth, business: B
     load = TenantLoad(capacity=settings.tenant_usage_top_k)
     if settings.tenant_metrics_top:
         life.metrics.watch_tenants(top_tenants(load, settings.tenant_metrics_top))
+    # Change streams: a write wakes the listeners after it commits; registered after the pools
+    # (closers run last-first: listeners stop and what is pending is sent before pools close).
+    notifier = ChangeNotifier(pools)
+    life.closers.append(notifier.close)
+    listeners = ChangeListeners(
+        pools, retention=timedelta(seconds=settings.change_retention_seconds), on_listen=notifier.listening
+    )
+    life.closers.append(listeners.close)
     ops = ResourceOps(
         businesses=business.cache,
         authorizer=auth.authorizer,
@@ -263,8 +275,25 @@ def build_resources(settings: Settings, life: Lifecycle, auth: Auth, business: B
         limits=Limits(max_bytes=settings.resource_data_max_bytes, max_depth=settings.resource_data_max_depth),
         load=load,
         store=ShardStore(change_retention=timedelta(seconds=settings.change_retention_seconds)),
+        on_write=notifier.changed,
     )
-    return Resources(directory=directory, routing=routing, pools=pools, load=load, ops=ops)
+    watch = WatchOps(
+        businesses=business.cache,
+        authorizer=auth.authorizer,
+        routing=routing,
+        feeds=listeners,
+        limits=watch_limits(settings),
+    )
+    return Resources(directory=directory, routing=routing, pools=pools, load=load, ops=ops, watch=watch)
+
+
+def watch_limits(settings: Settings) -> WatchLimits:
+    """The streams' limits; permission is re-checked as often as the business cache refreshes."""
+    return WatchLimits(
+        max_streams=settings.watch_max_streams,
+        buffer_size=settings.watch_buffer_size,
+        recheck_seconds=max(1.0, settings.business_cache_ttl_seconds),
+    )
 
 
 def admin_secrets(settings: Settings) -> tuple[str, ...]:
@@ -367,6 +396,7 @@ def build_deps(settings: Settings, *, cache_source: CacheSource | None = None) -
         routing=resources.routing,
         shard_directory=resources.directory,
         resource_ops=resources.ops,
+        watch_ops=resources.watch,
         shard_admin=admin,
         closers=life.closers,
         readiness_checks=life.readiness_checks,

@@ -9,7 +9,7 @@ The token itself is never logged nor echoed; rejections carry only a reason and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2
 
 from simplu_grpc import context, logs
 from simplu_grpc.adapters.cognito.token_verifier import MALFORMED_TOKEN, MISSING_TOKEN, TokenVerifier
+from simplu_grpc.domain.auth.principal import Principal
 from simplu_grpc.errors import SimpluError, Unauthenticated
 from simplu_grpc.interceptors.base import Behavior, ServerInterceptor
 from simplu_grpc.interceptors.errors import abort_with, fail
@@ -88,7 +89,14 @@ class AuthInterceptor(ServerInterceptor):
             fail(exc, context_, method_name)
         # The access log (outermost) writes its line after the principal is unbound below.
         logs.note_principal(principal)
-        # Every simplu.v1 RPC is unary-response, so the servicer has finished (and the
-        # principal is no longer needed) when ``method`` returns.
         with context.bind(principal=principal):
-            return method(request_or_iterator, context_)
+            result = method(request_or_iterator, context_)
+        if isinstance(result, Iterator):
+            # A stream's messages are made after ``method`` returned: bound again around them.
+            return _streamed_as(principal, result)
+        return result
+
+
+def _streamed_as(principal: Principal, responses: Iterator[Any]) -> Iterator[Any]:
+    with context.bind(principal=principal):
+        yield from responses

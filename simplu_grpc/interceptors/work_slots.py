@@ -40,7 +40,9 @@ class WorkSlotsInterceptor(ServerInterceptor):
     ) -> Any:
         if is_exempt(method_name):
             return method(request_or_iterator, context)
-        # Every simplu.v1 RPC is unary-response: the work is done when ``method`` returns.
+        # A unary RPC's work is done when ``method`` returns. A stream's ``method`` only opens it
+        # (validation, permission) and returns the iterator: the slot is given back then, so a
+        # stream that lives for hours never holds one (WatchResources waits on its own thread).
         if not self._slots.acquire(timeout=request_context.deadline().remaining()):
             abort_with(context, DeadlineExceeded("deadline exceeded while waiting for a free worker"))
         try:

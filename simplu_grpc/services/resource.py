@@ -2,181 +2,49 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Iterator
 
 import grpc
-from google.protobuf import empty_pb2, field_mask_pb2, json_format, struct_pb2, timestamp_pb2
-from google.type import interval_pb2
-from simplu.v1 import business_pb2, resource_pb2, resource_pb2_grpc
+from google.protobuf import empty_pb2
+from simplu.v1 import resource_pb2, resource_pb2_grpc
 
 from simplu_grpc.domain.auth import permissions
 from simplu_grpc.domain.resources.catalog import catalog_types, common_types
-from simplu_grpc.domain.resources.changes import ChangeKind, ResourceChange
 from simplu_grpc.domain.resources.model import (
-    OPEN_RANGE,
     ResourceKey,
-    StoredResource,
-    TimeRange,
-    format_timestamp,
 )
 from simplu_grpc.domain.resources.ops import ResourceOps
 from simplu_grpc.domain.resources.validation import UpdateRequest
+from simplu_grpc.domain.watch_ops import WatchOps
 from simplu_grpc.errors import InvalidArgument
-from simplu_grpc.services.encoded_resources import EncodedMessages
+from simplu_grpc.services.resource_proto import (
+    BUSINESS_TYPE_NAMES,
+    CHANGE_KINDS,
+    ResponseBudget,
+    document_from_struct,
+    fill,
+    fill_change,
+    instant_from,
+    interval_from,
+    json_value,
+    key_from_proto,
+    key_to_proto,
+    read_mask,
+    to_proto,
+    type_permissions,
+)
+from simplu_grpc.services.resource_watch import watch_resources
 
 SERVICE = resource_pb2.DESCRIPTOR.services_by_name["ResourceService"]
-
-_BUSINESS_TYPES = {
-    "dental": business_pb2.BUSINESS_TYPE_DENTAL,
-    "gym": business_pb2.BUSINESS_TYPE_GYM,
-    "hotel": business_pb2.BUSINESS_TYPE_HOTEL,
-}
-_BUSINESS_TYPE_NAMES = {number: name for name, number in _BUSINESS_TYPES.items()}
-# Returned whatever the read_mask says: without them a resource cannot be named again.
-_IDENTIFYING = ("business_id", "location_id", "resource_type", "resource_id")
-
-
-def _document(struct: struct_pb2.Struct, field: str) -> dict[str, Any]:
-    try:
-        converted = json_format.MessageToDict(struct)
-    except ValueError:
-        # NaN and infinities have no JSON form: protobuf refuses them here, before validation.
-        raise InvalidArgument.field(field, "numbers must be finite") from None
-    # A Struct always converts to a JSON object.
-    return converted
-
-
-def _instant(holder: Any, name: str, field: str) -> datetime | None:
-    """A Timestamp field as an aware datetime, None when unset; INVALID_ARGUMENT when it is not
-    a valid Timestamp (seconds outside 0001-9999, nanos outside 0..999,999,999)."""
-    if not holder.HasField(name):
-        return None
-    stamp: timestamp_pb2.Timestamp = getattr(holder, name)
-    try:
-        return stamp.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError, OSError):
-        raise InvalidArgument.field(field, "is not a valid timestamp (years 0001-9999)") from None
-
-
-def _interval(request: Any, name: str) -> TimeRange:
-    if not request.HasField(name):
-        return OPEN_RANGE
-    interval: interval_pb2.Interval = getattr(request, name)
-    return TimeRange(
-        _instant(interval, "start_time", f"{name}.start_time"),
-        _instant(interval, "end_time", f"{name}.end_time"),
-    )
-
-
-def _read_mask(request: Any) -> field_mask_pb2.FieldMask | None:
-    """The read_mask with the identifying fields added; None when it asks for everything."""
-    if not request.HasField("read_mask") or not request.read_mask.paths:
-        return None
-    mask: field_mask_pb2.FieldMask = request.read_mask
-    for index, path in enumerate(mask.paths):
-        if path not in resource_pb2.Resource.DESCRIPTOR.fields_by_name:
-            shown = path if len(path) <= 64 and path.isprintable() else "this path"
-            raise InvalidArgument.field(f"read_mask.paths[{index}]", f"{shown} is not a field of Resource")
-    return field_mask_pb2.FieldMask(paths=sorted({*mask.paths, *_IDENTIFYING}))
-
-
-def to_proto(stored: StoredResource, mask: field_mask_pb2.FieldMask | None = None) -> resource_pb2.Resource:
-    message = resource_pb2.Resource()
-    fill(message, stored, mask)
-    return message
-
-
-def fill(
-    message: resource_pb2.Resource, stored: StoredResource, mask: field_mask_pb2.FieldMask | None = None
-) -> None:
-    """Write ``stored`` into an empty ``message``, only the ``mask``'s fields when there is one (a
-    list fills the response's own repeated entries in place: building separate messages and
-    passing them in would copy each one). Built once per resource version (encoded_resources)."""
-    _ENCODED.fill(message, (stored.key, stored.version, stored.update_time), _build, stored)
-    if mask is not None:
-        for name in _RESOURCE_FIELDS.difference(mask.paths):
-            message.ClearField(name)
-
-
-def _build(message: resource_pb2.Resource, stored: StoredResource) -> None:
-    key = stored.key
-    message.business_id = key.business_id
-    message.location_id = key.location_id
-    message.resource_type = key.resource_type
-    message.resource_id = key.resource_id
-    message.business_type = _BUSINESS_TYPES.get(stored.business_type, business_pb2.BUSINESS_TYPE_UNSPECIFIED)
-    message.etag = stored.etag
-    message.data.update(stored.data)
-    if stored.start_time is not None:
-        _set_timestamp(message.start_time, stored.start_time)
-    if stored.end_time is not None:
-        _set_timestamp(message.end_time, stored.end_time)
-    _set_timestamp(message.create_time, stored.create_time)
-    _set_timestamp(message.update_time, stored.update_time)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ENCODED = EncodedMessages()
-_RESOURCE_FIELDS = frozenset(resource_pb2.Resource.DESCRIPTOR.fields_by_name)
-
-
-def _set_timestamp(field: timestamp_pb2.Timestamp, value: datetime) -> None:
-    """``Timestamp.FromDatetime`` for an aware datetime, at a quarter of its cost."""
-    since = value - _EPOCH
-    field.seconds = since.days * 86_400 + since.seconds
-    field.nanos = since.microseconds * 1000
-
-
-class _ResponseBudget:
-    """Fills a response's repeated resources until the next would pass the byte budget.
-
-    The first resource is always taken (a page must make progress); each resource is written
-    once, in place, and its encoded size counted as it will go on the wire."""
-
-    def __init__(self, max_bytes: int, mask: field_mask_pb2.FieldMask | None, into: Any) -> None:
-        self._left = max_bytes
-        self._mask = mask
-        self._into = into
-
-    def admit(self, resource: StoredResource) -> bool:
-        message = self._into.add()
-        fill(message, resource, self._mask)
-        # The repeated field's tag and length prefix: a few bytes beyond the message itself.
-        size = message.ByteSize() + 8
-        if len(self._into) > 1 and size > self._left:
-            del self._into[-1]
-            return False
-        self._left -= size
-        return True
-
-
-def _json_value(value: Any) -> struct_pb2.Value:
-    """A group key as a protobuf Value (instants as RFC 3339 strings)."""
-    message = struct_pb2.Value()
-    if isinstance(value, datetime):
-        message.string_value = format_timestamp(value)
-    else:
-        json_format.ParseDict(value, message)
-    return message
-
-
-def _key(message: resource_pb2.ResourceKey, business_id: str) -> ResourceKey:
-    return ResourceKey(business_id, message.location_id, message.resource_type, message.resource_id)
-
-
-def _key_proto(key: ResourceKey) -> resource_pb2.ResourceKey:
-    return resource_pb2.ResourceKey(
-        location_id=key.location_id, resource_type=key.resource_type, resource_id=key.resource_id
-    )
 
 
 class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
     """Every method: the request converted, one use case (the caller comes from the request context)."""
 
-    def __init__(self, ops: ResourceOps, *, response_max_bytes: int = 3 * 1024 * 1024) -> None:
+    def __init__(self, ops: ResourceOps, watch: WatchOps, *, response_max_bytes: int = 3 << 20) -> None:
         self._ops = ops
         self._response_max_bytes = response_max_bytes
+        self._watch = watch
 
     def CreateResource(
         self, request: resource_pb2.CreateResourceRequest, context: grpc.ServicerContext
@@ -191,9 +59,9 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
             location_id=r.location_id,
             resource_type=r.resource_type,
             resource_id=request.resource_id or r.resource_id,
-            data=_document(r.data, "resource.data"),
-            start_time=_instant(r, "start_time", "resource.start_time"),
-            end_time=_instant(r, "end_time", "resource.end_time"),
+            data=document_from_struct(r.data, "resource.data"),
+            start_time=instant_from(r, "start_time", "resource.start_time"),
+            end_time=instant_from(r, "end_time", "resource.end_time"),
             request_id=request.request_id,
         )
         return to_proto(stored)
@@ -201,7 +69,7 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
     def GetResource(
         self, request: resource_pb2.GetResourceRequest, context: grpc.ServicerContext
     ) -> resource_pb2.Resource:
-        mask = _read_mask(request)
+        mask = read_mask(request)
         key = ResourceKey(
             request.business_id, request.location_id, request.resource_type, request.resource_id
         )
@@ -211,15 +79,15 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
         self, request: resource_pb2.BatchGetResourcesRequest, context: grpc.ServicerContext
     ) -> resource_pb2.BatchGetResourcesResponse:
         response = resource_pb2.BatchGetResourcesResponse()
-        budget = _ResponseBudget(self._response_max_bytes, _read_mask(request), response.resources)
+        budget = ResponseBudget(self._response_max_bytes, read_mask(request), response.resources)
         result = self._ops.batch_get(
             request.business_id,
-            [_key(k, request.business_id) for k in request.keys],
+            [key_from_proto(k, request.business_id) for k in request.keys],
             page_token=request.page_token,
             binding_extra=list(request.read_mask.paths),
             budget=budget,
         )
-        response.missing.extend(_key_proto(k) for k in result.missing)
+        response.missing.extend(key_to_proto(k) for k in result.missing)
         response.next_page_token = result.next_page_token
         return response
 
@@ -227,15 +95,15 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
         self, request: resource_pb2.ListResourcesRequest, context: grpc.ServicerContext
     ) -> resource_pb2.ListResourcesResponse:
         response = resource_pb2.ListResourcesResponse()
-        budget = _ResponseBudget(self._response_max_bytes, _read_mask(request), response.resources)
+        budget = ResponseBudget(self._response_max_bytes, read_mask(request), response.resources)
         page = self._ops.list(
             business_id=request.business_id,
             location_id=request.location_id,
             resource_type=request.resource_type,
-            start_range=_interval(request, "start_time_range"),
-            overlaps=_interval(request, "overlaps"),
+            start_range=interval_from(request, "start_time_range"),
+            overlaps=interval_from(request, "overlaps"),
             data_contains=(
-                _document(request.data_contains, "data_contains")
+                document_from_struct(request.data_contains, "data_contains")
                 if request.HasField("data_contains")
                 else None
             ),
@@ -266,7 +134,7 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
         for group in result.groups:
             message = response.groups.add(count=group.count, sum=group.sum, min=group.min, max=group.max)
             for key in group.keys:
-                message.keys.add().CopyFrom(_json_value(key))
+                message.keys.add().CopyFrom(json_value(key))
         return response
 
     def GetLocationStatistics(
@@ -287,7 +155,7 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
                 resource_type=activity.resource_type,
                 resource_id=activity.resource_id,
                 principal=activity.principal,
-                kind=_CHANGE_KINDS[activity.kind] if activity.kind else resource_pb2.CHANGE_KIND_UNSPECIFIED,
+                kind=CHANGE_KINDS[activity.kind] if activity.kind else resource_pb2.CHANGE_KIND_UNSPECIFIED,
             )
             item.change_time.FromDatetime(activity.change_time)
             if activity.create_time is not None:
@@ -306,9 +174,9 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
             UpdateRequest(
                 paths=list(request.update_mask.paths),
                 data_paths=list(request.data_paths),
-                data=_document(r.data, "resource.data"),
-                start_time=_instant(r, "start_time", "resource.start_time"),
-                end_time=_instant(r, "end_time", "resource.end_time"),
+                data=document_from_struct(r.data, "resource.data"),
+                start_time=instant_from(r, "start_time", "resource.start_time"),
+                end_time=instant_from(r, "end_time", "resource.end_time"),
                 etag=r.etag,
             ),
         )
@@ -332,20 +200,27 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
             resource_types=list(request.resource_types),
             resource_id=request.resource_id,
             principal=request.principal,
-            change_time=_interval(request, "change_time_range"),
+            change_time=interval_from(request, "change_time_range"),
             order_by=request.order_by,
             page_size=request.page_size,
             page_token=request.page_token,
         )
         response = resource_pb2.ListResourceChangesResponse(next_page_token=page.next_page_token)
         for change in page.changes:
-            _fill_change(response.changes.add(), change)
+            fill_change(response.changes.add(), change)
         return response
+
+    def WatchResources(
+        self, request: resource_pb2.WatchResourcesRequest, context: grpc.ServicerContext
+    ) -> Iterator[resource_pb2.WatchResourcesResponse]:
+        return watch_resources(
+            self._watch, request, changes=fill_change, resources=fill, on_end=context.add_callback
+        )
 
     def ListResourceTypes(
         self, request: resource_pb2.ListResourceTypesRequest, context: grpc.ServicerContext
     ) -> resource_pb2.ListResourceTypesResponse:
-        business_type = _BUSINESS_TYPE_NAMES.get(request.business_type)
+        business_type = BUSINESS_TYPE_NAMES.get(request.business_type)
         if business_type is None:
             raise InvalidArgument.field(
                 "business_type", "is required: BUSINESS_TYPE_DENTAL, BUSINESS_TYPE_GYM or BUSINESS_TYPE_HOTEL"
@@ -356,7 +231,7 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
                 resource_pb2.ResourceType(
                     name=name,
                     common=name in common,
-                    permissions=_type_permissions(name),
+                    permissions=type_permissions(name),
                 )
                 for name in sorted(catalog_types(business_type))
             ],
@@ -365,35 +240,3 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
                 for p in permissions.ADMIN_PERMISSIONS
             ],
         )
-
-
-_CHANGE_KINDS = {
-    ChangeKind.CREATED: resource_pb2.CHANGE_KIND_CREATED,
-    ChangeKind.UPDATED: resource_pb2.CHANGE_KIND_UPDATED,
-    ChangeKind.DELETED: resource_pb2.CHANGE_KIND_DELETED,
-}
-
-
-def _fill_change(message: resource_pb2.ResourceChange, change: ResourceChange) -> None:
-    key = change.key
-    message.sequence = change.sequence
-    message.kind = _CHANGE_KINDS[change.kind]
-    message.business_id = key.business_id
-    message.location_id = key.location_id
-    message.resource_type = key.resource_type
-    message.resource_id = key.resource_id
-    message.etag = change.etag
-    message.changed_paths.extend(change.paths)
-    message.principal = change.principal
-    _set_timestamp(message.change_time, change.change_time)
-
-
-def _type_permissions(resource_type: str) -> resource_pb2.ResourceTypePermissions:
-    strings = permissions.type_permissions(resource_type)
-    return resource_pb2.ResourceTypePermissions(
-        read=strings["read"],
-        create=strings["create"],
-        update=strings["update"],
-        delete=strings["delete"],
-        all=strings["*"],
-    )

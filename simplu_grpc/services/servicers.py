@@ -11,6 +11,7 @@ interceptors, with a field violation naming the request) for every method of the
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent import futures
 from typing import Any
 
 import grpc
@@ -53,17 +54,32 @@ def _refusing_undecodable(behavior: Callable[[Any, grpc.ServicerContext], Any]) 
     return handle
 
 
-def add_service(service: ServiceDescriptor, servicer: Any, server: grpc.Server) -> None:
-    """Like the generated ``add_<Service>Servicer_to_server`` for ``service`` (every simplu.v1
-    method is unary-unary), but an undecodable request is INVALID_ARGUMENT, not INTERNAL."""
+def add_service(
+    service: ServiceDescriptor,
+    servicer: Any,
+    server: grpc.Server,
+    *,
+    stream_threads: futures.ThreadPoolExecutor | None = None,
+) -> None:
+    """Like the generated ``add_<Service>Servicer_to_server`` for ``service`` (unary requests;
+    unary or server-streaming responses), but an undecodable request is INVALID_ARGUMENT, not
+    INTERNAL. A server-streaming method runs on ``stream_threads`` when given: a stream holds its
+    thread for its whole life, and must not hold one of the unary calls' (WatchResources)."""
     handlers = {}
     for method in service.methods:
-        if method.client_streaming or method.server_streaming:
-            raise ValueError(f"{method.full_name} streams; only unary methods are supported")
+        if method.client_streaming:
+            raise ValueError(f"{method.full_name} streams requests; only unary requests are supported")
         request_class = message_factory.GetMessageClass(method.input_type)
         response_class = message_factory.GetMessageClass(method.output_type)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _refusing_undecodable(getattr(servicer, method.name)),
+        behavior = _refusing_undecodable(getattr(servicer, method.name))
+        factory = grpc.unary_unary_rpc_method_handler
+        if method.server_streaming:
+            factory = grpc.unary_stream_rpc_method_handler
+            if stream_threads is not None:
+                # grpc reads this attribute off the behaviour (interceptors/base.py keeps it).
+                behavior.experimental_thread_pool = stream_threads  # type: ignore[attr-defined]
+        handlers[method.name] = factory(
+            behavior,
             request_deserializer=_tolerant_parser(request_class),
             response_serializer=response_class.SerializeToString,
         )

@@ -64,6 +64,7 @@ class ResourceStack:
     routing: RoutingCache
     pools: PoolRegistry
     token: str
+    table: str = ""
     businesses: list[Business] = field(default_factory=list)
 
     @property
@@ -232,6 +233,9 @@ def build_stack(
     pool_max_size: int = 4,
     pool_max_waiting: int = 64,
     citrus_timeout_ms: int = 1000,
+    business_cache_ttl: float = 30.0,
+    watch_buffer_size: int = 1000,
+    table: str | None = None,
 ) -> ResourceStack:
     """A started server whose ResourceService uses real adapters (see module docstring)."""
     settings = settings_for(
@@ -246,11 +250,13 @@ def build_stack(
         shard_connect_timeout_seconds=2.0,
         routing_cache_ttl_seconds=routing_ttl,
         routing_stale_max_seconds=routing_stale_max,
-        business_cache_ttl_seconds=30.0,
+        business_cache_ttl_seconds=business_cache_ttl,
+        watch_buffer_size=watch_buffer_size,
         dynamodb_endpoint=moto_server.url,
-        dynamodb_business_info_table=f"biz-{secrets.token_hex(4)}",
+        dynamodb_business_info_table=table or f"biz-{secrets.token_hex(4)}",
     )
-    create_business_table(moto_server.url, REGION, settings.dynamodb_business_info_table)
+    if table is None:
+        create_business_table(moto_server.url, REGION, settings.dynamodb_business_info_table)
     sources: list[CountingBusinessSource] = []
 
     def counting(store: BusinessStore) -> CountingBusinessSource:
@@ -267,6 +273,7 @@ def build_stack(
         routing=deps.routing,
         pools=deps.pools,
         token=admin_token,
+        table=settings.dynamodb_business_info_table,
     )
 
 

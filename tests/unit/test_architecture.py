@@ -47,6 +47,10 @@ LONG_MODULES: dict[str, str] = {
         " build_resources, build_admin), read top to bottom in dependency order; the only module"
         " that knows which adapter implements which port"
     ),
+    "settings.py": (
+        "the one table of every setting (its default and why) and the one parser that reads and"
+        " checks them from the environment; split, a setting's default and its bounds would part"
+    ),
     "server.py": (
         "the transport, its interceptor chain, binding and the process lifecycle (workers, signals):"
         " the order of startup and shutdown is the design and reads best in one place"

@@ -1,4 +1,4 @@
-"""Resources built into protobuf once per version (services/encoded_resources.py, resource.fill)."""
+"""Resources built into protobuf once per version (services/encoded_resources.py, resource_proto.fill)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from google.protobuf import field_mask_pb2, json_format, struct_pb2
 from simplu.v1 import resource_pb2
 
 from simplu_grpc.domain.resources.model import ResourceKey, StoredResource
-from simplu_grpc.services import resource
+from simplu_grpc.services import resource_proto as resource
 from simplu_grpc.services.encoded_resources import EncodedMessages
 
 KEY = ResourceKey("biz-1", "loc-1", "patient", "p-1")

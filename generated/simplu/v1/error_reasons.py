@@ -72,6 +72,10 @@ Reason = Literal[
     "INVITER_NOT_ALLOWED",
     "INVITEE_UNVERIFIED",
     "INTERNAL",
+    "RESUME_TOKEN_EXPIRED",
+    "WATCH_TOO_SLOW",
+    "WATCH_INTERRUPTED",
+    "WATCH_LIMIT",
 ]
 
 REASONS: Final[frozenset[str]] = frozenset(
@@ -145,5 +149,9 @@ REASONS: Final[frozenset[str]] = frozenset(
         "INVITER_NOT_ALLOWED",
         "INVITEE_UNVERIFIED",
         "INTERNAL",
+        "RESUME_TOKEN_EXPIRED",
+        "WATCH_TOO_SLOW",
+        "WATCH_INTERRUPTED",
+        "WATCH_LIMIT",
     }
 )

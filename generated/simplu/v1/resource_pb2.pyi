@@ -310,7 +310,7 @@ class ListResourceTypesResponse(_message.Message):
     def __init__(self, resource_types: _Optional[_Iterable[_Union[ResourceType, _Mapping]]] = ..., administration_permissions: _Optional[_Iterable[_Union[AdministrationPermission, _Mapping]]] = ...) -> None: ...
 
 class ResourceChange(_message.Message):
-    __slots__ = ("sequence", "kind", "business_id", "location_id", "resource_type", "resource_id", "etag", "changed_paths", "principal", "change_time")
+    __slots__ = ("sequence", "kind", "business_id", "location_id", "resource_type", "resource_id", "etag", "changed_paths", "principal", "change_time", "resource")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
@@ -321,6 +321,7 @@ class ResourceChange(_message.Message):
     CHANGED_PATHS_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     CHANGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     kind: ChangeKind
     business_id: str
@@ -331,7 +332,8 @@ class ResourceChange(_message.Message):
     changed_paths: _containers.RepeatedScalarFieldContainer[str]
     principal: str
     change_time: _timestamp_pb2.Timestamp
-    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., etag: _Optional[str] = ..., changed_paths: _Optional[_Iterable[str]] = ..., principal: _Optional[str] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    resource: Resource
+    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., etag: _Optional[str] = ..., changed_paths: _Optional[_Iterable[str]] = ..., principal: _Optional[str] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resource: _Optional[_Union[Resource, _Mapping]] = ...) -> None: ...
 
 class ListResourceChangesRequest(_message.Message):
     __slots__ = ("business_id", "location_id", "resource_types", "resource_id", "principal", "change_time_range", "order_by", "page_size", "page_token")
@@ -362,3 +364,23 @@ class ListResourceChangesResponse(_message.Message):
     changes: _containers.RepeatedCompositeFieldContainer[ResourceChange]
     next_page_token: str
     def __init__(self, changes: _Optional[_Iterable[_Union[ResourceChange, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchResourcesRequest(_message.Message):
+    __slots__ = ("business_id", "location_id", "resource_types", "resume_token")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPES_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    location_id: str
+    resource_types: _containers.RepeatedScalarFieldContainer[str]
+    resume_token: str
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., resource_types: _Optional[_Iterable[str]] = ..., resume_token: _Optional[str] = ...) -> None: ...
+
+class WatchResourcesResponse(_message.Message):
+    __slots__ = ("change", "resume_token")
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    change: ResourceChange
+    resume_token: str
+    def __init__(self, change: _Optional[_Union[ResourceChange, _Mapping]] = ..., resume_token: _Optional[str] = ...) -> None: ...

@@ -99,6 +99,11 @@ class ResourceServiceStub:
                 request_serializer=simplu_dot_v1_dot_resource__pb2.ListResourceChangesRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_resource__pb2.ListResourceChangesResponse.FromString,
                 _registered_method=True)
+        self.WatchResources = channel.unary_stream(
+                '/simplu.v1.ResourceService/WatchResources',
+                request_serializer=simplu_dot_v1_dot_resource__pb2.WatchResourcesRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_resource__pb2.WatchResourcesResponse.FromString,
+                _registered_method=True)
 
 
 class ResourceServiceServicer:
@@ -195,6 +200,21 @@ class ResourceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchResources(self, request, context):
+        """"<type>:read" for every type watched: a location's changes as they commit, in sequence
+        order, each exactly once, from the change log (so nothing is lost between replicas or
+        across a reconnect). The first message carries only a resume_token (the watch is
+        established; list now to start from a consistent state). Resume a broken stream on any
+        replica with the last resume_token received. Permission is re-checked while the stream
+        lives: a member removed (or whose role lost read) is ended with PERMISSION_DENIED within the
+        server's BUSINESS_CACHE_TTL_SECONDS. Ends with FAILED_PRECONDITION
+        (RESUME_TOKEN_EXPIRED: re-list), RESOURCE_EXHAUSTED (WATCH_TOO_SLOW, WATCH_LIMIT),
+        UNAVAILABLE (WATCH_INTERRUPTED: resume with the token in the ErrorInfo metadata).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ResourceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -247,6 +267,11 @@ def add_ResourceServiceServicer_to_server(servicer, server):
                     servicer.ListResourceChanges,
                     request_deserializer=simplu_dot_v1_dot_resource__pb2.ListResourceChangesRequest.FromString,
                     response_serializer=simplu_dot_v1_dot_resource__pb2.ListResourceChangesResponse.SerializeToString,
+            ),
+            'WatchResources': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchResources,
+                    request_deserializer=simplu_dot_v1_dot_resource__pb2.WatchResourcesRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_resource__pb2.WatchResourcesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -533,6 +558,33 @@ class ResourceService:
             '/simplu.v1.ResourceService/ListResourceChanges',
             simplu_dot_v1_dot_resource__pb2.ListResourceChangesRequest.SerializeToString,
             simplu_dot_v1_dot_resource__pb2.ListResourceChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchResources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/simplu.v1.ResourceService/WatchResources',
+            simplu_dot_v1_dot_resource__pb2.WatchResourcesRequest.SerializeToString,
+            simplu_dot_v1_dot_resource__pb2.WatchResourcesResponse.FromString,
             options,
             channel_credentials,
             insecure,

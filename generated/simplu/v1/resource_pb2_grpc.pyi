@@ -79,6 +79,17 @@ class ResourceServiceStub:
     transaction. Without resource_types, the types the caller may read (PERMISSION_DENIED when
     none). Changes are kept for the server's CHANGE_RETENTION_SECONDS (default 7 days).
     """
+    WatchResources: _grpc.UnaryStreamMultiCallable[_resource_pb2.WatchResourcesRequest, _resource_pb2.WatchResourcesResponse]
+    """"<type>:read" for every type watched: a location's changes as they commit, in sequence
+    order, each exactly once, from the change log (so nothing is lost between replicas or
+    across a reconnect). The first message carries only a resume_token (the watch is
+    established; list now to start from a consistent state). Resume a broken stream on any
+    replica with the last resume_token received. Permission is re-checked while the stream
+    lives: a member removed (or whose role lost read) is ended with PERMISSION_DENIED within the
+    server's BUSINESS_CACHE_TTL_SECONDS. Ends with FAILED_PRECONDITION
+    (RESUME_TOKEN_EXPIRED: re-list), RESOURCE_EXHAUSTED (WATCH_TOO_SLOW, WATCH_LIMIT),
+    UNAVAILABLE (WATCH_INTERRUPTED: resume with the token in the ErrorInfo metadata).
+    """
 
 @_typing.type_check_only
 class ResourceServiceAsyncStub(ResourceServiceStub):
@@ -129,6 +140,17 @@ class ResourceServiceAsyncStub(ResourceServiceStub):
     resource, from the change log every create, update and delete writes in the same
     transaction. Without resource_types, the types the caller may read (PERMISSION_DENIED when
     none). Changes are kept for the server's CHANGE_RETENTION_SECONDS (default 7 days).
+    """
+    WatchResources: _aio.UnaryStreamMultiCallable[_resource_pb2.WatchResourcesRequest, _resource_pb2.WatchResourcesResponse]  # type: ignore[assignment]
+    """"<type>:read" for every type watched: a location's changes as they commit, in sequence
+    order, each exactly once, from the change log (so nothing is lost between replicas or
+    across a reconnect). The first message carries only a resume_token (the watch is
+    established; list now to start from a consistent state). Resume a broken stream on any
+    replica with the last resume_token received. Permission is re-checked while the stream
+    lives: a member removed (or whose role lost read) is ended with PERMISSION_DENIED within the
+    server's BUSINESS_CACHE_TTL_SECONDS. Ends with FAILED_PRECONDITION
+    (RESUME_TOKEN_EXPIRED: re-list), RESOURCE_EXHAUSTED (WATCH_TOO_SLOW, WATCH_LIMIT),
+    UNAVAILABLE (WATCH_INTERRUPTED: resume with the token in the ErrorInfo metadata).
     """
 
 class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -237,6 +259,23 @@ class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
         resource, from the change log every create, update and delete writes in the same
         transaction. Without resource_types, the types the caller may read (PERMISSION_DENIED when
         none). Changes are kept for the server's CHANGE_RETENTION_SECONDS (default 7 days).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchResources(
+        self,
+        request: _resource_pb2.WatchResourcesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_resource_pb2.WatchResourcesResponse], _abc.AsyncIterator[_resource_pb2.WatchResourcesResponse]]:
+        """"<type>:read" for every type watched: a location's changes as they commit, in sequence
+        order, each exactly once, from the change log (so nothing is lost between replicas or
+        across a reconnect). The first message carries only a resume_token (the watch is
+        established; list now to start from a consistent state). Resume a broken stream on any
+        replica with the last resume_token received. Permission is re-checked while the stream
+        lives: a member removed (or whose role lost read) is ended with PERMISSION_DENIED within the
+        server's BUSINESS_CACHE_TTL_SECONDS. Ends with FAILED_PRECONDITION
+        (RESUME_TOKEN_EXPIRED: re-list), RESOURCE_EXHAUSTED (WATCH_TOO_SLOW, WATCH_LIMIT),
+        UNAVAILABLE (WATCH_INTERRUPTED: resume with the token in the ErrorInfo metadata).
         """
 
 def add_ResourceServiceServicer_to_server(servicer: ResourceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

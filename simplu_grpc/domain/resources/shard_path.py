@@ -94,6 +94,7 @@ class ShardPath:
         new_id: Callable[[], str] = new_resource_id,
         load: LoadRecorder | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_write: Callable[[ShardAssignment, str, str], None] | None = None,
     ) -> None:
         self._businesses = businesses
         self._authorizer = authorizer
@@ -104,6 +105,9 @@ class ShardPath:
         self._new_id = new_id
         self._load = load or IgnoreLoad()
         self._clock = clock
+        # Called (shard, business id, location id) after a write that changed a resource
+        # committed: wakes the change streams (adapters.change_notifier).
+        self._on_write = on_write
 
     # --- the shared path -----------------------------------------------------------------
 
@@ -187,6 +191,8 @@ class ShardPath:
                 finally:
                     ended = time.perf_counter_ns()
                 read, written = rows(result)
+                if written and self._on_write is not None:
+                    self._on_write(assignment, business_id, location_id)
                 failed = False
                 return result
         finally:
