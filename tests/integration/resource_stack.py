@@ -27,7 +27,9 @@ from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, create_business_table
 from simplu_grpc.domain.business.model import (
     Business,
+    BusinessPage,
     BusinessType,
+    CreateOutcome,
     Location,
     Member,
     Permissions,
@@ -41,18 +43,31 @@ from tests.fixtures.server import MakeServer, RunningServer, settings_for
 REGION = "us-east-1"
 
 
-class CountingBusinessSource(BusinessStore):
+class CountingBusinessSource:
     """The real business store, counting every read that reaches DynamoDB (writes pass through)."""
 
     def __init__(self, store: BusinessStore) -> None:
-        self.__dict__.update(store.__dict__)
+        self._store = store
         self._count_lock = threading.Lock()
         self.calls = 0
 
     def get(self, business_id: str, *, consistent: bool = True) -> Business | None:
         with self._count_lock:
             self.calls += 1
-        return super().get(business_id, consistent=consistent)
+        return self._store.get(business_id, consistent=consistent)
+
+    def create(self, business: Business, *, request_key: str | None = None) -> CreateOutcome:
+        return self._store.create(business, request_key=request_key)
+
+    def update(self, business: Business, *, previous: Business) -> Business:
+        return self._store.update(business, previous=previous)
+
+    def list(
+        self, *, page_size: int, page_token: str, member: str | None, include_deleted: bool
+    ) -> BusinessPage:
+        return self._store.list(
+            page_size=page_size, page_token=page_token, member=member, include_deleted=include_deleted
+        )
 
 
 @dataclass
