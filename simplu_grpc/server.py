@@ -44,6 +44,7 @@ from simplu_grpc.domain.admin_usage import TenantUsageQuery
 from simplu_grpc.domain.authz import Authorizer
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.business_ops import BusinessOps
+from simplu_grpc.domain.location_moves.service import LocationMoves
 from simplu_grpc.domain.resource_ops import ResourceOps
 from simplu_grpc.domain.routing import RoutingCache, ShardDirectory
 from simplu_grpc.domain.tokens import TokenVerifier
@@ -111,6 +112,7 @@ class Deps:
     # --- ShardAdmin components -------------------------------------------------------------
     shard_admin: ShardAdminService | None = None
     tenant_usage: TenantUsageQuery | None = None
+    location_moves: LocationMoves | None = None
 
     def close(self) -> None:
         """Run every closer (last registered first); one failing does not stop the rest."""
@@ -164,6 +166,7 @@ def simplu_services(settings: Settings, deps: Deps) -> list[Registration]:
                 admin=deps.shard_admin,
                 authorizer=deps.authorizer or Authorizer(admin_group=settings.admin_group),
                 usage=deps.tenant_usage,
+                moves=deps.location_moves,
             )
             if deps.shard_admin is not None
             else unimplemented(shard_admin_pb2_grpc.ShardAdminServiceServicer),

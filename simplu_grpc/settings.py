@@ -123,6 +123,14 @@ class Settings:
     # How long each shard's change log keeps a change (ListResourceChanges' history); older
     # changes are pruned a few at a time by later writes.
     change_retention_seconds: float = 7 * 86_400.0
+    # Location moves (issue 13): how long a replica holds a move it runs before another may take
+    # it over (a killed server's move resumes after at most this), how often each replica looks
+    # for such moves, rows per copy batch, and how many changes may be left when the write freeze
+    # starts (the freeze's length follows it).
+    move_lease_seconds: float = 15.0
+    move_scan_seconds: float = 10.0
+    move_batch_rows: int = 1000
+    move_freeze_lag: int = 200
 
     @property
     def cognito_issuer(self) -> str:
@@ -375,4 +383,12 @@ class _Reader:
             change_retention_seconds=self.float_(
                 "CHANGE_RETENTION_SECONDS", d.change_retention_seconds, minimum=60, maximum=366 * 86_400
             ),
+            move_lease_seconds=self.float_(
+                "MOVE_LEASE_SECONDS", d.move_lease_seconds, minimum=1, maximum=3600
+            ),
+            move_scan_seconds=self.float_(
+                "MOVE_SCAN_SECONDS", d.move_scan_seconds, minimum=0.1, maximum=3600
+            ),
+            move_batch_rows=self.int_("MOVE_BATCH_ROWS", d.move_batch_rows, minimum=10, maximum=100_000),
+            move_freeze_lag=self.int_("MOVE_FREEZE_LAG", d.move_freeze_lag, minimum=0, maximum=100_000),
         )

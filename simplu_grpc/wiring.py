@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from simplu_grpc.adapters.business_store import BusinessStore, make_dynamodb_client
 from simplu_grpc.adapters.citrus import CitrusClient
 from simplu_grpc.adapters.jwks import JwksClient
+from simplu_grpc.adapters.move_copier import MoveCopier
+from simplu_grpc.adapters.move_placement import DirectoryPlacement, ShardCatalog
+from simplu_grpc.adapters.move_state import MoveState
 from simplu_grpc.adapters.pools import PoolRegistry
 from simplu_grpc.adapters.shard_directory import (
     CitrusDirectory,
@@ -29,8 +33,12 @@ from simplu_grpc.domain.admin_usage import Replica, TenantUsageQuery
 from simplu_grpc.domain.authz import Authorizer
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.business_ops import BusinessOps, probe_check
+from simplu_grpc.domain.location_moves.engine import MoveEngine, MoveLimits
+from simplu_grpc.domain.location_moves.runner import MoveRunner
+from simplu_grpc.domain.location_moves.service import BusinessReader, LocationMoves
 from simplu_grpc.domain.resource_ops import Limits, ResourceOps
-from simplu_grpc.domain.routing import RoutingCache
+from simplu_grpc.domain.routing import RoutingCache, ShardDirectory
+from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.domain.tenant_load import LoadOrder, TenantLoad
 from simplu_grpc.domain.tokens import TokenVerifier
 from simplu_grpc.metrics import Metrics, TenantGauge
@@ -151,6 +159,18 @@ def build_deps(settings: Settings) -> Deps:
             replica=this_replica(),
             secrets=(settings.citrus_api_key, settings.database_password),
         )
+        deps.location_moves, runner = build_location_moves(
+            settings,
+            pools=deps.pools,
+            routing=deps.routing,
+            directory=deps.shard_directory,
+            catalog=admin_shards,
+            citrus=deps.citrus,
+            businesses=deps.business_store,
+        )
+        # Registered after the pools: closers run last-first, so moves stop before pools close.
+        deps.closers.append(runner.close)
+        runner.start()
     except BaseException:
         close_deps(deps)
         raise
@@ -186,3 +206,41 @@ def top_tenants(load: TenantLoad, count: int) -> Callable[[], list[TenantGauge]]
 def close_deps(deps: Deps) -> None:
     """Close every adapter (pools, HTTP clients), last built first."""
     deps.close()
+
+
+def build_location_moves(
+    settings: Settings,
+    *,
+    pools: PoolRegistry,
+    routing: RoutingCache,
+    directory: ShardDirectory,
+    catalog: ShardCatalog,
+    citrus: CitrusClient | None,
+    businesses: BusinessReader,
+    extra_shards: Sequence[ShardAssignment] = (),
+    owner: str | None = None,
+) -> tuple[LocationMoves, MoveRunner]:
+    """The location-move use cases and this replica's move runner (not started)."""
+    placement = DirectoryPlacement(
+        directory=directory,
+        catalog=catalog,
+        placer=citrus,
+        forget=routing.invalidate,
+        extra_shards=extra_shards,
+    )
+    records = MoveState(pools)
+    engine = MoveEngine(
+        copier=MoveCopier(pools),
+        placement=placement,
+        limits=MoveLimits(batch_rows=settings.move_batch_rows, freeze_lag=settings.move_freeze_lag),
+    )
+    runner = MoveRunner(
+        records=records,
+        engine=engine,
+        placement=placement,
+        owner=owner or f"{this_replica().host}:{this_replica().pid}:{uuid.uuid4().hex[:8]}",
+        lease_seconds=settings.move_lease_seconds,
+        scan_interval=settings.move_scan_seconds,
+    )
+    moves = LocationMoves(records=records, placement=placement, runner=runner, businesses=businesses)
+    return moves, runner

@@ -37,7 +37,15 @@ from simplu_grpc.domain.resources import (
     UpdatePlan,
     etag_for,
 )
-from simplu_grpc.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from simplu_grpc.errors import (
+    Aborted,
+    AlreadyExists,
+    FieldViolation,
+    InvalidArgument,
+    LocationFrozen,
+    LocationMoved,
+    NotFound,
+)
 
 _COLUMNS = (
     "business_id, location_id, resource_type, resource_id, business_type, data,"
@@ -69,6 +77,17 @@ prune_changes AS (
         LIMIT %(change_prune)s
         FOR UPDATE SKIP LOCKED))
 )"""
+# A location being moved (or moved away) is fenced on this shard (migration 0007): every write
+# statement reads the fence first, in the same statement, and changes nothing when there is one;
+# its answer row says which fence stopped it (``fence``, ``fence_move``). A primary-key probe of
+# a table that is empty but for the few locations in a move: no extra round trip on the warm path.
+# A writer whose snapshot predates a new fence is waited out by the move (adapters/move_copier.py).
+_FENCE = """fence AS (
+    SELECT state, move_id FROM location_fences WHERE business_id = %(b)s AND location_id = %(l)s
+)"""
+_NOT_FENCED = "NOT EXISTS (SELECT 1 FROM fence)"
+_FENCE_COLUMNS = "(SELECT state FROM fence) AS fence, (SELECT move_id FROM fence) AS fence_move"
+
 # Where a write statement's last CTE ends: the prune goes there when it is that write's turn.
 _PRUNE_SLOT = "/* prune */"
 
@@ -79,17 +98,18 @@ def _with_and_without_prune(statement: str) -> tuple[str, str]:
 
 
 _INSERT = f"""
-WITH created AS (
+WITH {_FENCE}, created AS (
     INSERT INTO resources (business_id, location_id, resource_type, resource_id, business_type, data,
                            start_time, end_time)
-    VALUES (%(b)s, %(l)s, %(n)s, %(id)s, %(type)s, %(data)s, %(start)s, %(end)s)
+    SELECT %(b)s, %(l)s, %(n)s, %(id)s, %(type)s, %(data)s, %(start)s, %(end)s WHERE {_NOT_FENCED}
     RETURNING {_COLUMNS}
 ), logged AS (
     INSERT INTO resource_changes ({_CHANGE_COLUMNS})
     SELECT business_id, location_id, resource_type, resource_id, 'created', version, '{{}}', %(who)s
     FROM created
 ){_PRUNE_SLOT}
-SELECT true AS created, {_COLUMNS} FROM created
+SELECT {_FENCE_COLUMNS}, c.* FROM (SELECT 1) AS one
+LEFT JOIN (SELECT true AS created, {_COLUMNS} FROM created) AS c ON true
 """
 
 # The request id is claimed first: a concurrent retry blocks on the claim's unique index
@@ -102,7 +122,7 @@ SELECT true AS created, {_COLUMNS} FROM created
 # maintenance, not a tenant read: it returns nothing, and never touches this request's own
 # claim (one statement must not modify a row twice).
 _INSERT_IDEMPOTENT = f"""
-WITH purge AS (
+WITH {_FENCE}, purge AS (
     DELETE FROM request_ids
     WHERE (business_id, location_id, requester, request_id) IN (
         SELECT business_id, location_id, requester, request_id FROM request_ids
@@ -113,7 +133,7 @@ WITH purge AS (
         FOR UPDATE SKIP LOCKED)
 ), claim AS (
     INSERT INTO request_ids (business_id, location_id, requester, request_id, resource_type, resource_id)
-    VALUES (%(b)s, %(l)s, %(who)s, %(rq)s, %(n)s, %(id)s)
+    SELECT %(b)s, %(l)s, %(who)s, %(rq)s, %(n)s, %(id)s WHERE {_NOT_FENCED}
     ON CONFLICT (business_id, location_id, requester, request_id) DO UPDATE
         SET resource_type = EXCLUDED.resource_type,
             resource_id = EXCLUDED.resource_id,
@@ -130,15 +150,17 @@ WITH purge AS (
     SELECT business_id, location_id, resource_type, resource_id, 'created', version, '{{}}', %(who)s
     FROM created
 ){_PRUNE_SLOT}
-SELECT true AS created, {_COLUMNS} FROM created
-UNION ALL
-SELECT false AS created, {", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","))}
-FROM request_ids q
-JOIN resources r USING (business_id, location_id, resource_type, resource_id)
-WHERE q.business_id = %(b)s AND q.location_id = %(l)s AND q.requester = %(who)s
-  AND q.request_id = %(rq)s
-  AND q.create_time >= now() - %(retention)s::interval
-  AND NOT EXISTS (SELECT 1 FROM claim)
+SELECT {_FENCE_COLUMNS}, x.* FROM (SELECT 1) AS one LEFT JOIN (
+    SELECT true AS created, {_COLUMNS} FROM created
+    UNION ALL
+    SELECT false AS created, {", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","))}
+    FROM request_ids q
+    JOIN resources r USING (business_id, location_id, resource_type, resource_id)
+    WHERE q.business_id = %(b)s AND q.location_id = %(l)s AND q.requester = %(who)s
+      AND q.request_id = %(rq)s
+      AND q.create_time >= now() - %(retention)s::interval
+      AND NOT EXISTS (SELECT 1 FROM claim)
+) AS x ON true
 """
 
 _REPLAY = f"""
@@ -160,17 +182,19 @@ WHERE business_id = %(b)s
 """
 
 _DELETE = f"""
-WITH current_row AS (
+WITH {_FENCE}, current_row AS (
     SELECT version FROM resources WHERE {_PK}
 ), deleted AS (
     DELETE FROM resources WHERE {_PK} AND (%(v)s::bigint IS NULL OR version = %(v)s::bigint)
+      AND {_NOT_FENCED}
     RETURNING business_id, location_id, resource_type, resource_id, version
 ), logged AS (
     INSERT INTO resource_changes ({_CHANGE_COLUMNS})
     SELECT business_id, location_id, resource_type, resource_id, 'deleted', version, '{{}}', %(who)s
     FROM deleted
 ){_PRUNE_SLOT}
-SELECT (SELECT version FROM current_row) AS current_version, (SELECT version FROM deleted) AS deleted_version
+SELECT {_FENCE_COLUMNS}, (SELECT version FROM current_row) AS current_version,
+       (SELECT version FROM deleted) AS deleted_version
 """
 
 # (without the prune, with it) for each fixed write statement; see _PRUNE_CHANGES.
@@ -321,7 +345,12 @@ class ShardStore:
         params.update(logging)
         statement = (_INSERTS_IDEMPOTENT if new.request_id else _INSERTS)[prune]
         try:
-            rows = session.run(statement, params, write=True)
+            answered = session.run(statement, params, write=True)
+            # One row always comes back (it carries the fence); a row without a resource means
+            # nothing was created or replayed.
+            rows = [row for row in answered if row["resource_id"] is not None]
+            if not rows:
+                _refuse_if_fenced(answered[0])
             if not rows and new.request_id:
                 # A concurrent create with this request id committed while we waited on the
                 # claim; our statement's snapshot predates it, a new one sees it.
@@ -480,11 +509,11 @@ class ShardStore:
         assignments += ["update_time = clock_timestamp()", "version = version + 1"]
         params["v"] = plan.expected_version
         statement = f"""
-WITH current_row AS (
+WITH {_FENCE}, current_row AS (
     SELECT version FROM resources WHERE {_PK}
 ), updated AS (
     UPDATE resources SET {", ".join(assignments)}
-    WHERE {_PK} AND (%(v)s::bigint IS NULL OR version = %(v)s::bigint)
+    WHERE {_PK} AND (%(v)s::bigint IS NULL OR version = %(v)s::bigint) AND {_NOT_FENCED}
     RETURNING {_COLUMNS}
 ), logged AS (
     INSERT INTO resource_changes ({_CHANGE_COLUMNS})
@@ -492,7 +521,7 @@ WITH current_row AS (
            %(who)s
     FROM updated
 ){_PRUNE_SLOT}
-SELECT (SELECT version FROM current_row) AS current_version, u.*
+SELECT {_FENCE_COLUMNS}, (SELECT version FROM current_row) AS current_version, u.*
 FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
 """
         statement = _with_and_without_prune(statement)[prune]
@@ -501,6 +530,7 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
         except psycopg.errors.CheckViolation as exc:
             raise _check_violation(exc, updating=True, max_bytes=max_bytes) from exc
         row = rows[0]
+        _refuse_if_fenced(row)
         if row["current_version"] is None:
             raise NotFound(
                 f"resource {key.resource_type}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"
@@ -517,6 +547,7 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
         logging, prune = self._logging(principal)
         params = {**_key_params(key), "v": expected_version, **logging}
         row = session.run(_DELETES[prune], params, write=True)[0]
+        _refuse_if_fenced(row)
         if row["current_version"] is None:
             raise NotFound(
                 f"resource {key.resource_type}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"
@@ -559,6 +590,20 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
         )
         rows = session.run(statement, params)
         return [_change(row) for row in rows[: query.page_size]], len(rows) > query.page_size
+
+
+def _refuse_if_fenced(row: Row) -> None:
+    """LocationFrozen / LocationMoved when the write statement found the location fenced
+    (it then changed nothing)."""
+    if row["fence"] is None:
+        return
+    metadata = {"move_id": row["fence_move"]}
+    if row["fence"] == "frozen":
+        raise LocationFrozen(
+            "the location's writes are frozen for a moment while it moves to another shard; retry",
+            metadata=metadata,
+        )
+    raise LocationMoved("the location has moved to another shard; retry", metadata=metadata)
 
 
 def _change(row: Row) -> ResourceChange:

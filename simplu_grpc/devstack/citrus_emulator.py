@@ -11,6 +11,10 @@ Endpoints (every one needs ``Authorization: Bearer <api key>``; JSON in and out)
 - ``GET  /api/shards/health`` -> CitrusShardResponse[]; really connects to each shard database
   (short connect timeout, concurrently) and records the result and time.
 - ``GET  /api/shard/{shardId}/capacity`` -> ``{canAcceptNewBusiness, businessCount, maxBusinesses, shardId}``.
+- ``PUT  /api/shard/{businessId-locationId}`` ``{shardId}`` -> CitrusShardResponse: places a registered
+  location on that shard (a location move's switch; what the client assumes of the real server is in
+  adapters/citrus.py). 404 for an unregistered key or an unknown shard. Business counts follow: the
+  business counts on the new shard, and on the old one only while another of its locations stays there.
 
 CitrusShardResponse = ``{shardId, connectionString, isActive, lastHealthCheck, businessCount,
 maxBusinesses}``.
@@ -58,7 +62,7 @@ __all__ = ["BUSINESS_TYPES", "CALL_KINDS", "CitrusEmulator", "ShardState"]
 log = logging.getLogger(__name__)
 
 BUSINESS_TYPES = frozenset({"dental", "gym", "hotel"})
-CALL_KINDS = ("get_shard", "register", "health", "capacity")
+CALL_KINDS = ("get_shard", "register", "health", "capacity", "place")
 _MAX_BODY = 64 * 1024
 _MAX_ID = 64
 
@@ -292,6 +296,28 @@ class CitrusEmulator:
                 log.debug("registered %s (%s) on %s", key, business_type, shard_id)
                 return shard.to_json(self.capacity)
 
+    def place(self, key: str, shard_id: str) -> dict[str, Any]:
+        """Put a registered location on ``shard_id`` (a move's switch); 404s as documented above."""
+        business_id = key.split("-", 1)[0]
+        with self._lock:
+            old = self._registrations.get(key)
+            if old is None:
+                raise _HttpError(HTTPStatus.NOT_FOUND, "not_found", "shard key is not registered")
+            shard = self._shards.get(shard_id)
+            if shard is None:
+                raise _HttpError(HTTPStatus.NOT_FOUND, "not_found", "unknown shard id")
+            self._registrations[key] = shard_id
+            shard.businesses.add(business_id)
+            still_there = any(
+                k.split("-", 1)[0] == business_id and s == old for k, s in self._registrations.items()
+            )
+            if not still_there:
+                self._shards[old].businesses.discard(business_id)
+            if self._business_shard.get(business_id) == old and not still_there:
+                self._business_shard[business_id] = shard_id
+            log.debug("placed %s on %s (was %s)", key, shard_id, old)
+            return shard.to_json(self.capacity)
+
     def health(self) -> list[dict[str, Any]]:
         with self._lock:
             targets = [(s.shard_id, s.connection_string) for s in self._shards.values()]
@@ -394,6 +420,8 @@ class CitrusEmulator:
         if kind == "health":
             return 200, self.health()
         payload = _json_object(body)
+        if kind == "place":
+            return 200, self.place(arg, _str_field(payload, "shardId"))
         business_id = _id_field(payload, "businessId", allow_dash=False)
         location_id = _id_field(payload, "locationId", allow_dash=True)
         business_type = payload.get("businessType")
@@ -462,10 +490,10 @@ def _route(method: str, path: str) -> tuple[str, str]:
         if rest.endswith("/capacity") and "/" not in rest[: -len("/capacity")]:
             kind, arg = "capacity", unquote(rest[: -len("/capacity")])
         elif rest and "/" not in rest:
-            kind, arg = "get_shard", unquote(rest)
+            kind, arg = ("place", unquote(rest)) if method == "PUT" else ("get_shard", unquote(rest))
         else:
             raise _HttpError(HTTPStatus.NOT_FOUND, "not_found", "no such endpoint")
-        allowed = "GET"
+        allowed = "PUT" if kind == "place" else "GET"
         if not arg:
             raise _HttpError(HTTPStatus.NOT_FOUND, "not_found", "no such endpoint")
     else:

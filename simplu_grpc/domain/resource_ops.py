@@ -40,7 +40,7 @@ from simplu_grpc.domain.resources import ResourceKey, StoredResource
 from simplu_grpc.domain.routing import RoutingCache
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.domain.tenant_load import IgnoreLoad, LoadRecorder
-from simplu_grpc.errors import ShardUnavailable, SimpluError
+from simplu_grpc.errors import LocationMoved, ShardUnavailable, SimpluError
 
 T = TypeVar("T")
 
@@ -526,6 +526,13 @@ class ResourceOps:
             assignment = self._route(business, location_id)
         try:
             return self._run(assignment, work, business.id, location_id, rows)
+        except LocationMoved as moved:
+            # The shard fenced the location after a move (the write changed nothing): this
+            # route is stale. Ask the directory and write where it says now, once.
+            fresh = self._route(business, location_id, refresh=True)
+            if fresh.shard_id == assignment.shard_id:
+                raise moved from None
+            return self._run(fresh, work, business.id, location_id, rows)
         except ShardUnavailable as failure:
             if not (idempotent or isinstance(failure, ShardUnreachable)):
                 raise

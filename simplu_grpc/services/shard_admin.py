@@ -24,8 +24,10 @@ from simplu_grpc.domain.admin_consistency import FindingKind
 from simplu_grpc.domain.admin_ports import PoolStatsView
 from simplu_grpc.domain.admin_usage import TenantOrder, TenantUsageQuery, TenantUsageReport
 from simplu_grpc.domain.authz import Authorizer
+from simplu_grpc.domain.location_moves.service import LocationMoves
 from simplu_grpc.errors import FailedPrecondition, InvalidArgument
 from simplu_grpc.services.business_proto import TYPE_FROM_PROTO, timestamp
+from simplu_grpc.services.location_moves import LocationMoveRpcs
 
 T = TypeVar("T")
 _FINDINGS = {
@@ -47,7 +49,7 @@ _TENANT_ORDERS: dict[int, TenantOrder] = {
 }
 
 
-class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServiceServicer):
+class ShardAdminServicer(LocationMoveRpcs, shard_admin_pb2_grpc.ShardAdminServiceServicer):
     """The operators' console; errors are domain errors, mapped to statuses by the interceptor."""
 
     def __init__(
@@ -56,10 +58,12 @@ class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServiceServicer):
         admin: ShardAdminService,
         authorizer: Authorizer,
         usage: TenantUsageQuery | None = None,
+        moves: LocationMoves | None = None,
     ) -> None:
         self._admin = admin
         self._authorizer = authorizer
         self._usage = usage
+        self._moves = moves
 
     def _require_admin(self) -> None:
         self._authorizer.require_admin(context.principal())

@@ -55,6 +55,13 @@ Reason = Literal[
     "SHARD_TLS_REFUSED",
     "DEADLINE_EXCEEDED",
     "INTERNAL",
+    "LOCATION_FROZEN",
+    "LOCATION_MOVED",
+    "MOVE_NOT_FOUND",
+    "MOVE_ALREADY_OPEN",
+    "TARGET_SHARD_FULL",
+    "MOVE_WRONG_PHASE",
+    "MOVE_TARGET_IS_SOURCE",
 ]
 
 REASONS: Final[frozenset[str]] = frozenset(
@@ -111,5 +118,12 @@ REASONS: Final[frozenset[str]] = frozenset(
         "SHARD_TLS_REFUSED",
         "DEADLINE_EXCEEDED",
         "INTERNAL",
+        "LOCATION_FROZEN",
+        "LOCATION_MOVED",
+        "MOVE_NOT_FOUND",
+        "MOVE_ALREADY_OPEN",
+        "TARGET_SHARD_FULL",
+        "MOVE_WRONG_PHASE",
+        "MOVE_TARGET_IS_SOURCE",
     }
 )
