@@ -60,9 +60,14 @@ _INSERT_CHANGES = f"""
 INSERT INTO resource_changes ({_CHANGE_COLUMNS})
 SELECT {_CHANGE_COLUMNS} FROM jsonb_to_recordset(%(rows)s::jsonb) AS x({_CHANGE_TYPES}) ORDER BY seq
 """
+# A claim refers to its resource (foreign key): one whose resource is not on the target yet is
+# left for the freeze's final copy of recent claims, when every resource is there.
 _UPSERT_CLAIMS = f"""
 INSERT INTO request_ids ({_CLAIM_COLUMNS})
 SELECT {_CLAIM_COLUMNS} FROM jsonb_to_recordset(%(rows)s::jsonb) AS x({_CLAIM_TYPES})
+WHERE EXISTS (SELECT 1 FROM resources r WHERE r.business_id = x.business_id
+              AND r.location_id = x.location_id AND r.resource_type = x.resource_type
+              AND r.resource_id = x.resource_id)
 ON CONFLICT (business_id, location_id, requester, request_id) DO UPDATE SET
     resource_type = EXCLUDED.resource_type, resource_id = EXCLUDED.resource_id,
     create_time = EXCLUDED.create_time
@@ -235,7 +240,8 @@ SELECT count(*) AS n, max(seq) AS last, coalesce(jsonb_agg(x ORDER BY seq), '[]'
             source,
             f"""
 SELECT count(*) AS n, coalesce(jsonb_agg(x ORDER BY {key[0]}, {key[1]}), '[]')::text AS rows,
-       (array_agg(ARRAY[{key[0]}, {key[1]}] ORDER BY {key[0]} DESC, {key[1]} DESC))[1] AS last FROM (
+       (array_agg({key[0]} ORDER BY {key[0]} DESC, {key[1]} DESC))[1] AS last0,
+       (array_agg({key[1]} ORDER BY {key[0]} DESC, {key[1]} DESC))[1] AS last1 FROM (
     SELECT {columns} FROM {table} WHERE {_LOC}{position}{where}
     ORDER BY {key[0]}, {key[1]} LIMIT %(limit)s) x
 """,
@@ -243,7 +249,7 @@ SELECT count(*) AS n, coalesce(jsonb_agg(x ORDER BY {key[0]}, {key[1]}), '[]')::
         )[0]
         if row["n"]:
             self._run(target, upsert, {"rows": row["rows"]}, write=True)
-        return int(row["n"]), None if row["last"] is None else list(row["last"])
+        return int(row["n"]), None if row["last0"] is None else [row["last0"], row["last1"]]
 
     def catch_up(
         self,
