@@ -17,7 +17,12 @@ from simplu_grpc.adapters.business_store import BusinessStore, make_dynamodb_cli
 from simplu_grpc.adapters.citrus import CitrusClient
 from simplu_grpc.adapters.jwks import JwksClient
 from simplu_grpc.adapters.move_copier import MoveCopier
-from simplu_grpc.adapters.move_placement import DirectoryPlacement, ShardCatalog
+from simplu_grpc.adapters.move_placement import (
+    DirectoryPlacement,
+    LegacyLocationReader,
+    RegisteredPlacement,
+    ShardCatalog,
+)
 from simplu_grpc.adapters.move_state import MoveState
 from simplu_grpc.adapters.pools import PoolRegistry
 from simplu_grpc.adapters.shard_directory import (
@@ -33,6 +38,7 @@ from simplu_grpc.domain.admin_usage import Replica, TenantUsageQuery
 from simplu_grpc.domain.authz import Authorizer
 from simplu_grpc.domain.business_cache import BusinessCache
 from simplu_grpc.domain.business_ops import BusinessOps, probe_check
+from simplu_grpc.domain.location_moves.adoption import Adopted, adopt
 from simplu_grpc.domain.location_moves.engine import MoveEngine, MoveLimits
 from simplu_grpc.domain.location_moves.runner import MoveRunner
 from simplu_grpc.domain.location_moves.service import BusinessReader, LocationMoves
@@ -41,6 +47,7 @@ from simplu_grpc.domain.routing import RoutingCache, ShardDirectory
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.domain.tenant_load import LoadOrder, TenantLoad
 from simplu_grpc.domain.tokens import TokenVerifier
+from simplu_grpc.errors import FailedPrecondition
 from simplu_grpc.metrics import Metrics, TenantGauge
 from simplu_grpc.server import Deps
 from simplu_grpc.settings import Settings
@@ -244,3 +251,61 @@ def build_location_moves(
     )
     moves = LocationMoves(records=records, placement=placement, runner=runner, businesses=businesses)
     return moves, runner
+
+
+def run_move_to_citrus(
+    settings: Settings, *, finalize: bool, dry_run: bool, on_done: Callable[[Adopted], None]
+) -> list[Adopted]:
+    """``simplu-grpc move-to-citrus``: every location of the single database (``DATABASE_*``) onto
+    the shard Citrus assigns it (CITRUS_SERVER_URL must be set)."""
+    if not settings.citrus_server_url:
+        raise FailedPrecondition("move-to-citrus needs CITRUS_SERVER_URL (and DATABASE_* for the database)")
+    metrics = Metrics()
+    citrus = CitrusClient(
+        base_url=settings.citrus_server_url,
+        api_key=settings.citrus_api_key,
+        timeout_ms=settings.citrus_timeout_ms,
+        retry_attempts=settings.citrus_retry_attempts,
+        metrics=metrics,
+        tls=shard_tls(settings),
+    )
+    pools = PoolRegistry.from_settings(settings, metrics)
+    legacy = SingleDatabaseDirectory(single_database_dsn(settings)).assignment
+    placement = DirectoryPlacement(
+        directory=CitrusDirectory(citrus),
+        catalog=citrus,
+        # Citrus already routes each location to its shard (registered before the copy): the
+        # switch only checks that it still does.
+        placer=RegisteredPlacement(citrus),
+        forget=lambda _b, _l: None,
+        extra_shards=[legacy],
+    )
+    records = MoveState(pools)
+    runner = MoveRunner(
+        records=records,
+        engine=MoveEngine(
+            copier=MoveCopier(pools),
+            placement=placement,
+            limits=MoveLimits(batch_rows=settings.move_batch_rows, freeze_lag=settings.move_freeze_lag),
+        ),
+        placement=placement,
+        owner=f"move-to-citrus:{this_replica().host}:{this_replica().pid}",
+        lease_seconds=settings.move_lease_seconds,
+        scan_interval=settings.move_scan_seconds,
+        retry_delay=1.0,
+    )
+    try:
+        return adopt(
+            legacy=legacy,
+            locations=LegacyLocationReader(pools),
+            citrus=citrus,
+            records=records,
+            runner=runner,
+            finalize=finalize,
+            dry_run=dry_run,
+            on_done=on_done,
+        )
+    finally:
+        runner.close()
+        pools.close()
+        citrus.close()

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from simplu_grpc.adapters.pools import PoolRegistry
 from simplu_grpc.domain.routing import ShardDirectory
 from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
 from simplu_grpc.errors import FailedPrecondition
@@ -79,3 +80,38 @@ class DirectoryPlacement:
 
     def forget_route(self, business_id: str, location_id: str) -> None:
         self._forget(business_id, location_id)
+
+
+class _CitrusRoutes(Protocol):
+    def get_shard(self, business_id: str, location_id: str) -> ShardAssignment | None: ...
+
+
+class RegisteredPlacement:
+    """Placer for ``move-to-citrus``: Citrus assigned each location when it was registered (before
+    its copy), so the switch places nothing; it checks that Citrus still routes there."""
+
+    def __init__(self, citrus: _CitrusRoutes) -> None:
+        self._citrus = citrus
+
+    def place(self, business_id: str, location_id: str, shard_id: str) -> ShardAssignment:
+        found = self._citrus.get_shard(business_id, location_id)
+        if found is None or found.shard_id != shard_id:
+            raise FailedPrecondition(
+                f"Citrus no longer routes {business_id}/{location_id} to {shard_id}; the move stops"
+            )
+        return found
+
+
+class LegacyLocationReader:
+    """The locations with resources in the single database (for ``move-to-citrus``)."""
+
+    def __init__(self, pools: PoolRegistry) -> None:
+        self._pools = pools
+
+    def locations(self, shard: ShardAssignment) -> list[tuple[str, str, str]]:
+        with self._pools.connection(shard) as session:
+            rows = session.run(
+                "SELECT business_id, location_id, min(business_type) AS business_type FROM resources"
+                " GROUP BY business_id, location_id ORDER BY business_id, location_id"
+            )
+        return [(row["business_id"], row["location_id"], row["business_type"]) for row in rows]

@@ -4,21 +4,34 @@ move whose runner died (its lease expired) is taken over by the next replica tha
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+from psycopg_pool import PoolClosed, PoolTimeout
 
 from simplu_grpc.adapters.pools import PoolRegistry, Row
 from simplu_grpc.domain.location_moves.model import Move, Phase, Request, Verification
 from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import FailedPrecondition
 
+log = logging.getLogger(__name__)
+
 _COLUMNS = (
     "move_id, business_id, location_id, source_shard, target_shard, phase, progress, rows_copied,"
     " changes_copied, lag, verification, error, requested, create_time, update_time, switch_time,"
     " freeze_millis"
 )
+_CLAIMABLE = """
+SELECT move_id FROM location_moves
+WHERE (phase IN ('copying', 'catching_up', 'finalizing', 'reverting')
+       OR (phase = 'switched' AND requested <> ''))
+  AND lease_until < clock_timestamp()
+ORDER BY create_time
+"""
+# The scan waits this long at most for a connection of an existing pool.
+_SCAN_CHECKOUT_SECONDS = 1.0
 _OPEN = "('copying', 'catching_up', 'switched', 'finalizing', 'reverting')"
 _WITH_WORK = "('copying', 'catching_up', 'finalizing', 'reverting')"
 
@@ -167,14 +180,21 @@ UPDATE location_moves SET lease_until = '-infinity' WHERE move_id = %(id)s AND o
             write=True,
         )
 
-    def claimable(self, shard: ShardAssignment) -> list[str]:
-        rows = self._run(
-            shard,
-            f"""
-SELECT move_id FROM location_moves
-WHERE (phase IN {_WITH_WORK} OR (phase = 'switched' AND requested <> '')) AND lease_until < clock_timestamp()
-ORDER BY create_time
-""",
-            {},
-        )
-        return [row["move_id"] for row in rows]
+    def claimable(self) -> list[tuple[str, str]]:
+        """(shard id, move id) of moves with work whose lease has expired, on the shards this
+        replica already has a pool for. Maintenance: a connection is borrowed straight from each
+        existing pool, so the scan opens no pool and does not count as use (idle pools still
+        close); a shard that does not answer at once is skipped until the next scan."""
+        found: list[tuple[str, str]] = []
+        for shard_id in self._pools.shard_ids():
+            pool = self._pools.pool(shard_id)
+            if pool is None:
+                continue
+            try:
+                with pool.connection(timeout=_SCAN_CHECKOUT_SECONDS) as conn:
+                    rows = conn.execute(_CLAIMABLE).fetchall()
+            except (psycopg.Error, PoolTimeout, PoolClosed) as exc:
+                log.debug("move scan skipped shard %s: %s", shard_id, type(exc).__name__)
+                continue
+            found += [(shard_id, str(row[0])) for row in rows]
+        return found

@@ -523,3 +523,88 @@ def test_start_is_refused_when_it_cannot_succeed(moves: MoveStack) -> None:
     assert moves.fence(source, business_id, "main") is None
     assert moves.shard_of(business_id, "main") == source
     moves.create(business_id, "main", {"still": "writable"})
+
+
+def test_move_to_citrus_moves_every_location_of_the_single_database(
+    fresh_database: Callable[[], str],
+    make_citrus: Callable[..., CitrusEmulator],
+    pg: PgServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`simplu-grpc move-to-citrus` registers every location of a single-database deployment with
+    Citrus and moves it (verified) onto the assigned shard; `--finalize` then deletes the
+    database's copies. --dry-run changes nothing."""
+    from urllib.parse import unquote, urlsplit
+
+    from simplu_grpc import cli
+    from simplu_grpc.adapters import migrator
+    from tests.fixtures.citrus import CITRUS_API_KEY
+    from tests.fixtures.server import CORE_CLIENT_ID, CORE_POOL_ID
+
+    dsn = fresh_database()
+    migrator.migrate(dsn)
+    locations = {
+        ("bone", "main", "dental"): 1500,
+        ("bone", "annex", "dental"): 10,
+        ("btwo", "main", "gym"): 300,
+    }
+    with psycopg.connect(dsn) as conn:
+        for (business_id, location_id, kind), count in locations.items():
+            conn.execute(
+                """
+INSERT INTO resources (business_id, location_id, resource_type, resource_id, business_type, data)
+SELECT %s, %s, 'clients', 'r' || g, %s, jsonb_build_object('n', g) FROM generate_series(1, %s) AS g
+""",
+                (business_id, location_id, kind, count),
+            )
+    citrus = make_citrus(initial_shards=2)
+    parts = urlsplit(dsn)
+    env = {
+        "COGNITO_USER_POOL_ID": CORE_POOL_ID,
+        "COGNITO_CLIENT_ID": CORE_CLIENT_ID,
+        "DATABASE_HOST": parts.hostname or "127.0.0.1",
+        "DATABASE_PORT": str(parts.port or 5432),
+        "DATABASE_USERNAME": unquote(parts.username or "postgres"),
+        "DATABASE_PASSWORD": unquote(parts.password or ""),
+        "DATABASE_NAME": unquote(parts.path.lstrip("/")),
+        "CITRUS_SERVER_URL": citrus.url,
+        "CITRUS_API_KEY": CITRUS_API_KEY,
+        **MOVE_ENV,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    assert cli.main(["move-to-citrus", "--dry-run"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert citrus.registrations() == {}
+
+    assert cli.main(["move-to-citrus"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    assert all(": switched " in line for line in lines), lines
+    registered = citrus.registrations()
+    assert set(registered) == {f"{b}-{loc}" for b, loc, _ in locations}
+    with psycopg.connect(dsn, autocommit=True) as legacy:
+        for (business_id, location_id, _), count in locations.items():
+            shard_dsn = pg.dsn(citrus.shard(registered[f"{business_id}-{location_id}"]).database)
+            with psycopg.connect(shard_dsn, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM resources WHERE business_id = %s AND location_id = %s",
+                    (business_id, location_id),
+                ).fetchone()
+            assert row is not None
+            assert row[0] == count
+            fence = legacy.execute(
+                "SELECT state FROM location_fences WHERE business_id = %s AND location_id = %s",
+                (business_id, location_id),
+            ).fetchone()
+            assert fence == ("moved",)
+
+    assert cli.main(["move-to-citrus"]) == 0  # a second run resumes: nothing left to move
+    assert all(": switched " in line for line in capsys.readouterr().out.splitlines())
+    assert cli.main(["move-to-citrus", "--finalize"]) == 0
+    assert all(": finalized " in line for line in capsys.readouterr().out.splitlines())
+    with psycopg.connect(dsn, autocommit=True) as legacy:
+        row = legacy.execute("SELECT count(*) FROM resources").fetchone()
+    assert row == (0,)

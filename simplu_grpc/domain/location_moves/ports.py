@@ -41,8 +41,9 @@ class MoveRecords(Protocol):
         """Record an operator's request (revert, finalize) for the engine's next step."""
         ...
 
-    def claimable(self, shard: ShardAssignment) -> list[str]:
-        """Ids of moves with work to do whose lease has expired (a dead replica's, or none)."""
+    def claimable(self) -> list[tuple[str, str]]:
+        """(source shard id, move id) of moves with work to do whose lease has expired (a dead
+        replica's, or none), on the shards this replica already works with."""
         ...
 
 

@@ -5,7 +5,9 @@ the current record, operator requests included), run the step, save it under the
 that fails is logged and retried after ``retry_delay`` (the database or Citrus may be back); a
 lost lease ends the thread (another replica has the move). A scan every ``scan_interval`` seconds
 takes over moves whose lease expired: a killed server's moves resume on the next replica that
-looks, or on the same server after its restart.
+looks, or on the same server after its restart. The scan covers the shards this replica already
+works with (serves requests for, or read moves from): a shard nobody uses is not connected to just
+to look; Get/ListLocationMoves read every shard, which also brings its moves into the next scan.
 """
 
 from __future__ import annotations
@@ -81,15 +83,10 @@ class MoveRunner:
         thread.start()
 
     def scan(self) -> None:
-        """Take over every move with work whose lease has expired, on every shard known."""
-        for shard in self._placement.shards():
-            try:
-                ids = self._records.claimable(shard)
-            except SimpluError as exc:
-                log.warning("move scan: shard %s unreadable: %s", shard.shard_id, exc.message)
-                continue
-            for move_id in ids:
-                self.kick(shard.shard_id, move_id)
+        """Take over every move with work whose lease has expired (on the shards this replica
+        already has pools for: the scan never opens a connection to a shard by itself)."""
+        for shard_id, move_id in self._records.claimable():
+            self.kick(shard_id, move_id)
 
     def _scan_loop(self) -> None:
         while not self._stop.is_set():
