@@ -194,13 +194,9 @@ SELECT count(*) AS n, max(seq) AS last, coalesce(jsonb_agg(x ORDER BY seq), '[]'
         *,
         after: list[str] | None,
         limit: int,
-        recent_seconds: float | None = None,
+        since: float | None = None,
     ) -> tuple[int, list[str] | None]:
-        where = (
-            ""
-            if recent_seconds is None
-            else f" AND create_time >= now() - make_interval(secs => {float(recent_seconds)})"
-        )
+        where = "" if since is None else f" AND create_time >= to_timestamp({float(since)})"
         return self._copy_keyed(
             source,
             target,

@@ -5,16 +5,17 @@ move whose runner died (its lease expired) is taken over by the next replica tha
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
-from psycopg_pool import PoolClosed, PoolTimeout
 
+from simplu_grpc import context
 from simplu_grpc.adapters.pools import PoolRegistry, Row
 from simplu_grpc.domain.location_moves.model import Move, Phase, Request, Verification
 from simplu_grpc.domain.shards import ShardAssignment
-from simplu_grpc.errors import FailedPrecondition
+from simplu_grpc.errors import FailedPrecondition, SimpluError
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,8 @@ WHERE (phase IN ('copying', 'catching_up', 'finalizing', 'reverting')
   AND lease_until < clock_timestamp()
 ORDER BY create_time
 """
-# The scan waits this long at most for a connection of an existing pool.
-_SCAN_CHECKOUT_SECONDS = 1.0
+# How long the scan may spend on one shard.
+_SCAN_SECONDS = 2.0
 _OPEN = "('copying', 'catching_up', 'switched', 'finalizing', 'reverting')"
 _WITH_WORK = "('copying', 'catching_up', 'finalizing', 'reverting')"
 
@@ -63,6 +64,8 @@ class MoveState:
 
     def __init__(self, pools: PoolRegistry) -> None:
         self._pools = pools
+        # When the scan last read each shard (only the scanner thread touches it).
+        self._scanned: dict[str, datetime] = {}
 
     def _run(
         self, shard: ShardAssignment, query: str, params: dict[str, Any], *, write: bool = False
@@ -182,19 +185,24 @@ UPDATE location_moves SET lease_until = '-infinity' WHERE move_id = %(id)s AND o
 
     def claimable(self) -> list[tuple[str, str]]:
         """(shard id, move id) of moves with work whose lease has expired, on the shards this
-        replica already has a pool for. Maintenance: a connection is borrowed straight from each
-        existing pool, so the scan opens no pool and does not count as use (idle pools still
-        close); a shard that does not answer at once is skipped until the next scan."""
+        replica has a pool for that something other than this scan used since the last scan (so
+        the scan never opens a pool, and a pool nobody else uses still goes idle and closes).
+        Each shard's read is bounded by ``_SCAN_SECONDS``; one that does not answer is skipped."""
         found: list[tuple[str, str]] = []
-        for shard_id in self._pools.shard_ids():
-            pool = self._pools.pool(shard_id)
-            if pool is None:
+        for info in self._pools.stats():
+            assignment = self._pools.assignment(info.shard_id)
+            scanned = self._scanned.get(info.shard_id)
+            if assignment is None or (
+                scanned is not None and (info.last_used_time is None or info.last_used_time <= scanned)
+            ):
                 continue
             try:
-                with pool.connection(timeout=_SCAN_CHECKOUT_SECONDS) as conn:
-                    rows = conn.execute(_CLAIMABLE).fetchall()
-            except (psycopg.Error, PoolTimeout, PoolClosed) as exc:
-                log.debug("move scan skipped shard %s: %s", shard_id, type(exc).__name__)
+                with context.bind(deadline=context.Deadline.after(_SCAN_SECONDS)):
+                    rows = self._run(assignment, _CLAIMABLE, {})
+            except SimpluError as exc:
+                log.debug("move scan skipped shard %s: %s", info.shard_id, exc.message)
                 continue
-            found += [(shard_id, str(row[0])) for row in rows]
+            finally:
+                self._scanned[info.shard_id] = datetime.now(UTC)
+            found += [(info.shard_id, str(row["move_id"])) for row in rows]
         return found

@@ -48,13 +48,21 @@ class MoveLimits:
     # The cut-over starts once at most this many changes are left to apply (the freeze then
     # applies them: its length follows this number, not the write rate).
     freeze_lag: int = 200
-    # Claims younger than this are copied again during the freeze (older ones were copied by
-    # the COPYING phase, which started later than this before the freeze for any normal move).
-    recent_claims_seconds: float = 3600.0
+    # Idempotency claims are copied again from this long before the last claim copy started: a
+    # claim carries its transaction's start time, and commits a little later (a write statement
+    # that takes longer than this between start and commit may leave its claim behind: a retry
+    # of that create after the switch would then create anew).
+    claims_margin_seconds: float = 10.0
+    # Catch-up passes copy the newer claims at most this often (the freeze copies the rest).
+    claims_every_seconds: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.batch_rows < 1 or self.freeze_lag < 0 or self.recent_claims_seconds <= 0:
-            raise ValueError("batch_rows >= 1, freeze_lag >= 0 and recent_claims_seconds > 0")
+        if (
+            self.batch_rows < 1
+            or self.freeze_lag < 0
+            or min(self.claims_margin_seconds, self.claims_every_seconds) < 0
+        ):
+            raise ValueError("batch_rows >= 1; freeze_lag, claims_margin_seconds, claims_every_seconds >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +130,16 @@ class MoveEngine:
             return _with(move, progress=p, changes_copied=move.changes_copied + copied), False
         if stage == "resources":
             copied, key = self._copier.copy_resources(source, target, b, loc, after=p["after"], limit=batch)
-            p = {**p, "after": key} if copied >= batch else {**p, "stage": "claims", "after": None}
+            if copied < batch:
+                p = {**p, "stage": "claims", "after": None, "claims_since": self._now().timestamp()}
+            else:
+                p = {**p, "after": key}
             return _with(move, progress=p, rows_copied=move.rows_copied + copied), False
         copied, key = self._copier.copy_request_ids(source, target, b, loc, after=p["after"], limit=batch)
         if copied >= batch:
             return _with(move, progress={**p, "after": key}), False
-        return _with(move, phase=Phase.CATCHING_UP, progress={"applied": p["w0"]}), False
+        progress = {"applied": p["w0"], "claims_since": p["claims_since"]}
+        return _with(move, phase=Phase.CATCHING_UP, progress=progress), False
 
     def _catching_up(self, move: Move, way: _Way, save: Save) -> tuple[Move, bool]:
         if move.progress.get("switching"):
@@ -193,9 +205,15 @@ class MoveEngine:
         )
         applied = last if changes >= self._limits.batch_rows else upto
         lag = self._copier.pending(way.origin, move.business_id, move.location_id, after=applied)
+        progress = {**move.progress, key: applied}
+        if (
+            self._now().timestamp() - (progress.get("claims_since") or 0.0)
+            >= self._limits.claims_every_seconds
+        ):
+            progress = self._copy_claims(progress, way, move)
         return _with(
             move,
-            progress={**move.progress, key: applied},
+            progress=progress,
             changes_copied=move.changes_copied + changes,
             rows_copied=move.rows_copied + rows,
             lag=lag,
@@ -221,6 +239,19 @@ class MoveEngine:
             if changes < self._limits.batch_rows:
                 break
             applied = last
+        return _with(
+            move,
+            progress=self._copy_claims({**move.progress, key: upto}, way, move),
+            changes_copied=move.changes_copied + changes_total,
+            rows_copied=move.rows_copied + rows_total,
+            lag=0,
+        )
+
+    def _copy_claims(self, progress: dict[str, Any], way: _Way, move: Move) -> dict[str, Any]:
+        """Copy the idempotency claims made since the last copy (with the margin); the progress
+        with the new ``claims_since``."""
+        started = self._now().timestamp()
+        since = progress.get("claims_since")
         after: list[str] | None = None
         while True:
             copied, after = self._copier.copy_request_ids(
@@ -230,17 +261,10 @@ class MoveEngine:
                 move.location_id,
                 after=after,
                 limit=self._limits.batch_rows,
-                recent_seconds=self._limits.recent_claims_seconds,
+                since=None if since is None else since - self._limits.claims_margin_seconds,
             )
             if copied < self._limits.batch_rows:
-                break
-        return _with(
-            move,
-            progress={**move.progress, key: upto},
-            changes_copied=move.changes_copied + changes_total,
-            rows_copied=move.rows_copied + rows_total,
-            lag=0,
-        )
+                return {**progress, "claims_since": started}
 
     def _cut_over(self, move: Move, way: _Way, key: str, save: Save, *, forward: bool) -> Move:
         """Freeze the origin, apply the rest, verify, and route the location to the destination."""
@@ -336,6 +360,8 @@ def _reverting_from(move: Move, *, switched: bool) -> Move:
     if switched:
         progress = {
             "stage": "sync",
+            # The target's claims since the switch go back too.
+            "claims_since": move.switch_time.timestamp() if move.switch_time is not None else None,
             "target_seq": move.progress["target_seq"],
             "target_applied": move.progress.get("target_applied", move.progress["target_seq"]),
         }

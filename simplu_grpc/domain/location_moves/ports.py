@@ -91,9 +91,10 @@ class ShardCopier(Protocol):
         *,
         after: list[str] | None,
         limit: int,
-        recent_seconds: float | None = None,
+        since: float | None = None,
     ) -> tuple[int, list[str] | None]:
-        """Copy idempotency claims (all, or those younger than ``recent_seconds``) in key order."""
+        """Copy idempotency claims (all, or those made since the epoch time ``since``) in key order;
+        (copied, last key)."""
         ...
 
     def catch_up(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from simplu_grpc.domain.location_moves.engine import MoveEngine
@@ -63,13 +64,15 @@ class MoveRunner:
                 self._scanner = threading.Thread(target=self._scan_loop, name="move-scan", daemon=True)
                 self._scanner.start()
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop scanning and stepping; a step under way finishes (its lease expires if it cannot)."""
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop scanning and stepping, waiting at most ``timeout`` in all: a step still under way
+        is abandoned (its threads are daemons) and resumed by whoever takes the lease next."""
         self._stop.set()
         with self._lock:
             threads = [*self._running.values(), *([self._scanner] if self._scanner else [])]
+        until = time.monotonic() + timeout
         for thread in threads:
-            thread.join(timeout)
+            thread.join(max(0.0, until - time.monotonic()))
 
     def kick(self, source_shard: str, move_id: str) -> None:
         """Run the move here now (unless it already runs here)."""
