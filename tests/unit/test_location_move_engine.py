@@ -133,7 +133,8 @@ def test_a_move_copies_catches_up_and_switches_with_the_source_fenced(shards: Sh
     del shards.rows["s1"]["k04"]
     shards.log["s1"].append((len(shards.log["s1"]) + 1, "k04"))
     move = run(engine, move, until=Phase.SWITCHED)
-    assert move.verification is not None and move.verification.matched
+    assert move.verification is not None
+    assert move.verification.matched
     assert shards.rows["s2"] == shards.rows["s1"]
     assert (shards.placed, shards.fences["s1"], shards.fences["s2"]) == ("s2", "moved", None)
 
@@ -144,7 +145,8 @@ def test_finalize_deletes_the_source_copy_and_revert_carries_target_writes_back(
     switched = run(engine, new_move(), until=Phase.SWITCHED)
     shards.write("s2", "on-target", 7)
     reverted = run(engine, dataclasses.replace(switched, requested=Request.REVERT), until=Phase.REVERTED)
-    assert reverted.verification is not None and reverted.verification.matched
+    assert reverted.verification is not None
+    assert reverted.verification.matched
     assert shards.rows["s1"]["on-target"] == 7
     assert (shards.placed, shards.fences["s1"], shards.fences["s2"], shards.rows["s2"]) == (
         "s1",
@@ -158,14 +160,16 @@ def test_finalize_deletes_the_source_copy_and_revert_carries_target_writes_back(
     engine = engine_for(fresh)
     switched = run(engine, new_move(), until=Phase.SWITCHED)
     run(engine, dataclasses.replace(switched, requested=Request.FINALIZE), until=Phase.FINALIZED)
-    assert fresh.rows["s1"] == {} and fresh.rows["s2"] == {"a": 1}
+    assert fresh.rows["s1"] == {}
+    assert fresh.rows["s2"] == {"a": 1}
 
 
 def test_a_failed_verification_unfreezes_the_source_and_fails_the_move(shards: Shards) -> None:
     """Copies that differ never switch: the source is writable again and the target copy is deleted."""
     shards.corrupt_target = True
     failed = run(engine_for(shards), new_move(), until=Phase.FAILED)
-    assert failed.verification is not None and not failed.verification.matched
+    assert failed.verification is not None
+    assert not failed.verification.matched
     assert (shards.placed, shards.fences["s1"], shards.rows["s2"]) == ("s1", None, {})
 
 
@@ -176,7 +180,8 @@ def test_a_failed_placement_call_is_settled_by_asking_the_directory(shards: Shar
     shards.place_fails = True
     move, _ = engine.step(move, SOURCE, TARGET, lambda _m: None)
     move, _ = engine.step(move, SOURCE, TARGET, lambda _m: None)
-    assert move.phase is Phase.CATCHING_UP and "switching" not in move.progress
+    assert move.phase is Phase.CATCHING_UP
+    assert "switching" not in move.progress
     assert (shards.placed, shards.fences["s1"]) == ("s1", None)
     shards.place_fails = False
     assert run(engine, move, until=Phase.SWITCHED).phase is Phase.SWITCHED
@@ -189,4 +194,6 @@ def test_revert_before_the_switch_abandons_the_move(shards: Shards) -> None:
     move, _ = engine.step(move, SOURCE, TARGET, lambda _m: None)
     reverted = run(engine, dataclasses.replace(move, requested=Request.REVERT), until=Phase.REVERTED)
     assert reverted.phase is Phase.REVERTED
-    assert shards.rows["s2"] == {} and len(shards.rows["s1"]) == 25 and shards.fences["s1"] is None
+    assert shards.rows["s2"] == {}
+    assert len(shards.rows["s1"]) == 25
+    assert shards.fences["s1"] is None
