@@ -43,7 +43,7 @@ test: install
 # The long acceptance runs (minutes): a 100,000-resource location moved under load through two
 # server processes, and a move resumed after its server was killed (tests/long/).
 test-long: install
-	SIMPLU_LONG_TESTS=1 $(BIN)/python -m pytest tests/long -s -p no:randomly $(PYTEST_ARGS)
+	SIMPLU_LONG_TESTS=1 $(BIN)/python -m pytest tests/long -s -p no:randomly --timeout=3600 $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check simplu_grpc tests bench clients

@@ -127,7 +127,7 @@ class Settings:
     # it over (a killed server's move resumes after at most this), how often each replica looks
     # for such moves, rows per copy batch, and how many changes may be left when the write freeze
     # starts (the freeze's length follows it).
-    move_lease_seconds: float = 15.0
+    move_lease_seconds: float = 30.0
     move_scan_seconds: float = 10.0
     move_batch_rows: int = 1000
     move_freeze_lag: int = 200

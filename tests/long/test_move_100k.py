@@ -231,7 +231,7 @@ def stack(
         DYNAMODB_ENDPOINT=moto_server.url,
         DYNAMODB_BUSINESS_INFO_TABLE=table,
         LOG_LEVEL="WARNING",
-        MOVE_LEASE_SECONDS="5",
+        MOVE_LEASE_SECONDS="15",
         MOVE_SCAN_SECONDS="1",
         MOVE_BATCH_ROWS="2000",
         MOVE_FREEZE_LAG="50",

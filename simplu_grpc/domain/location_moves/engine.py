@@ -269,6 +269,9 @@ class MoveEngine:
     def _cut_over(self, move: Move, way: _Way, key: str, save: Save, *, forward: bool) -> Move:
         """Freeze the origin, apply the rest, verify, and route the location to the destination."""
         b, loc = move.business_id, move.location_id
+        # The lease is renewed (or found lost) before anything is frozen: the freeze and the
+        # switch run within one fresh lease, never beside another replica's step.
+        save(move)
         started = self._monotonic()
         self._copier.fence(way.origin, b, loc, "frozen", move.move_id)
         try:

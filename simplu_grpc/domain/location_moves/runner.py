@@ -132,7 +132,10 @@ class MoveRunner:
         target = self._shard(move.target_shard)
 
         def save(progress: Move) -> None:
-            if not self._records.save(source, progress, owner=self.owner, consumed=False):
+            # Mid-step checkpoint (before the freeze, before the switch): renew the lease and
+            # write the progress, or stop if another replica holds the move now.
+            renewed = self._records.claim(source, move_id, owner=self.owner, lease_seconds=self._lease)
+            if renewed is None or not self._records.save(source, progress, owner=self.owner, consumed=False):
                 raise _LeaseLost(f"move {move_id}: another replica took the lease")
 
         try:
