@@ -260,7 +260,9 @@ SELECT count(*) AS n, coalesce(jsonb_agg(x ORDER BY {key[0]}, {key[1]}), '[]')::
     ) -> tuple[int, int, int]:
         params = {"b": business_id, "l": location_id, "after": after, "upto": upto, "limit": limit}
         # The changes, and the CURRENT source row of every key they touch, read in one statement
-        # (one snapshot): a key whose row is gone is deleted on the target.
+        # (one snapshot): a key whose row is gone is deleted on the target. The rows are looked
+        # up key by key (LATERAL): a location freshly filled has no statistics yet, and a join
+        # planned on "1 row" estimates would compare every row of the location with every key.
         row = self._run(
             source,
             f"""
@@ -272,12 +274,15 @@ SELECT (SELECT count(*) FROM changes) AS n, (SELECT max(seq) FROM changes) AS la
        (SELECT coalesce(jsonb_agg(c ORDER BY seq), '[]') FROM changes c)::text AS changes,
        (SELECT coalesce(jsonb_agg(r), '[]') FROM (
             SELECT {", ".join("r." + c.strip() for c in _RESOURCE_COLUMNS.split(","))}
-            FROM resources r JOIN touched t USING (resource_type, resource_id)
-            WHERE r.business_id = %(b)s AND r.location_id = %(l)s) r)::text AS present,
-       (SELECT coalesce(jsonb_agg(jsonb_build_array(t.resource_type, t.resource_id)), '[]') FROM touched t
-        WHERE NOT EXISTS (SELECT 1 FROM resources r WHERE r.business_id = %(b)s
-            AND r.location_id = %(l)s AND r.resource_type = t.resource_type
-            AND r.resource_id = t.resource_id))::text AS gone
+            FROM touched t CROSS JOIN LATERAL (
+                SELECT * FROM resources r WHERE r.business_id = %(b)s AND r.location_id = %(l)s
+                  AND r.resource_type = t.resource_type AND r.resource_id = t.resource_id) r) r)::text
+           AS present,
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(t.resource_type, t.resource_id)), '[]')
+        FROM touched t LEFT JOIN LATERAL (
+            SELECT true AS found FROM resources r WHERE r.business_id = %(b)s AND r.location_id = %(l)s
+              AND r.resource_type = t.resource_type AND r.resource_id = t.resource_id) x ON true
+        WHERE x.found IS NULL)::text AS gone
 """,
             params,
         )[0]
