@@ -62,6 +62,15 @@ SELECT {_CHANGE_COLUMNS} FROM jsonb_to_recordset(%(rows)s::jsonb) AS x({_CHANGE_
 """
 # A claim refers to its resource (foreign key): one whose resource is not on the target yet is
 # left for the freeze's final copy of recent claims, when every resource is there.
+# Keys gone from the source, deleted on the target by key (joined with the list); left out
+# of the statement when there are none.
+_DELETE_GONE = """, deleted AS (
+    DELETE FROM resources r USING jsonb_array_elements(%(gone)s::jsonb) AS g
+    WHERE r.business_id = %(b)s AND r.location_id = %(l)s AND r.resource_type = g->>0
+      AND r.resource_id = g->>1
+    RETURNING 1
+)"""
+_NOTHING_GONE = ", deleted AS (SELECT 1 WHERE false)"
 _UPSERT_CLAIMS = f"""
 INSERT INTO request_ids ({_CLAIM_COLUMNS})
 SELECT {_CLAIM_COLUMNS} FROM jsonb_to_recordset(%(rows)s::jsonb) AS x({_CLAIM_TYPES})
@@ -295,11 +304,7 @@ SELECT (SELECT count(*) FROM changes) AS n, (SELECT max(seq) FROM changes) AS la
             f"""
 WITH logged AS ({_INSERT_CHANGES}), upserted AS ({_UPSERT_RESOURCES.replace("%(rows)s", "%(present)s")}
     RETURNING 1
-), deleted AS (
-    DELETE FROM resources WHERE {_LOC} AND (resource_type, resource_id) IN (
-        SELECT g->>0, g->>1 FROM jsonb_array_elements(%(gone)s::jsonb) AS g)
-    RETURNING 1
-)
+){_DELETE_GONE if row["gone"] != "[]" else _NOTHING_GONE}
 SELECT (SELECT count(*) FROM upserted) + (SELECT count(*) FROM deleted) AS n
 """,
             {
