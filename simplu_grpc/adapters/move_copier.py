@@ -123,6 +123,12 @@ class MoveCopier:
         with self._pools.connection(shard) as session:
             return session.run(query, params, write=write)
 
+    def refresh_statistics(self, shard: ShardAssignment) -> None:
+        # Takes no lock that writes wait for (SHARE UPDATE EXCLUSIVE), samples a bounded number
+        # of rows: cheap, and what keeps a key lookup on the primary key rather than on an index
+        # that only leads with the location (a plan made on "no statistics" can pick either).
+        self._run(shard, "ANALYZE resources, resource_changes, request_ids")
+
     def settle(self, shard: ShardAssignment) -> int:
         with self._pools.connection(shard) as session:
             last = int(session.run(_LAST_SEQUENCE)[0]["last"])

@@ -293,6 +293,9 @@ FROM generate_series(1, %s) AS g
 """,
             (business.id, location_id, ROWS),
         )
+    with psycopg.connect(citrus.pg.dsn(citrus.shard(shard).database), autocommit=True) as conn:
+        # A production table has statistics; a freshly seeded one must be given them.
+        conn.execute("ANALYZE resources, resource_changes")
     return business.id
 
 

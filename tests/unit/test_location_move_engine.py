@@ -33,6 +33,9 @@ class Shards:
         self.log[shard].append((len(self.log[shard]) + 1, key))
 
     # --- ShardCopier ---
+    def refresh_statistics(self, shard: ShardAssignment) -> None:
+        pass
+
     def settle(self, shard: ShardAssignment) -> int:
         return len(self.log[shard.shard_id])
 

@@ -119,6 +119,7 @@ class MoveEngine:
         if stage == "clean":
             if self._copier.purge(target, b, loc, limit=batch) >= batch:
                 return move, False
+            self._copier.refresh_statistics(source)
             return _with(
                 move, progress={"stage": "history", "w0": self._copier.settle(source), "after": 0}
             ), False
@@ -131,6 +132,9 @@ class MoveEngine:
         if stage == "resources":
             copied, key = self._copier.copy_resources(source, target, b, loc, after=p["after"], limit=batch)
             if copied < batch:
+                # The target just took the whole location: plan its reads (and the catch-up's
+                # lookups) on statistics that know it.
+                self._copier.refresh_statistics(target)
                 p = {**p, "stage": "claims", "after": None, "claims_since": self._now().timestamp()}
             else:
                 p = {**p, "after": key}

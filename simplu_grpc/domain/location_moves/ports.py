@@ -50,6 +50,11 @@ class MoveRecords(Protocol):
 class ShardCopier(Protocol):
     """The data side of a move: copy, catch up, fence, verify, purge one location's rows."""
 
+    def refresh_statistics(self, shard: ShardAssignment) -> None:
+        """Refresh the planner's statistics of the shard's resource tables (after a bulk copy the
+        target's are stale; a freshly filled source may have none)."""
+        ...
+
     def settle(self, shard: ShardAssignment) -> int:
         """A change-log sequence every change at or below which has committed or rolled back."""
         ...
