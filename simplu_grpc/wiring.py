@@ -92,14 +92,7 @@ def build_deps(settings: Settings) -> Deps:
         deps.closers.append(deps.business_cache.close)
         deps.readiness_checks.append(probe_check(deps.business_store.probe))
         if settings.citrus_server_url:
-            deps.citrus = CitrusClient(
-                base_url=settings.citrus_server_url,
-                api_key=settings.citrus_api_key,
-                timeout_ms=settings.citrus_timeout_ms,
-                retry_attempts=settings.citrus_retry_attempts,
-                metrics=metrics,
-                tls=shard_tls(settings),
-            )
+            deps.citrus = citrus_client(settings, metrics)
             deps.closers.append(deps.citrus.close)
             deps.readiness_checks.append(probe_check(deps.citrus.probe))
         deps.business_ops = BusinessOps(
@@ -184,6 +177,18 @@ def build_deps(settings: Settings) -> Deps:
     return deps
 
 
+def citrus_client(settings: Settings, metrics: Metrics) -> CitrusClient:
+    """The Citrus client of CITRUS_SERVER_URL (set: the caller checked), with the shards' TLS floor."""
+    return CitrusClient(
+        base_url=settings.citrus_server_url or "",
+        api_key=settings.citrus_api_key,
+        timeout_ms=settings.citrus_timeout_ms,
+        retry_attempts=settings.citrus_retry_attempts,
+        metrics=metrics,
+        tls=shard_tls(settings),
+    )
+
+
 def this_replica() -> Replica:
     """This process as GetTenantUsage names it: the host name (the pod's on Kubernetes) and pid."""
     return Replica(host=socket.gethostname(), pid=os.getpid())
@@ -261,14 +266,7 @@ def run_move_to_citrus(
     if not settings.citrus_server_url:
         raise FailedPrecondition("move-to-citrus needs CITRUS_SERVER_URL (and DATABASE_* for the database)")
     metrics = Metrics()
-    citrus = CitrusClient(
-        base_url=settings.citrus_server_url,
-        api_key=settings.citrus_api_key,
-        timeout_ms=settings.citrus_timeout_ms,
-        retry_attempts=settings.citrus_retry_attempts,
-        metrics=metrics,
-        tls=shard_tls(settings),
-    )
+    citrus = citrus_client(settings, metrics)
     pools = PoolRegistry.from_settings(settings, metrics)
     legacy = SingleDatabaseDirectory(single_database_dsn(settings)).assignment
     placement = DirectoryPlacement(

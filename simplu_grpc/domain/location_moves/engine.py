@@ -194,19 +194,22 @@ class MoveEngine:
 
     # --- shared: catch-up passes and the cut-over -------------------------------------------
 
-    def _pass(self, move: Move, way: _Way, key: str) -> Move:
-        """One bounded catch-up batch from ``way.origin`` after ``progress[key]``; updates the lag."""
-        applied = int(move.progress[key])
-        upto = self._copier.settle(way.origin)
-        changes, rows, last = self._copier.catch_up(
+    def _batch(self, move: Move, way: _Way, *, after: int, upto: int) -> tuple[int, int, int]:
+        """One catch-up batch of (after, upto] from ``way.origin`` to ``way.destination``."""
+        return self._copier.catch_up(
             way.origin,
             way.destination,
             move.business_id,
             move.location_id,
-            after=applied,
+            after=after,
             upto=upto,
             limit=self._limits.batch_rows,
         )
+
+    def _pass(self, move: Move, way: _Way, key: str) -> Move:
+        """One bounded catch-up batch from ``way.origin`` after ``progress[key]``; updates the lag."""
+        upto = self._copier.settle(way.origin)
+        changes, rows, last = self._batch(move, way, after=int(move.progress[key]), upto=upto)
         applied = last if changes >= self._limits.batch_rows else upto
         lag = self._copier.pending(way.origin, move.business_id, move.location_id, after=applied)
         progress = {**move.progress, key: applied}
@@ -229,15 +232,7 @@ class MoveEngine:
         applied = int(move.progress[key])
         changes_total = rows_total = 0
         while True:
-            changes, rows, last = self._copier.catch_up(
-                way.origin,
-                way.destination,
-                move.business_id,
-                move.location_id,
-                after=applied,
-                upto=upto,
-                limit=self._limits.batch_rows,
-            )
+            changes, rows, last = self._batch(move, way, after=applied, upto=upto)
             changes_total += changes
             rows_total += rows
             if changes < self._limits.batch_rows:
