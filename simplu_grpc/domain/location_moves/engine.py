@@ -276,9 +276,12 @@ class MoveEngine:
         try:
             self._copier.drain_writers(way.origin)
             move = self._drain_changes(move, way, key)
+            leaving = self._copier.checksum(way.origin, b, loc)
+            arriving = self._copier.checksum(way.destination, b, loc)
+            # Named after the move's shards, whichever way the data flows (a revert flows back).
             verification = Verification(
-                source=self._copier.checksum(way.origin, b, loc),
-                target=self._copier.checksum(way.destination, b, loc),
+                source=leaving if forward else arriving,
+                target=arriving if forward else leaving,
                 verify_time=self._now(),
             )
         except BaseException:
