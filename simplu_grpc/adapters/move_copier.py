@@ -55,10 +55,22 @@ ON CONFLICT (business_id, location_id, resource_type, resource_id) DO UPDATE SET
     end_time = EXCLUDED.end_time, create_time = EXCLUDED.create_time,
     update_time = EXCLUDED.update_time, version = EXCLUDED.version
 """
-# Change rows get the target's own sequence numbers, in the source's order.
+# Change rows get the target's own sequence numbers, in the source's order. A batch copied again
+# (a step repeated after a crash) adds nothing: a change already there (same resource, kind,
+# version and time) is skipped, looked up by key (LATERAL: see catch_up).
 _INSERT_CHANGES = f"""
 INSERT INTO resource_changes ({_CHANGE_COLUMNS})
-SELECT {_CHANGE_COLUMNS} FROM jsonb_to_recordset(%(rows)s::jsonb) AS x({_CHANGE_TYPES}) ORDER BY seq
+SELECT {", ".join("x." + c.strip() for c in _CHANGE_COLUMNS.split(","))}
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS x({_CHANGE_TYPES})
+LEFT JOIN LATERAL (
+    SELECT true AS found FROM resource_changes c
+    WHERE c.business_id = x.business_id AND c.location_id = x.location_id
+      AND c.resource_type = x.resource_type AND c.resource_id = x.resource_id
+      AND c.version = x.version AND c.kind = x.kind AND c.change_time = x.change_time
+    LIMIT 1
+) AS known ON true
+WHERE known.found IS NULL
+ORDER BY x.seq
 """
 # A claim refers to its resource (foreign key): one whose resource is not on the target yet is
 # left for the freeze's final copy of recent claims, when every resource is there.

@@ -27,6 +27,7 @@ from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer
 from simplu_grpc.devstack.postgres import PgServer
 from simplu_grpc.domain.resources import NewResource, ResourceKey
+from simplu_grpc.domain.shards import ShardAssignment
 from simplu_grpc.errors import LocationMoved
 from simplu_grpc.interceptors.errors import error_info_of, retry_info_of
 from simplu_grpc.metrics import Metrics
@@ -608,3 +609,34 @@ SELECT %s, %s, 'clients', 'r' || g, %s, jsonb_build_object('n', g) FROM generate
     with psycopg.connect(dsn, autocommit=True) as legacy:
         row = legacy.execute("SELECT count(*) FROM resources").fetchone()
     assert row == (0,)
+
+
+def test_copy_steps_repeated_after_a_crash_add_no_duplicate_history(moves: MoveStack) -> None:
+    """A history or catch-up batch copied twice (a step that died before saving its progress is
+    repeated) leaves one copy of each change on the target."""
+    from simplu_grpc.adapters.move_copier import MoveCopier
+
+    business_id = moves.business("main")
+    source = moves.shard_of(business_id, "main")
+    target = other_shard(source)
+    moves.seed(business_id, "main", 50)
+    moves.create(business_id, "main", {"n": 1}, server=moves.server)  # migrates nothing new; one more change
+    pools = PoolRegistry(metrics=Metrics())
+    try:
+        shard = {
+            s: ShardAssignment(shard_id=s, connection_string=moves.citrus.shard(s).connection_string)
+            for s in (source, target)
+        }
+        copier = MoveCopier(pools)
+        upto = copier.settle(shard[source])
+        for _ in range(2):
+            copier.copy_history(
+                shard[source], shard[target], business_id, "main", after=0, upto=upto, limit=1000
+            )
+            copier.catch_up(shard[source], shard[target], business_id, "main", after=0, upto=upto, limit=1000)
+    finally:
+        pools.close()
+    assert moves.rows(target, business_id, "main", "resource_changes") == moves.rows(
+        source, business_id, "main", "resource_changes"
+    )
+    assert moves.rows(target, business_id, "main") == moves.rows(source, business_id, "main") == 52
