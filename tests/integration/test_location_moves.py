@@ -372,10 +372,7 @@ def test_a_replica_with_a_stale_route_cannot_write_the_old_shard(moves: MoveStac
     # straight to the source, changes nothing.
     pools = PoolRegistry(metrics=Metrics())
     try:
-        assignment = moves.server.deps.shard_directory.get_shard(business_id, "main", "dental")  # type: ignore[union-attr]
-        old = type(assignment)(
-            shard_id=source, connection_string=moves.citrus.shard(source).connection_string
-        )
+        old = ShardAssignment(shard_id=source, connection_string=moves.citrus.shard(source).connection_string)
         with pools.connection(old) as session, pytest.raises(LocationMoved):
             ShardStore().create(
                 session,
