@@ -52,6 +52,9 @@ from simplu_grpc.metrics import Metrics, TenantGauge
 from simplu_grpc.server import Deps
 from simplu_grpc.settings import Settings
 
+# After a location's switch, how long past the routing cache's TTL a replica may still be reading
+# from the old shard (one stale-while-revalidate answer, then the background refresh lands).
+_ROUTE_REFRESH_MARGIN_SECONDS = 5.0
 # A JWKS document is tiny; a slow endpoint should not hold the start (or a token) for long.
 JWKS_TIMEOUT_SECONDS = 5.0
 
@@ -254,7 +257,14 @@ def build_location_moves(
         lease_seconds=settings.move_lease_seconds,
         scan_interval=settings.move_scan_seconds,
     )
-    moves = LocationMoves(records=records, placement=placement, runner=runner, businesses=businesses)
+    moves = LocationMoves(
+        records=records,
+        placement=placement,
+        runner=runner,
+        businesses=businesses,
+        # The routing cache's TTL plus its background refresh: then every replica asked Citrus again.
+        route_settle_seconds=settings.routing_cache_ttl_seconds + _ROUTE_REFRESH_MARGIN_SECONDS,
+    )
     return moves, runner
 
 

@@ -42,6 +42,8 @@ ADMIN = shard_admin_pb2
 PHASE = ADMIN.LocationMovePhase
 
 MOVE_ENV = {
+    # Finalize waits for the routing cache's TTL (+5 s) after the switch.
+    "ROUTING_CACHE_TTL_SECONDS": "1",
     "MOVE_SCAN_SECONDS": "0.3",
     "MOVE_LEASE_SECONDS": "2",
     "MOVE_BATCH_ROWS": "250",
@@ -159,6 +161,25 @@ FROM generate_series(1, %s) AS g
                 (business_id, location_id),
             ).fetchone()
         return None if row is None else str(row[0])
+
+    def finalize_when_settled(self, move_id: str) -> Any:
+        """FinalizeLocationMove, repeated while it answers MOVE_NOT_SETTLED (the routing TTL)."""
+        answer: list[Any] = []
+
+        def accepted() -> bool:
+            try:
+                answer[:] = [
+                    self.admin("FinalizeLocationMove", ADMIN.FinalizeLocationMoveRequest(move_id=move_id))
+                ]
+            except grpc.RpcError as exc:
+                status = rpc_status.from_call(exc)
+                if status is None or error_info_of(status).reason != "MOVE_NOT_SETTLED":
+                    raise
+                return False
+            return True
+
+        poll(accepted, timeout=30, what="finalize to be accepted")
+        return answer[0]
 
     def wait_phase(
         self, move_id: str, *phases: int, timeout: float = 60.0, server: RunningServer | None = None
@@ -331,9 +352,13 @@ def test_move_copies_while_writes_continue_then_switches_and_finalizes(moves: Mo
     assert moves.rows(source, business_id, "main") == switched.verification.source_rows
     assert moves.rows(target, business_id, "main", "resource_changes") >= 3001
 
-    finalized = moves.admin(
-        "FinalizeLocationMove", ADMIN.FinalizeLocationMoveRequest(move_id=started.move_id)
-    )
+    # Too soon: replicas may still read the source through routes cached before the switch.
+    with pytest.raises(grpc.RpcError) as early:
+        moves.admin("FinalizeLocationMove", ADMIN.FinalizeLocationMoveRequest(move_id=started.move_id))
+    status = rpc_status.from_call(early.value)
+    assert status is not None
+    assert error_info_of(status).reason == "MOVE_NOT_SETTLED"
+    finalized = moves.finalize_when_settled(started.move_id)
     assert finalized.move_id == started.move_id
     moves.wait_phase(started.move_id, PHASE.LOCATION_MOVE_PHASE_FINALIZED)
     for table_name in ("resources", "resource_changes", "request_ids"):

@@ -232,6 +232,7 @@ def stack(
         DYNAMODB_BUSINESS_INFO_TABLE=table,
         LOG_LEVEL="WARNING",
         MOVE_LEASE_SECONDS="15",
+        ROUTING_CACHE_TTL_SECONDS="2",
         MOVE_SCAN_SECONDS="1",
         MOVE_BATCH_ROWS="2000",
         MOVE_FREEZE_LAG="50",
@@ -369,9 +370,16 @@ def test_100k_resources_move_under_load_through_two_server_processes(
         )
         assert got.data["n"] == n
     assert count(citrus, target, business_id, "main") == ROWS + 1 + len(load.acknowledged)
-    servers[0].admin.FinalizeLocationMove(
-        ADMIN.FinalizeLocationMoveRequest(move_id=move.move_id), metadata=md
-    )
+    while True:  # finalize waits for the routing cache's TTL after the switch (MOVE_NOT_SETTLED)
+        try:
+            servers[0].admin.FinalizeLocationMove(
+                ADMIN.FinalizeLocationMoveRequest(move_id=move.move_id), metadata=md
+            )
+            break
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            time.sleep(1)
     wait_for(servers[0], admin_token, move.move_id, PHASE.LOCATION_MOVE_PHASE_FINALIZED)
     assert count(citrus, source, business_id, "main") == 0
 

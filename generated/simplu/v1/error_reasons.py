@@ -62,6 +62,7 @@ Reason = Literal[
     "TARGET_SHARD_FULL",
     "MOVE_WRONG_PHASE",
     "MOVE_TARGET_IS_SOURCE",
+    "MOVE_NOT_SETTLED",
 ]
 
 REASONS: Final[frozenset[str]] = frozenset(
@@ -125,5 +126,6 @@ REASONS: Final[frozenset[str]] = frozenset(
         "TARGET_SHARD_FULL",
         "MOVE_WRONG_PHASE",
         "MOVE_TARGET_IS_SOURCE",
+        "MOVE_NOT_SETTLED",
     }
 )

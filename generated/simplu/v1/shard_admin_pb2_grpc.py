@@ -260,7 +260,8 @@ class ShardAdminServiceServicer:
 
     def FinalizeLocationMove(self, request, context):
         """After the switch (and its verification): deletes the source shard's copy of the location.
-        FAILED_PRECONDITION (MOVE_WRONG_PHASE) before the switch or after a revert.
+        FAILED_PRECONDITION (MOVE_WRONG_PHASE) before the switch or after a revert; (MOVE_NOT_SETTLED)
+        sooner than the routing cache's TTL after the switch (replicas may still read the source).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

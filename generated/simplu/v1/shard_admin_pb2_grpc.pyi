@@ -89,7 +89,8 @@ class ShardAdminServiceStub:
     """
     FinalizeLocationMove: _grpc.UnaryUnaryMultiCallable[_shard_admin_pb2.FinalizeLocationMoveRequest, _shard_admin_pb2.LocationMove]
     """After the switch (and its verification): deletes the source shard's copy of the location.
-    FAILED_PRECONDITION (MOVE_WRONG_PHASE) before the switch or after a revert.
+    FAILED_PRECONDITION (MOVE_WRONG_PHASE) before the switch or after a revert; (MOVE_NOT_SETTLED)
+    sooner than the routing cache's TTL after the switch (replicas may still read the source).
     """
 
 @_typing.type_check_only
@@ -153,7 +154,8 @@ class ShardAdminServiceAsyncStub(ShardAdminServiceStub):
     """
     FinalizeLocationMove: _aio.UnaryUnaryMultiCallable[_shard_admin_pb2.FinalizeLocationMoveRequest, _shard_admin_pb2.LocationMove]  # type: ignore[assignment]
     """After the switch (and its verification): deletes the source shard's copy of the location.
-    FAILED_PRECONDITION (MOVE_WRONG_PHASE) before the switch or after a revert.
+    FAILED_PRECONDITION (MOVE_WRONG_PHASE) before the switch or after a revert; (MOVE_NOT_SETTLED)
+    sooner than the routing cache's TTL after the switch (replicas may still read the source).
     """
 
 class ShardAdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -316,7 +318,8 @@ class ShardAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_shard_admin_pb2.LocationMove, _abc.Awaitable[_shard_admin_pb2.LocationMove]]:
         """After the switch (and its verification): deletes the source shard's copy of the location.
-        FAILED_PRECONDITION (MOVE_WRONG_PHASE) before the switch or after a revert.
+        FAILED_PRECONDITION (MOVE_WRONG_PHASE) before the switch or after a revert; (MOVE_NOT_SETTLED)
+        sooner than the routing cache's TTL after the switch (replicas may still read the source).
         """
 
 def add_ShardAdminServiceServicer_to_server(servicer: ShardAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

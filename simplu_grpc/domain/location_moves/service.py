@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from simplu_grpc.domain.business import Business
@@ -44,8 +45,14 @@ class LocationMoves:
         placement: Placement,
         runner: MoveRunner,
         businesses: BusinessReader,
+        route_settle_seconds: float = 0.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
+        # Finalize waits this long after the switch: until then a replica may still read the
+        # location on the source from a route it cached before (the routing cache's TTL).
+        self._route_settle = timedelta(seconds=route_settle_seconds)
+        self._now = now
         self._records = records
         self._placement = placement
         self._runner = runner
@@ -129,6 +136,14 @@ class LocationMoves:
             return move
         if move.phase is not Phase.SWITCHED or move.verification is None or not move.verification.matched:
             raise _wrong_phase(move, "finalize")
+        settled = (move.switch_time or self._now()) + self._route_settle
+        if self._now() < settled:
+            raise FailedPrecondition(
+                "routes cached before the switch may still send reads to the source; finalize after"
+                f" {settled.isoformat()}",
+                reason="MOVE_NOT_SETTLED",
+                metadata={"move_id": move.move_id, "finalize_after": settled.isoformat()},
+            )
         return self._request(shard.shard_id, move, Request.FINALIZE)
 
     def _request(self, shard_id: str, move: Move, request: Request) -> Move:
