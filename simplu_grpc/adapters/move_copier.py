@@ -55,23 +55,27 @@ ON CONFLICT (business_id, location_id, resource_type, resource_id) DO UPDATE SET
     end_time = EXCLUDED.end_time, create_time = EXCLUDED.create_time,
     update_time = EXCLUDED.update_time, version = EXCLUDED.version
 """
-# Change rows get the target's own sequence numbers, in the source's order. A batch copied again
-# (a step repeated after a crash) adds nothing: a change already there (same resource, kind,
-# version and time) is skipped, looked up by key (LATERAL: see catch_up).
-_INSERT_CHANGES = f"""
-INSERT INTO resource_changes ({_CHANGE_COLUMNS})
-SELECT {", ".join("x." + c.strip() for c in _CHANGE_COLUMNS.split(","))}
-FROM jsonb_to_recordset(%(rows)s::jsonb) AS x({_CHANGE_TYPES})
-LEFT JOIN LATERAL (
-    SELECT true AS found FROM resource_changes c
-    WHERE c.business_id = x.business_id AND c.location_id = x.location_id
-      AND c.resource_type = x.resource_type AND c.resource_id = x.resource_id
-      AND c.version = x.version AND c.kind = x.kind AND c.change_time = x.change_time
-    LIMIT 1
-) AS known ON true
-WHERE known.found IS NULL
-ORDER BY x.seq
-"""
+# Change rows get the target's own sequence numbers, in the source's order. Exactly once: the
+# cursor of (move, origin) on the receiving shard is read locked and advanced in the same statement
+# (location_move_cursors), so a batch copied again (a step repeated after a crash) adds nothing.
+# Used as the first CTEs of a statement: ``WITH {_CHANGE_CTES}, ...``.
+_CHANGE_CTES = f"""prev AS (
+    SELECT last_sequence FROM location_move_cursors
+    WHERE move_id = %(move)s AND origin = %(origin)s FOR UPDATE
+), fresh AS (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS x({_CHANGE_TYPES})
+    WHERE x.seq > coalesce((SELECT last_sequence FROM prev), 0)
+), logged AS (
+    INSERT INTO resource_changes ({_CHANGE_COLUMNS})
+    SELECT {_CHANGE_COLUMNS} FROM fresh ORDER BY seq
+    RETURNING 1
+), advanced AS (
+    INSERT INTO location_move_cursors (move_id, origin, last_sequence)
+    SELECT %(move)s, %(origin)s, max(seq) FROM fresh HAVING count(*) > 0
+    ON CONFLICT (move_id, origin) DO UPDATE
+    SET last_sequence = greatest(location_move_cursors.last_sequence, EXCLUDED.last_sequence)
+)"""
+_INSERT_CHANGES = f"WITH {_CHANGE_CTES} SELECT (SELECT count(*) FROM logged) AS n"
 # A claim refers to its resource (foreign key): one whose resource is not on the target yet is
 # left for the freeze's final copy of recent claims, when every resource is there.
 # Keys gone from the source, deleted on the target by key (joined with the list); left out
@@ -170,6 +174,7 @@ class MoveCopier:
         business_id: str,
         location_id: str,
         *,
+        move_id: str,
         after: int,
         upto: int,
         limit: int,
@@ -185,7 +190,12 @@ SELECT count(*) AS n, max(seq) AS last, coalesce(jsonb_agg(x ORDER BY seq), '[]'
             params,
         )[0]
         if rows["n"]:
-            self._run(target, _INSERT_CHANGES, {"rows": rows["rows"]}, write=True)
+            self._run(
+                target,
+                _INSERT_CHANGES,
+                {"rows": rows["rows"], "move": move_id, "origin": source.shard_id},
+                write=True,
+            )
         return int(rows["n"]), None if rows["last"] is None else int(rows["last"])
 
     def copy_resources(
@@ -281,6 +291,7 @@ SELECT count(*) AS n, coalesce(jsonb_agg(x ORDER BY {key[0]}, {key[1]}), '[]')::
         business_id: str,
         location_id: str,
         *,
+        move_id: str,
         after: int,
         upto: int,
         limit: int,
@@ -320,13 +331,15 @@ SELECT (SELECT count(*) FROM changes) AS n, (SELECT max(seq) FROM changes) AS la
         written = self._run(
             target,
             f"""
-WITH logged AS ({_INSERT_CHANGES}), upserted AS ({_UPSERT_RESOURCES.replace("%(rows)s", "%(present)s")}
+WITH {_CHANGE_CTES}, upserted AS ({_UPSERT_RESOURCES.replace("%(rows)s", "%(present)s")}
     RETURNING 1
 ){_DELETE_GONE if row["gone"] != "[]" else _NOTHING_GONE}
 SELECT (SELECT count(*) FROM upserted) + (SELECT count(*) FROM deleted) AS n
 """,
             {
                 "rows": row["changes"],
+                "move": move_id,
+                "origin": source.shard_id,
                 "present": row["present"],
                 "gone": row["gone"],
                 "b": business_id,

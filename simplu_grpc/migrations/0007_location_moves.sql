@@ -45,6 +45,16 @@ CREATE TABLE location_moves (
                   'reverted', 'failed'))
 );
 
+-- location_move_cursors: on the shard RECEIVING a move's change rows, the highest source sequence
+-- already copied from each origin shard. The copy statement reads it (locked) and advances it in
+-- the same statement as the insert, so a batch repeated after a crash adds no duplicate history.
+CREATE TABLE location_move_cursors (
+    move_id       text   NOT NULL,
+    origin        text   NOT NULL,
+    last_sequence bigint NOT NULL,
+    PRIMARY KEY (move_id, origin)
+);
+
 -- At most one open move (not finalized, reverted or failed) per location on a shard.
 CREATE UNIQUE INDEX location_moves_one_open ON location_moves (business_id, location_id)
     WHERE phase IN ('copying', 'catching_up', 'switched', 'finalizing', 'reverting');

@@ -652,10 +652,17 @@ def test_copy_steps_repeated_after_a_crash_add_no_duplicate_history(moves: MoveS
         copier = MoveCopier(pools)
         upto = copier.settle(shard[source])
         for _ in range(2):
-            copier.copy_history(
-                shard[source], shard[target], business_id, "main", after=0, upto=upto, limit=1000
-            )
-            copier.catch_up(shard[source], shard[target], business_id, "main", after=0, upto=upto, limit=1000)
+            for copy in (copier.copy_history, copier.catch_up):
+                copy(
+                    shard[source],
+                    shard[target],
+                    business_id,
+                    "main",
+                    move_id="m1",
+                    after=0,
+                    upto=upto,
+                    limit=1000,
+                )
     finally:
         pools.close()
     assert moves.rows(target, business_id, "main", "resource_changes") == moves.rows(

@@ -39,7 +39,7 @@ class Shards:
     def settle(self, shard: ShardAssignment) -> int:
         return len(self.log[shard.shard_id])
 
-    def copy_history(self, source, target, b, loc, *, after, upto, limit):  # type: ignore[no-untyped-def]
+    def copy_history(self, source, target, b, loc, *, move_id, after, upto, limit):  # type: ignore[no-untyped-def]
         rows = [e for e in self.log[source.shard_id] if after < e[0] <= upto][:limit]
         return len(rows), rows[-1][0] if rows else None
 
@@ -52,7 +52,7 @@ class Shards:
     def copy_request_ids(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         return 0, None
 
-    def catch_up(self, source, target, b, loc, *, after, upto, limit):  # type: ignore[no-untyped-def]
+    def catch_up(self, source, target, b, loc, *, move_id, after, upto, limit):  # type: ignore[no-untyped-def]
         changes = [e for e in self.log[source.shard_id] if after < e[0] <= upto][:limit]
         for _, key in changes:
             if key in self.rows[source.shard_id]:

@@ -125,7 +125,7 @@ class MoveEngine:
             ), False
         if stage == "history":
             copied, last = self._copier.copy_history(
-                source, target, b, loc, after=p["after"], upto=p["w0"], limit=batch
+                source, target, b, loc, move_id=move.move_id, after=p["after"], upto=p["w0"], limit=batch
             )
             p = {**p, "after": last} if copied >= batch else {**p, "stage": "resources", "after": None}
             return _with(move, progress=p, changes_copied=move.changes_copied + copied), False
@@ -201,6 +201,7 @@ class MoveEngine:
             way.destination,
             move.business_id,
             move.location_id,
+            move_id=move.move_id,
             after=after,
             upto=upto,
             limit=self._limits.batch_rows,
