@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from simplu_grpc.domain.resource_ops import ResourceOps
-from simplu_grpc.domain.shards import ShardAssignment
-from simplu_grpc.domain.tenant_load import IgnoreLoad, LoadRecorder, TenantLoad
+from simplu_grpc.domain.admin.tenant_load import IgnoreLoad, LoadRecorder, TenantLoad
+from simplu_grpc.domain.placement.shards import ShardAssignment
+from simplu_grpc.domain.resources.ops import ResourceOps
 
 ASSIGNMENT = ShardAssignment(shard_id="shard-01", connection_string="postgresql://bench@nowhere/x")
 
@@ -52,6 +52,7 @@ def _ops(load: LoadRecorder) -> ResourceOps:
         authorizer=None,  # type: ignore[arg-type]
         routing=None,  # type: ignore[arg-type]
         pools=_NoPool(),  # type: ignore[arg-type]
+        store=None,  # type: ignore[arg-type]  # the statement below is a plain callable
         load=load,
     )
 

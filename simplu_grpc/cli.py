@@ -24,6 +24,9 @@ from simplu_grpc.settings import Settings, SettingsError
 
 EXIT_FAILURE = 1
 EXIT_CONFIGURATION = 2
+# ``simplu-grpc migrate`` may build indexes on big shards: far longer than MigrateShard's
+# budget, still bounded (a shard whose lock is held forever must not hang a deploy job).
+MIGRATE_TIMEOUT_SECONDS = 3600.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -175,20 +178,34 @@ def _errors_only_logging() -> Iterator[None]:
 
 
 def _migrate(settings: Settings) -> int:
-    from simplu_grpc.adapters.migrator import migrate_all
+    from simplu_grpc import context
+    from simplu_grpc.context import Deadline
+    from simplu_grpc.metrics import Metrics
+    from simplu_grpc.wiring import Lifecycle, build_citrus, build_migrations, build_shard_source
 
     failed = False
-    with _errors_only_logging():
-        outcomes = migrate_all(settings)
+    life = Lifecycle(metrics=Metrics())
+    try:
+        citrus = build_citrus(settings, life)
+        migrations = build_migrations(
+            settings,
+            build_shard_source(settings, citrus),
+            timeout_seconds=MIGRATE_TIMEOUT_SECONDS,
+            connect_timeout_seconds=settings.shard_connect_timeout_seconds,
+        )
+        with _errors_only_logging(), context.bind(deadline=Deadline.after(MIGRATE_TIMEOUT_SECONDS)):
+            outcomes = migrations.migrate_all()
+    finally:
+        life.close()
     for outcome in outcomes:
-        if outcome.result is None:
+        if outcome.version_before is None or outcome.version_after is None:
             failed = True
             print(f"{outcome.shard_id} ({outcome.target}): FAILED {outcome.error}")
         else:
-            applied = ", ".join(outcome.result.applied) or "nothing to apply"
+            applied = ", ".join(outcome.applied) or "nothing to apply"
             print(
-                f"{outcome.shard_id} ({outcome.target}): version {outcome.result.before} -> "
-                f"{outcome.result.after} ({applied})"
+                f"{outcome.shard_id} ({outcome.target}): version {outcome.version_before} -> "
+                f"{outcome.version_after} ({applied})"
             )
     if not outcomes:
         print("no shards to migrate")
@@ -199,7 +216,7 @@ def _move_to_citrus(settings: Settings, *, finalize: bool, dry_run: bool) -> int
     """One line per location: where it goes, its move id and phase."""
     from simplu_grpc.domain.location_moves.adoption import Adopted
     from simplu_grpc.domain.location_moves.model import Phase
-    from simplu_grpc.wiring import run_move_to_citrus
+    from simplu_grpc.move_wiring import run_move_to_citrus
 
     def report(outcome: Adopted) -> None:
         error = f" ({outcome.error})" if outcome.error else ""
@@ -218,8 +235,9 @@ def _move_to_citrus(settings: Settings, *, finalize: bool, dry_run: bool) -> int
 
 def _table_migration(command: str, settings: Settings, *, dry_run: bool, start_after: str | None) -> int:
     """``rewrite-items`` or ``index-members``: progress on stderr, the counts on stdout."""
-    from simplu_grpc.adapters.business_migrations import index_members, rewrite_items
-    from simplu_grpc.adapters.business_store import BusinessStore, make_dynamodb_client
+    from simplu_grpc.adapters.dynamodb.business_migrations import index_members, rewrite_items
+    from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
+    from simplu_grpc.adapters.dynamodb.calls import make_dynamodb_client
     from simplu_grpc.metrics import Metrics
 
     def progress(report: Any) -> None:

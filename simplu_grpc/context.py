@@ -10,7 +10,7 @@ import time
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
-from simplu_grpc.domain.principal import Principal
+from simplu_grpc.domain.auth.principal import Principal
 from simplu_grpc.errors import DeadlineExceeded, Unauthenticated
 
 

@@ -92,7 +92,7 @@ RETRY_DELAY_BY_REASON: Mapping[Reason, timedelta] = {
     # A shard or Citrus failover takes seconds; retrying sooner only adds to the reconnect storm.
     "SHARD_UNAVAILABLE": timedelta(seconds=2),
     "CITRUS_UNAVAILABLE": timedelta(seconds=2),
-    # After a failed fetch the JWKS client waits 1 s (adapters/jwks.py _FAILED_RETRY_SECONDS)
+    # After a failed fetch the JWKS client waits 1 s (adapters/cognito/jwks.py _FAILED_RETRY_SECONDS)
     # before fetching again: a retry sooner meets the same remembered failure.
     "JWKS_UNAVAILABLE": timedelta(seconds=1),
     # A move's write freeze lasts well under 2 s (final catch-up, verification, switch).
@@ -203,6 +203,11 @@ class Unavailable(SimpluError):
 
 class ShardUnavailable(Unavailable):
     default_reason: Reason = "SHARD_UNAVAILABLE"
+
+
+class ShardUnreachable(ShardUnavailable):
+    """Connecting to the shard failed: no statement of this request reached it, so a retry is safe
+    (even of a write). Raised by the shard adapters only when they know nothing was sent."""
 
 
 class CommitOutcomeUnknown(ShardUnavailable):

@@ -17,6 +17,8 @@ from typing import Any
 
 from grpc_health.v1 import health, health_pb2
 
+from simplu_grpc import context as rpc_context
+
 log = logging.getLogger(__name__)
 
 OVERALL = ""
@@ -158,3 +160,22 @@ def _passes(check: ReadinessCheck) -> bool:
     except Exception:
         log.warning("readiness check %r failed", check, exc_info=True)
         return False
+
+
+def probe_check(probe: Callable[[], None], *, seconds: float = 2.0) -> ReadinessCheck:
+    """A readiness check from an adapter's ``probe``: True when it answers within ``seconds``.
+
+    Never raises (the readiness loop must keep going); the probe runs under its own short
+    deadline so a slow dependency cannot stall the loop for a whole RPC deadline.
+    """
+
+    def check() -> bool:
+        try:
+            with rpc_context.bind(deadline=rpc_context.Deadline.after(seconds)):
+                probe()
+        except Exception as exc:
+            log.info("readiness probe %s failed: %s", getattr(probe, "__qualname__", probe), exc)
+            return False
+        return True
+
+    return check

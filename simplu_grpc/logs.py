@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from simplu_grpc import context as request_context
-from simplu_grpc.domain.principal import Principal
+from simplu_grpc.domain.auth.principal import Principal
 from simplu_grpc.redact import redact
 
 

@@ -1,6 +1,7 @@
 """Secrets in text: the one redaction of logs and answers, and connection strings made safe.
 
-``redact`` scrubs any text before it is logged or answered. The connection-string helpers
+``redact`` scrubs any text before it is logged or answered; ``describe_error`` is the one
+way to show an exception to an operator (one line, redacted, bounded). The connection-string helpers
 are here too because they share its knowledge of where a password hides in a DSN:
 ``normalize_dsn`` checks a connection string Citrus sent and percent-encodes a password
 holding a raw ``@`` (libpq would split it at the first ``@`` and put the rest of the
@@ -13,6 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from urllib.parse import quote, unquote
+
+from simplu_grpc.errors import SimpluError
 
 # The password runs to the LAST "@" of the authority, as URL parsers (and Citrus) mean it: a
 # raw "@" inside a password must not leave its tail behind.
@@ -33,6 +36,8 @@ _URL_DSN = re.compile(r"(?P<scheme>postgres(?:ql)?://)(?P<authority>[^/?#]*)(?P<
 _MIN_SECRET_PIECE = 4
 
 REDACTED = "***"
+# Longest error text shown to an operator: enough for a reason, not for a stack dump.
+MAX_ERROR_CHARS = 300
 # Each pattern above needs one of these in the text: a JWT starts "eyJ", a bearer credential
 # follows "bearer", a URL password comes after "://", a key=value one after "password".
 # One scan for them lets text with no secret (nearly every log line) skip the four
@@ -55,6 +60,18 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     text = _BEARER.sub(rf"\1{REDACTED}", text)
     text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
     return _KV_PASSWORD.sub(lambda m: f"{m['key']}{REDACTED}", text)
+
+
+def describe_error(exc: BaseException, secrets: Iterable[str] = ()) -> str:
+    """A one-line, secret-free description of ``exc`` for an operator (at most MAX_ERROR_CHARS)."""
+    if isinstance(exc, SimpluError):
+        text = f"{exc.reason}: {exc.message}"
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    cleaned = redact(" ".join(text.split()), secrets)
+    if len(cleaned) > MAX_ERROR_CHARS:
+        cleaned = cleaned[: MAX_ERROR_CHARS - 3] + "..."
+    return cleaned
 
 
 def _expand(secrets: Iterable[str]) -> set[str]:

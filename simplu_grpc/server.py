@@ -1,4 +1,4 @@
-"""The gRPC server: ``Deps`` (what it is built from), ``build_server`` (unstarted), ``Service`` and ``serve``.
+"""The gRPC server: ``build_server`` (unstarted), ``Service`` and ``serve``; built from ``deps.Deps``.
 
 ``build_server(settings, deps)`` returns ``(grpc.Server, port)`` unstarted, so tests build
 a real server on ``127.0.0.1:0`` with the dependencies they choose. ``Service`` adds the
@@ -16,7 +16,7 @@ import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for_processes
 from types import FrameType
 from typing import Any
@@ -25,30 +25,11 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from simplu.v1 import (
-    business_pb2,
-    business_pb2_grpc,
-    resource_pb2,
-    resource_pb2_grpc,
-    shard_admin_pb2,
-    shard_admin_pb2_grpc,
-)
+from simplu.v1 import business_pb2, resource_pb2, shard_admin_pb2
 
 from simplu_grpc import tracing
-from simplu_grpc.adapters.business_store import BusinessStore
-from simplu_grpc.adapters.citrus import CitrusClient
-from simplu_grpc.adapters.jwks import JwksClient
-from simplu_grpc.adapters.pools import PoolRegistry
-from simplu_grpc.domain.admin import ShardAdminService
-from simplu_grpc.domain.admin_usage import TenantUsageQuery
-from simplu_grpc.domain.authz import Authorizer
-from simplu_grpc.domain.business_cache import BusinessCache
-from simplu_grpc.domain.business_ops import BusinessOps
-from simplu_grpc.domain.location_moves.service import LocationMoves
-from simplu_grpc.domain.resource_ops import ResourceOps
-from simplu_grpc.domain.routing import RoutingCache, ShardDirectory
-from simplu_grpc.domain.tokens import TokenVerifier
-from simplu_grpc.health import HEALTH_SERVICE_NAME, ReadinessCheck, ServerHealth
+from simplu_grpc.deps import Deps
+from simplu_grpc.health import HEALTH_SERVICE_NAME, ServerHealth
 from simplu_grpc.interceptors.access_log import AccessLogInterceptor
 from simplu_grpc.interceptors.auth import AuthInterceptor
 from simplu_grpc.interceptors.errors import ErrorMappingInterceptor
@@ -56,13 +37,13 @@ from simplu_grpc.interceptors.metrics import MetricsInterceptor
 from simplu_grpc.interceptors.tracing import TracingInterceptor
 from simplu_grpc.interceptors.work_slots import WorkSlotsInterceptor
 from simplu_grpc.logs import configure_logging
-from simplu_grpc.metrics import Metrics
 from simplu_grpc.services.business import BusinessServicer
-from simplu_grpc.services.registration import add_service
 from simplu_grpc.services.resource import ResourceServicer
+from simplu_grpc.services.servicers import add_service
 from simplu_grpc.services.shard_admin import ShardAdminServicer
 from simplu_grpc.settings import Settings
 from simplu_grpc.tls import ReloadingCertificates
+from simplu_grpc.wiring import build_deps
 
 log = logging.getLogger(__name__)
 
@@ -80,55 +61,11 @@ class StartupError(RuntimeError):
     """The server cannot start (port in use, address not available); the message says why."""
 
 
-@dataclass
-class Deps:
-    """Everything the servicers and interceptors use, built once by ``wiring.build_deps``.
-
-    Adapters are passed in (never module singletons), so a test builds a server from
-    real local services or from fakes. Components added by later features take a default
-    of ``None`` so a server for infrastructure tests can be built from the first two.
-    """
-
-    metrics: Metrics
-    verifier: TokenVerifier
-    # The verifier's key source, kept for dependency status (ShardAdminService.GetDependencyStatus).
-    jwks: JwksClient | None = None
-    # Called in reverse order at shutdown, after the server stopped: pools, HTTP clients.
-    closers: list[Callable[[], None]] = field(default_factory=list)
-    # Readiness is SERVING while any of these answers True (DESIGN §3: NOT_SERVING only when
-    # DynamoDB and Citrus are both unreachable). Each must be quick and never raise.
-    readiness_checks: list[ReadinessCheck] = field(default_factory=list)
-    # --- BusinessService components: business store, Citrus client, cache, authorizer ---
-    authorizer: Authorizer | None = None
-    business_store: BusinessStore | None = None
-    business_cache: BusinessCache | None = None
-    citrus: CitrusClient | None = None  # None in single-database mode (no CITRUS_SERVER_URL)
-    business_ops: BusinessOps | None = None
-    # --- ResourceService components: pool registry, routing cache, directory -------------
-    pools: PoolRegistry | None = None
-    routing: RoutingCache | None = None
-    shard_directory: ShardDirectory | None = None
-    resource_ops: ResourceOps | None = None
-    # --- ShardAdmin components -------------------------------------------------------------
-    shard_admin: ShardAdminService | None = None
-    tenant_usage: TenantUsageQuery | None = None
-    location_moves: LocationMoves | None = None
-
-    def close(self) -> None:
-        """Run every closer (last registered first); one failing does not stop the rest."""
-        while self.closers:
-            closer = self.closers.pop()
-            try:
-                closer()
-            except Exception:
-                log.exception("error while closing %r", closer)
-
-
 @dataclass(frozen=True)
 class Registration:
     """One simplu.v1 service: its descriptor and the servicer.
 
-    Registered with ``services.registration.add_service``, not the generated ``add_*``: an
+    Registered with ``services.servicers.add_service``, not the generated ``add_*``: an
     undecodable request (a Struct nested past protobuf's parser limit) must be
     INVALID_ARGUMENT, not grpcio's INTERNAL.
     """
@@ -142,41 +79,20 @@ class Registration:
 
 
 def simplu_services(settings: Settings, deps: Deps) -> list[Registration]:
-    """The simplu.v1 services this server answers.
-
-    A service whose components are missing from ``deps`` (a test server built with only the
-    core) is served by the generated base servicer, which answers UNIMPLEMENTED.
-    """
+    """The simplu.v1 services this server answers, each from its use cases in ``deps``."""
     return [
         Registration(
-            business_pb2.DESCRIPTOR.services_by_name["BusinessService"],
-            BusinessServicer(deps.business_ops)
-            if deps.business_ops is not None
-            else unimplemented(business_pb2_grpc.BusinessServiceServicer),
+            business_pb2.DESCRIPTOR.services_by_name["BusinessService"], BusinessServicer(deps.business_ops)
         ),
         Registration(
             resource_pb2.DESCRIPTOR.services_by_name["ResourceService"],
-            ResourceServicer(deps.resource_ops, response_max_bytes=settings.response_max_bytes)
-            if deps.resource_ops is not None
-            else unimplemented(resource_pb2_grpc.ResourceServiceServicer),
+            ResourceServicer(deps.resource_ops, response_max_bytes=settings.response_max_bytes),
         ),
         Registration(
             shard_admin_pb2.DESCRIPTOR.services_by_name["ShardAdminService"],
-            ShardAdminServicer(
-                admin=deps.shard_admin,
-                authorizer=deps.authorizer or Authorizer(admin_group=settings.admin_group),
-                usage=deps.tenant_usage,
-                moves=deps.location_moves,
-            )
-            if deps.shard_admin is not None
-            else unimplemented(shard_admin_pb2_grpc.ShardAdminServiceServicer),
+            ShardAdminServicer(admin=deps.shard_admin, authorizer=deps.authorizer, moves=deps.location_moves),
         ),
     ]
-
-
-def unimplemented(servicer_class: type[Any]) -> Any:
-    """The generated base servicer: every method answers UNIMPLEMENTED (typed abstract in the stubs)."""
-    return servicer_class()
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -421,8 +337,6 @@ def serve(settings: Settings) -> None:
 
 
 def _serve_one(settings: Settings, *, worker: int) -> None:
-    from simplu_grpc.wiring import build_deps  # wiring imports this module for Deps
-
     stop_tracing = tracing.configure(settings.otel_traces_exporter, settings.otel_service_name)
     deps = build_deps(settings)
     try:

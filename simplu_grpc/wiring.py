@@ -1,194 +1,308 @@
-"""Wiring: builds the real adapters from Settings into ``Deps``, and closes them at shutdown.
+"""Wiring: builds the real adapters and use cases from Settings, and closes them at shutdown.
 
-The one place that knows which adapter implements what; ``build_server`` only sees ``Deps``.
-Each feature adds its adapters here (in dependency order), registers a closer for anything
-holding connections or threads, and a readiness check where the dependency is essential.
+The one place that knows which adapter implements which port. Production (``serve``), the
+CLI (``simplu-grpc migrate``) and the tests build from the same factories:
+
+- ``build_auth``: the JWKS client, the token verifier and the authorizer;
+- ``build_business``: the business store (DynamoDB), its cache, the Citrus client, BusinessOps;
+- ``build_resources``: the shard directory, routing cache, pool registry, ResourceOps;
+- ``build_admin``: the ShardAdmin use cases;
+- ``move_wiring.build_location_moves``: location moves (their use cases and this replica's runner);
+- ``build_shard_source`` / ``build_migrations``: what ``simplu-grpc migrate`` needs alone;
+- ``build_deps``: all of them, into ``Deps``.
+
+Each factory registers a closer on the ``Lifecycle`` for anything holding connections or
+threads, and a readiness check where the dependency is essential; ``build_deps`` closes
+what it built when a step fails.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
-from simplu_grpc.adapters.business_store import BusinessStore, make_dynamodb_client
-from simplu_grpc.adapters.citrus import CitrusClient
-from simplu_grpc.adapters.jwks import JwksClient
-from simplu_grpc.adapters.move_copier import MoveCopier
-from simplu_grpc.adapters.move_placement import (
-    DirectoryPlacement,
-    LegacyLocationReader,
-    RegisteredPlacement,
-    ShardCatalog,
-)
-from simplu_grpc.adapters.move_state import MoveState
-from simplu_grpc.adapters.pools import PoolRegistry
-from simplu_grpc.adapters.shard_directory import (
+from simplu_grpc.adapters.citrus.client import CitrusClient
+from simplu_grpc.adapters.citrus.shard_directory import (
     CitrusDirectory,
     SingleDatabaseDirectory,
     single_database_dsn,
 )
-from simplu_grpc.adapters.shard_store import ShardStore
-from simplu_grpc.adapters.shard_tls import shard_tls
-from simplu_grpc.adapters.storage_usage import StorageReader
-from simplu_grpc.domain.admin import ShardAdminService
-from simplu_grpc.domain.admin_usage import Replica, TenantUsageQuery
-from simplu_grpc.domain.authz import Authorizer
-from simplu_grpc.domain.business_cache import BusinessCache
-from simplu_grpc.domain.business_ops import BusinessOps, probe_check
-from simplu_grpc.domain.location_moves.adoption import Adopted, adopt
-from simplu_grpc.domain.location_moves.engine import MoveEngine, MoveLimits
-from simplu_grpc.domain.location_moves.runner import MoveRunner
-from simplu_grpc.domain.location_moves.service import BusinessReader, LocationMoves
-from simplu_grpc.domain.resource_ops import Limits, ResourceOps
-from simplu_grpc.domain.routing import RoutingCache, ShardDirectory
-from simplu_grpc.domain.shards import ShardAssignment
-from simplu_grpc.domain.tenant_load import LoadOrder, TenantLoad
-from simplu_grpc.domain.tokens import TokenVerifier
-from simplu_grpc.errors import FailedPrecondition
+from simplu_grpc.adapters.cognito.jwks import JwksClient
+from simplu_grpc.adapters.cognito.token_verifier import TokenVerifier
+from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
+from simplu_grpc.adapters.dynamodb.calls import make_dynamodb_client
+from simplu_grpc.adapters.postgres.consistency_reader import PostgresShardReader
+from simplu_grpc.adapters.postgres.migrator import PostgresMigrator
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
+from simplu_grpc.adapters.postgres.shard_store import ShardStore
+from simplu_grpc.adapters.postgres.shard_tls import shard_tls
+from simplu_grpc.adapters.postgres.storage_usage import StorageReader
+from simplu_grpc.deps import Deps, close_all
+from simplu_grpc.domain.admin.consistency import ConsistencyChecker
+from simplu_grpc.domain.admin.console import ShardAdmin
+from simplu_grpc.domain.admin.dependencies import DependencyProber, DependencyStatus
+from simplu_grpc.domain.admin.migrations import MIGRATE_TIMEOUT_SECONDS, ShardMigrations
+from simplu_grpc.domain.admin.routing import LocationRouting
+from simplu_grpc.domain.admin.shards import ShardViews
+from simplu_grpc.domain.admin.tenant_load import LoadOrder, TenantLoad
+from simplu_grpc.domain.admin.usage import Replica, TenantUsageQuery
+from simplu_grpc.domain.auth.authz import Authorizer
+from simplu_grpc.domain.business.cache import BusinessCache
+from simplu_grpc.domain.business.commands import BusinessOps
+from simplu_grpc.domain.business.ports import BusinessRepository
+from simplu_grpc.domain.placement.ports import ShardDirectory, ShardSource
+from simplu_grpc.domain.placement.routing import RoutingCache
+from simplu_grpc.domain.resources.ops import ResourceOps
+from simplu_grpc.domain.resources.results import Limits
+from simplu_grpc.health import ReadinessCheck, probe_check
 from simplu_grpc.metrics import Metrics, TenantGauge
-from simplu_grpc.server import Deps
+from simplu_grpc.move_wiring import build_location_moves
 from simplu_grpc.settings import Settings
 
-# After a location's switch, how long past the routing cache's TTL a replica may still be reading
-# from the old shard (one stale-while-revalidate answer, then the background refresh lands).
-_ROUTE_REFRESH_MARGIN_SECONDS = 5.0
+# What the business cache reads from, given the store (tests wrap it to count reads).
+CacheSource = Callable[[BusinessStore], BusinessRepository]
+
 # A JWKS document is tiny; a slow endpoint should not hold the start (or a token) for long.
 JWKS_TIMEOUT_SECONDS = 5.0
 
 
-def build_deps(settings: Settings) -> Deps:
-    """Every adapter the server needs, connected and ready; closes what it built if a step fails."""
-    metrics = Metrics()
-    jwks = JwksClient(url=settings.jwks_url, timeout_seconds=JWKS_TIMEOUT_SECONDS, metrics=metrics)
-    deps = Deps(
-        metrics=metrics,
-        verifier=TokenVerifier(
-            issuer=settings.cognito_issuer,
-            client_ids=settings.cognito_client_ids,
-            jwks=jwks,
-            leeway_seconds=settings.jwt_leeway_seconds,
-            metrics=metrics,
-        ),
+@dataclass
+class Lifecycle:
+    """What the factories share: the metrics, and what to close (last first) and probe."""
+
+    metrics: Metrics
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    readiness_checks: list[ReadinessCheck] = field(default_factory=list)
+
+    def close(self) -> None:
+        close_all(self.closers)
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    jwks: JwksClient
+    verifier: TokenVerifier
+    authorizer: Authorizer
+
+
+@dataclass(frozen=True, slots=True)
+class Business:
+    store: BusinessStore
+    cache: BusinessCache
+    citrus: CitrusClient | None  # None in single-database mode
+    ops: BusinessOps
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    directory: ShardDirectory
+    routing: RoutingCache
+    pools: PoolRegistry
+    load: TenantLoad
+    ops: ResourceOps
+
+
+def build_auth(settings: Settings, life: Lifecycle) -> Auth:
+    """JWKS (loaded now; a failed load is logged and retried on the first unknown kid) and the verifier."""
+    jwks = JwksClient(url=settings.jwks_url, timeout_seconds=JWKS_TIMEOUT_SECONDS, metrics=life.metrics)
+    life.closers.append(jwks.close)
+    verifier = TokenVerifier(
+        issuer=settings.cognito_issuer,
+        client_ids=settings.cognito_client_ids,
         jwks=jwks,
+        leeway_seconds=settings.jwt_leeway_seconds,
+        metrics=life.metrics,
     )
-    deps.closers.append(jwks.close)
-    try:
-        # A failed load is tolerated (logged): the first token with an unknown kid retries.
-        jwks.load()
-        # --- BusinessService adapters ---
-        deps.authorizer = Authorizer(admin_group=settings.admin_group)
-        dynamodb = make_dynamodb_client(settings)
-        deps.closers.append(dynamodb.close)
-        deps.business_store = BusinessStore(
-            table=settings.dynamodb_business_info_table, client=dynamodb, metrics=metrics
-        )
-        deps.business_cache = BusinessCache(
-            deps.business_store,
-            ttl_seconds=settings.business_cache_ttl_seconds,
-            stale_max_seconds=settings.business_cache_stale_max_seconds,
-            failure_backoff_seconds=settings.cache_failure_backoff_seconds,
-            metrics=metrics,
-        )
-        deps.closers.append(deps.business_cache.close)
-        deps.readiness_checks.append(probe_check(deps.business_store.probe))
-        if settings.citrus_server_url:
-            deps.citrus = citrus_client(settings, metrics)
-            deps.closers.append(deps.citrus.close)
-            deps.readiness_checks.append(probe_check(deps.citrus.probe))
-        deps.business_ops = BusinessOps(
-            store=deps.business_store,
-            cache=deps.business_cache,
-            authorizer=deps.authorizer,
-            citrus=deps.citrus,
-        )
-        # --- ResourceService adapters ---
-        # Single-database mode: the one database also answers the Citrus questions ShardAdmin asks.
-        admin_shards: CitrusClient | SingleDatabaseDirectory
-        admin_probes = {"dynamodb": deps.business_store.probe, "jwks": jwks.probe}
-        if deps.citrus is not None:
-            deps.shard_directory = CitrusDirectory(
-                deps.citrus, on_registered=deps.business_ops.note_registered
-            )
-            admin_shards = deps.citrus
-            admin_probes["citrus"] = deps.citrus.probe
-        else:
-            deps.shard_directory = admin_shards = SingleDatabaseDirectory(single_database_dsn(settings))
-        deps.routing = RoutingCache(
-            deps.shard_directory,
-            ttl=settings.routing_cache_ttl_seconds,
-            stale_max=settings.routing_stale_max_seconds,
-            failure_backoff=settings.cache_failure_backoff_seconds,
-            metrics=metrics,
-        )
-        deps.closers.append(deps.routing.close)
-        metrics.watch_shards(deps.routing.shards)
-        deps.pools = PoolRegistry.from_settings(settings, metrics)
-        # Registered after the Citrus client: closers run last-first, so pools close first.
-        deps.closers.append(deps.pools.close)
-        metrics.watch_pools(deps.pools.gauges)
-        tenant_load = TenantLoad(capacity=settings.tenant_usage_top_k)
-        if settings.tenant_metrics_top:
-            metrics.watch_tenants(top_tenants(tenant_load, settings.tenant_metrics_top))
-        deps.resource_ops = ResourceOps(
-            businesses=deps.business_cache,
-            authorizer=deps.authorizer,
-            routing=deps.routing,
-            pools=deps.pools,
-            limits=Limits(
-                max_bytes=settings.resource_data_max_bytes, max_depth=settings.resource_data_max_depth
-            ),
-            load=tenant_load,
-            store=ShardStore(change_retention=timedelta(seconds=settings.change_retention_seconds)),
-        )
-        # --- ShardAdmin components ---
-        deps.shard_admin = ShardAdminService(
-            shards=admin_shards,
-            pools=deps.pools,
-            routing=deps.routing,
-            businesses=deps.business_store,
-            near_capacity_percent=settings.shard_near_capacity_percent,
-            probes=admin_probes,
-            on_registered=deps.business_ops.note_registered,
-            secrets=(settings.citrus_api_key, settings.database_password),
-        )
-        deps.tenant_usage = TenantUsageQuery(
-            load=tenant_load,
-            storage=StorageReader(),
-            shards=admin_shards,
-            pools=deps.pools,
-            replica=this_replica(),
-            secrets=(settings.citrus_api_key, settings.database_password),
-        )
-        deps.location_moves, runner = build_location_moves(
-            settings,
-            pools=deps.pools,
-            routing=deps.routing,
-            directory=deps.shard_directory,
-            catalog=admin_shards,
-            citrus=deps.citrus,
-            businesses=deps.business_store,
-        )
-        # Registered after the pools: closers run last-first, so moves stop before pools close.
-        deps.closers.append(runner.close)
-        runner.start()
-    except BaseException:
-        close_deps(deps)
-        raise
-    return deps
+    jwks.load()
+    return Auth(jwks=jwks, verifier=verifier, authorizer=Authorizer(admin_group=settings.admin_group))
 
 
-def citrus_client(settings: Settings, metrics: Metrics) -> CitrusClient:
-    """The Citrus client of CITRUS_SERVER_URL (set: the caller checked), with the shards' TLS floor."""
-    return CitrusClient(
-        base_url=settings.citrus_server_url or "",
+def build_citrus(settings: Settings, life: Lifecycle) -> CitrusClient | None:
+    """The Citrus client, or None in single-database mode (no CITRUS_SERVER_URL)."""
+    if not settings.citrus_server_url:
+        return None
+    citrus = CitrusClient(
+        base_url=settings.citrus_server_url,
         api_key=settings.citrus_api_key,
         timeout_ms=settings.citrus_timeout_ms,
         retry_attempts=settings.citrus_retry_attempts,
-        metrics=metrics,
+        metrics=life.metrics,
         tls=shard_tls(settings),
+    )
+    life.closers.append(citrus.close)
+    return citrus
+
+
+def build_business(
+    settings: Settings, life: Lifecycle, auth: Auth, *, cache_source: CacheSource | None = None
+) -> Business:
+    """Business info in DynamoDB, its cache, Citrus and BusinessOps; DynamoDB and Citrus probes
+    become readiness checks. ``cache_source`` (tests) wraps the store the cache reads from."""
+    dynamodb = make_dynamodb_client(settings)
+    life.closers.append(dynamodb.close)
+    store = BusinessStore(table=settings.dynamodb_business_info_table, client=dynamodb, metrics=life.metrics)
+    cache = BusinessCache(
+        store if cache_source is None else cache_source(store),
+        ttl_seconds=settings.business_cache_ttl_seconds,
+        stale_max_seconds=settings.business_cache_stale_max_seconds,
+        failure_backoff_seconds=settings.cache_failure_backoff_seconds,
+        metrics=life.metrics,
+    )
+    life.closers.append(cache.close)
+    life.readiness_checks.append(probe_check(store.probe))
+    citrus = build_citrus(settings, life)
+    if citrus is not None:
+        life.readiness_checks.append(probe_check(citrus.probe))
+    ops = BusinessOps(store=store, cache=cache, authorizer=auth.authorizer, citrus=citrus)
+    return Business(store=store, cache=cache, citrus=citrus, ops=ops)
+
+
+def build_shard_source(settings: Settings, citrus: CitrusClient | None) -> ShardSource:
+    """What answers shard questions: Citrus, or the one database in single-database mode."""
+    if citrus is not None:
+        return citrus
+    return SingleDatabaseDirectory(single_database_dsn(settings))
+
+
+def build_resources(settings: Settings, life: Lifecycle, auth: Auth, business: Business) -> Resources:
+    """Directory -> routing cache, pool registry, tenant load and ResourceOps."""
+    directory: ShardDirectory
+    if business.citrus is not None:
+        # A registration on first use is recorded in business info (best effort).
+        directory = CitrusDirectory(business.citrus, on_registered=business.ops.note_registered)
+    else:
+        directory = SingleDatabaseDirectory(single_database_dsn(settings))
+    routing = RoutingCache(
+        directory,
+        ttl=settings.routing_cache_ttl_seconds,
+        stale_max=settings.routing_stale_max_seconds,
+        failure_backoff=settings.cache_failure_backoff_seconds,
+        metrics=life.metrics,
+    )
+    life.closers.append(routing.close)
+    life.metrics.watch_shards(routing.shards)
+    pools = PoolRegistry.from_settings(settings, life.metrics)
+    # Registered after the Citrus client: closers run last-first, so pools close first.
+    life.closers.append(pools.close)
+    life.metrics.watch_pools(pools.gauges)
+    load = TenantLoad(capacity=settings.tenant_usage_top_k)
+    if settings.tenant_metrics_top:
+        life.metrics.watch_tenants(top_tenants(load, settings.tenant_metrics_top))
+    ops = ResourceOps(
+        businesses=business.cache,
+        authorizer=auth.authorizer,
+        routing=routing,
+        pools=pools,
+        limits=Limits(max_bytes=settings.resource_data_max_bytes, max_depth=settings.resource_data_max_depth),
+        load=load,
+        store=ShardStore(change_retention=timedelta(seconds=settings.change_retention_seconds)),
+    )
+    return Resources(directory=directory, routing=routing, pools=pools, load=load, ops=ops)
+
+
+def admin_secrets(settings: Settings) -> tuple[str, ...]:
+    """Scrubbed from every admin error text on top of ``redact()``."""
+    return tuple(s for s in (settings.citrus_api_key, settings.database_password) if s)
+
+
+def build_migrations(
+    settings: Settings,
+    shards: ShardSource,
+    *,
+    timeout_seconds: float = MIGRATE_TIMEOUT_SECONDS,
+    connect_timeout_seconds: float | None = None,
+) -> ShardMigrations:
+    """MigrateShard's use case; ``simplu-grpc migrate`` uses it with a longer budget and the
+    shards' connect timeout (SHARD_CONNECT_TIMEOUT_SECONDS)."""
+    return ShardMigrations(
+        shards=shards,
+        migrator=PostgresMigrator(connect_timeout_seconds=connect_timeout_seconds),
+        secrets=admin_secrets(settings),
+        timeout_seconds=timeout_seconds,
+    )
+
+
+def build_admin(
+    settings: Settings, life: Lifecycle, auth: Auth, business: Business, resources: Resources
+) -> ShardAdmin:
+    """The ShardAdmin use cases over Citrus (or the one database), the pools and business info."""
+    shards = build_shard_source(settings, business.citrus)
+    secrets = admin_secrets(settings)
+    probes: dict[str, Callable[[], object]] = {"dynamodb": business.store.probe, "jwks": auth.jwks.probe}
+    if business.citrus is not None:
+        probes["citrus"] = business.citrus.probe
+    reader = PostgresShardReader(resources.pools)
+    migrations = build_migrations(settings, shards)
+    return ShardAdmin(
+        shards=ShardViews(
+            shards=shards,
+            pools=resources.pools,
+            routing=resources.routing,
+            reader=reader,
+            near_capacity_percent=settings.shard_near_capacity_percent,
+            secrets=secrets,
+        ),
+        locations=LocationRouting(
+            shards=shards,
+            routing=resources.routing,
+            businesses=business.store,
+            on_registered=business.ops.note_registered,
+            secrets=secrets,
+        ),
+        migrations=migrations,
+        consistency=ConsistencyChecker(
+            shards=shards,
+            businesses=business.store,
+            secrets=secrets,
+            reader=reader,
+            migrator=migrations.migrator,
+        ),
+        dependencies=DependencyStatus(
+            probes=probes, pools=resources.pools, prober=DependencyProber(secrets=secrets)
+        ),
+        usage=TenantUsageQuery(
+            load=resources.load,
+            storage=StorageReader(),
+            shards=shards,
+            pools=resources.pools,
+            replica=this_replica(),
+            secrets=secrets,
+        ),
+    )
+
+
+def build_deps(settings: Settings, *, cache_source: CacheSource | None = None) -> Deps:
+    """Every adapter the server needs, connected and ready; closes what it built if a step fails."""
+    life = Lifecycle(metrics=Metrics())
+    try:
+        auth = build_auth(settings, life)
+        business = build_business(settings, life, auth, cache_source=cache_source)
+        resources = build_resources(settings, life, auth, business)
+        admin = build_admin(settings, life, auth, business, resources)
+        moves = build_location_moves(settings, life, business, resources)
+    except BaseException:
+        life.close()
+        raise
+    return Deps(
+        metrics=life.metrics,
+        verifier=auth.verifier,
+        jwks=auth.jwks,
+        authorizer=auth.authorizer,
+        business_store=business.store,
+        business_cache=business.cache,
+        citrus=business.citrus,
+        business_ops=business.ops,
+        pools=resources.pools,
+        routing=resources.routing,
+        shard_directory=resources.directory,
+        resource_ops=resources.ops,
+        shard_admin=admin,
+        location_moves=moves,
+        closers=life.closers,
+        readiness_checks=life.readiness_checks,
     )
 
 
@@ -216,104 +330,3 @@ def top_tenants(load: TenantLoad, count: int) -> Callable[[], list[TenantGauge]]
         ]
 
     return read
-
-
-def close_deps(deps: Deps) -> None:
-    """Close every adapter (pools, HTTP clients), last built first."""
-    deps.close()
-
-
-def build_location_moves(
-    settings: Settings,
-    *,
-    pools: PoolRegistry,
-    routing: RoutingCache,
-    directory: ShardDirectory,
-    catalog: ShardCatalog,
-    citrus: CitrusClient | None,
-    businesses: BusinessReader,
-    extra_shards: Sequence[ShardAssignment] = (),
-    owner: str | None = None,
-) -> tuple[LocationMoves, MoveRunner]:
-    """The location-move use cases and this replica's move runner (not started)."""
-    placement = DirectoryPlacement(
-        directory=directory,
-        catalog=catalog,
-        placer=citrus,
-        forget=routing.invalidate,
-        extra_shards=extra_shards,
-    )
-    records = MoveState(pools)
-    engine = MoveEngine(
-        copier=MoveCopier(pools),
-        placement=placement,
-        limits=MoveLimits(batch_rows=settings.move_batch_rows, freeze_lag=settings.move_freeze_lag),
-    )
-    runner = MoveRunner(
-        records=records,
-        engine=engine,
-        placement=placement,
-        owner=owner or f"{this_replica().host}:{this_replica().pid}:{uuid.uuid4().hex[:8]}",
-        lease_seconds=settings.move_lease_seconds,
-        scan_interval=settings.move_scan_seconds,
-    )
-    moves = LocationMoves(
-        records=records,
-        placement=placement,
-        runner=runner,
-        businesses=businesses,
-        # The routing cache's TTL plus its background refresh: then every replica asked Citrus again.
-        route_settle_seconds=settings.routing_cache_ttl_seconds + _ROUTE_REFRESH_MARGIN_SECONDS,
-    )
-    return moves, runner
-
-
-def run_move_to_citrus(
-    settings: Settings, *, finalize: bool, dry_run: bool, on_done: Callable[[Adopted], None]
-) -> list[Adopted]:
-    """``simplu-grpc move-to-citrus``: every location of the single database (``DATABASE_*``) onto
-    the shard Citrus assigns it (CITRUS_SERVER_URL must be set)."""
-    if not settings.citrus_server_url:
-        raise FailedPrecondition("move-to-citrus needs CITRUS_SERVER_URL (and DATABASE_* for the database)")
-    metrics = Metrics()
-    citrus = citrus_client(settings, metrics)
-    pools = PoolRegistry.from_settings(settings, metrics)
-    legacy = SingleDatabaseDirectory(single_database_dsn(settings)).assignment
-    placement = DirectoryPlacement(
-        directory=CitrusDirectory(citrus),
-        catalog=citrus,
-        # Citrus already routes each location to its shard (registered before the copy): the
-        # switch only checks that it still does.
-        placer=RegisteredPlacement(citrus),
-        forget=lambda _b, _l: None,
-        extra_shards=[legacy],
-    )
-    records = MoveState(pools)
-    runner = MoveRunner(
-        records=records,
-        engine=MoveEngine(
-            copier=MoveCopier(pools),
-            placement=placement,
-            limits=MoveLimits(batch_rows=settings.move_batch_rows, freeze_lag=settings.move_freeze_lag),
-        ),
-        placement=placement,
-        owner=f"move-to-citrus:{this_replica().host}:{this_replica().pid}",
-        lease_seconds=settings.move_lease_seconds,
-        scan_interval=settings.move_scan_seconds,
-        retry_delay=1.0,
-    )
-    try:
-        return adopt(
-            legacy=legacy,
-            locations=LegacyLocationReader(pools),
-            citrus=citrus,
-            records=records,
-            runner=runner,
-            finalize=finalize,
-            dry_run=dry_run,
-            on_done=on_done,
-        )
-    finally:
-        runner.close()
-        pools.close()
-        citrus.close()

@@ -19,108 +19,28 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from simplu_grpc.adapters.pools import PoolRegistry, ShardSession
+from simplu_grpc.adapters.move_statements import (
+    CHANGE_COLUMNS,
+    CHANGE_CTES,
+    CHECKSUM,
+    CLAIM_COLUMNS,
+    DELETE_GONE,
+    INSERT_CHANGES,
+    LAST_SEQUENCE,
+    LOC,
+    NOTHING_GONE,
+    RESOURCE_COLUMNS,
+    STILL_WRITING,
+    UPSERT_CLAIMS,
+    UPSERT_RESOURCES,
+    WRITERS,
+)
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
+from simplu_grpc.adapters.postgres.pool_session import ShardSession
 from simplu_grpc.domain.location_moves.model import Checksum
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import Unavailable
 
-_RESOURCE_COLUMNS = (
-    "business_id, location_id, resource_type, resource_id, business_type, data, start_time, end_time,"
-    " create_time, update_time, version"
-)
-_RESOURCE_TYPES = (
-    "business_id text, location_id text, resource_type text, resource_id text, business_type text,"
-    " data jsonb, start_time timestamptz, end_time timestamptz, create_time timestamptz,"
-    " update_time timestamptz, version bigint"
-)
-_CHANGE_COLUMNS = (
-    "business_id, location_id, resource_type, resource_id, kind, version, paths, principal, change_time"
-)
-_CHANGE_TYPES = (
-    "seq bigint, business_id text, location_id text, resource_type text, resource_id text, kind text,"
-    " version bigint, paths text[], principal text, change_time timestamptz"
-)
-_CLAIM_COLUMNS = "business_id, location_id, requester, request_id, resource_type, resource_id, create_time"
-_CLAIM_TYPES = (
-    "business_id text, location_id text, requester text, request_id text, resource_type text,"
-    " resource_id text, create_time timestamptz"
-)
-_LOC = "business_id = %(b)s AND location_id = %(l)s"
-
-_UPSERT_RESOURCES = f"""
-INSERT INTO resources ({_RESOURCE_COLUMNS})
-SELECT {_RESOURCE_COLUMNS} FROM jsonb_to_recordset(%(rows)s::jsonb) AS x({_RESOURCE_TYPES})
-ON CONFLICT (business_id, location_id, resource_type, resource_id) DO UPDATE SET
-    business_type = EXCLUDED.business_type, data = EXCLUDED.data, start_time = EXCLUDED.start_time,
-    end_time = EXCLUDED.end_time, create_time = EXCLUDED.create_time,
-    update_time = EXCLUDED.update_time, version = EXCLUDED.version
-"""
-# Change rows get the target's own sequence numbers, in the source's order. Exactly once: the
-# cursor of (move, origin) on the receiving shard is read locked and advanced in the same statement
-# (location_move_cursors), so a batch copied again (a step repeated after a crash) adds nothing.
-# Used as the first CTEs of a statement: ``WITH {_CHANGE_CTES}, ...``.
-_CHANGE_CTES = f"""prev AS (
-    SELECT last_sequence FROM location_move_cursors
-    WHERE move_id = %(move)s AND origin = %(origin)s FOR UPDATE
-), fresh AS (
-    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS x({_CHANGE_TYPES})
-    WHERE x.seq > coalesce((SELECT last_sequence FROM prev), 0)
-), logged AS (
-    INSERT INTO resource_changes ({_CHANGE_COLUMNS})
-    SELECT {_CHANGE_COLUMNS} FROM fresh ORDER BY seq
-    RETURNING 1
-), advanced AS (
-    INSERT INTO location_move_cursors (move_id, origin, last_sequence)
-    SELECT %(move)s, %(origin)s, max(seq) FROM fresh HAVING count(*) > 0
-    ON CONFLICT (move_id, origin) DO UPDATE
-    SET last_sequence = greatest(location_move_cursors.last_sequence, EXCLUDED.last_sequence)
-)"""
-_INSERT_CHANGES = f"WITH {_CHANGE_CTES} SELECT (SELECT count(*) FROM logged) AS n"
-# A claim refers to its resource (foreign key): one whose resource is not on the target yet is
-# left for the freeze's final copy of recent claims, when every resource is there.
-# Keys gone from the source, deleted on the target by key (joined with the list); left out
-# of the statement when there are none.
-_DELETE_GONE = """, deleted AS (
-    DELETE FROM resources r USING jsonb_array_elements(%(gone)s::jsonb) AS g
-    WHERE r.business_id = %(b)s AND r.location_id = %(l)s AND r.resource_type = g->>0
-      AND r.resource_id = g->>1
-    RETURNING 1
-)"""
-_NOTHING_GONE = ", deleted AS (SELECT 1 WHERE false)"
-_UPSERT_CLAIMS = f"""
-INSERT INTO request_ids ({_CLAIM_COLUMNS})
-SELECT {_CLAIM_COLUMNS} FROM jsonb_to_recordset(%(rows)s::jsonb) AS x({_CLAIM_TYPES})
-WHERE EXISTS (SELECT 1 FROM resources r WHERE r.business_id = x.business_id
-              AND r.location_id = x.location_id AND r.resource_type = x.resource_type
-              AND r.resource_id = x.resource_id)
-ON CONFLICT (business_id, location_id, requester, request_id) DO UPDATE SET
-    resource_type = EXCLUDED.resource_type, resource_id = EXCLUDED.resource_id,
-    create_time = EXCLUDED.create_time
-"""
-# The order-independent checksum: the sum of the first 60 bits of each row's md5 (numeric, so it
-# never overflows), over a canonical text of every column (timestamps in UTC, jsonb's own text).
-_CHECKSUM = f"""
-SELECT count(*) AS n, coalesce(sum(('x' || substr(md5(concat_ws('|',
-    resource_type, resource_id, business_type, data::text,
-    (start_time AT TIME ZONE 'UTC')::text, (end_time AT TIME ZONE 'UTC')::text,
-    (create_time AT TIME ZONE 'UTC')::text, (update_time AT TIME ZONE 'UTC')::text, version::text
-)), 1, 15))::bit(60)::bigint::numeric), 0)::text AS digest
-FROM resources WHERE {_LOC}
-"""
-_LAST_SEQUENCE = (
-    "SELECT coalesce(pg_sequence_last_value("
-    "pg_get_serial_sequence('resource_changes', 'sequence')::regclass), 0) AS last"
-)
-_WRITERS = """
-SELECT coalesce(array_agg(DISTINCT virtualtransaction), '{}') AS writers FROM pg_locks
-WHERE locktype = 'relation' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND relation = ANY(ARRAY['resource_changes'::regclass, 'resources'::regclass])
-  AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid()
-"""
-_STILL_WRITING = """
-SELECT count(*) AS n FROM pg_locks
-WHERE locktype = 'virtualxid' AND virtualxid = ANY(%(v)s::text[]) AND granted
-"""
 # How often drain_writers looks again, and for how long at most (a write statement is bounded
 # by its RPC's deadline, so writers end within that; a stuck one fails the step, which is retried).
 _DRAIN_POLL = 0.005
@@ -147,13 +67,13 @@ class MoveCopier:
 
     def settle(self, shard: ShardAssignment) -> int:
         with self._pools.connection(shard) as session:
-            last = int(session.run(_LAST_SEQUENCE)[0]["last"])
-            self._wait_out(session, session.run(_WRITERS)[0]["writers"])
+            last = int(session.run(LAST_SEQUENCE)[0]["last"])
+            self._wait_out(session, session.run(WRITERS)[0]["writers"])
         return last
 
     def drain_writers(self, shard: ShardAssignment) -> None:
         with self._pools.connection(shard) as session:
-            self._wait_out(session, session.run(_WRITERS)[0]["writers"])
+            self._wait_out(session, session.run(WRITERS)[0]["writers"])
 
     @staticmethod
     def _wait_out(session: ShardSession, writers: list[str]) -> None:
@@ -162,7 +82,7 @@ class MoveCopier:
         # A virtual transaction holds a lock on its own virtualxid until it ends.
         vxids = [w for w in writers if w]
         until = time.monotonic() + _DRAIN_BOUND
-        while int(session.run(_STILL_WRITING, {"v": vxids})[0]["n"]):
+        while int(session.run(STILL_WRITING, {"v": vxids})[0]["n"]):
             if time.monotonic() > until:
                 raise Unavailable("writes on the shard did not finish in time for the move; it retries")
             time.sleep(_DRAIN_POLL)
@@ -184,15 +104,15 @@ class MoveCopier:
             source,
             f"""
 SELECT count(*) AS n, max(seq) AS last, coalesce(jsonb_agg(x ORDER BY seq), '[]')::text AS rows FROM (
-    SELECT sequence AS seq, {_CHANGE_COLUMNS} FROM resource_changes
-    WHERE {_LOC} AND sequence > %(after)s AND sequence <= %(upto)s ORDER BY sequence LIMIT %(limit)s) x
+    SELECT sequence AS seq, {CHANGE_COLUMNS} FROM resource_changes
+    WHERE {LOC} AND sequence > %(after)s AND sequence <= %(upto)s ORDER BY sequence LIMIT %(limit)s) x
 """,
             params,
         )[0]
         if rows["n"]:
             self._run(
                 target,
-                _INSERT_CHANGES,
+                INSERT_CHANGES,
                 {"rows": rows["rows"], "move": move_id, "origin": source.shard_id},
                 write=True,
             )
@@ -215,10 +135,10 @@ SELECT count(*) AS n, max(seq) AS last, coalesce(jsonb_agg(x ORDER BY seq), '[]'
             location_id,
             after=after,
             limit=limit,
-            columns=_RESOURCE_COLUMNS,
+            columns=RESOURCE_COLUMNS,
             table="resources",
             key=("resource_type", "resource_id"),
-            upsert=_UPSERT_RESOURCES,
+            upsert=UPSERT_RESOURCES,
             where="",
         )
 
@@ -241,10 +161,10 @@ SELECT count(*) AS n, max(seq) AS last, coalesce(jsonb_agg(x ORDER BY seq), '[]'
             location_id,
             after=after,
             limit=limit,
-            columns=_CLAIM_COLUMNS,
+            columns=CLAIM_COLUMNS,
             table="request_ids",
             key=("requester", "request_id"),
-            upsert=_UPSERT_CLAIMS,
+            upsert=UPSERT_CLAIMS,
             where=where,
         )
 
@@ -275,7 +195,7 @@ SELECT count(*) AS n, max(seq) AS last, coalesce(jsonb_agg(x ORDER BY seq), '[]'
 SELECT count(*) AS n, coalesce(jsonb_agg(x ORDER BY {key[0]}, {key[1]}), '[]')::text AS rows,
        (array_agg({key[0]} ORDER BY {key[0]} DESC, {key[1]} DESC))[1] AS last0,
        (array_agg({key[1]} ORDER BY {key[0]} DESC, {key[1]} DESC))[1] AS last1 FROM (
-    SELECT {columns} FROM {table} WHERE {_LOC}{position}{where}
+    SELECT {columns} FROM {table} WHERE {LOC}{position}{where}
     ORDER BY {key[0]}, {key[1]} LIMIT %(limit)s) x
 """,
             params,
@@ -305,13 +225,13 @@ SELECT count(*) AS n, coalesce(jsonb_agg(x ORDER BY {key[0]}, {key[1]}), '[]')::
             source,
             f"""
 WITH changes AS (
-    SELECT sequence AS seq, {_CHANGE_COLUMNS} FROM resource_changes
-    WHERE {_LOC} AND sequence > %(after)s AND sequence <= %(upto)s ORDER BY sequence LIMIT %(limit)s
+    SELECT sequence AS seq, {CHANGE_COLUMNS} FROM resource_changes
+    WHERE {LOC} AND sequence > %(after)s AND sequence <= %(upto)s ORDER BY sequence LIMIT %(limit)s
 ), touched AS (SELECT DISTINCT resource_type, resource_id FROM changes)
 SELECT (SELECT count(*) FROM changes) AS n, (SELECT max(seq) FROM changes) AS last,
        (SELECT coalesce(jsonb_agg(c ORDER BY seq), '[]') FROM changes c)::text AS changes,
        (SELECT coalesce(jsonb_agg(r), '[]') FROM (
-            SELECT {", ".join("r." + c.strip() for c in _RESOURCE_COLUMNS.split(","))}
+            SELECT {", ".join("r." + c.strip() for c in RESOURCE_COLUMNS.split(","))}
             FROM touched t CROSS JOIN LATERAL (
                 SELECT * FROM resources r WHERE r.business_id = %(b)s AND r.location_id = %(l)s
                   AND r.resource_type = t.resource_type AND r.resource_id = t.resource_id) r) r)::text
@@ -331,9 +251,9 @@ SELECT (SELECT count(*) FROM changes) AS n, (SELECT max(seq) FROM changes) AS la
         written = self._run(
             target,
             f"""
-WITH {_CHANGE_CTES}, upserted AS ({_UPSERT_RESOURCES.replace("%(rows)s", "%(present)s")}
+WITH {CHANGE_CTES}, upserted AS ({UPSERT_RESOURCES.replace("%(rows)s", "%(present)s")}
     RETURNING 1
-){_DELETE_GONE if row["gone"] != "[]" else _NOTHING_GONE}
+){DELETE_GONE if row["gone"] != "[]" else NOTHING_GONE}
 SELECT (SELECT count(*) FROM upserted) + (SELECT count(*) FROM deleted) AS n
 """,
             {
@@ -354,7 +274,7 @@ SELECT (SELECT count(*) FROM upserted) + (SELECT count(*) FROM deleted) AS n
             self._run(
                 shard,
                 f"""
-SELECT count(*) AS n FROM (SELECT 1 FROM resource_changes WHERE {_LOC} AND sequence > %(after)s
+SELECT count(*) AS n FROM (SELECT 1 FROM resource_changes WHERE {LOC} AND sequence > %(after)s
                            LIMIT 100000) x
 """,
                 {"b": business_id, "l": location_id, "after": after},
@@ -366,7 +286,7 @@ SELECT count(*) AS n FROM (SELECT 1 FROM resource_changes WHERE {_LOC} AND seque
     ) -> None:
         params = {"b": business_id, "l": location_id, "state": state, "move": move_id}
         if state is None:
-            self._run(shard, f"DELETE FROM location_fences WHERE {_LOC}", params, write=True)
+            self._run(shard, f"DELETE FROM location_fences WHERE {LOC}", params, write=True)
             return
         self._run(
             shard,
@@ -382,7 +302,7 @@ SET state = EXCLUDED.state, move_id = EXCLUDED.move_id,
         )
 
     def checksum(self, shard: ShardAssignment, business_id: str, location_id: str) -> Checksum:
-        row = self._run(shard, _CHECKSUM, {"b": business_id, "l": location_id})[0]
+        row = self._run(shard, CHECKSUM, {"b": business_id, "l": location_id})[0]
         return Checksum(int(row["n"]), format(int(row["digest"]), "x"))
 
     def purge(self, shard: ShardAssignment, business_id: str, location_id: str, *, limit: int) -> int:
@@ -394,15 +314,15 @@ SET state = EXCLUDED.state, move_id = EXCLUDED.move_id,
 WITH r AS (
     DELETE FROM resources WHERE (business_id, location_id, resource_type, resource_id) IN (
         SELECT business_id, location_id, resource_type, resource_id FROM resources
-        WHERE {_LOC} LIMIT %(limit)s)
+        WHERE {LOC} LIMIT %(limit)s)
     RETURNING 1
 ), c AS (
     DELETE FROM resource_changes WHERE sequence = ANY(ARRAY(
-        SELECT sequence FROM resource_changes WHERE {_LOC} ORDER BY sequence LIMIT %(limit)s))
+        SELECT sequence FROM resource_changes WHERE {LOC} ORDER BY sequence LIMIT %(limit)s))
     RETURNING 1
 ), q AS (
     DELETE FROM request_ids WHERE (business_id, location_id, requester, request_id) IN (
-        SELECT business_id, location_id, requester, request_id FROM request_ids WHERE {_LOC} LIMIT %(limit)s)
+        SELECT business_id, location_id, requester, request_id FROM request_ids WHERE {LOC} LIMIT %(limit)s)
     RETURNING 1
 )
 SELECT greatest((SELECT count(*) FROM r), (SELECT count(*) FROM c), (SELECT count(*) FROM q)) AS n

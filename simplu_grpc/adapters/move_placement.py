@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from simplu_grpc.adapters.pools import PoolRegistry
-from simplu_grpc.domain.routing import ShardDirectory
-from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
+from simplu_grpc.domain.placement.ports import ShardDirectory
+from simplu_grpc.domain.placement.shards import CapacityInfo, ShardAssignment
 from simplu_grpc.errors import FailedPrecondition
 
 # The shard listing (Citrus probes every shard to answer it) is reused this long.
@@ -53,7 +53,11 @@ class DirectoryPlacement:
         self._listing: tuple[float, list[ShardAssignment]] | None = None
 
     def current(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
-        return self._directory.get_shard(business_id, location_id, business_type)
+        found = self._directory.get_shard(business_id, location_id)
+        if found is not None:
+            return found
+        # Known to business info but never used: registered now, as on its first request.
+        return self._directory.register(business_id, location_id, business_type)
 
     def shards(self) -> list[ShardAssignment]:
         with self._lock:

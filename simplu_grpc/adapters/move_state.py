@@ -12,9 +12,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from simplu_grpc import context
-from simplu_grpc.adapters.pools import PoolRegistry, Row
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
+from simplu_grpc.adapters.postgres.pool_session import Row
 from simplu_grpc.domain.location_moves.model import Move, Phase, Request, Verification
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import FailedPrecondition, SimpluError
 
 log = logging.getLogger(__name__)

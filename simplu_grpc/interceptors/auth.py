@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from simplu_grpc import context, logs
-from simplu_grpc.domain.tokens import MALFORMED_TOKEN, MISSING_TOKEN, TokenVerifier
+from simplu_grpc.adapters.cognito.token_verifier import MALFORMED_TOKEN, MISSING_TOKEN, TokenVerifier
 from simplu_grpc.errors import SimpluError, Unauthenticated
 from simplu_grpc.interceptors.base import Behavior, ServerInterceptor
 from simplu_grpc.interceptors.errors import abort_with, fail

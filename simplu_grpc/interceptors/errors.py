@@ -149,10 +149,6 @@ def fail(exc: Exception, context: grpc.ServicerContext, method_name: str) -> NoR
     if isinstance(exc, SimpluError):
         abort_with(context, exc)
     chosen = chosen_code(context)
-    if isinstance(exc, NotImplementedError) and chosen == grpc.StatusCode.UNIMPLEMENTED:
-        # A generated base servicer (a server built without that service's components): answer
-        # cleanly instead of letting grpc log the NotImplementedError as a crash.
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method_name} is not implemented yet")
     if chosen is not None or not context.is_active():
         # Already aborted (grpc's abort raises a bare Exception after choosing the
         # status) or the caller went away: nothing to add, let grpc finish the call.

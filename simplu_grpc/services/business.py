@@ -6,9 +6,9 @@ import grpc
 from simplu.v1 import business_pb2, business_pb2_grpc
 
 from simplu_grpc import context as rpc
-from simplu_grpc.domain.business import Business, BusinessSettings
-from simplu_grpc.domain.business_ops import BusinessOps
-from simplu_grpc.domain.validation import Violations
+from simplu_grpc.domain.business.commands import BusinessOps
+from simplu_grpc.domain.business.model import Business, BusinessSettings
+from simplu_grpc.domain.checks import Violations
 from simplu_grpc.services import business_proto as convert
 
 

@@ -15,7 +15,8 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.type import dayofweek_pb2, timeofday_pb2
 from simplu.v1 import business_pb2
 
-from simplu_grpc.domain.business import (
+from simplu_grpc.domain.auth.principal import TokenUse
+from simplu_grpc.domain.business.model import (
     Business,
     BusinessSettings,
     BusinessStatus,
@@ -26,8 +27,7 @@ from simplu_grpc.domain.business import (
     Role,
     WorkingHours,
 )
-from simplu_grpc.domain.principal import TokenUse
-from simplu_grpc.domain.validation import Violations
+from simplu_grpc.domain.checks import Violations
 
 TYPE_FROM_PROTO: dict[int, BusinessType] = {
     business_pb2.BUSINESS_TYPE_DENTAL: BusinessType.DENTAL,

@@ -13,10 +13,9 @@ from google.protobuf import duration_pb2
 from simplu.v1 import shard_admin_pb2
 
 from simplu_grpc import context
-from simplu_grpc.domain.authz import Authorizer
+from simplu_grpc.domain.auth.authz import Authorizer
 from simplu_grpc.domain.location_moves.model import Move, Phase
 from simplu_grpc.domain.location_moves.service import LocationMoves
-from simplu_grpc.errors import FailedPrecondition
 from simplu_grpc.services.business_proto import timestamp
 
 _PHASES = {
@@ -73,12 +72,10 @@ class LocationMoveRpcs:
     """The five location-move RPCs of ShardAdminService."""
 
     _authorizer: Authorizer
-    _moves: LocationMoves | None
+    _moves: LocationMoves
 
     def _moves_for_admin(self) -> LocationMoves:
         self._authorizer.require_admin(context.principal())
-        if self._moves is None:
-            raise FailedPrecondition("location moves are not available on this server")
         return self._moves
 
     def StartLocationMove(

@@ -10,11 +10,18 @@ from google.protobuf import empty_pb2, field_mask_pb2, json_format, struct_pb2, 
 from google.type import interval_pb2
 from simplu.v1 import business_pb2, resource_pb2, resource_pb2_grpc
 
-from simplu_grpc.domain import permissions
-from simplu_grpc.domain import resources as rules
-from simplu_grpc.domain.changes import ChangeKind, ResourceChange
-from simplu_grpc.domain.resource_ops import ResourceOps
-from simplu_grpc.domain.resources import ResourceKey, StoredResource
+from simplu_grpc.domain.auth import permissions
+from simplu_grpc.domain.resources.catalog import catalog_types, common_types
+from simplu_grpc.domain.resources.changes import ChangeKind, ResourceChange
+from simplu_grpc.domain.resources.model import (
+    OPEN_RANGE,
+    ResourceKey,
+    StoredResource,
+    TimeRange,
+    format_timestamp,
+)
+from simplu_grpc.domain.resources.ops import ResourceOps
+from simplu_grpc.domain.resources.validation import UpdateRequest
 from simplu_grpc.errors import InvalidArgument
 
 SERVICE = resource_pb2.DESCRIPTOR.services_by_name["ResourceService"]
@@ -51,11 +58,11 @@ def _instant(holder: Any, name: str, field: str) -> datetime | None:
         raise InvalidArgument.field(field, "is not a valid timestamp (years 0001-9999)") from None
 
 
-def _interval(request: Any, name: str) -> rules.TimeRange:
+def _interval(request: Any, name: str) -> TimeRange:
     if not request.HasField(name):
-        return rules.OPEN_RANGE
+        return OPEN_RANGE
     interval: interval_pb2.Interval = getattr(request, name)
-    return rules.TimeRange(
+    return TimeRange(
         _instant(interval, "start_time", f"{name}.start_time"),
         _instant(interval, "end_time", f"{name}.end_time"),
     )
@@ -144,7 +151,7 @@ def _json_value(value: Any) -> struct_pb2.Value:
     """A group key as a protobuf Value (instants as RFC 3339 strings)."""
     message = struct_pb2.Value()
     if isinstance(value, datetime):
-        message.string_value = rules.format_timestamp(value)
+        message.string_value = format_timestamp(value)
     else:
         json_format.ParseDict(value, message)
     return message
@@ -286,7 +293,7 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
         key = ResourceKey(r.business_id, r.location_id, r.resource_type, r.resource_id)
         updated = self._ops.update(
             key,
-            rules.UpdateRequest(
+            UpdateRequest(
                 paths=list(request.update_mask.paths),
                 data_paths=list(request.data_paths),
                 data=_document(r.data, "resource.data"),
@@ -333,7 +340,7 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
             raise InvalidArgument.field(
                 "business_type", "is required: BUSINESS_TYPE_DENTAL, BUSINESS_TYPE_GYM or BUSINESS_TYPE_HOTEL"
             )
-        common = rules.common_types()
+        common = common_types()
         return resource_pb2.ListResourceTypesResponse(
             resource_types=[
                 resource_pb2.ResourceType(
@@ -341,7 +348,7 @@ class ResourceServicer(resource_pb2_grpc.ResourceServiceServicer):
                     common=name in common,
                     permissions=_type_permissions(name),
                 )
-                for name in sorted(rules.catalog_types(business_type))
+                for name in sorted(catalog_types(business_type))
             ],
             administration_permissions=[
                 resource_pb2.AdministrationPermission(permission=p.permission, description=p.description)

@@ -15,17 +15,15 @@ from google.protobuf import duration_pb2
 from simplu.v1 import shard_admin_pb2, shard_admin_pb2_grpc
 
 from simplu_grpc import context
-from simplu_grpc.domain.admin import (
-    LocationShardView,
-    ShardAdminService,
-    UsageOrder,
-)
-from simplu_grpc.domain.admin_consistency import FindingKind
-from simplu_grpc.domain.admin_ports import PoolStatsView
-from simplu_grpc.domain.admin_usage import TenantOrder, TenantUsageQuery, TenantUsageReport
-from simplu_grpc.domain.authz import Authorizer
+from simplu_grpc.domain.admin.consistency import FindingKind
+from simplu_grpc.domain.admin.console import ShardAdmin
+from simplu_grpc.domain.admin.routing import LocationShardView
+from simplu_grpc.domain.admin.shards import UsageOrder
+from simplu_grpc.domain.admin.usage import TenantOrder, TenantUsageReport
+from simplu_grpc.domain.auth.authz import Authorizer
 from simplu_grpc.domain.location_moves.service import LocationMoves
-from simplu_grpc.errors import FailedPrecondition, InvalidArgument
+from simplu_grpc.domain.pool_stats import PoolStatsInfo
+from simplu_grpc.errors import InvalidArgument
 from simplu_grpc.services.business_proto import TYPE_FROM_PROTO, timestamp
 from simplu_grpc.services.location_moves import LocationMoveRpcs
 
@@ -55,14 +53,12 @@ class ShardAdminServicer(LocationMoveRpcs, shard_admin_pb2_grpc.ShardAdminServic
     def __init__(
         self,
         *,
-        admin: ShardAdminService,
+        admin: ShardAdmin,
         authorizer: Authorizer,
-        usage: TenantUsageQuery | None = None,
-        moves: LocationMoves | None = None,
+        moves: LocationMoves,
     ) -> None:
         self._admin = admin
         self._authorizer = authorizer
-        self._usage = usage
         self._moves = moves
 
     def _require_admin(self) -> None:
@@ -72,7 +68,7 @@ class ShardAdminServicer(LocationMoveRpcs, shard_admin_pb2_grpc.ShardAdminServic
         self, request: shard_admin_pb2.ListShardsRequest, _: grpc.ServicerContext
     ) -> shard_admin_pb2.ListShardsResponse:
         self._require_admin()
-        result = self._admin.list_shards()
+        result = self._admin.shards.list_shards()
         response = shard_admin_pb2.ListShardsResponse(
             citrus_reachable=result.citrus_reachable,
             citrus_error=result.citrus_error,
@@ -100,7 +96,7 @@ class ShardAdminServicer(LocationMoveRpcs, shard_admin_pb2_grpc.ShardAdminServic
     ) -> shard_admin_pb2.GetShardUsageResponse:
         self._require_admin()
         order = UsageOrder.parse(request.order_by)
-        rows = self._admin.shard_usage(order, request.near_capacity_only)
+        rows = self._admin.shards.shard_usage(order, request.near_capacity_only)
         return shard_admin_pb2.GetShardUsageResponse(
             usage=[
                 shard_admin_pb2.ShardUsage(
@@ -113,14 +109,14 @@ class ShardAdminServicer(LocationMoveRpcs, shard_admin_pb2_grpc.ShardAdminServic
                 )
                 for row in rows
             ],
-            near_capacity_threshold=self._admin.near_capacity_percent,
+            near_capacity_threshold=self._admin.shards.near_capacity_percent,
         )
 
     def CheckShardCapacity(
         self, request: shard_admin_pb2.CheckShardCapacityRequest, _: grpc.ServicerContext
     ) -> shard_admin_pb2.CheckShardCapacityResponse:
         self._require_admin()
-        capacity = self._admin.check_capacity(request.shard_id)
+        capacity = self._admin.shards.check_capacity(request.shard_id)
         return shard_admin_pb2.CheckShardCapacityResponse(
             shard_id=capacity.shard_id,
             can_accept_new_business=capacity.can_accept_new_business,
@@ -132,7 +128,9 @@ class ShardAdminServicer(LocationMoveRpcs, shard_admin_pb2_grpc.ShardAdminServic
         self, request: shard_admin_pb2.GetLocationShardRequest, _: grpc.ServicerContext
     ) -> shard_admin_pb2.LocationShard:
         self._require_admin()
-        view = self._admin.location_shard(request.business_id, request.location_id, refresh=request.refresh)
+        view = self._admin.locations.location_shard(
+            request.business_id, request.location_id, refresh=request.refresh
+        )
         return _location_shard(view)
 
     def RegisterLocation(
@@ -143,52 +141,56 @@ class ShardAdminServicer(LocationMoveRpcs, shard_admin_pb2_grpc.ShardAdminServic
         kind = (
             _known(TYPE_FROM_PROTO, request.business_type, "business_type") if request.business_type else None
         )
-        view = self._admin.register_location(request.business_id, request.location_id, kind)
+        view = self._admin.locations.register_location(request.business_id, request.location_id, kind)
         return _location_shard(view)
 
     def ListPools(
         self, request: shard_admin_pb2.ListPoolsRequest, _: grpc.ServicerContext
     ) -> shard_admin_pb2.ListPoolsResponse:
         self._require_admin()
-        return shard_admin_pb2.ListPoolsResponse(pools=[_pool_stats(s) for s in self._admin.list_pools()])
+        return shard_admin_pb2.ListPoolsResponse(
+            pools=[_pool_stats(s) for s in self._admin.shards.list_pools()]
+        )
 
     def RecyclePool(
         self, request: shard_admin_pb2.RecyclePoolRequest, _: grpc.ServicerContext
     ) -> shard_admin_pb2.PoolStats:
         self._require_admin()
-        return _pool_stats(self._admin.recycle_pool(request.shard_id))
+        return _pool_stats(self._admin.shards.recycle_pool(request.shard_id))
 
     def InvalidateRouting(
         self, request: shard_admin_pb2.InvalidateRoutingRequest, _: grpc.ServicerContext
     ) -> shard_admin_pb2.InvalidateRoutingResponse:
         self._require_admin()
-        dropped = self._admin.invalidate_routing(request.business_id, request.location_id, request.all)
+        dropped = self._admin.locations.invalidate_routing(
+            request.business_id, request.location_id, request.all
+        )
         return shard_admin_pb2.InvalidateRoutingResponse(dropped=dropped)
 
     def MigrateShard(
         self, request: shard_admin_pb2.MigrateShardRequest, _: grpc.ServicerContext
     ) -> shard_admin_pb2.MigrateShardResponse:
         self._require_admin()
-        outcomes = self._admin.migrate(request.shard_id, request.all_shards)
+        outcomes = self._admin.migrations.migrate(request.shard_id, request.all_shards)
         return shard_admin_pb2.MigrateShardResponse(
             shards=[
                 shard_admin_pb2.ShardMigration(
                     shard_id=o.shard_id,
                     version_before=o.version_before,
                     version_after=o.version_after,
-                    applied=o.applied,
+                    applied=o.applied_versions,
                     error=o.error,
                 )
                 for o in outcomes
             ],
-            target_version=self._admin.target_version,
+            target_version=self._admin.migrations.target_version,
         )
 
     def GetDependencyStatus(
         self, request: shard_admin_pb2.GetDependencyStatusRequest, _: grpc.ServicerContext
     ) -> shard_admin_pb2.GetDependencyStatusResponse:
         self._require_admin()
-        checks = self._admin.dependency_status()
+        checks = self._admin.dependencies.dependency_status()
         response = shard_admin_pb2.GetDependencyStatusResponse(all_up=all(c.up for c in checks))
         for check in checks:
             status = response.dependencies.add(name=check.name, up=check.up, error=check.error)
@@ -201,7 +203,7 @@ class ShardAdminServicer(LocationMoveRpcs, shard_admin_pb2_grpc.ShardAdminServic
         self, request: shard_admin_pb2.CheckConsistencyRequest, _: grpc.ServicerContext
     ) -> shard_admin_pb2.CheckConsistencyResponse:
         self._require_admin()
-        reports, next_token = self._admin.check_consistency(
+        reports, next_token = self._admin.consistency.check(
             request.business_id, request.page_size, request.page_token
         )
         response = shard_admin_pb2.CheckConsistencyResponse(next_page_token=next_token)
@@ -222,9 +224,7 @@ class ShardAdminServicer(LocationMoveRpcs, shard_admin_pb2_grpc.ShardAdminServic
         self, request: shard_admin_pb2.GetTenantUsageRequest, _: grpc.ServicerContext
     ) -> shard_admin_pb2.GetTenantUsageResponse:
         self._require_admin()
-        if self._usage is None:
-            raise FailedPrecondition("this server was built without tenant usage tracking")
-        report = self._usage.usage(
+        report = self._admin.usage.usage(
             shard_id=request.shard_id,
             window_minutes=request.window_minutes,
             order=_known(_TENANT_ORDERS, request.order_by, "order_by"),
@@ -287,7 +287,7 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     return duration
 
 
-def _pool_stats(stats: PoolStatsView) -> shard_admin_pb2.PoolStats:
+def _pool_stats(stats: PoolStatsInfo) -> shard_admin_pb2.PoolStats:
     message = shard_admin_pb2.PoolStats(
         shard_id=stats.shard_id,
         target=stats.target,

@@ -1,14 +1,14 @@
 """A ResourceService under test, built from real parts: moto DynamoDB, the Citrus emulator, PostgreSQL.
 
-``build_stack`` wires the real adapters the way production does (business store -> cache ->
-authorizer; Citrus client -> directory -> routing cache; pool registry -> shard store) into
-a server started by the ``make_server`` fixture, and counts business-store reads so tests
-can prove the warm path makes no DynamoDB call.
+``build_stack`` wires the server with production's factories (``wiring.build_deps``) against
+those parts, starts it with the ``make_server`` fixture, and counts business-store reads (the
+cache's source) so tests can prove the warm path makes no DynamoDB call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
 import threading
 import time
@@ -21,14 +21,11 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from google.type import interval_pb2
 from simplu.v1 import resource_pb2, resource_pb2_grpc
 
-from simplu_grpc.adapters.business_store import BusinessStore
-from simplu_grpc.adapters.citrus import CitrusClient
-from simplu_grpc.adapters.pools import PoolRegistry
-from simplu_grpc.adapters.shard_directory import CitrusDirectory
+from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
-from simplu_grpc.devstack.moto_server import MotoServer, client, create_business_table
-from simplu_grpc.domain.authz import Authorizer
-from simplu_grpc.domain.business import (
+from simplu_grpc.devstack.moto_server import MotoServer, create_business_table
+from simplu_grpc.domain.business.model import (
     Business,
     BusinessType,
     Location,
@@ -36,29 +33,26 @@ from simplu_grpc.domain.business import (
     Permissions,
     Role,
 )
-from simplu_grpc.domain.business_cache import BusinessCache
-from simplu_grpc.domain.resource_ops import Limits, ResourceOps
-from simplu_grpc.domain.routing import RoutingCache
-from simplu_grpc.server import RESOURCE_SERVICE
-from simplu_grpc.services.resource import ResourceServicer
+from simplu_grpc.domain.placement.routing import RoutingCache
+from simplu_grpc.wiring import build_deps
 from tests.fixtures.citrus import CITRUS_API_KEY
-from tests.fixtures.server import MakeServer, RunningServer, core_deps, settings_for
+from tests.fixtures.server import MakeServer, RunningServer, settings_for
 
 REGION = "us-east-1"
 
 
-class CountingBusinessSource:
-    """The real business store, counting every read that reaches DynamoDB."""
+class CountingBusinessSource(BusinessStore):
+    """The real business store, counting every read that reaches DynamoDB (writes pass through)."""
 
     def __init__(self, store: BusinessStore) -> None:
-        self._store = store
-        self._lock = threading.Lock()
+        self.__dict__.update(store.__dict__)
+        self._count_lock = threading.Lock()
         self.calls = 0
 
     def get(self, business_id: str, *, consistent: bool = True) -> Business | None:
-        with self._lock:
+        with self._count_lock:
             self.calls += 1
-        return self._store.get(business_id, consistent=consistent)
+        return super().get(business_id, consistent=consistent)
 
 
 @dataclass
@@ -252,54 +246,31 @@ def build_stack(
         shard_connect_timeout_seconds=2.0,
         routing_cache_ttl_seconds=routing_ttl,
         routing_stale_max_seconds=routing_stale_max,
+        business_cache_ttl_seconds=30.0,
+        dynamodb_endpoint=moto_server.url,
+        dynamodb_business_info_table=f"biz-{secrets.token_hex(4)}",
     )
-    deps = core_deps(settings)
-    metrics = deps.metrics
-    table = f"biz-{secrets.token_hex(4)}"
-    create_business_table(moto_server.url, REGION, table)
-    store = BusinessStore(table=table, client=client("dynamodb", moto_server.url, REGION), metrics=metrics)
-    source = CountingBusinessSource(store)
-    cache = BusinessCache(source, ttl_seconds=30.0, metrics=metrics)
-    citrus_client = CitrusClient(
-        base_url=citrus.url,
-        api_key=CITRUS_API_KEY,
-        timeout_ms=settings.citrus_timeout_ms,
-        retry_attempts=settings.citrus_retry_attempts,
-        metrics=metrics,
-    )
-    routing = RoutingCache(
-        CitrusDirectory(citrus_client),
-        ttl=settings.routing_cache_ttl_seconds,
-        stale_max=settings.routing_stale_max_seconds,
-        metrics=metrics,
-    )
-    pools = PoolRegistry.from_settings(settings, metrics)
-    metrics.watch_pools(pools.gauges)
-    deps.closers.extend([citrus_client.close, cache.close, routing.close, pools.close])
-    ops = ResourceOps(
-        businesses=cache,
-        authorizer=Authorizer(admin_group=settings.admin_group),
-        routing=routing,
-        pools=pools,
-        limits=Limits(max_bytes=settings.resource_data_max_bytes, max_depth=settings.resource_data_max_depth),
-    )
-    server = make_server(
-        deps=deps, servicers={RESOURCE_SERVICE: ResourceServicer(ops)}, **settings_overrides(settings)
-    )
+    create_business_table(moto_server.url, REGION, settings.dynamodb_business_info_table)
+    sources: list[CountingBusinessSource] = []
+
+    def counting(store: BusinessStore) -> CountingBusinessSource:
+        sources.append(CountingBusinessSource(store))
+        return sources[0]
+
+    deps = build_deps(settings, cache_source=counting)
+    server = make_server(deps=deps, close_deps=True, **settings_overrides(settings))
     return ResourceStack(
         server=server,
         citrus=citrus,
-        store=store,
-        source=source,
-        routing=routing,
-        pools=pools,
+        store=deps.business_store,
+        source=sources[0],
+        routing=deps.routing,
+        pools=deps.pools,
         token=admin_token,
     )
 
 
 def settings_overrides(settings: Any) -> dict[str, Any]:
     """The non-auth settings make_server should use (auth comes from its own fixture)."""
-    return {
-        "citrus_server_url": settings.citrus_server_url,
-        "citrus_api_key": settings.citrus_api_key,
-    }
+    auth = {"aws_region", "cognito_user_pool_id", "cognito_client_ids", "cognito_jwks_url"}
+    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name not in auth}

@@ -18,8 +18,8 @@ from grpc_status import rpc_status
 from simplu.v1 import business_pb2, business_pb2_grpc, resource_pb2
 
 from simplu_grpc import context as request_context
+from simplu_grpc.adapters.cognito import token_verifier as tokens
 from simplu_grpc.devstack.moto_server import CognitoSetup, issue_tokens, setup_cognito
-from simplu_grpc.domain import tokens
 from simplu_grpc.errors import ERROR_DOMAIN
 from simplu_grpc.interceptors.errors import error_info_of
 from simplu_grpc.server import BUSINESS_SERVICE

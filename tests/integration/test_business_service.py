@@ -676,7 +676,7 @@ def test_plain_user_cannot_call_shard_admin(
     machine without simplu/admin: the authorizer runs before any admin component is touched."""
     from simplu.v1 import shard_admin_pb2
 
-    from simplu_grpc.domain.authz import Authorizer
+    from simplu_grpc.domain.auth.authz import Authorizer
     from simplu_grpc.server import SHARD_ADMIN_SERVICE
     from simplu_grpc.services.shard_admin import ShardAdminServicer
 

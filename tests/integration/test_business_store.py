@@ -13,9 +13,9 @@ import pytest
 from botocore.config import Config
 
 from simplu_grpc import context
-from simplu_grpc.adapters.business_store import BusinessStore, request_key
+from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
 from simplu_grpc.devstack.moto_server import MotoServer, create_business_table
-from simplu_grpc.domain.business import (
+from simplu_grpc.domain.business.model import (
     Business,
     BusinessSettings,
     BusinessStatus,
@@ -25,6 +25,7 @@ from simplu_grpc.domain.business import (
     Permissions,
     Role,
     WorkingHours,
+    request_key,
 )
 from simplu_grpc.errors import (
     Aborted,

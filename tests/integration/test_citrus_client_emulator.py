@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from simplu_grpc import context
-from simplu_grpc.adapters.citrus import CitrusClient
+from simplu_grpc.adapters.citrus.client import CitrusClient
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.errors import CitrusUnavailable
 from simplu_grpc.metrics import Metrics

@@ -21,13 +21,13 @@ import pytest
 from grpc_status import rpc_status
 from simplu.v1 import resource_pb2, shard_admin_pb2
 
-from simplu_grpc.adapters.pools import PoolRegistry
-from simplu_grpc.adapters.shard_store import ShardStore
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
+from simplu_grpc.adapters.postgres.shard_store import ShardStore
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer
 from simplu_grpc.devstack.postgres import PgServer
-from simplu_grpc.domain.resources import NewResource, ResourceKey
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.shards import ShardAssignment
+from simplu_grpc.domain.resources.model import NewResource, ResourceKey
 from simplu_grpc.errors import LocationMoved
 from simplu_grpc.interceptors.errors import error_info_of, retry_info_of
 from simplu_grpc.metrics import Metrics
@@ -71,7 +71,7 @@ class MoveStack:
 
     def business(self, *locations: str) -> str:
         """A dental business with these locations, registered with Citrus; its shard id."""
-        from simplu_grpc.domain.business import Business, BusinessType, Location
+        from simplu_grpc.domain.business.model import Business, BusinessType, Location
 
         business = Business(
             id=uid(),
@@ -561,7 +561,7 @@ def test_move_to_citrus_moves_every_location_of_the_single_database(
     from urllib.parse import unquote, urlsplit
 
     from simplu_grpc import cli
-    from simplu_grpc.adapters import migrator
+    from simplu_grpc.adapters.postgres import migrator
     from tests.fixtures.citrus import CITRUS_API_KEY
     from tests.fixtures.server import CORE_CLIENT_ID, CORE_POOL_ID
 

@@ -13,16 +13,12 @@ from typing import Any
 import pytest
 
 from simplu_grpc import cli
-from simplu_grpc.adapters.business_items import to_item
-from simplu_grpc.adapters.business_migrations import index_members
-from simplu_grpc.adapters.business_store import (
-    MAX_MEMBERS_ON_CREATE,
-    BusinessStore,
-    membership_id,
-    request_key,
-)
+from simplu_grpc.adapters.dynamodb.business_items import to_item
+from simplu_grpc.adapters.dynamodb.business_migrations import index_members
+from simplu_grpc.adapters.dynamodb.business_store import MAX_MEMBERS_ON_CREATE, BusinessStore
+from simplu_grpc.adapters.dynamodb.membership_items import membership_id
 from simplu_grpc.devstack.moto_server import MotoServer, client, create_business_table
-from simplu_grpc.domain.business import (
+from simplu_grpc.domain.business.model import (
     Business,
     BusinessStatus,
     BusinessType,
@@ -30,6 +26,7 @@ from simplu_grpc.domain.business import (
     Member,
     Permissions,
     Role,
+    request_key,
 )
 from simplu_grpc.errors import Aborted, BusinessStoreUnavailable, InvalidArgument
 from simplu_grpc.metrics import Metrics

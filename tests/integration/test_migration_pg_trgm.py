@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from simplu_grpc.adapters import migrator
+from simplu_grpc.adapters.postgres import migrator
 from tests.fixtures.postgres import PgServer, new_db_prefix
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,30 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from simplu_grpc.adapters import migrator
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.adapters.postgres import migrator
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.settings import Settings
+from simplu_grpc.wiring import build_migrations, build_shard_source
+
+
+class Listed:
+    """Citrus listing fixed shards (only ``shards_health`` is used to migrate)."""
+
+    def __init__(self, shards: list[ShardAssignment]) -> None:
+        self._shards = shards
+
+    def get_shard(self, business_id: str, location_id: str) -> ShardAssignment | None:
+        return None
+
+    def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
+        raise AssertionError("migrations register nothing")
+
+    def shards_health(self) -> list[ShardAssignment]:
+        return list(self._shards)
+
+    def capacity(self, shard_id: str) -> None:
+        return None
+
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +74,8 @@ def test_concurrent_replicas_migrate_exactly_once(fresh_database: Callable[[], s
 
 
 def test_migrate_all_single_database(fresh_database: Callable[[], str]) -> None:
-    """Without Citrus, migrate_all migrates the DATABASE_* database as shard "default"."""
+    """Without Citrus, migrate_all (as `simplu-grpc migrate` wires it) migrates the DATABASE_*
+    database as shard "default"."""
     dsn = fresh_database()
     parts = urlsplit(dsn)
     settings = dataclasses.replace(
@@ -64,10 +86,10 @@ def test_migrate_all_single_database(fresh_database: Callable[[], str]) -> None:
         database_password=parts.password or "",
         database_name=parts.path.lstrip("/"),
     )
-    (outcome,) = migrator.migrate_all(settings)
+    (outcome,) = build_migrations(settings, build_shard_source(settings, None)).migrate_all()
     assert outcome.shard_id == "default"
-    assert outcome.result is not None
-    assert outcome.result.applied
+    assert outcome.version_after == migrator.latest_version()
+    assert outcome.applied
 
 
 def test_migrate_all_reports_each_shard_and_hides_passwords(fresh_database: Callable[[], str]) -> None:
@@ -81,10 +103,11 @@ def test_migrate_all_reports_each_shard_and_hides_passwords(fresh_database: Call
             shard_id="shard-02", connection_string=f"postgresql://u:topsecret@127.0.0.1:{port}/x"
         ),
     ]
-    outcomes = migrator.migrate_all(Settings(), list_shards=lambda: shards)
-    assert outcomes[0].result is not None
-    assert outcomes[0].error is None
-    assert outcomes[1].result is None
+    outcomes = build_migrations(Settings(), Listed(shards)).migrate_all()
+    assert outcomes[0].version_after == migrator.latest_version()
+    assert outcomes[0].error == ""
+    assert outcomes[1].version_after is None
+    assert outcomes[1].target == f"127.0.0.1:{port}/x"
     assert outcomes[1].error
     assert outcomes[1].error.startswith("OperationalError: "), outcomes[1].error  # says why, too
     assert "topsecret" not in repr(outcomes)
@@ -97,22 +120,11 @@ def test_admin_migrate_gives_up_on_a_held_lock_within_the_deadline(fresh_databas
 
     from simplu_grpc import context
     from simplu_grpc.context import Deadline
-    from simplu_grpc.domain.admin import ShardAdminService
 
     dsn = fresh_database()
     shard = ShardAssignment(shard_id="locked", connection_string=dsn)
 
-    class OneShard:
-        def shards_health(self) -> list[ShardAssignment]:
-            return [shard]
-
-    admin = ShardAdminService(
-        shards=OneShard(),  # type: ignore[arg-type]  # only shards_health is used
-        pools=None,  # type: ignore[arg-type]
-        routing=None,  # type: ignore[arg-type]
-        businesses=None,  # type: ignore[arg-type]
-        near_capacity_percent=80.0,
-    )
+    admin = build_migrations(Settings(), Listed([shard]))
     with psycopg.connect(dsn, autocommit=True) as holder:
         holder.execute("BEGIN")
         holder.execute("SELECT pg_advisory_xact_lock(%s)", (migrator.ADVISORY_LOCK_KEY,))

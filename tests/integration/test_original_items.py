@@ -15,11 +15,12 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from simplu_grpc import cli
-from simplu_grpc.adapters.business_items import from_item, to_item
-from simplu_grpc.adapters.business_migrations import rewrite_items
-from simplu_grpc.adapters.business_store import BusinessStore, membership_id
+from simplu_grpc.adapters.dynamodb.business_items import from_item, to_item
+from simplu_grpc.adapters.dynamodb.business_migrations import rewrite_items
+from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
+from simplu_grpc.adapters.dynamodb.membership_items import membership_id
 from simplu_grpc.devstack.moto_server import MotoServer, client, create_business_table
-from simplu_grpc.domain.business import Business, BusinessStatus, BusinessType, Location, Permissions
+from simplu_grpc.domain.business.model import Business, BusinessStatus, BusinessType, Location, Permissions
 from simplu_grpc.errors import Aborted
 from simplu_grpc.metrics import Metrics
 

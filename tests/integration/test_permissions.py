@@ -23,10 +23,10 @@ from grpc_status import rpc_status
 from simplu.v1 import business_pb2 as pb
 from simplu.v1 import resource_pb2
 
-from simplu_grpc.adapters.business_store import BusinessStore
+from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, client, create_business_table
-from simplu_grpc.domain.business import Business, BusinessType, Location, Member, Permissions, Role
+from simplu_grpc.domain.business.model import Business, BusinessType, Location, Member, Permissions, Role
 from simplu_grpc.interceptors.errors import error_info_of, violations_of
 from simplu_grpc.metrics import Metrics
 from tests.fixtures.citrus import CITRUS_API_KEY

@@ -16,10 +16,10 @@ import pytest
 from prometheus_client import generate_latest
 
 from simplu_grpc import context
-from simplu_grpc.adapters import migrator
-from simplu_grpc.adapters.pools import PoolRegistry
+from simplu_grpc.adapters.postgres import migrator
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
 from simplu_grpc.context import Deadline
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import DeadlineExceeded, ResourceExhausted, ShardUnavailable
 from simplu_grpc.metrics import Metrics
 from tests.fixtures.clock import FakeClock
@@ -682,7 +682,9 @@ def test_a_write_whose_connection_is_lost_after_commit_was_sent_says_its_outcome
             assert _eventually(
                 lambda: (
                     admin.execute(
+                        # This test's database only: the server is shared with other test runs.
                         "SELECT 1 FROM pg_stat_activity WHERE state = 'active'"
+                        " AND datname = current_database()"
                         " AND query LIKE '%pg_sleep(0.5)%' AND pid <> pg_backend_pid()"
                     ).fetchone()
                     is not None

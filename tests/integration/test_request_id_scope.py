@@ -10,11 +10,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from simplu_grpc.adapters import migrator
-from simplu_grpc.adapters.pools import PoolRegistry
-from simplu_grpc.adapters.shard_store import ShardStore
-from simplu_grpc.domain.resources import NewResource, ResourceKey
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.adapters.postgres import migrator
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
+from simplu_grpc.adapters.postgres.shard_store import ShardStore
+from simplu_grpc.domain.placement.shards import ShardAssignment
+from simplu_grpc.domain.resources.model import NewResource, ResourceKey
 from simplu_grpc.metrics import Metrics
 
 pytestmark = pytest.mark.integration

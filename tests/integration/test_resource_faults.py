@@ -18,7 +18,7 @@ from simplu.v1 import resource_pb2
 
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer
-from simplu_grpc.domain.business import Business
+from simplu_grpc.domain.business.model import Business
 from tests.fixtures.faultproxy import FaultProxy
 from tests.fixtures.server import MakeServer
 from tests.integration.resource_stack import ResourceStack, build_stack

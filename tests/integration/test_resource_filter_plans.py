@@ -13,10 +13,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from simplu_grpc.adapters.pools import PoolRegistry
-from simplu_grpc.adapters.shard_store import ShardStore
-from simplu_grpc.domain import resources as rules
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
+from simplu_grpc.adapters.postgres.shard_store import ShardStore
+from simplu_grpc.domain.placement.shards import ShardAssignment
+from simplu_grpc.domain.resources.model import OPEN_RANGE
+from simplu_grpc.domain.resources.validation import validate_list
 from simplu_grpc.metrics import Metrics
 from tests.fixtures.postgres import PgServer, new_db_prefix
 
@@ -90,13 +91,13 @@ def shard_dsn(pg: PgServer) -> Iterator[str]:
 
 
 def _plan(dsn: str, filter_text: str, order_by: str = "") -> str:
-    query = rules.validate_list(
+    query = validate_list(
         business_type="dental",
         business_id="b1",
         location_id="loc3",
         resource_type="patients",
-        start_range=rules.OPEN_RANGE,
-        overlaps=rules.OPEN_RANGE,
+        start_range=OPEN_RANGE,
+        overlaps=OPEN_RANGE,
         data_contains=None,
         order_by=order_by,
         page_size=50,

@@ -1,7 +1,7 @@
 """ListResources filters and data orderings on a real PostgreSQL shard, against the reference.
 
 Random filters (hypothesis) compiled to SQL must select exactly what
-``resource_filter.evaluate`` selects on the same few hundred documents; paging through any
+``evaluate`` selects on the same few hundred documents; paging through any
 data ordering must return every match exactly once, in the ordering's documented order.
 """
 
@@ -20,13 +20,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
-from simplu_grpc.adapters.pools import PoolRegistry
-from simplu_grpc.adapters.resource_aggregate_sql import aggregate
-from simplu_grpc.adapters.shard_store import TOTAL_SIZE_LIMIT, ShardStore
-from simplu_grpc.domain import resource_aggregates, resource_filter
-from simplu_grpc.domain import resources as rules
-from simplu_grpc.domain.page_tokens import Position
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
+from simplu_grpc.adapters.postgres.resource_aggregate_sql import aggregate
+from simplu_grpc.adapters.postgres.shard_store import TOTAL_SIZE_LIMIT, ShardStore
+from simplu_grpc.domain.placement.shards import ShardAssignment
+from simplu_grpc.domain.resources import aggregates as resource_aggregates
+from simplu_grpc.domain.resources.filter_eval import MISSING, evaluate, lookup
+from simplu_grpc.domain.resources.filter_parser import parse
+from simplu_grpc.domain.resources.model import OPEN_RANGE, ListQuery, SortKey
+from simplu_grpc.domain.resources.page_tokens import Position
+from simplu_grpc.domain.resources.validation import parse_order_by, validate_list
 from simplu_grpc.errors import InvalidArgument
 from simplu_grpc.metrics import Metrics
 from tests.fixtures.postgres import PgServer, new_db_prefix
@@ -135,14 +138,14 @@ def seeded(pg: PgServer) -> Iterator[Seeded]:
     pg.drop_database(name)
 
 
-def _query(filter_text: str, order_by: str = "", page_size: int = 1000) -> rules.ListQuery:
-    return rules.validate_list(
+def _query(filter_text: str, order_by: str = "", page_size: int = 1000) -> ListQuery:
+    return validate_list(
         business_type="dental",
         business_id="b1",
         location_id="main",
         resource_type="patients",
-        start_range=rules.OPEN_RANGE,
-        overlaps=rules.OPEN_RANGE,
+        start_range=OPEN_RANGE,
+        overlaps=OPEN_RANGE,
         data_contains=None,
         order_by=order_by,
         page_size=page_size,
@@ -152,7 +155,7 @@ def _query(filter_text: str, order_by: str = "", page_size: int = 1000) -> rules
     )
 
 
-def _listed(seeded: Seeded, query: rules.ListQuery) -> tuple[list[str], int | None]:
+def _listed(seeded: Seeded, query: ListQuery) -> tuple[list[str], int | None]:
     ids: list[str] = []
     after: Position | None = None
     total: int | None = None
@@ -169,9 +172,9 @@ def _listed(seeded: Seeded, query: rules.ListQuery) -> tuple[list[str], int | No
 
 
 def _expected(seeded: Seeded, filter_text: str) -> list[str]:
-    node = resource_filter.parse(filter_text, "patients")
+    node = parse(filter_text, "patients")
     assert node is not None
-    return [row["resource_id"] for row in seeded.rows if resource_filter.evaluate(node, row, row["data"])]
+    return [row["resource_id"] for row in seeded.rows if evaluate(node, row, row["data"])]
 
 
 # --- filters as text --------------------------------------------------------------------
@@ -291,10 +294,10 @@ def test_paging_through_a_data_ordering_returns_every_match_once_in_order(
         ).fetchone()
     if collation is not None and collation[0] in ("C", "POSIX", "C.UTF-8", "C.utf8"):
         by_id = {row["resource_id"]: row for row in seeded.rows}
-        assert small == sorted(small, key=_reference_key(rules.parse_order_by(order_by), by_id))
+        assert small == sorted(small, key=_reference_key(parse_order_by(order_by), by_id))
 
 
-def _reference_key(keys: tuple[rules.SortKey, ...], by_id: dict[str, dict[str, Any]]) -> Any:
+def _reference_key(keys: tuple[SortKey, ...], by_id: dict[str, dict[str, Any]]) -> Any:
     """jsonb order for the scalar values the seed uses: missing/null < string < number < bool
     (arrays and objects by their JSON text, which the orderings above only meet rarely)."""
     far = datetime.max.replace(tzinfo=UTC)
@@ -305,7 +308,7 @@ def _reference_key(keys: tuple[rules.SortKey, ...], by_id: dict[str, dict[str, A
             row = by_id[resource_id]
             for key in keys:
                 if key.is_data:
-                    value = resource_filter.lookup(row["data"], key.data_path)
+                    value = lookup(row["data"], key.data_path)
                     part = _json_rank(value)
                 else:
                     part = row[key.field] or far
@@ -322,7 +325,7 @@ def _reference_key(keys: tuple[rules.SortKey, ...], by_id: dict[str, dict[str, A
 
 
 def _json_rank(value: Any) -> tuple[int, Any]:
-    if value is None or value is resource_filter.MISSING:
+    if value is None or value is MISSING:
         return (1, 0)
     if isinstance(value, list) and not value:
         return (0, 0)
@@ -409,7 +412,7 @@ def test_filtered_lists_are_never_server_side_prepared(seeded: Seeded) -> None:
 
 def _group_key(value: Any) -> tuple[Any, ...]:
     """A JSON value as jsonb groups it: numbers by value (1 = 1.0), booleans apart from numbers."""
-    if value is None or value is resource_filter.MISSING:
+    if value is None or value is MISSING:
         return ("null",)
     if isinstance(value, bool):
         return ("bool", value)
@@ -438,15 +441,15 @@ def test_random_aggregates_match_the_reference(seeded: Seeded, filter_text: str,
     )
     with seeded.registry.connection(seeded.assignment) as session:
         result = aggregate(session, query)
-    node = resource_filter.parse(filter_text, "patients")
+    node = parse(filter_text, "patients")
     assert node is not None
     path = group.split(".")[1:]
     expected: dict[tuple[Any, ...], list[float]] = {}
     counts: dict[tuple[Any, ...], int] = {}
     for row in seeded.rows:
-        if not resource_filter.evaluate(node, row, row["data"]):
+        if not evaluate(node, row, row["data"]):
             continue
-        key = _group_key(resource_filter.lookup(row["data"], path))
+        key = _group_key(lookup(row["data"], path))
         counts[key] = counts.get(key, 0) + 1
         age = row["data"].get("age")
         values = expected.setdefault(key, [])

@@ -19,11 +19,13 @@ from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 from simplu.v1 import resource_pb2
 
-from simplu_grpc.adapters import migrator
+from simplu_grpc.adapters.postgres import migrator
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer
-from simplu_grpc.domain import resources as rules
-from simplu_grpc.domain.business import BusinessType, Location, Member, Role
+from simplu_grpc.domain.business.model import BusinessType, Location, Member, Role
+from simplu_grpc.domain.resources import queries as resource_queries
+from simplu_grpc.domain.resources import shard_path as resource_shard_path
+from simplu_grpc.domain.resources import validation as resource_validation
 from tests.fixtures.server import MakeServer
 from tests.integration.resource_stack import ResourceStack, build_stack, interval, struct, ts
 
@@ -817,7 +819,8 @@ def test_each_check_and_each_route_happens_once_per_request(
     ids: list[str] = []
     names: list[str] = []
     routed: list[tuple[str, bool]] = []
-    real_require_id, real_require_name = rules.require_id, rules.require_resource_type
+    real_require_id = resource_validation.require_id
+    real_require_name = resource_validation.require_resource_type
     real_resolve = stack.routing.resolve
 
     def require_id(field_name: str, value: str, **kwargs: Any) -> str:
@@ -834,8 +837,11 @@ def test_each_check_and_each_route_happens_once_per_request(
         routed.append((location_id, refresh))
         return real_resolve(business_id, location_id, *args, refresh=refresh, **kwargs)
 
-    monkeypatch.setattr(rules, "require_id", require_id)
-    monkeypatch.setattr(rules, "require_resource_type", require_resource_type)
+    # Every caller of the two checks among the use cases and the validators.
+    for module in (resource_shard_path, resource_validation):
+        monkeypatch.setattr(module, "require_id", require_id)
+    for module in (resource_shard_path, resource_queries, resource_validation):
+        monkeypatch.setattr(module, "require_resource_type", require_resource_type)
     monkeypatch.setattr(stack.routing, "resolve", resolve)
 
     stack.create(business)

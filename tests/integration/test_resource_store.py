@@ -11,11 +11,13 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from simplu_grpc.adapters import shard_store
-from simplu_grpc.adapters.pools import PoolRegistry, ShardSession
-from simplu_grpc.adapters.shard_store import ShardStore
-from simplu_grpc.domain.resources import NewResource, ResourceKey, UpdatePlan, document_size
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.adapters.postgres import resource_statements
+from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
+from simplu_grpc.adapters.postgres.pool_session import ShardSession
+from simplu_grpc.adapters.postgres.shard_store import ShardStore
+from simplu_grpc.domain.placement.shards import ShardAssignment
+from simplu_grpc.domain.resources.documents import document_size
+from simplu_grpc.domain.resources.model import NewResource, ResourceKey, UpdatePlan
 from simplu_grpc.errors import InvalidArgument
 from simplu_grpc.metrics import Metrics
 
@@ -271,7 +273,7 @@ def test_the_change_prune_is_an_index_range_scan_even_before_statistics(
     }
     with psycopg.connect(assignment.connection_string, autocommit=True) as conn:
         cursor = psycopg.ClientCursor(conn)
-        cursor.execute("EXPLAIN " + shard_store._INSERTS[True], params)
+        cursor.execute("EXPLAIN " + resource_statements.INSERTS[True], params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "resource_changes_by_time" in plan
     assert "Seq Scan on resource_changes" not in plan

@@ -57,7 +57,7 @@ def test_every_business_type_lists_its_catalog_with_the_strings_of_each_action(
     """A person who belongs to no business lists each type's catalog (catalog.json: its own names
     plus "common"), sorted, with "<type>:<action>" strings and the administration strings."""
     catalog = json.loads(
-        package_files.files("simplu_grpc.domain").joinpath("catalog.json").read_text("utf-8")
+        package_files.files("simplu_grpc.domain.resources").joinpath("catalog.json").read_text("utf-8")
     )
     token = local_issuer.user_token(username="no-business-yet")
     for name, number in TYPES.items():

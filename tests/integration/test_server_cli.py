@@ -262,9 +262,9 @@ def ten_proxied_shards(
     proxy; returns the environment a `serve` process needs for them, and (business, proxy) pairs."""
     from urllib.parse import urlsplit
 
-    from simplu_grpc.adapters.business_store import BusinessStore
+    from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
     from simplu_grpc.devstack.moto_server import client, create_business_table
-    from simplu_grpc.domain.business import Business, BusinessType, Location, Permissions, Role
+    from simplu_grpc.domain.business.model import Business, BusinessType, Location, Permissions, Role
     from simplu_grpc.metrics import Metrics
     from tests.fixtures.citrus import CITRUS_API_KEY
 

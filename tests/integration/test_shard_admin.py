@@ -22,11 +22,11 @@ from google.protobuf.message import Message
 from grpc_status import rpc_status
 from simplu.v1 import business_pb2, resource_pb2, shard_admin_pb2
 
-from simplu_grpc.adapters import migrator
+from simplu_grpc.adapters.postgres import migrator
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer, create_business_table
 from simplu_grpc.devstack.postgres import PgServer
-from simplu_grpc.domain.business import Business, BusinessType, Location
+from simplu_grpc.domain.business.model import Business, BusinessType, Location
 from simplu_grpc.interceptors.errors import error_info_of
 from tests.fixtures.citrus import CITRUS_API_KEY
 from tests.fixtures.faultproxy import FaultProxy

@@ -14,12 +14,12 @@ import psycopg
 import pytest
 from simplu.v1 import resource_pb2, shard_admin_pb2
 
-from simplu_grpc.adapters import migrator
-from simplu_grpc.adapters.storage_usage import StorageReader
+from simplu_grpc.adapters.postgres import migrator
+from simplu_grpc.adapters.postgres.storage_usage import StorageReader
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import MotoServer
 from simplu_grpc.devstack.postgres import PgServer
-from simplu_grpc.domain.business import Business, BusinessType, Location, Member, Permissions, Role
+from simplu_grpc.domain.business.model import Business, BusinessType, Location, Member, Permissions, Role
 from tests.fixtures.server import MakeServer
 from tests.integration.test_shard_admin import (  # the ShardAdmin suite's stack and fixtures
     Seen,

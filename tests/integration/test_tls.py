@@ -10,8 +10,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from simplu_grpc.adapters.citrus import CitrusClient
-from simplu_grpc.adapters.shard_tls import ShardTlsPolicy
+from simplu_grpc.adapters.citrus.client import CitrusClient
+from simplu_grpc.adapters.postgres.shard_tls import ShardTlsPolicy
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.errors import ShardUnavailable
 from simplu_grpc.metrics import Metrics

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from simplu_grpc.adapters.jwks import JwksClient
+from simplu_grpc.adapters.cognito import token_verifier as tokens
+from simplu_grpc.adapters.cognito.jwks import JwksClient
+from simplu_grpc.adapters.cognito.token_verifier import TokenVerifier
 from simplu_grpc.devstack.moto_server import (
     CognitoSetup,
     MotoServer,
@@ -16,8 +18,6 @@ from simplu_grpc.devstack.moto_server import (
     create_business_table,
     issue_tokens,
 )
-from simplu_grpc.domain import tokens
-from simplu_grpc.domain.tokens import TokenVerifier
 from simplu_grpc.errors import Unauthenticated
 from simplu_grpc.metrics import Metrics
 

@@ -30,11 +30,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from simplu.v1 import resource_pb2, resource_pb2_grpc, shard_admin_pb2, shard_admin_pb2_grpc
 
-from simplu_grpc.adapters.business_store import BusinessStore, make_dynamodb_client
+from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
+from simplu_grpc.adapters.dynamodb.calls import make_dynamodb_client
 from simplu_grpc.devstack.citrus_emulator import CitrusEmulator
 from simplu_grpc.devstack.moto_server import CognitoSetup, MotoServer, create_business_table
 from simplu_grpc.devstack.postgres import PgServer
-from simplu_grpc.domain.business import Business, BusinessType, Location
+from simplu_grpc.domain.business.model import Business, BusinessType, Location
 from simplu_grpc.interceptors.errors import error_info_of, retry_info_of
 from simplu_grpc.metrics import Metrics
 from tests.fixtures.citrus import CITRUS_API_KEY

@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from simplu_grpc import context as request_context
-from simplu_grpc.domain import tokens
-from simplu_grpc.domain.principal import Principal
+from simplu_grpc.adapters.cognito import token_verifier as tokens
+from simplu_grpc.domain.auth.principal import Principal
 from simplu_grpc.errors import Unauthenticated
 from simplu_grpc.interceptors.auth import AuthInterceptor, bearer_token, is_exempt
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simplu_grpc.domain.authz import (
+from simplu_grpc.domain.auth.authz import (
     SCOPE_ADMIN,
     SCOPE_BUSINESSES_READ,
     SCOPE_BUSINESSES_WRITE,
@@ -12,7 +12,9 @@ from simplu_grpc.domain.authz import (
     SCOPE_RESOURCES_WRITE,
     Authorizer,
 )
-from simplu_grpc.domain.business import (
+from simplu_grpc.domain.auth.permissions import grants
+from simplu_grpc.domain.auth.principal import Principal
+from simplu_grpc.domain.business.model import (
     Business,
     BusinessStatus,
     BusinessType,
@@ -21,8 +23,6 @@ from simplu_grpc.domain.business import (
     Permissions,
     Role,
 )
-from simplu_grpc.domain.permissions import permits
-from simplu_grpc.domain.principal import Principal
 from simplu_grpc.errors import FailedPrecondition, NotFound, PermissionDenied
 
 AUTHZ = Authorizer(admin_group="admin")
@@ -70,13 +70,13 @@ def clinic(status: BusinessStatus = BusinessStatus.ACTIVE) -> Business:
     )
 
 
-def test_permits_matches_exact_wildcard_resource_and_star() -> None:
+def test_grants_matches_exact_wildcard_resource_and_star() -> None:
     """A permission string grants its own action, "<resource>:*" every action, "*" everything."""
-    assert permits(("appointments:read",), "appointments:read")
-    assert not permits(("appointments:read",), "appointments:update")
-    assert permits(("patients:*",), "patients:delete")
-    assert permits(("*",), "anything:delete")
-    assert not permits((), "patients:read")
+    assert grants(("appointments:read",), "appointments:read")
+    assert not grants(("appointments:read",), "appointments:update")
+    assert grants(("patients:*",), "patients:delete")
+    assert grants(("*",), "anything:delete")
+    assert not grants((), "patients:read")
 
 
 def test_admin_group_and_admin_scope_are_platform_admins() -> None:

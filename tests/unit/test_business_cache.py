@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from simplu_grpc.domain.business import Business, BusinessType
-from simplu_grpc.domain.business_cache import BusinessCache
+from simplu_grpc.domain.business.cache import BusinessCache
+from simplu_grpc.domain.business.model import Business, BusinessType
 from simplu_grpc.errors import BusinessStoreUnavailable
 from simplu_grpc.metrics import Metrics
 from tests.fixtures.clock import FakeClock, ManualBackground

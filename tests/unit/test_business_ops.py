@@ -8,8 +8,11 @@ from dataclasses import replace
 import pytest
 from simplu.v1 import business_pb2 as pb
 
-from simplu_grpc.domain.authz import Authorizer
-from simplu_grpc.domain.business import (
+from simplu_grpc.domain.auth.authz import Authorizer
+from simplu_grpc.domain.auth.principal import Principal
+from simplu_grpc.domain.business.cache import BusinessCache
+from simplu_grpc.domain.business.commands import BusinessOps
+from simplu_grpc.domain.business.model import (
     Business,
     BusinessPage,
     BusinessSettings,
@@ -19,11 +22,8 @@ from simplu_grpc.domain.business import (
     Member,
     Role,
 )
-from simplu_grpc.domain.business_cache import BusinessCache
-from simplu_grpc.domain.business_ops import BusinessOps
-from simplu_grpc.domain.principal import Principal
-from simplu_grpc.domain.shards import ShardAssignment
-from simplu_grpc.domain.validation import Violations
+from simplu_grpc.domain.checks import Violations
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import (
     Aborted,
     AlreadyExists,

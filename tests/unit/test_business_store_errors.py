@@ -15,8 +15,8 @@ import pytest
 from botocore.config import Config
 
 from simplu_grpc import context
-from simplu_grpc.adapters.business_store import BusinessStore
-from simplu_grpc.domain.business import Business, BusinessType, Location
+from simplu_grpc.adapters.dynamodb.business_store import BusinessStore
+from simplu_grpc.domain.business.model import Business, BusinessType, Location
 from simplu_grpc.errors import (
     Aborted,
     AlreadyExists,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simplu_grpc.domain.business import (
+from simplu_grpc.domain.business.model import (
     Business,
     BusinessSettings,
     BusinessType,
@@ -14,18 +14,15 @@ from simplu_grpc.domain.business import (
     Role,
     WorkingHours,
 )
-from simplu_grpc.domain.validation import (
+from simplu_grpc.domain.business.validation import (
     PAGE_SIZE_DEFAULT,
     PAGE_SIZE_MAX,
     SETTINGS_MAX_BYTES,
-    Violations,
-    check_business_id,
-    check_id,
     check_new_business,
-    has_control_characters,
     is_timezone,
     page_size,
 )
+from simplu_grpc.domain.checks import Violations, check_business_id, check_id, has_control_characters
 from simplu_grpc.errors import InvalidArgument
 
 
@@ -221,7 +218,7 @@ def test_an_undefined_working_day_is_one_violation() -> None:
     from google.type import timeofday_pb2
     from simplu.v1 import business_pb2
 
-    from simplu_grpc.domain.validation import Violations, check_settings
+    from simplu_grpc.domain.business.validation import check_settings
     from simplu_grpc.services.business_proto import settings_from_proto
 
     v = Violations()
@@ -247,14 +244,16 @@ def test_an_undefined_working_day_is_one_violation() -> None:
 )
 def test_business_and_resource_id_rules_agree(value: str) -> None:
     """BusinessService and ResourceService accept exactly the same location and business ids (DESIGN §4)."""
-    from simplu_grpc.domain.resources import require_id
-    from simplu_grpc.domain.validation import Violations, check_business_id, check_id
+    from simplu_grpc.domain.resources.validation import validate_tenant
 
     for business in (False, True):
         v = Violations()
         (check_business_id if business else check_id)(v, "id", value)
         try:
-            require_id("id", value, business=business)
+            if business:
+                validate_tenant(value, "location")
+            else:
+                validate_tenant("business", value)
             resource_ok = True
         except InvalidArgument:
             resource_ok = False

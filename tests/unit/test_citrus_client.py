@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from simplu_grpc import context
-from simplu_grpc.adapters.citrus import CitrusClient
+from simplu_grpc.adapters.citrus.client import CitrusClient
 from simplu_grpc.errors import CitrusUnavailable
 from simplu_grpc.metrics import Metrics
 from tests.fixtures.scripted_http import ScriptedHTTPServer, serve

@@ -77,9 +77,10 @@ def test_a_headless_service_serves_client_side_balancing() -> None:
 
 
 def test_iam_policy_allows_exactly_the_dynamodb_calls_the_adapter_makes() -> None:
-    """The least-privilege policy lists exactly the DynamoDB operations business_store.py calls
+    """The least-privilege policy lists exactly the DynamoDB operations the DynamoDB adapter calls
     (a transaction's Puts need PutItem), so adding a call without its permission fails here."""
-    source = (ROOT / "simplu_grpc" / "adapters" / "business_store.py").read_text()
+    adapter = ROOT / "simplu_grpc" / "adapters" / "dynamodb"
+    source = "\n".join(path.read_text() for path in sorted(adapter.glob("*.py")))
     calls = set(re.findall(r"self\._client\.([a-z_]+)\b", source))
     needed = set()
     for call in calls:

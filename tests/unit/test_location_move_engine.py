@@ -10,7 +10,7 @@ import pytest
 
 from simplu_grpc.domain.location_moves.engine import MoveEngine, MoveLimits
 from simplu_grpc.domain.location_moves.model import Checksum, Move, Phase, Request
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.shards import ShardAssignment
 
 SOURCE = ShardAssignment(shard_id="s1", connection_string="")
 TARGET = ShardAssignment(shard_id="s2", connection_string="")

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from simplu_grpc.domain import location_statistics as stats
-from simplu_grpc.domain import resource_filter
-from simplu_grpc.domain.resources import catalog
+from simplu_grpc.domain.resources import statistics as stats
+from simplu_grpc.domain.resources.catalog import catalog
+from simplu_grpc.domain.resources.filter_parser import parse
 
 
 def test_windows_are_local_days_months_and_nights() -> None:
@@ -37,5 +37,5 @@ def test_every_definition_names_a_catalog_type_and_a_valid_filter(business_type:
     assert stats.definitions(business_type) == definitions
     for definition in definitions:
         assert definition.resource_type in catalog()[business_type]
-        resource_filter.parse(definition.filter, definition.resource_type)
+        parse(definition.filter, definition.resource_type)
         assert definition.window in ("", "today", "month", "tonight")

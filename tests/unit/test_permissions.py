@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from simplu_grpc.domain import permissions as perm
-from simplu_grpc.domain.resources import catalog, parse_catalog
+from simplu_grpc.domain.auth import permissions as perm
+from simplu_grpc.domain.resources.catalog import catalog, parse_catalog
 
 GYM = catalog()["gym"]
 DENTAL = catalog()["dental"]
@@ -25,12 +25,12 @@ def test_every_catalog_type_is_grantable_and_none_can_take_an_administration_str
 
 def test_administration_strings_are_their_own_namespace() -> None:
     """A gym's members:update is about records; it never grants admin.members:update, and back."""
-    assert not perm.permits(("members:update",), perm.MEMBERS_UPDATE)
-    assert not perm.permits((perm.MEMBERS_UPDATE,), "members:update")
-    assert perm.permits(("admin.members:*",), perm.MEMBERS_DELETE)
-    assert perm.permits(("*",), perm.MEMBERS_UPDATE)
-    assert not perm.permits((perm.MEMBERS_UPDATE,), perm.ALL_PERMISSIONS)
-    assert perm.permits(("treatment-plans:*",), "treatment-plans:delete")
+    assert not perm.grants(("members:update",), perm.MEMBERS_UPDATE)
+    assert not perm.grants((perm.MEMBERS_UPDATE,), "members:update")
+    assert perm.grants(("admin.members:*",), perm.MEMBERS_DELETE)
+    assert perm.grants(("*",), perm.MEMBERS_UPDATE)
+    assert not perm.grants((perm.MEMBERS_UPDATE,), perm.ALL_PERMISSIONS)
+    assert perm.grants(("treatment-plans:*",), "treatment-plans:delete")
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simplu_grpc.domain import resource_aggregates as agg
+from simplu_grpc.domain.resources import aggregates as agg
 from simplu_grpc.errors import FailedPrecondition, InvalidArgument
 
 

@@ -10,9 +10,23 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from simplu_grpc.adapters import resource_filter_sql as sql
-from simplu_grpc.domain import resource_filter as f
-from simplu_grpc.domain.resources import catalog
+from simplu_grpc.adapters.postgres import resource_filter_sql as sql
+from simplu_grpc.domain.resources.catalog import catalog
+from simplu_grpc.domain.resources.filter_eval import canonical, evaluate
+from simplu_grpc.domain.resources.filter_parser import parse
+from simplu_grpc.domain.resources.filter_tree import (
+    And,
+    Column,
+    Compare,
+    DataField,
+    Has,
+    Node,
+    Not,
+    Op,
+    Or,
+    Search,
+    catalog_fields,
+)
 from simplu_grpc.errors import InvalidArgument
 
 COLUMNS = {
@@ -32,19 +46,19 @@ DATA = {
 }
 
 
-def _parse(text: str) -> f.Node:
-    node = f.parse(text, "patients")
+def _parse(text: str) -> Node:
+    node = parse(text, "patients")
     assert node is not None
     return node
 
 
 def _matches(text: str) -> bool:
-    return f.evaluate(_parse(text), COLUMNS, DATA)
+    return evaluate(_parse(text), COLUMNS, DATA)
 
 
 def _error(text: str, resource_type: str = "patients") -> InvalidArgument:
     with pytest.raises(InvalidArgument) as caught:
-        f.parse(text, resource_type)
+        parse(text, resource_type)
     assert [v.field for v in caught.value.violations] == ["filter"]
     return caught.value
 
@@ -52,18 +66,18 @@ def _error(text: str, resource_type: str = "patients") -> InvalidArgument:
 def test_comparisons_and_logic_parse_into_the_tree() -> None:
     """Comparators, AND, OR (binding tighter than AND), NOT and - build the expected nodes."""
     node = _parse('data.status = "confirmed" AND data.age >= 18 OR -data.paid:* NOT resource_id:"x"')
-    assert node == f.And(
+    assert node == And(
         (
-            f.Compare(f.DataField(("status",)), f.Op.EQ, "confirmed"),
-            f.And(
+            Compare(DataField(("status",)), Op.EQ, "confirmed"),
+            And(
                 (
-                    f.Or(
+                    Or(
                         (
-                            f.Compare(f.DataField(("age",)), f.Op.GE, 18),
-                            f.Not(f.Has(f.DataField(("paid",)), None, present=True)),
+                            Compare(DataField(("age",)), Op.GE, 18),
+                            Not(Has(DataField(("paid",)), None, present=True)),
                         )
                     ),
-                    f.Not(f.Has(f.Column("resource_id"), "x")),
+                    Not(Has(Column("resource_id"), "x")),
                 )
             ),
         )
@@ -72,15 +86,15 @@ def test_comparisons_and_logic_parse_into_the_tree() -> None:
 
 def test_literals_are_typed() -> None:
     """Quoted text stays text; bare numbers, booleans and null are typed; times are instants."""
-    assert _parse("data.a = 5") == f.Compare(f.DataField(("a",)), f.Op.EQ, 5)
-    assert _parse("data.a = -2.5") == f.Compare(f.DataField(("a",)), f.Op.EQ, -2.5)
-    assert _parse('data.a = "5"') == f.Compare(f.DataField(("a",)), f.Op.EQ, "5")
-    assert _parse("data.a = true") == f.Compare(f.DataField(("a",)), f.Op.EQ, True)
-    assert _parse("data.a = null") == f.Compare(f.DataField(("a",)), f.Op.EQ, None)
-    assert _parse("resource_id = 007") == f.Compare(f.Column("resource_id"), f.Op.EQ, "007")
-    assert _parse('start_time < "2026-03-01T10:00:00.1234567+02:00"') == f.Compare(
-        f.Column("start_time"),
-        f.Op.LT,
+    assert _parse("data.a = 5") == Compare(DataField(("a",)), Op.EQ, 5)
+    assert _parse("data.a = -2.5") == Compare(DataField(("a",)), Op.EQ, -2.5)
+    assert _parse('data.a = "5"') == Compare(DataField(("a",)), Op.EQ, "5")
+    assert _parse("data.a = true") == Compare(DataField(("a",)), Op.EQ, True)
+    assert _parse("data.a = null") == Compare(DataField(("a",)), Op.EQ, None)
+    assert _parse("resource_id = 007") == Compare(Column("resource_id"), Op.EQ, "007")
+    assert _parse('start_time < "2026-03-01T10:00:00.1234567+02:00"') == Compare(
+        Column("start_time"),
+        Op.LT,
         datetime.fromisoformat("2026-03-01T10:00:00.123456+02:00"),
     )
 
@@ -163,18 +177,16 @@ def test_bounds_stop_hostile_filters() -> None:
 def test_search_needs_searchable_fields() -> None:
     """A bare term searches the type's searchable fields; a type without any refuses it."""
     node = _parse("pop")
-    assert isinstance(node, f.Search)
+    assert isinstance(node, Search)
     assert ("last_name",) in node.fields
     assert "no searchable fields" in _error("pop", "xrays").message
 
 
 def test_canonical_form_ignores_spelling() -> None:
     """Two spellings of one filter bind page tokens alike; different literals do not."""
-    assert f.canonical(_parse("data.a=1  AND data.b='x'")) == f.canonical(
-        _parse('data.a = 1 AND data.b = "x"')
-    )
-    assert f.canonical(_parse("data.a = 1")) != f.canonical(_parse('data.a = "1"'))
-    assert f.canonical(None) is None
+    assert canonical(_parse("data.a=1  AND data.b='x'")) == canonical(_parse('data.a = 1 AND data.b = "x"'))
+    assert canonical(_parse("data.a = 1")) != canonical(_parse('data.a = "1"'))
+    assert canonical(None) is None
 
 
 def test_every_searchable_field_has_its_trigram_index() -> None:
@@ -187,7 +199,7 @@ def test_every_searchable_field_has_its_trigram_index() -> None:
         if entry.name.endswith(".sql")
     )
     known = frozenset().union(*catalog().values())
-    for resource_type, fields in f.catalog_fields().items():
+    for resource_type, fields in catalog_fields().items():
         assert resource_type in known
         for info in fields:
             if not info.searchable:
@@ -214,9 +226,9 @@ def test_any_text_parses_or_is_invalid_argument_and_compiles(text: str) -> None:
     the input is spliced: once placeholders and the compiler's own constants are removed, no
     quote, semicolon or NUL is left)."""
     violations: list[str] = []
-    node: f.Node | None = None
+    node: Node | None = None
     try:
-        node = f.parse(text, "patients")
+        node = parse(text, "patients")
     except InvalidArgument as error:
         violations = [v.field for v in error.violations]
     if violations:

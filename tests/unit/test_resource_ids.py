@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import threading
 
-from simplu_grpc.domain.ids import ID_LENGTH, IdGenerator, id_timestamp_ms, new_resource_id
-from simplu_grpc.domain.resources import ID_PATTERN
+from simplu_grpc.domain.resources.ids import (
+    ID_LENGTH,
+    ID_PATTERN,
+    IdGenerator,
+    id_timestamp_ms,
+    new_resource_id,
+)
 
 
 def test_ids_are_valid_resource_ids_of_fixed_length() -> None:

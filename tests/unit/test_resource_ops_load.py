@@ -9,16 +9,15 @@ from datetime import UTC, datetime
 import pytest
 
 from simplu_grpc import context
-from simplu_grpc.adapters.pools import ShardUnreachable
-from simplu_grpc.domain.authz import Authorizer
-from simplu_grpc.domain.business import Business, BusinessType, Location
-from simplu_grpc.domain.principal import Principal
-from simplu_grpc.domain.resource_ops import ResourceOps
-from simplu_grpc.domain.resources import ResourceKey, StoredResource
-from simplu_grpc.domain.routing import RoutingCache
-from simplu_grpc.domain.shards import ShardAssignment
-from simplu_grpc.domain.tenant_load import TenantLoad
-from simplu_grpc.errors import NotFound
+from simplu_grpc.domain.admin.tenant_load import TenantLoad
+from simplu_grpc.domain.auth.authz import Authorizer
+from simplu_grpc.domain.auth.principal import Principal
+from simplu_grpc.domain.business.model import Business, BusinessType, Location
+from simplu_grpc.domain.placement.routing import RoutingCache
+from simplu_grpc.domain.placement.shards import ShardAssignment
+from simplu_grpc.domain.resources.model import ResourceKey, StoredResource
+from simplu_grpc.domain.resources.ops import ResourceOps
+from simplu_grpc.errors import NotFound, ShardUnreachable
 from simplu_grpc.metrics import Metrics
 
 BUSINESS = Business(
@@ -38,8 +37,11 @@ class Directory:
     def __init__(self) -> None:
         self.current = SHARD_A
 
-    def get_shard(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
+    def get_shard(self, business_id: str, location_id: str) -> ShardAssignment | None:
         return self.current
+
+    def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
+        raise AssertionError("every location of these tests is registered")
 
 
 class Pools:

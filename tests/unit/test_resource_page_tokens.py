@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from simplu_grpc.domain import page_tokens
-from simplu_grpc.domain.page_tokens import Position
+from simplu_grpc.domain.resources import page_tokens
+from simplu_grpc.domain.resources.page_tokens import Position
 from simplu_grpc.errors import InvalidArgument
 
 QUERY = {"b": "biz", "l": "loc", "n": "patients", "f": None, "t": None, "c": None, "o": "START_TIME"}

@@ -7,7 +7,28 @@ from typing import Any
 
 import pytest
 
-from simplu_grpc.domain import resources as rules
+from simplu_grpc.domain.resources.catalog import KNOWN_RESOURCE_TYPES, catalog, require_known_type
+from simplu_grpc.domain.resources.model import (
+    NO_VERSION,
+    OPEN_RANGE,
+    ListQuery,
+    NewResource,
+    ResourceKey,
+    SortKey,
+    UpdatePlan,
+    etag_for,
+    expected_version,
+    format_timestamp,
+)
+from simplu_grpc.domain.resources.validation import (
+    UpdateRequest,
+    validate_batch_names,
+    validate_batch_shape,
+    validate_list,
+    validate_new,
+    validate_tenant,
+    validate_update,
+)
 from simplu_grpc.errors import InvalidArgument
 
 LIMITS: dict[str, int] = {"max_bytes": 256 * 1024, "max_depth": 32}
@@ -20,7 +41,7 @@ def _nested(levels: int) -> dict[str, Any]:
     return doc
 
 
-def _new(**overrides: Any) -> rules.NewResource:
+def _new(**overrides: Any) -> NewResource:
     args: dict[str, Any] = {
         "business_id": "biz1",
         "location_id": "loc-1",
@@ -34,7 +55,7 @@ def _new(**overrides: Any) -> rules.NewResource:
         **LIMITS,
     }
     args.update(overrides)
-    return rules.validate_new(**args)[0]
+    return validate_new(**args)[0]
 
 
 def _field(exc: pytest.ExceptionInfo[InvalidArgument]) -> str:
@@ -43,13 +64,13 @@ def _field(exc: pytest.ExceptionInfo[InvalidArgument]) -> str:
 
 def test_catalog_is_package_data_with_common_names() -> None:
     """Each business type has its own names plus the common ones; the catalog is read from JSON."""
-    catalog = rules.catalog()
-    assert {"dental", "gym", "hotel"} <= set(catalog)
-    assert "patients" in catalog["dental"]
-    assert "rooms" in catalog["hotel"]
-    assert "members" in catalog["gym"]
-    assert all("invoices" in names for names in catalog.values())
-    assert "rooms" not in catalog["dental"]
+    by_type = catalog()
+    assert {"dental", "gym", "hotel"} <= set(by_type)
+    assert "patients" in by_type["dental"]
+    assert "rooms" in by_type["hotel"]
+    assert "members" in by_type["gym"]
+    assert all("invoices" in names for names in by_type.values())
+    assert "rooms" not in by_type["dental"]
 
 
 def test_unknown_resource_type_for_the_type_is_rejected() -> None:
@@ -79,7 +100,7 @@ def test_ids_follow_design_section_4(field: str, value: str) -> None:
         if field == "resource_id":
             _new(resource_id=value)
         else:
-            rules.validate_tenant(tenant["business_id"], tenant["location_id"])
+            validate_tenant(tenant["business_id"], tenant["location_id"])
 
     with pytest.raises(InvalidArgument):
         check()
@@ -111,16 +132,13 @@ def test_end_before_start_is_rejected() -> None:
 
 def test_format_timestamp_is_rfc3339_utc() -> None:
     """Output dates are RFC 3339 UTC with a Z."""
-    assert rules.format_timestamp(datetime(2026, 3, 1, 8, tzinfo=UTC)) == "2026-03-01T08:00:00Z"
+    assert format_timestamp(datetime(2026, 3, 1, 8, tzinfo=UTC)) == "2026-03-01T08:00:00Z"
 
 
 def test_format_timestamp_writes_four_digit_years() -> None:
     """RFC 3339 wants four digits for the year: year 1 is 0001, not 1 (strftime's %Y on glibc)."""
-    assert rules.format_timestamp(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00Z"
-    assert (
-        rules.format_timestamp(datetime(999, 12, 31, 23, 59, 59, 5, tzinfo=UTC))
-        == "0999-12-31T23:59:59.000005Z"
-    )
+    assert format_timestamp(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00Z"
+    assert format_timestamp(datetime(999, 12, 31, 23, 59, 59, 5, tzinfo=UTC)) == "0999-12-31T23:59:59.000005Z"
 
 
 def _plan(
@@ -130,8 +148,8 @@ def _plan(
     *,
     data_paths: list[str] | None = None,
     start_time: datetime | None = None,
-) -> rules.UpdatePlan:
-    request = rules.UpdateRequest(
+) -> UpdatePlan:
+    request = UpdateRequest(
         paths=paths,
         data_paths=data_paths or [],
         data=data or {},
@@ -139,7 +157,7 @@ def _plan(
         end_time=None,
         etag=etag,
     )
-    return rules.validate_update(request, **LIMITS)
+    return validate_update(request, **LIMITS)
 
 
 def test_update_mask_paths_become_sets_and_removals() -> None:
@@ -222,34 +240,34 @@ def test_bad_update_masks_are_rejected(paths: list[str]) -> None:
 
 def test_etag_parsing() -> None:
     """Our etags name a version; anything else names none (and will not match)."""
-    assert _plan(["data"], etag=rules.etag_for(7)).expected_version == 7
-    assert _plan(["data"], etag="W/whatever").expected_version == rules.NO_VERSION
+    assert _plan(["data"], etag=etag_for(7)).expected_version == 7
+    assert _plan(["data"], etag="W/whatever").expected_version == NO_VERSION
     assert _plan(["data"], etag="").expected_version is None
 
 
 def test_expected_version_is_one_rule_for_update_and_delete() -> None:
     """No etag: unconditional; our etag: its version; any other etag: a version no row has."""
-    assert rules.expected_version("") is None
-    assert rules.expected_version(rules.etag_for(3)) == 3
-    assert rules.expected_version("v99999999999999999999") == rules.NO_VERSION
-    assert rules.expected_version('"abc"') == rules.NO_VERSION
+    assert expected_version("") is None
+    assert expected_version(etag_for(3)) == 3
+    assert expected_version("v99999999999999999999") == NO_VERSION
+    assert expected_version('"abc"') == NO_VERSION
 
 
-def _list(**overrides: Any) -> rules.ListQuery:
+def _list(**overrides: Any) -> ListQuery:
     args: dict[str, Any] = {
         "business_type": "dental",
         "business_id": "biz1",
         "location_id": "loc1",
         "resource_type": "appointments",
-        "start_range": rules.OPEN_RANGE,
-        "overlaps": rules.OPEN_RANGE,
+        "start_range": OPEN_RANGE,
+        "overlaps": OPEN_RANGE,
         "data_contains": None,
         "order_by": "",
         "page_size": 0,
         **LIMITS,
     }
     args.update(overrides)
-    return rules.validate_list(**args)
+    return validate_list(**args)
 
 
 def test_page_size_default_and_maximum() -> None:
@@ -262,10 +280,10 @@ def test_page_size_default_and_maximum() -> None:
 
 def test_order_by_values() -> None:
     """Time columns and data key paths, ascending or desc, up to 3 keys; anything else is refused."""
-    assert _list(order_by="update_time  DESC").order_by == (rules.SortKey("update_time", True),)
+    assert _list(order_by="update_time  DESC").order_by == (SortKey("update_time", True),)
     assert _list(order_by="data.last_name desc, start_time").order_by == (
-        rules.SortKey("data.last_name", True, ("last_name",)),
-        rules.SortKey("start_time", False),
+        SortKey("data.last_name", True, ("last_name",)),
+        SortKey("start_time", False),
     )
     for bad in (
         "data->>'x'; DROP TABLE resources",
@@ -295,22 +313,22 @@ def test_legacy_orderings_bind_page_tokens_as_before() -> None:
 
 def test_batch_limits() -> None:
     """BatchGet needs 1-100 keys."""
-    key = rules.ResourceKey("biz1", "loc1", "patients", "r1")
+    key = ResourceKey("biz1", "loc1", "patients", "r1")
     with pytest.raises(InvalidArgument):
-        rules.validate_batch_shape("biz1", [])
+        validate_batch_shape("biz1", [])
     with pytest.raises(InvalidArgument):
-        rules.validate_batch_shape("biz1", [key] * 101)
-    rules.validate_batch_shape("biz1", [key] * 100)
-    rules.validate_batch_names("dental", [key] * 100)
+        validate_batch_shape("biz1", [key] * 101)
+    validate_batch_shape("biz1", [key] * 100)
+    validate_batch_names("dental", [key] * 100)
     with pytest.raises(InvalidArgument) as caught:
-        rules.validate_batch_names("hotel", [key, key])
+        validate_batch_names("hotel", [key, key])
     assert _field(caught) == "keys[0].resource_type"
 
 
 def test_known_names_are_the_union_of_every_catalog() -> None:
     """The pre-authorisation name check accepts a name of any business type, nothing else."""
-    union: frozenset[str] = frozenset().union(*rules.catalog().values())
-    assert union == rules.KNOWN_RESOURCE_TYPES
-    assert rules.require_known_type("rooms") == "rooms"
+    union: frozenset[str] = frozenset().union(*catalog().values())
+    assert union == KNOWN_RESOURCE_TYPES
+    assert require_known_type("rooms") == "rooms"
     with pytest.raises(InvalidArgument, match="any business type"):
-        rules.require_known_type("nonsense", "keys[3].resource_type")
+        require_known_type("nonsense", "keys[3].resource_type")

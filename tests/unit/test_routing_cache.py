@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from simplu_grpc.domain.routing import RoutingCache
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.routing import RoutingCache
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import CitrusUnavailable
 from simplu_grpc.metrics import Metrics
 from tests.fixtures.clock import FakeClock, ManualBackground
@@ -27,7 +27,7 @@ class FakeDirectory:
         self.active = True
         self._lock = threading.Lock()
 
-    def get_shard(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
+    def get_shard(self, business_id: str, location_id: str) -> ShardAssignment | None:
         with self._lock:
             self.calls += 1
         if self.gate is not None:
@@ -37,6 +37,9 @@ class FakeDirectory:
         return ShardAssignment(
             shard_id=f"shard-{business_id}", connection_string=self.conn, is_active=self.active
         )
+
+    def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
+        raise AssertionError("every location of these tests is known to the directory")
 
 
 def _cache(
@@ -210,3 +213,36 @@ def test_inactive_flag_reaches_every_route_of_the_shard_and_the_shard_list() -> 
     assert other is not None
     assert not other.assignment.is_active
     assert cache.shards() == {"shard-b1": False, "shard-b2": True}
+
+
+class UnregisteredDirectory:
+    """Citrus that knows no location until it is registered; records the registrations."""
+
+    def __init__(self) -> None:
+        self.known: dict[tuple[str, str], ShardAssignment] = {}
+        self.registered: list[tuple[str, str, str]] = []
+
+    def get_shard(self, business_id: str, location_id: str) -> ShardAssignment | None:
+        return self.known.get((business_id, location_id))
+
+    def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
+        self.registered.append((business_id, location_id, business_type))
+        assignment = ShardAssignment(shard_id="shard-new", connection_string="postgresql://u:pw@db/new")
+        self.known[(business_id, location_id)] = assignment
+        return assignment
+
+
+def test_a_location_unknown_to_the_directory_is_registered_once_with_its_type() -> None:
+    """Lookup never registers; the cache registers a missed location itself (with the business's
+    type), once: the next resolve is answered from the cache, and a refresh finds it by lookup."""
+    directory, clock = UnregisteredDirectory(), FakeClock()
+    cache = RoutingCache(
+        directory, ttl=60, stale_max=600, metrics=Metrics(), clock=clock, background=ManualBackground()
+    )
+    first = cache.resolve("acme", "main", "dental")
+    assert first.assignment.shard_id == "shard-new"
+    assert directory.registered == [("acme", "main", "dental")]
+    assert cache.resolve("acme", "main", "dental").from_cache
+    clock.advance(61)
+    cache.resolve("acme", "main", "dental", refresh=True)
+    assert directory.registered == [("acme", "main", "dental")]

@@ -12,7 +12,7 @@ import pytest
 
 from simplu_grpc import context as request_context
 from simplu_grpc import logs
-from simplu_grpc.domain.principal import Principal
+from simplu_grpc.domain.auth.principal import Principal
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJlLWJ5dGVz"
 

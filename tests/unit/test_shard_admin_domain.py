@@ -4,89 +4,30 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
 from simplu_grpc import context
 from simplu_grpc.context import Deadline
-from simplu_grpc.domain.admin import ShardAdminService, UsageOrder, is_near_capacity, usage_percentage
-from simplu_grpc.domain.admin_status import DependencyProber, describe_error, run_bounded
-from simplu_grpc.domain.shards import CapacityInfo, ShardAssignment
+from simplu_grpc.domain.admin.console import ShardAdmin
+from simplu_grpc.domain.admin.dependencies import DependencyProber, run_bounded
+from simplu_grpc.domain.admin.shards import UsageOrder, is_near_capacity, usage_percentage
+from simplu_grpc.domain.placement.shards import CapacityInfo
 from simplu_grpc.errors import CitrusUnavailable, InvalidArgument, NotFound, ShardUnavailable
-
-SECRET_PW = "s3cr3t-pw-9f8e"
-API_KEY = "citrus-key-0123456789abcdef"
-
-
-def shard(shard_id: str, count: int | None, maximum: int | None = 3, active: bool = True) -> ShardAssignment:
-    return ShardAssignment(
-        shard_id=shard_id,
-        connection_string=f"postgresql://postgres:{SECRET_PW}@127.0.0.1:5432/{shard_id.replace('-', '_')}",
-        is_active=active,
-        business_count=count,
-        max_businesses=maximum,
-    )
+from simplu_grpc.redact import describe_error
+from tests.unit.admin_memory import (
+    API_KEY,
+    SECRET_PW,
+    FakeRouting,
+    FakeShards,
+    MemoryBusinesses,
+    console,
+    shard,
+)
 
 
-@dataclass
-class FakeShards:
-    shards: list[ShardAssignment]
-    down: bool = False
-
-    def get_shard(self, business_id: str, location_id: str) -> ShardAssignment | None:
-        return None
-
-    def register(self, business_id: str, location_id: str, business_type: str) -> ShardAssignment:
-        return self.shards[0]
-
-    def shards_health(self) -> list[ShardAssignment]:
-        if self.down:
-            raise CitrusUnavailable("Citrus is unreachable")
-        return list(self.shards)
-
-    def capacity(self, shard_id: str) -> CapacityInfo | None:
-        return None
-
-
-class FakeRouting:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str | None, str | None]] = []
-
-    def shards(self) -> dict[str, bool]:
-        return {}
-
-    def peek(self, business_id: str, location_id: str) -> Any:
-        return None
-
-    def invalidate(self, business_id: str | None = None, location_id: str | None = None) -> int:
-        self.calls.append((business_id, location_id))
-        return 7
-
-
-class NoPools:
-    def connection(self, assignment: ShardAssignment) -> Any:
-        raise ShardUnavailable("no")
-
-    def stats(self) -> list[Any]:
-        return []
-
-    def recycle(self, shard_id: str) -> bool:
-        return False
-
-    def assignment(self, shard_id: str) -> ShardAssignment | None:
-        return None
-
-
-def service(shards: FakeShards, routing: FakeRouting | None = None) -> ShardAdminService:
-    return ShardAdminService(
-        shards=shards,
-        pools=NoPools(),
-        routing=routing or FakeRouting(),
-        businesses=None,  # type: ignore[arg-type]  # not used by these tests
-        near_capacity_percent=80.0,
-    )
+def service(shards: FakeShards, routing: FakeRouting | None = None) -> ShardAdmin:
+    return console(shards, routing)
 
 
 def test_usage_percentage_is_rounded_to_two_decimals() -> None:
@@ -107,17 +48,17 @@ def test_near_capacity_starts_at_the_threshold() -> None:
 def test_shard_usage_sorts_and_filters() -> None:
     """GetShardUsage orders by usage either way (ties by id) and can keep only near-capacity shards."""
     admin = service(FakeShards([shard("shard-02", 1), shard("shard-01", 3), shard("shard-03", 2)]))
-    by_id = admin.shard_usage(UsageOrder.BY_SHARD_ID, near_capacity_only=False)
+    by_id = admin.shards.shard_usage(UsageOrder.BY_SHARD_ID, near_capacity_only=False)
     assert [r.shard_id for r in by_id] == ["shard-01", "shard-02", "shard-03"]
-    desc = admin.shard_usage(UsageOrder.USAGE_DESC, near_capacity_only=False)
+    desc = admin.shards.shard_usage(UsageOrder.USAGE_DESC, near_capacity_only=False)
     assert [(r.shard_id, r.usage_percentage) for r in desc] == [
         ("shard-01", 100.0),
         ("shard-03", 66.67),
         ("shard-02", 33.33),
     ]
-    asc = admin.shard_usage(UsageOrder.USAGE_ASC, near_capacity_only=False)
+    asc = admin.shards.shard_usage(UsageOrder.USAGE_ASC, near_capacity_only=False)
     assert [r.shard_id for r in asc] == ["shard-02", "shard-03", "shard-01"]
-    near = admin.shard_usage(UsageOrder.BY_SHARD_ID, near_capacity_only=True)
+    near = admin.shards.shard_usage(UsageOrder.BY_SHARD_ID, near_capacity_only=True)
     assert [r.shard_id for r in near] == ["shard-01"]
 
 
@@ -127,7 +68,7 @@ def test_unknown_usage_is_reported_as_unknown_not_invented() -> None:
     admin = service(
         FakeShards([shard("shard-01", None, 3), shard("shard-02", 3, None), shard("shard-03", 3)])
     )
-    rows = admin.shard_usage(UsageOrder.USAGE_DESC, near_capacity_only=False)
+    rows = admin.shards.shard_usage(UsageOrder.USAGE_DESC, near_capacity_only=False)
     assert [
         (r.shard_id, r.business_count, r.max_businesses, r.usage_percentage, r.near_capacity) for r in rows
     ] == [
@@ -135,28 +76,28 @@ def test_unknown_usage_is_reported_as_unknown_not_invented() -> None:
         ("shard-01", None, 3, None, False),
         ("shard-02", 3, None, None, False),
     ]
-    assert [r.shard_id for r in admin.shard_usage(UsageOrder.USAGE_ASC, near_capacity_only=False)] == [
+    assert [r.shard_id for r in admin.shards.shard_usage(UsageOrder.USAGE_ASC, near_capacity_only=False)] == [
         "shard-03",
         "shard-01",
         "shard-02",
     ]
-    assert [r.shard_id for r in admin.shard_usage(UsageOrder.BY_SHARD_ID, near_capacity_only=True)] == [
-        "shard-03"
-    ]
-    listed = {v.shard_id: v for v in admin.list_shards().shards}
+    assert [
+        r.shard_id for r in admin.shards.shard_usage(UsageOrder.BY_SHARD_ID, near_capacity_only=True)
+    ] == ["shard-03"]
+    listed = {v.shard_id: v for v in admin.shards.list_shards().shards}
     assert (listed["shard-01"].usage_percentage, listed["shard-01"].near_capacity) == (None, False)
 
     class UnknownCapacity(FakeShards):
         def capacity(self, shard_id: str) -> CapacityInfo | None:
             return CapacityInfo(shard_id=shard_id, can_accept_new_business=True)
 
-    capacity = service(UnknownCapacity([])).check_capacity("shard-01")
+    capacity = service(UnknownCapacity([])).shards.check_capacity("shard-01")
     assert (capacity.business_count, capacity.max_businesses) == (None, None)
 
 
 def test_list_shards_answers_without_citrus() -> None:
     """ListShards with Citrus down says so (redacted) instead of failing."""
-    result = service(FakeShards([], down=True)).list_shards()
+    result = service(FakeShards([], down=True)).shards.list_shards()
     assert not result.citrus_reachable
     assert "CITRUS_UNAVAILABLE" in result.citrus_error
     assert result.shards == []
@@ -166,19 +107,19 @@ def test_invalidate_routing_argument_rules() -> None:
     """One location, one business or all; a location without business, or all with ids, is rejected."""
     routing = FakeRouting()
     admin = service(FakeShards([]), routing)
-    assert admin.invalidate_routing("b1", "l1", everything=False) == 7
-    assert admin.invalidate_routing("b1", "", everything=False) == 7
-    assert admin.invalidate_routing("", "", everything=True) == 7
+    assert admin.locations.invalidate_routing("b1", "l1", everything=False) == 7
+    assert admin.locations.invalidate_routing("b1", "", everything=False) == 7
+    assert admin.locations.invalidate_routing("", "", everything=True) == 7
     assert routing.calls == [("b1", "l1"), ("b1", None), (None, None)]
     for args in (("", "", False), ("", "l1", False), ("b1", "", True)):
         with pytest.raises(InvalidArgument):
-            admin.invalidate_routing(*args)
+            admin.locations.invalidate_routing(*args)
 
 
 def test_recycle_unknown_pool_is_not_found() -> None:
     """RecyclePool of a shard this server has no pool for is NOT_FOUND."""
     with pytest.raises(NotFound):
-        service(FakeShards([])).recycle_pool("shard-09")
+        service(FakeShards([])).shards.recycle_pool("shard-09")
 
 
 def test_prober_reports_hung_probe_down_within_budget() -> None:
@@ -262,16 +203,16 @@ def test_malformed_ids_are_invalid_argument_before_any_lookup() -> None:
     routing = FakeRouting()
     admin = service(FakeShards([shard("shard-01", 1)]), routing)
     cases = [
-        (lambda: admin.location_shard("a-b", "l1", refresh=False), "business_id"),
-        (lambda: admin.location_shard("b1", "bad id", refresh=True), "location_id"),
-        (lambda: admin.register_location("b1", "l" * 65, None), "location_id"),
-        (lambda: admin.register_location("", "l1", None), "business_id"),
-        (lambda: admin.invalidate_routing("a-b", "", everything=False), "business_id"),
-        (lambda: admin.invalidate_routing("b1", "l\n1", everything=False), "location_id"),
-        (lambda: admin.check_capacity("shard\x00"), "shard_id"),
-        (lambda: admin.recycle_pool("s" * 200), "shard_id"),
-        (lambda: admin.migrate("", all_shards=False), "shard_id"),
-        (lambda: admin.check_consistency("a-b", 0, ""), "business_id"),
+        (lambda: admin.locations.location_shard("a-b", "l1", refresh=False), "business_id"),
+        (lambda: admin.locations.location_shard("b1", "bad id", refresh=True), "location_id"),
+        (lambda: admin.locations.register_location("b1", "l" * 65, None), "location_id"),
+        (lambda: admin.locations.register_location("", "l1", None), "business_id"),
+        (lambda: admin.locations.invalidate_routing("a-b", "", everything=False), "business_id"),
+        (lambda: admin.locations.invalidate_routing("b1", "l\n1", everything=False), "location_id"),
+        (lambda: admin.shards.check_capacity("shard\x00"), "shard_id"),
+        (lambda: admin.shards.recycle_pool("s" * 200), "shard_id"),
+        (lambda: admin.migrations.migrate("", all_shards=False), "shard_id"),
+        (lambda: admin.consistency.check("a-b", 0, ""), "business_id"),
     ]
     for call, field in cases:
         with pytest.raises(InvalidArgument) as raised:
@@ -285,12 +226,14 @@ def test_unknown_enum_numbers_are_invalid_argument() -> None:
     silently replaced by a default; so is an order_by the server does not know."""
     from simplu.v1 import shard_admin_pb2
 
-    from simplu_grpc.domain.authz import Authorizer
-    from simplu_grpc.domain.principal import Principal
+    from simplu_grpc.domain.auth.authz import Authorizer
+    from simplu_grpc.domain.auth.principal import Principal
     from simplu_grpc.services.shard_admin import ShardAdminServicer
 
     servicer = ShardAdminServicer(
-        admin=service(FakeShards([shard("shard-01", 1)])), authorizer=Authorizer(admin_group="admin")
+        admin=service(FakeShards([shard("shard-01", 1)])),
+        authorizer=Authorizer(admin_group="admin"),
+        moves=None,  # type: ignore[arg-type]  # the location-move RPCs are not called here
     )
     operator = Principal(
         subject="op", username="op", token_use="access", client_id="app", groups=frozenset({"admin"})
@@ -313,7 +256,7 @@ def test_register_location_reports_the_registration_through_on_registered() -> N
     """RegisterLocation hands the registration to on_registered (BusinessOps.note_registered, which
     also refreshes the business cache) instead of writing business info itself; a failing callback
     does not fail the registration."""
-    from simplu_grpc.domain.business import Business, BusinessType, Location
+    from simplu_grpc.domain.business.model import Business, BusinessType, Location
     from simplu_grpc.errors import BusinessStoreUnavailable
 
     business = Business(
@@ -324,38 +267,23 @@ def test_register_location_reports_the_registration_through_on_registered() -> N
         unregistered_location_ids=("l1",),
     )
 
-    class Businesses:
-        def get(self, business_id: str) -> Business | None:
-            return business if business_id == "b1" else None
-
-        def update(self, updated: Business, *, previous: Business) -> Business:
-            raise AssertionError("ShardAdmin must not write business info itself")
-
     noted: list[tuple[str, str]] = []
-    admin = ShardAdminService(
-        shards=FakeShards([shard("shard-01", 1)]),
-        pools=NoPools(),
-        routing=FakeRouting(),
-        businesses=Businesses(),  # type: ignore[arg-type]  # get/update only
-        near_capacity_percent=80.0,
+    admin = console(
+        FakeShards([shard("shard-01", 1)]),
+        businesses=MemoryBusinesses(business),
         on_registered=lambda b, loc: noted.append((b, loc)),
     )
-    view = admin.register_location("b1", "l1", None)
+    view = admin.locations.register_location("b1", "l1", None)
     assert view.shard_id == "shard-01"
     assert noted == [("b1", "l1")]
 
     def fail(business_id: str, location_id: str) -> None:
         raise BusinessStoreUnavailable("DynamoDB is down")
 
-    failing = ShardAdminService(
-        shards=FakeShards([shard("shard-01", 1)]),
-        pools=NoPools(),
-        routing=FakeRouting(),
-        businesses=Businesses(),  # type: ignore[arg-type]  # get/update only
-        near_capacity_percent=80.0,
-        on_registered=fail,
+    failing = console(
+        FakeShards([shard("shard-01", 1)]), businesses=MemoryBusinesses(business), on_registered=fail
     )
-    assert failing.register_location("b1", "l1", None).shard_id == "shard-01"
+    assert failing.locations.register_location("b1", "l1", None).shard_id == "shard-01"
 
 
 def test_dependency_status_uses_the_given_citrus_probe() -> None:
@@ -367,39 +295,32 @@ def test_dependency_status_uses_the_given_citrus_probe() -> None:
         calls.append("citrus")
         raise CitrusUnavailable("Citrus is unreachable")
 
-    admin = ShardAdminService(
-        shards=FakeShards([]),
-        pools=NoPools(),
-        routing=FakeRouting(),
-        businesses=None,  # type: ignore[arg-type]  # not used
-        near_capacity_percent=80.0,
-        probes={"dynamodb": lambda: None, "citrus": citrus_probe},
-    )
-    status = {check.name: check.up for check in admin.dependency_status()}
+    admin = console(FakeShards([]), probes={"dynamodb": lambda: None, "citrus": citrus_probe})
+    status = {check.name: check.up for check in admin.dependencies.dependency_status()}
     assert status == {"dynamodb": True, "citrus": False}
     assert calls == ["citrus"]
-    assert [c.name for c in service(FakeShards([])).dependency_status()] == []
+    assert [c.name for c in service(FakeShards([])).dependencies.dependency_status()] == []
 
 
 def test_dependency_status_leaves_an_unmeasured_latency_unset() -> None:
     """A probe that did not answer has no latency on the wire (absent, not 0 s); one that did has it."""
     from simplu.v1 import shard_admin_pb2
 
-    from simplu_grpc.domain.authz import Authorizer
-    from simplu_grpc.domain.principal import Principal
+    from simplu_grpc.domain.auth.authz import Authorizer
+    from simplu_grpc.domain.auth.principal import Principal
     from simplu_grpc.services.shard_admin import ShardAdminServicer
 
     release = threading.Event()
-    admin = ShardAdminService(
-        shards=FakeShards([]),
-        pools=NoPools(),
-        routing=FakeRouting(),
-        businesses=None,  # type: ignore[arg-type]  # not used here
-        near_capacity_percent=80.0,
+    admin = console(
+        FakeShards([]),
         probes={"hung": lambda: release.wait(10), "ok": lambda: None},
         prober=DependencyProber(probe_timeout=0.2),
     )
-    servicer = ShardAdminServicer(admin=admin, authorizer=Authorizer(admin_group="admin"))
+    servicer = ShardAdminServicer(
+        admin=admin,
+        authorizer=Authorizer(admin_group="admin"),
+        moves=None,  # type: ignore[arg-type]  # the location-move RPCs are not called here
+    )
     operator = Principal(
         subject="op", username="op", token_use="access", client_id="app", groups=frozenset({"admin"})
     )

@@ -1,11 +1,13 @@
-"""CitrusDirectory: unknown locations are registered on first use, and business info is told."""
+"""CitrusDirectory: lookup never registers; registering tells business info (best effort).
+
+Register-on-miss itself is the routing cache's (tests/unit/test_routing_cache.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from simplu_grpc.adapters.shard_directory import CitrusDirectory
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.adapters.citrus.shard_directory import CitrusDirectory
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import BusinessStoreUnavailable
 
 SHARD = ShardAssignment(shard_id="shard-01", connection_string="postgresql://u:p@h/db", is_active=True)
@@ -28,16 +30,25 @@ def test_a_known_location_is_not_registered_again() -> None:
     """A location Citrus knows is routed without registering it or touching business info."""
     citrus, noted = _Citrus(known=True), []
     directory = CitrusDirectory(citrus, on_registered=lambda b, loc: noted.append((b, loc)))
-    assert directory.get_shard("acme", "main", "DENTAL") is SHARD
+    assert directory.get_shard("acme", "main") is SHARD
+    assert citrus.registered == []
+    assert noted == []
+
+
+def test_lookup_of_an_unknown_location_registers_nothing() -> None:
+    """A 404 at Citrus is None: lookup is not registration (the caller decides to register)."""
+    citrus, noted = _Citrus(known=False), []
+    directory = CitrusDirectory(citrus, on_registered=lambda b, loc: noted.append((b, loc)))
+    assert directory.get_shard("acme", "main") is None
     assert citrus.registered == []
     assert noted == []
 
 
 def test_an_unknown_location_is_registered_and_recorded() -> None:
-    """A 404 at Citrus registers the location (lowercase type) and reports it to business info."""
+    """Registering sends the lowercase type to Citrus and reports the registration to business info."""
     citrus, noted = _Citrus(known=False), []
     directory = CitrusDirectory(citrus, on_registered=lambda b, loc: noted.append((b, loc)))
-    assert directory.get_shard("acme", "main", "DENTAL") is SHARD
+    assert directory.register("acme", "main", "DENTAL") is SHARD
     assert citrus.registered == [("acme", "main", "dental")]
     assert noted == [("acme", "main")]
 
@@ -49,6 +60,6 @@ def test_failing_bookkeeping_does_not_fail_the_route(caplog: pytest.LogCaptureFi
         raise BusinessStoreUnavailable("dynamodb down")
 
     directory = CitrusDirectory(_Citrus(known=False), on_registered=fail)
-    assert directory.get_shard("acme", "main", "GYM") is SHARD
+    assert directory.register("acme", "main", "GYM") is SHARD
     assert "could not record it" in caplog.text
     assert "u:p@" not in caplog.text

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from simplu_grpc.domain.tenant_load import BUCKET_SECONDS, WINDOW_MINUTES_MAX, LoadOrder, TenantLoad
+from simplu_grpc.domain.admin.tenant_load import BUCKET_SECONDS, WINDOW_MINUTES_MAX, LoadOrder, TenantLoad
 from tests.fixtures.clock import FakeClock
 
 MS = 1_000_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from simplu_grpc.domain.tenant_load import TenantLoad
+from simplu_grpc.domain.admin.tenant_load import TenantLoad
 from simplu_grpc.metrics import Metrics
 from simplu_grpc.wiring import top_tenants
 from tests.fixtures.clock import FakeClock

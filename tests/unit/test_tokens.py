@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simplu_grpc.adapters.jwks import JWKS_UNAVAILABLE, JwksClient
-from simplu_grpc.domain import tokens
-from simplu_grpc.domain.tokens import TokenVerifier
+from simplu_grpc.adapters.cognito import token_verifier as tokens
+from simplu_grpc.adapters.cognito.jwks import JWKS_UNAVAILABLE, JwksClient
+from simplu_grpc.adapters.cognito.token_verifier import TokenVerifier
 from simplu_grpc.errors import Unauthenticated, Unavailable
 from simplu_grpc.metrics import Metrics
 from tests.fixtures.clock import FakeClock

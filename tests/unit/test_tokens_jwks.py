@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from simplu_grpc import context as request_context
-from simplu_grpc.adapters.jwks import JWKS_UNAVAILABLE, JwksClient
+from simplu_grpc.adapters.cognito.jwks import JWKS_UNAVAILABLE, JwksClient
 from simplu_grpc.errors import DeadlineExceeded, Unavailable
 from simplu_grpc.metrics import Metrics
 from tests.fixtures.clock import FakeClock

@@ -19,7 +19,7 @@ from typing import Protocol
 from simplu_grpc.domain.location_moves.model import Move, Phase, Request
 from simplu_grpc.domain.location_moves.ports import MoveRecords
 from simplu_grpc.domain.location_moves.runner import MoveRunner
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.shards import ShardAssignment
 
 
 class LegacyLocations(Protocol):

@@ -32,7 +32,7 @@ from typing import Any
 
 from simplu_grpc.domain.location_moves.model import Move, Phase, Request, Verification
 from simplu_grpc.domain.location_moves.ports import Placement, ShardCopier
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.shards import ShardAssignment
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from simplu_grpc.domain.location_moves.model import Checksum, Move, Request
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.shards import ShardAssignment
 
 
 class MoveRecords(Protocol):

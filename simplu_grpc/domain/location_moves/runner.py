@@ -20,7 +20,7 @@ from collections.abc import Callable
 from simplu_grpc.domain.location_moves.engine import MoveEngine
 from simplu_grpc.domain.location_moves.model import Move
 from simplu_grpc.domain.location_moves.ports import MoveRecords, Placement
-from simplu_grpc.domain.shards import ShardAssignment
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import SimpluError
 
 log = logging.getLogger(__name__)

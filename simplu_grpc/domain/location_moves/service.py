@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from simplu_grpc.domain.business import Business
+from simplu_grpc.domain.business.model import Business
+from simplu_grpc.domain.checks import Violations, check_business_id, check_id, check_text
 from simplu_grpc.domain.location_moves.model import Move, Phase, Request
 from simplu_grpc.domain.location_moves.ports import MoveRecords, Placement
 from simplu_grpc.domain.location_moves.runner import MoveRunner
-from simplu_grpc.domain.shards import ShardAssignment
-from simplu_grpc.domain.validation import Violations, check_business_id, check_id, check_text
+from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, SimpluError
 
 _SHARD_ID_MAX = 200

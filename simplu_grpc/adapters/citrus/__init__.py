@@ -1,0 +1,1 @@
+"""The Citrus shard-server adapter: HTTP client (client.py) and shard directories (shard_directory.py)."""

@@ -1,0 +1,1 @@
+"""Cognito: the JWKS client and token verification (PyJWT lives only here)."""

@@ -1,0 +1,1 @@
+"""ShardAdmin use cases and the admin aggregate's ports."""

@@ -1,0 +1,1 @@
+"""Who the caller is (Principal), the permission model, and authorization decisions."""

@@ -1,0 +1,1 @@
+"""The business aggregate: model, validation, use cases, Citrus bookkeeping, cache and ports."""

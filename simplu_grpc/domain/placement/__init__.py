@@ -1,0 +1,1 @@
+"""Where tenants live: shard assignments (shards.py) and the routing cache (routing.py)."""
