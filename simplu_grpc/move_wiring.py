@@ -10,18 +10,14 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from simplu_grpc.adapters.citrus.move_placement import DirectoryPlacement, RegisteredPlacement
 from simplu_grpc.adapters.citrus.shard_directory import (
     CitrusDirectory,
     SingleDatabaseDirectory,
     single_database_dsn,
 )
-from simplu_grpc.adapters.move_copier import MoveCopier
-from simplu_grpc.adapters.move_placement import (
-    DirectoryPlacement,
-    LegacyLocationReader,
-    RegisteredPlacement,
-)
-from simplu_grpc.adapters.move_state import MoveState
+from simplu_grpc.adapters.postgres.move_copier import MoveCopier
+from simplu_grpc.adapters.postgres.move_state import LegacyLocationReader, MoveState
 from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
 from simplu_grpc.domain.location_moves.adoption import Adopted, adopt
 from simplu_grpc.domain.location_moves.engine import MoveEngine, MoveLimits

@@ -636,7 +636,7 @@ SELECT %s, %s, 'clients', 'r' || g, %s, jsonb_build_object('n', g) FROM generate
 def test_copy_steps_repeated_after_a_crash_add_no_duplicate_history(moves: MoveStack) -> None:
     """A history or catch-up batch copied twice (a step that died before saving its progress is
     repeated) leaves one copy of each change on the target."""
-    from simplu_grpc.adapters.move_copier import MoveCopier
+    from simplu_grpc.adapters.postgres.move_copier import MoveCopier
 
     business_id = moves.business("main")
     source = moves.shard_of(business_id, "main")

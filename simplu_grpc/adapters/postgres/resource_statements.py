@@ -40,7 +40,7 @@ prune_changes AS (
 # statement reads the fence first, in the same statement, and changes nothing when there is one;
 # its answer row says which fence stopped it (``fence``, ``fence_move``). A primary-key probe of
 # a table that is empty but for the few locations in a move: no extra round trip on the warm path.
-# A writer whose snapshot predates a new fence is waited out by the move (adapters/move_copier.py).
+# A writer whose snapshot predates a new fence is waited out by the move (adapters/postgres/move_copier.py).
 FENCE = """fence AS (
     SELECT state, move_id FROM location_fences WHERE business_id = %(b)s AND location_id = %(l)s
 )"""

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from simplu_grpc.adapters.postgres.pool_registry import PoolRegistry
 from simplu_grpc.domain.placement.ports import ShardDirectory
 from simplu_grpc.domain.placement.shards import CapacityInfo, ShardAssignment
 from simplu_grpc.errors import FailedPrecondition
@@ -104,18 +103,3 @@ class RegisteredPlacement:
                 f"Citrus no longer routes {business_id}/{location_id} to {shard_id}; the move stops"
             )
         return found
-
-
-class LegacyLocationReader:
-    """The locations with resources in the single database (for ``move-to-citrus``)."""
-
-    def __init__(self, pools: PoolRegistry) -> None:
-        self._pools = pools
-
-    def locations(self, shard: ShardAssignment) -> list[tuple[str, str, str]]:
-        with self._pools.connection(shard) as session:
-            rows = session.run(
-                "SELECT business_id, location_id, min(business_type) AS business_type FROM resources"
-                " GROUP BY business_id, location_id ORDER BY business_id, location_id"
-            )
-        return [(row["business_id"], row["location_id"], row["business_type"]) for row in rows]

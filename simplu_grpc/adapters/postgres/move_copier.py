@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from simplu_grpc.adapters.move_statements import (
+from simplu_grpc.adapters.postgres.move_statements import (
     CHANGE_COLUMNS,
     CHANGE_CTES,
     CHECKSUM,

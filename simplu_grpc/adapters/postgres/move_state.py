@@ -1,6 +1,7 @@
 """Durable location-move records (MoveRecords) in the ``location_moves`` table of the move's
 source shard (migration 0007), with a lease: one replica runs a move's steps at a time, and a
-move whose runner died (its lease expired) is taken over by the next replica that looks."""
+move whose runner died (its lease expired) is taken over by the next replica that looks. Also the
+locations a single database holds, for ``simplu-grpc move-to-citrus`` (LegacyLocationReader)."""
 
 from __future__ import annotations
 
@@ -207,3 +208,18 @@ UPDATE location_moves SET lease_until = '-infinity' WHERE move_id = %(id)s AND o
                 self._scanned[info.shard_id] = datetime.now(UTC)
             found += [(info.shard_id, str(row["move_id"])) for row in rows]
         return found
+
+
+class LegacyLocationReader:
+    """The locations with resources in the single database (for ``move-to-citrus``)."""
+
+    def __init__(self, pools: PoolRegistry) -> None:
+        self._pools = pools
+
+    def locations(self, shard: ShardAssignment) -> list[tuple[str, str, str]]:
+        with self._pools.connection(shard) as session:
+            rows = session.run(
+                "SELECT business_id, location_id, min(business_type) AS business_type FROM resources"
+                " GROUP BY business_id, location_id ORDER BY business_id, location_id"
+            )
+        return [(row["business_id"], row["location_id"], row["business_type"]) for row in rows]
