@@ -10,9 +10,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
-from simplu_grpc.domain.business.model import Business
+from simplu_grpc.domain.admin.routing import existing_location
+from simplu_grpc.domain.business.ports import BusinessRepository
 from simplu_grpc.domain.checks import Violations, check_business_id, check_id, check_text
 from simplu_grpc.domain.location_moves.model import Move, Phase, Request
 from simplu_grpc.domain.location_moves.ports import MoveRecords, Placement
@@ -21,10 +21,6 @@ from simplu_grpc.domain.placement.shards import ShardAssignment
 from simplu_grpc.errors import FailedPrecondition, InvalidArgument, NotFound, SimpluError
 
 _SHARD_ID_MAX = 200
-
-
-class BusinessReader(Protocol):
-    def get(self, business_id: str) -> Business | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +40,7 @@ class LocationMoves:
         records: MoveRecords,
         placement: Placement,
         runner: MoveRunner,
-        businesses: BusinessReader,
+        businesses: BusinessRepository,
         route_settle_seconds: float = 0.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
@@ -65,14 +61,7 @@ class LocationMoves:
         check_id(v, "location_id", location_id)
         check_text(v, "target_shard_id", target_shard_id, max_length=_SHARD_ID_MAX, required=True)
         v.raise_if_any()
-        business = self._businesses.get(business_id)
-        if business is None:
-            raise NotFound(f"business {business_id!r} not found", metadata={"business_id": business_id})
-        if business.location(location_id) is None:
-            raise NotFound(
-                f"location {location_id!r} not found in business {business_id!r}",
-                metadata={"business_id": business_id, "location_id": location_id},
-            )
+        business = existing_location(self._businesses, business_id, location_id)
         target = self._placement.shard(target_shard_id)
         if target is None:
             raise NotFound(
