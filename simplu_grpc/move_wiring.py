@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from simplu_grpc import tracing
 from simplu_grpc.adapters.citrus.move_placement import DirectoryPlacement, RegisteredPlacement
 from simplu_grpc.adapters.citrus.shard_directory import (
     CitrusDirectory,
@@ -52,6 +53,7 @@ def _runner(settings: Settings, pools: PoolRegistry, placement: DirectoryPlaceme
         owner=owner,
         lease_seconds=settings.move_lease_seconds,
         scan_interval=settings.move_scan_seconds,
+        background=tracing.untraced,
     )
 
 

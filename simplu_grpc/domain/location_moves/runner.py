@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 from simplu_grpc.domain.location_moves.engine import MoveEngine
 from simplu_grpc.domain.location_moves.model import Move
@@ -40,6 +41,7 @@ class MoveRunner:
         scan_interval: float = 10.0,
         retry_delay: float = 1.0,
         on_step: Callable[[Move], None] | None = None,
+        background: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
         if lease_seconds <= 0 or scan_interval <= 0 or retry_delay < 0:
             raise ValueError("lease_seconds and scan_interval must be positive, retry_delay >= 0")
@@ -51,6 +53,9 @@ class MoveRunner:
         self._scan_interval = scan_interval
         self._retry_delay = retry_delay
         self._on_step = on_step
+        # Entered by every thread of the runner (the wiring passes tracing.untraced: maintenance
+        # does not start a trace per statement).
+        self._background = background
         # Guards _running (move ids with a live thread here) and _scanner.
         self._lock = threading.Lock()
         self._running: dict[str, threading.Thread] = {}
@@ -92,6 +97,10 @@ class MoveRunner:
             self.kick(shard_id, move_id)
 
     def _scan_loop(self) -> None:
+        with self._background():
+            self._scan_until_stopped()
+
+    def _scan_until_stopped(self) -> None:
         while not self._stop.is_set():
             try:
                 self.scan()
@@ -102,6 +111,10 @@ class MoveRunner:
             self._stop.wait(self._scan_interval)
 
     def _run(self, source_shard: str, move_id: str) -> None:
+        with self._background():
+            self._steps(source_shard, move_id)
+
+    def _steps(self, source_shard: str, move_id: str) -> None:
         try:
             while not self._stop.is_set():
                 try:
