@@ -16,7 +16,7 @@ PROTO_DEPS_STAMP := $(PROTO_DEPS)/.stamp
 # The released contracts that `buf breaking` compares against (a buf image, committed).
 PROTO_BASELINE := protos/simplu/v1.image.binpb
 
-.PHONY: run test check protos clean bench install client-wheel lint typecheck proto-lint proto-breaking proto-baseline k8s-validate alerts-check
+.PHONY: run test test-long check protos clean bench install client-wheel lint typecheck proto-lint proto-breaking proto-baseline k8s-validate alerts-check
 
 # The venv is rebuilt when pyproject.toml changes; nothing is installed by hand.
 $(BIN)/simplu-grpc: pyproject.toml clients/python/pyproject.toml
@@ -39,6 +39,11 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The long acceptance runs (minutes): a 100,000-resource location moved under load through two
+# server processes, and a move resumed after its server was killed (tests/long/).
+test-long: install
+	SIMPLU_LONG_TESTS=1 $(BIN)/python -m pytest tests/long -s -p no:randomly --timeout=3600 $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check simplu_grpc tests bench clients

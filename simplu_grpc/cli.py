@@ -1,5 +1,6 @@
-"""The ``simplu-grpc`` command: ``serve``, ``dev`` (the whole local stack), ``migrate`` and the
-business-info table's one-shot migrations (``rewrite-items``, ``index-members``).
+"""The ``simplu-grpc`` command: ``serve``, ``dev`` (the whole local stack), ``migrate``, the
+business-info table's one-shot migrations (``rewrite-items``, ``index-members``) and
+``move-to-citrus`` (a single-database deployment's locations onto their Citrus shards).
 
 Configuration comes from the environment (DESIGN §9); a bad value stops the command with
 ``configuration error: <message naming the variable>`` and exit status 2.
@@ -77,6 +78,19 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument(
         "--batch-size", type=_positive_int, default=500, help="rows per table per batch (default 500)"
     )
+    adopt = commands.add_parser(
+        "move-to-citrus",
+        help="move every location of the single database (DATABASE_*) onto the shard Citrus"
+        " (CITRUS_SERVER_URL) assigns it, online, one location after the other; resumable",
+    )
+    adopt.add_argument(
+        "--dry-run", action="store_true", help="list the locations and their moves, move nothing"
+    )
+    adopt.add_argument(
+        "--finalize",
+        action="store_true",
+        help="delete the single database's copy of every switched location (after the servers use Citrus)",
+    )
     return parser
 
 
@@ -127,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "purge-businesses":
             return _purge(settings, business_id=args.business_id, batch_size=args.batch_size)
+        if args.command == "move-to-citrus":
+            return _move_to_citrus(settings, finalize=args.finalize, dry_run=args.dry_run)
         return _migrate(settings)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
@@ -205,6 +221,27 @@ def _migrate(settings: Settings) -> int:
     if not outcomes:
         print("no shards to migrate")
     return EXIT_FAILURE if failed else 0
+
+
+def _move_to_citrus(settings: Settings, *, finalize: bool, dry_run: bool) -> int:
+    """One line per location: where it goes, its move id and phase."""
+    from simplu_grpc.domain.location_moves.adoption import Adopted
+    from simplu_grpc.domain.location_moves.model import Phase
+    from simplu_grpc.move_wiring import run_move_to_citrus
+
+    def report(outcome: Adopted) -> None:
+        error = f" ({outcome.error})" if outcome.error else ""
+        print(
+            f"{outcome.business_id}/{outcome.location_id} -> {outcome.target_shard}:"
+            f" {outcome.phase.value} {outcome.move_id}{error}",
+            flush=True,
+        )
+
+    with _errors_only_logging():
+        outcomes = run_move_to_citrus(settings, finalize=finalize, dry_run=dry_run, on_done=report)
+    if not outcomes:
+        print("no locations with resources in the database")
+    return EXIT_FAILURE if any(o.phase is Phase.FAILED for o in outcomes) else 0
 
 
 def _table_migration(command: str, settings: Settings, *, dry_run: bool, start_after: str | None) -> int:

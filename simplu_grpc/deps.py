@@ -24,6 +24,7 @@ from simplu_grpc.domain.business.invitations import InvitationOps
 from simplu_grpc.domain.business.lifecycle import BusinessLifecycle
 from simplu_grpc.domain.business.search import BusinessDiscovery
 from simplu_grpc.domain.business.team import TeamOps
+from simplu_grpc.domain.location_moves.service import LocationMoves
 from simplu_grpc.domain.placement.ports import ShardDirectory
 from simplu_grpc.domain.placement.routing import RoutingCache
 from simplu_grpc.domain.resources.ops import ResourceOps
@@ -62,6 +63,7 @@ class Deps:
     watch_ops: WatchOps
     # --- ShardAdminService ---
     shard_admin: ShardAdmin
+    location_moves: LocationMoves
     # Called in reverse order at shutdown, after the server stopped: pools, HTTP clients.
     closers: list[Callable[[], None]]
     # Readiness is SERVING while any of these answers True (DESIGN §3: NOT_SERVING only when

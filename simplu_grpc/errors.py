@@ -20,6 +20,8 @@ INTERNAL with a generic message; its traceback goes to the log only.
     ├── Unavailable              UNAVAILABLE
     │   ├── ShardUnavailable          reason SHARD_UNAVAILABLE
     │   │   └── CommitOutcomeUnknown  reason COMMIT_OUTCOME_UNKNOWN
+    │   ├── LocationFrozen            reason LOCATION_FROZEN (a move's write freeze)
+    │   ├── LocationMoved             reason LOCATION_MOVED (the shard fenced a moved location)
     │   ├── CitrusUnavailable         reason CITRUS_UNAVAILABLE
     │   └── BusinessStoreUnavailable  reason BUSINESS_STORE_UNAVAILABLE
     └── DeadlineExceeded         DEADLINE_EXCEEDED
@@ -58,6 +60,8 @@ __all__ = [
     "FailedPrecondition",
     "FieldViolation",
     "InvalidArgument",
+    "LocationFrozen",
+    "LocationMoved",
     "NotFound",
     "PermissionDenied",
     "Reason",
@@ -91,6 +95,10 @@ RETRY_DELAY_BY_REASON: Mapping[Reason, timedelta] = {
     # After a failed fetch the JWKS client waits 1 s (adapters/cognito/jwks.py _FAILED_RETRY_SECONDS)
     # before fetching again: a retry sooner meets the same remembered failure.
     "JWKS_UNAVAILABLE": timedelta(seconds=1),
+    # A move's write freeze lasts well under 2 s (final catch-up, verification, switch).
+    "LOCATION_FROZEN": timedelta(milliseconds=250),
+    # The shard directory is about to name the new shard (a route refresh is already under way).
+    "LOCATION_MOVED": timedelta(milliseconds=250),
 }
 
 
@@ -207,6 +215,19 @@ class CommitOutcomeUnknown(ShardUnavailable):
     write may or may not have been applied. A retry with the same ``request_id`` is the safe way on."""
 
     default_reason: Reason = "COMMIT_OUTCOME_UNKNOWN"
+
+
+class LocationFrozen(Unavailable):
+    """The shard refused a write: the location is in a move's short write freeze (reads are served)."""
+
+    default_reason: Reason = "LOCATION_FROZEN"
+
+
+class LocationMoved(Unavailable):
+    """The shard refused a write: the location now lives on another shard. ResourceOps refreshes
+    the route and retries there; a caller sees this only while the directory still names this shard."""
+
+    default_reason: Reason = "LOCATION_MOVED"
 
 
 class CitrusUnavailable(Unavailable):

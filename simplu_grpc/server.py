@@ -99,7 +99,7 @@ def simplu_services(settings: Settings, deps: Deps) -> list[Registration]:
         ),
         Registration(
             shard_admin_pb2.DESCRIPTOR.services_by_name["ShardAdminService"],
-            ShardAdminServicer(admin=deps.shard_admin, authorizer=deps.authorizer),
+            ShardAdminServicer(admin=deps.shard_admin, authorizer=deps.authorizer, moves=deps.location_moves),
         ),
     ]
 

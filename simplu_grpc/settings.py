@@ -135,6 +135,14 @@ class Settings:
     # changes each may have waiting for a slow reader before it ends (WATCH_TOO_SLOW).
     watch_max_streams: int = 128
     watch_buffer_size: int = 1000
+    # Location moves (issue 13): how long a replica holds a move it runs before another may take
+    # it over (a killed server's move resumes after at most this), how often each replica looks
+    # for such moves, rows per copy batch, and how many changes may be left when the write freeze
+    # starts (the freeze's length follows it).
+    move_lease_seconds: float = 30.0
+    move_scan_seconds: float = 10.0
+    move_batch_rows: int = 1000
+    move_freeze_lag: int = 200
 
     @property
     def cognito_issuer(self) -> str:
@@ -410,4 +418,12 @@ class _Reader:
             watch_buffer_size=self.int_(
                 "WATCH_BUFFER_SIZE", d.watch_buffer_size, minimum=1, maximum=1_000_000
             ),
+            move_lease_seconds=self.float_(
+                "MOVE_LEASE_SECONDS", d.move_lease_seconds, minimum=1, maximum=3600
+            ),
+            move_scan_seconds=self.float_(
+                "MOVE_SCAN_SECONDS", d.move_scan_seconds, minimum=0.1, maximum=3600
+            ),
+            move_batch_rows=self.int_("MOVE_BATCH_ROWS", d.move_batch_rows, minimum=10, maximum=100_000),
+            move_freeze_lag=self.int_("MOVE_FREEZE_LAG", d.move_freeze_lag, minimum=0, maximum=100_000),
         )

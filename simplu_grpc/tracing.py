@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -31,6 +32,8 @@ class _State:
 
 _state = _State()
 _NULL = contextlib.nullcontext()
+# Set by ``untraced`` (per thread / context): spans are not started there.
+_untraced: ContextVar[bool] = ContextVar("simplu_untraced", default=False)
 
 
 def enabled() -> bool:
@@ -69,12 +72,23 @@ def use(provider: TracerProvider) -> Callable[[], None]:
     return shutdown
 
 
+@contextlib.contextmanager
+def untraced() -> Iterator[None]:
+    """No spans in this context: background maintenance (location moves) that would otherwise
+    start a new trace for every statement it runs."""
+    token = _untraced.set(True)
+    try:
+        yield
+    finally:
+        _untraced.reset(token)
+
+
 def span(
     name: str, *, kind: trace.SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, Any] | None = None
 ) -> contextlib.AbstractContextManager[Any]:
-    """A child span of the current one (a null context while tracing is off)."""
+    """A child span of the current one (a null context while tracing is off, or ``untraced``)."""
     tracer = _state.tracer
-    if tracer is None:
+    if tracer is None or _untraced.get():
         return _NULL
     return tracer.start_as_current_span(name, kind=kind, attributes=attributes)
 

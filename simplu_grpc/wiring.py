@@ -8,6 +8,7 @@ CLI (``simplu-grpc migrate``) and the tests build from the same factories:
 - ``build_people``: invitations (the Cognito pool's admin API), ListMembers, TransferOwnership;
 - ``build_resources``: the shard directory, routing cache, pool registry, ResourceOps;
 - ``build_admin``: the ShardAdmin use cases;
+- ``move_wiring.build_location_moves``: location moves (their use cases and this replica's runner);
 - ``build_shard_source`` / ``build_migrations``: what ``simplu-grpc migrate`` needs alone;
 - ``build_deps``: all of them, into ``Deps``;
 - ``build_purge``: what ``simplu-grpc purge-businesses`` needs alone.
@@ -74,6 +75,7 @@ from simplu_grpc.domain.resources.results import Limits
 from simplu_grpc.domain.watch_ops import WatchLimits, WatchOps
 from simplu_grpc.health import ReadinessCheck, probe_check
 from simplu_grpc.metrics import Metrics, TenantGauge
+from simplu_grpc.move_wiring import build_location_moves
 from simplu_grpc.settings import Settings
 
 if TYPE_CHECKING:
@@ -376,6 +378,7 @@ def build_deps(settings: Settings, *, cache_source: CacheSource | None = None) -
         people = build_people(settings, life, auth, business)
         resources = build_resources(settings, life, auth, business)
         admin = build_admin(settings, life, auth, business, resources)
+        moves = build_location_moves(settings, life, business, resources)
     except BaseException:
         life.close()
         raise
@@ -398,6 +401,7 @@ def build_deps(settings: Settings, *, cache_source: CacheSource | None = None) -
         resource_ops=resources.ops,
         watch_ops=resources.watch,
         shard_admin=admin,
+        location_moves=moves,
         closers=life.closers,
         readiness_checks=life.readiness_checks,
     )

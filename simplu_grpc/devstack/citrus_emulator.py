@@ -14,6 +14,10 @@ Endpoints (every one needs ``Authorization: Bearer <api key>``; JSON in and out)
 - ``DELETE /api/shard/{businessId-locationId}`` -> ``{removed: true, shardId}``; 404 when not registered.
   NOT in DESIGN §5: the purge of a deleted business assumes a Citrus that offers it
   (``adapters.citrus.CitrusClient.unregister``); ``offer_unregister(False)`` answers 405 instead.
+- ``PUT  /api/shard/{businessId-locationId}`` ``{shardId}`` -> CitrusShardResponse: places a registered
+  location on that shard (a location move's switch; what the client assumes of the real server is in
+  adapters/citrus.py). 404 for an unregistered key or an unknown shard. Business counts follow: the
+  business counts on the new shard, and on the old one only while another of its locations stays there.
 
 CitrusShardResponse = ``{shardId, connectionString, isActive, lastHealthCheck, businessCount,
 maxBusinesses}``.
@@ -62,7 +66,7 @@ __all__ = ["BUSINESS_TYPES", "CALL_KINDS", "CitrusEmulator", "ShardState"]
 log = logging.getLogger(__name__)
 
 BUSINESS_TYPES = frozenset({"dental", "gym", "hotel"})
-CALL_KINDS = ("get_shard", "register", "health", "capacity", "unregister")
+CALL_KINDS = ("get_shard", "register", "health", "capacity", "unregister", "place")
 _MAX_BODY = 64 * 1024
 _MAX_ID = 64
 
@@ -318,6 +322,28 @@ class CitrusEmulator:
                     del self._business_shard[business_id]
             return {"removed": True, "shardId": shard_id}
 
+    def place(self, key: str, shard_id: str) -> dict[str, Any]:
+        """Put a registered location on ``shard_id`` (a move's switch); 404s as documented above."""
+        business_id = key.split("-", 1)[0]
+        with self._lock:
+            old = self._registrations.get(key)
+            if old is None:
+                raise _HttpError(HTTPStatus.NOT_FOUND, "not_found", "shard key is not registered")
+            shard = self._shards.get(shard_id)
+            if shard is None:
+                raise _HttpError(HTTPStatus.NOT_FOUND, "not_found", "unknown shard id")
+            self._registrations[key] = shard_id
+            shard.businesses.add(business_id)
+            still_there = any(
+                k.split("-", 1)[0] == business_id and s == old for k, s in self._registrations.items()
+            )
+            if not still_there:
+                self._shards[old].businesses.discard(business_id)
+            if self._business_shard.get(business_id) == old and not still_there:
+                self._business_shard[business_id] = shard_id
+            log.debug("placed %s on %s (was %s)", key, shard_id, old)
+            return shard.to_json(self.capacity)
+
     def health(self) -> list[dict[str, Any]]:
         with self._lock:
             targets = [(s.shard_id, s.connection_string) for s in self._shards.values()]
@@ -426,6 +452,8 @@ class CitrusEmulator:
         if kind == "health":
             return 200, self.health()
         payload = _json_object(body)
+        if kind == "place":
+            return 200, self.place(arg, _str_field(payload, "shardId"))
         business_id = _id_field(payload, "businessId", allow_dash=False)
         location_id = _id_field(payload, "locationId", allow_dash=True)
         business_type = payload.get("businessType")
@@ -497,9 +525,11 @@ def _route(method: str, path: str) -> tuple[str, str]:
             kind, arg = "get_shard", unquote(rest)
             if method == "DELETE":
                 kind = "unregister"
+            elif method == "PUT":
+                kind = "place"
         else:
             raise _HttpError(HTTPStatus.NOT_FOUND, "not_found", "no such endpoint")
-        allowed = "DELETE" if kind == "unregister" else "GET"
+        allowed = {"unregister": "DELETE", "place": "PUT"}.get(kind, "GET")
         if not arg:
             raise _HttpError(HTTPStatus.NOT_FOUND, "not_found", "no such endpoint")
     else:

@@ -21,9 +21,11 @@ from simplu_grpc.domain.admin.routing import LocationShardView
 from simplu_grpc.domain.admin.shards import UsageOrder
 from simplu_grpc.domain.admin.usage import TenantOrder, TenantUsageReport
 from simplu_grpc.domain.auth.authz import Authorizer
+from simplu_grpc.domain.location_moves.service import LocationMoves
 from simplu_grpc.domain.pool_stats import PoolStatsInfo
 from simplu_grpc.errors import InvalidArgument
 from simplu_grpc.services.business_proto import TYPE_FROM_PROTO, timestamp
+from simplu_grpc.services.location_moves import LocationMoveRpcs
 
 T = TypeVar("T")
 _FINDINGS = {
@@ -45,7 +47,7 @@ _TENANT_ORDERS: dict[int, TenantOrder] = {
 }
 
 
-class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServiceServicer):
+class ShardAdminServicer(LocationMoveRpcs, shard_admin_pb2_grpc.ShardAdminServiceServicer):
     """The operators' console; errors are domain errors, mapped to statuses by the interceptor."""
 
     def __init__(
@@ -53,9 +55,11 @@ class ShardAdminServicer(shard_admin_pb2_grpc.ShardAdminServiceServicer):
         *,
         admin: ShardAdmin,
         authorizer: Authorizer,
+        moves: LocationMoves,
     ) -> None:
         self._admin = admin
         self._authorizer = authorizer
+        self._moves = moves
 
     def _require_admin(self) -> None:
         self._authorizer.require_admin(context.principal())

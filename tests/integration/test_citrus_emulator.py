@@ -371,7 +371,14 @@ def test_capacity_reports_room_until_the_shard_is_full_and_404s_unknown_shards(
 
 def test_calls_are_counted_per_endpoint_kind_and_reset(citrus: CitrusEmulator) -> None:
     """Each API call (even a rejected one) counts under its kind; control calls do not; reset zeroes."""
-    assert citrus.calls == {"get_shard": 0, "register": 0, "health": 0, "capacity": 0, "unregister": 0}
+    assert citrus.calls == {
+        "get_shard": 0,
+        "register": 0,
+        "health": 0,
+        "capacity": 0,
+        "unregister": 0,
+        "place": 0,
+    }
     register(citrus, "b", "l")
     call(citrus, "GET", shard_path("b-l"))
     call(citrus, "GET", shard_path("nobody-l"))
@@ -379,10 +386,24 @@ def test_calls_are_counted_per_endpoint_kind_and_reset(citrus: CitrusEmulator) -
     call(citrus, "GET", "/api/shards/health")
     call(citrus, "GET", "/api/shard/shard-01/capacity")
     call(citrus, "GET", "/_control/calls")
-    assert citrus.calls == {"get_shard": 3, "register": 1, "health": 1, "capacity": 1, "unregister": 0}
+    assert citrus.calls == {
+        "get_shard": 3,
+        "register": 1,
+        "health": 1,
+        "capacity": 1,
+        "unregister": 0,
+        "place": 0,
+    }
     assert call(citrus, "GET", "/_control/calls")[1] == citrus.calls
     assert call(citrus, "POST", "/_control/reset_calls")[0] == 200
-    assert citrus.calls == {"get_shard": 0, "register": 0, "health": 0, "capacity": 0, "unregister": 0}
+    assert citrus.calls == {
+        "get_shard": 0,
+        "register": 0,
+        "health": 0,
+        "capacity": 0,
+        "unregister": 0,
+        "place": 0,
+    }
     citrus.reset_calls()
 
 

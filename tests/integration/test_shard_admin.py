@@ -838,6 +838,14 @@ ALL_RPCS: list[tuple[str, Message]] = [
     ("GetDependencyStatus", ADMIN.GetDependencyStatusRequest()),
     ("CheckConsistency", ADMIN.CheckConsistencyRequest()),
     ("GetTenantUsage", ADMIN.GetTenantUsageRequest(order_by=ADMIN.TENANT_USAGE_ORDER_STORED_BYTES)),
+    (
+        "StartLocationMove",
+        ADMIN.StartLocationMoveRequest(business_id="b", location_id="l", target_shard_id="shard-02"),
+    ),
+    ("GetLocationMove", ADMIN.GetLocationMoveRequest(move_id="m1")),
+    ("ListLocationMoves", ADMIN.ListLocationMovesRequest()),
+    ("RevertLocationMove", ADMIN.RevertLocationMoveRequest(move_id="m1")),
+    ("FinalizeLocationMove", ADMIN.FinalizeLocationMoveRequest(move_id="m1")),
 ]
 
 

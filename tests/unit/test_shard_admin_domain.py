@@ -231,7 +231,9 @@ def test_unknown_enum_numbers_are_invalid_argument() -> None:
     from simplu_grpc.services.shard_admin import ShardAdminServicer
 
     servicer = ShardAdminServicer(
-        admin=service(FakeShards([shard("shard-01", 1)])), authorizer=Authorizer(admin_group="admin")
+        admin=service(FakeShards([shard("shard-01", 1)])),
+        authorizer=Authorizer(admin_group="admin"),
+        moves=None,  # type: ignore[arg-type]  # the location-move RPCs are not called here
     )
     operator = Principal(
         subject="op", username="op", token_use="access", client_id="app", groups=frozenset({"admin"})
@@ -314,7 +316,11 @@ def test_dependency_status_leaves_an_unmeasured_latency_unset() -> None:
         probes={"hung": lambda: release.wait(10), "ok": lambda: None},
         prober=DependencyProber(probe_timeout=0.2),
     )
-    servicer = ShardAdminServicer(admin=admin, authorizer=Authorizer(admin_group="admin"))
+    servicer = ShardAdminServicer(
+        admin=admin,
+        authorizer=Authorizer(admin_group="admin"),
+        moves=None,  # type: ignore[arg-type]  # the location-move RPCs are not called here
+    )
     operator = Principal(
         subject="op", username="op", token_use="access", client_id="app", groups=frozenset({"admin"})
     )

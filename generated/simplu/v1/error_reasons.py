@@ -76,6 +76,14 @@ Reason = Literal[
     "WATCH_TOO_SLOW",
     "WATCH_INTERRUPTED",
     "WATCH_LIMIT",
+    "LOCATION_FROZEN",
+    "LOCATION_MOVED",
+    "MOVE_NOT_FOUND",
+    "MOVE_ALREADY_OPEN",
+    "TARGET_SHARD_FULL",
+    "MOVE_WRONG_PHASE",
+    "MOVE_TARGET_IS_SOURCE",
+    "MOVE_NOT_SETTLED",
 ]
 
 REASONS: Final[frozenset[str]] = frozenset(
@@ -153,5 +161,13 @@ REASONS: Final[frozenset[str]] = frozenset(
         "WATCH_TOO_SLOW",
         "WATCH_INTERRUPTED",
         "WATCH_LIMIT",
+        "LOCATION_FROZEN",
+        "LOCATION_MOVED",
+        "MOVE_NOT_FOUND",
+        "MOVE_ALREADY_OPEN",
+        "TARGET_SHARD_FULL",
+        "MOVE_WRONG_PHASE",
+        "MOVE_TARGET_IS_SOURCE",
+        "MOVE_NOT_SETTLED",
     }
 )

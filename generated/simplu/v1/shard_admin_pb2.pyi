@@ -32,6 +32,18 @@ class TenantUsageOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TENANT_USAGE_ORDER_ROWS: _ClassVar[TenantUsageOrder]
     TENANT_USAGE_ORDER_STORED_ROWS: _ClassVar[TenantUsageOrder]
     TENANT_USAGE_ORDER_STORED_BYTES: _ClassVar[TenantUsageOrder]
+
+class LocationMovePhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOCATION_MOVE_PHASE_UNSPECIFIED: _ClassVar[LocationMovePhase]
+    LOCATION_MOVE_PHASE_COPYING: _ClassVar[LocationMovePhase]
+    LOCATION_MOVE_PHASE_CATCHING_UP: _ClassVar[LocationMovePhase]
+    LOCATION_MOVE_PHASE_SWITCHED: _ClassVar[LocationMovePhase]
+    LOCATION_MOVE_PHASE_FINALIZING: _ClassVar[LocationMovePhase]
+    LOCATION_MOVE_PHASE_FINALIZED: _ClassVar[LocationMovePhase]
+    LOCATION_MOVE_PHASE_REVERTING: _ClassVar[LocationMovePhase]
+    LOCATION_MOVE_PHASE_REVERTED: _ClassVar[LocationMovePhase]
+    LOCATION_MOVE_PHASE_FAILED: _ClassVar[LocationMovePhase]
 FINDING_KIND_UNSPECIFIED: FindingKind
 FINDING_KIND_LOCATION_NOT_REGISTERED: FindingKind
 FINDING_KIND_SHARD_UNREACHABLE: FindingKind
@@ -46,6 +58,15 @@ TENANT_USAGE_ORDER_ERRORS: TenantUsageOrder
 TENANT_USAGE_ORDER_ROWS: TenantUsageOrder
 TENANT_USAGE_ORDER_STORED_ROWS: TenantUsageOrder
 TENANT_USAGE_ORDER_STORED_BYTES: TenantUsageOrder
+LOCATION_MOVE_PHASE_UNSPECIFIED: LocationMovePhase
+LOCATION_MOVE_PHASE_COPYING: LocationMovePhase
+LOCATION_MOVE_PHASE_CATCHING_UP: LocationMovePhase
+LOCATION_MOVE_PHASE_SWITCHED: LocationMovePhase
+LOCATION_MOVE_PHASE_FINALIZING: LocationMovePhase
+LOCATION_MOVE_PHASE_FINALIZED: LocationMovePhase
+LOCATION_MOVE_PHASE_REVERTING: LocationMovePhase
+LOCATION_MOVE_PHASE_REVERTED: LocationMovePhase
+LOCATION_MOVE_PHASE_FAILED: LocationMovePhase
 
 class PoolStats(_message.Message):
     __slots__ = ("shard_id", "target", "pool_min", "pool_max", "pool_size", "pool_available", "requests_waiting", "requests_num", "requests_errors", "connections_num", "connections_errors", "connections_lost", "create_time", "last_used_time")
@@ -438,3 +459,99 @@ class GetTenantUsageResponse(_message.Message):
     top_k: int
     storage: _containers.RepeatedCompositeFieldContainer[ShardStorageInfo]
     def __init__(self, tenants: _Optional[_Iterable[_Union[TenantUsage, _Mapping]]] = ..., replica: _Optional[_Union[ReplicaInfo, _Mapping]] = ..., window_minutes: _Optional[int] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., load_exact: _Optional[bool] = ..., tracked_locations: _Optional[int] = ..., top_k: _Optional[int] = ..., storage: _Optional[_Iterable[_Union[ShardStorageInfo, _Mapping]]] = ...) -> None: ...
+
+class MoveVerification(_message.Message):
+    __slots__ = ("source_rows", "target_rows", "source_checksum", "target_checksum", "matched", "verify_time")
+    SOURCE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    TARGET_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_TIME_FIELD_NUMBER: _ClassVar[int]
+    source_rows: int
+    target_rows: int
+    source_checksum: str
+    target_checksum: str
+    matched: bool
+    verify_time: _timestamp_pb2.Timestamp
+    def __init__(self, source_rows: _Optional[int] = ..., target_rows: _Optional[int] = ..., source_checksum: _Optional[str] = ..., target_checksum: _Optional[str] = ..., matched: _Optional[bool] = ..., verify_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class LocationMove(_message.Message):
+    __slots__ = ("move_id", "business_id", "location_id", "source_shard_id", "target_shard_id", "phase", "rows_copied", "changes_copied", "lag", "verification", "error", "create_time", "update_time", "switch_time", "freeze_duration", "requested")
+    MOVE_ID_FIELD_NUMBER: _ClassVar[int]
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_COPIED_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_COPIED_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SWITCH_TIME_FIELD_NUMBER: _ClassVar[int]
+    FREEZE_DURATION_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    move_id: str
+    business_id: str
+    location_id: str
+    source_shard_id: str
+    target_shard_id: str
+    phase: LocationMovePhase
+    rows_copied: int
+    changes_copied: int
+    lag: int
+    verification: MoveVerification
+    error: str
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    switch_time: _timestamp_pb2.Timestamp
+    freeze_duration: _duration_pb2.Duration
+    requested: str
+    def __init__(self, move_id: _Optional[str] = ..., business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., source_shard_id: _Optional[str] = ..., target_shard_id: _Optional[str] = ..., phase: _Optional[_Union[LocationMovePhase, str]] = ..., rows_copied: _Optional[int] = ..., changes_copied: _Optional[int] = ..., lag: _Optional[int] = ..., verification: _Optional[_Union[MoveVerification, _Mapping]] = ..., error: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., switch_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., freeze_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., requested: _Optional[str] = ...) -> None: ...
+
+class StartLocationMoveRequest(_message.Message):
+    __slots__ = ("business_id", "location_id", "target_shard_id")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    location_id: str
+    target_shard_id: str
+    def __init__(self, business_id: _Optional[str] = ..., location_id: _Optional[str] = ..., target_shard_id: _Optional[str] = ...) -> None: ...
+
+class GetLocationMoveRequest(_message.Message):
+    __slots__ = ("move_id",)
+    MOVE_ID_FIELD_NUMBER: _ClassVar[int]
+    move_id: str
+    def __init__(self, move_id: _Optional[str] = ...) -> None: ...
+
+class ListLocationMovesRequest(_message.Message):
+    __slots__ = ("business_id", "open_only")
+    BUSINESS_ID_FIELD_NUMBER: _ClassVar[int]
+    OPEN_ONLY_FIELD_NUMBER: _ClassVar[int]
+    business_id: str
+    open_only: bool
+    def __init__(self, business_id: _Optional[str] = ..., open_only: _Optional[bool] = ...) -> None: ...
+
+class ListLocationMovesResponse(_message.Message):
+    __slots__ = ("moves", "unreachable_shard_ids")
+    MOVES_FIELD_NUMBER: _ClassVar[int]
+    UNREACHABLE_SHARD_IDS_FIELD_NUMBER: _ClassVar[int]
+    moves: _containers.RepeatedCompositeFieldContainer[LocationMove]
+    unreachable_shard_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, moves: _Optional[_Iterable[_Union[LocationMove, _Mapping]]] = ..., unreachable_shard_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RevertLocationMoveRequest(_message.Message):
+    __slots__ = ("move_id",)
+    MOVE_ID_FIELD_NUMBER: _ClassVar[int]
+    move_id: str
+    def __init__(self, move_id: _Optional[str] = ...) -> None: ...
+
+class FinalizeLocationMoveRequest(_message.Message):
+    __slots__ = ("move_id",)
+    MOVE_ID_FIELD_NUMBER: _ClassVar[int]
+    move_id: str
+    def __init__(self, move_id: _Optional[str] = ...) -> None: ...

@@ -98,6 +98,31 @@ class ShardAdminServiceStub:
                 request_serializer=simplu_dot_v1_dot_shard__admin__pb2.GetTenantUsageRequest.SerializeToString,
                 response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.GetTenantUsageResponse.FromString,
                 _registered_method=True)
+        self.StartLocationMove = channel.unary_unary(
+                '/simplu.v1.ShardAdminService/StartLocationMove',
+                request_serializer=simplu_dot_v1_dot_shard__admin__pb2.StartLocationMoveRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.LocationMove.FromString,
+                _registered_method=True)
+        self.GetLocationMove = channel.unary_unary(
+                '/simplu.v1.ShardAdminService/GetLocationMove',
+                request_serializer=simplu_dot_v1_dot_shard__admin__pb2.GetLocationMoveRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.LocationMove.FromString,
+                _registered_method=True)
+        self.ListLocationMoves = channel.unary_unary(
+                '/simplu.v1.ShardAdminService/ListLocationMoves',
+                request_serializer=simplu_dot_v1_dot_shard__admin__pb2.ListLocationMovesRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.ListLocationMovesResponse.FromString,
+                _registered_method=True)
+        self.RevertLocationMove = channel.unary_unary(
+                '/simplu.v1.ShardAdminService/RevertLocationMove',
+                request_serializer=simplu_dot_v1_dot_shard__admin__pb2.RevertLocationMoveRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.LocationMove.FromString,
+                _registered_method=True)
+        self.FinalizeLocationMove = channel.unary_unary(
+                '/simplu.v1.ShardAdminService/FinalizeLocationMove',
+                request_serializer=simplu_dot_v1_dot_shard__admin__pb2.FinalizeLocationMoveRequest.SerializeToString,
+                response_deserializer=simplu_dot_v1_dot_shard__admin__pb2.LocationMove.FromString,
+                _registered_method=True)
 
 
 class ShardAdminServiceServicer:
@@ -198,6 +223,50 @@ class ShardAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartLocationMove(self, request, context):
+        """Starts moving a location's resources and change history to another shard online (copy in
+        batches while writes continue, catch up, a short write freeze, verification, switch). Answers
+        at once with the move (its move_id); the move runs in the background and survives restarts.
+        NOT_FOUND for an unknown business, location or shard; FAILED_PRECONDITION when the location is
+        already on the target (MOVE_TARGET_IS_SOURCE), has an open move (MOVE_ALREADY_OPEN) or the
+        target cannot take it (TARGET_SHARD_FULL).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLocationMove(self, request, context):
+        """One move by id. NOT_FOUND (MOVE_NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLocationMoves(self, request, context):
+        """Every move recorded on the shards this server can reach, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevertLocationMove(self, request, context):
+        """Before the switch: abandons the move (the target's partial copy is deleted). After it: routes
+        the location back to the source, carrying over every write made on the target meanwhile.
+        FAILED_PRECONDITION (MOVE_WRONG_PHASE) once finalized, reverted or failed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinalizeLocationMove(self, request, context):
+        """After the switch (and its verification): deletes the source shard's copy of the location.
+        FAILED_PRECONDITION (MOVE_WRONG_PHASE) before the switch or after a revert; (MOVE_NOT_SETTLED)
+        sooner than the routing cache's TTL after the switch (replicas may still read the source).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -260,6 +329,31 @@ def add_ShardAdminServiceServicer_to_server(servicer, server):
                     servicer.GetTenantUsage,
                     request_deserializer=simplu_dot_v1_dot_shard__admin__pb2.GetTenantUsageRequest.FromString,
                     response_serializer=simplu_dot_v1_dot_shard__admin__pb2.GetTenantUsageResponse.SerializeToString,
+            ),
+            'StartLocationMove': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartLocationMove,
+                    request_deserializer=simplu_dot_v1_dot_shard__admin__pb2.StartLocationMoveRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_shard__admin__pb2.LocationMove.SerializeToString,
+            ),
+            'GetLocationMove': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLocationMove,
+                    request_deserializer=simplu_dot_v1_dot_shard__admin__pb2.GetLocationMoveRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_shard__admin__pb2.LocationMove.SerializeToString,
+            ),
+            'ListLocationMoves': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLocationMoves,
+                    request_deserializer=simplu_dot_v1_dot_shard__admin__pb2.ListLocationMovesRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_shard__admin__pb2.ListLocationMovesResponse.SerializeToString,
+            ),
+            'RevertLocationMove': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevertLocationMove,
+                    request_deserializer=simplu_dot_v1_dot_shard__admin__pb2.RevertLocationMoveRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_shard__admin__pb2.LocationMove.SerializeToString,
+            ),
+            'FinalizeLocationMove': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinalizeLocationMove,
+                    request_deserializer=simplu_dot_v1_dot_shard__admin__pb2.FinalizeLocationMoveRequest.FromString,
+                    response_serializer=simplu_dot_v1_dot_shard__admin__pb2.LocationMove.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -590,6 +684,141 @@ class ShardAdminService:
             '/simplu.v1.ShardAdminService/GetTenantUsage',
             simplu_dot_v1_dot_shard__admin__pb2.GetTenantUsageRequest.SerializeToString,
             simplu_dot_v1_dot_shard__admin__pb2.GetTenantUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartLocationMove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.ShardAdminService/StartLocationMove',
+            simplu_dot_v1_dot_shard__admin__pb2.StartLocationMoveRequest.SerializeToString,
+            simplu_dot_v1_dot_shard__admin__pb2.LocationMove.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLocationMove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.ShardAdminService/GetLocationMove',
+            simplu_dot_v1_dot_shard__admin__pb2.GetLocationMoveRequest.SerializeToString,
+            simplu_dot_v1_dot_shard__admin__pb2.LocationMove.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLocationMoves(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.ShardAdminService/ListLocationMoves',
+            simplu_dot_v1_dot_shard__admin__pb2.ListLocationMovesRequest.SerializeToString,
+            simplu_dot_v1_dot_shard__admin__pb2.ListLocationMovesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevertLocationMove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.ShardAdminService/RevertLocationMove',
+            simplu_dot_v1_dot_shard__admin__pb2.RevertLocationMoveRequest.SerializeToString,
+            simplu_dot_v1_dot_shard__admin__pb2.LocationMove.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinalizeLocationMove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simplu.v1.ShardAdminService/FinalizeLocationMove',
+            simplu_dot_v1_dot_shard__admin__pb2.FinalizeLocationMoveRequest.SerializeToString,
+            simplu_dot_v1_dot_shard__admin__pb2.LocationMove.FromString,
             options,
             channel_credentials,
             insecure,

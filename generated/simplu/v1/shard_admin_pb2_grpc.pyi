@@ -70,6 +70,28 @@ class ShardAdminServiceStub:
     INVALID_ARGUMENT for a window not offered or a page_size over 100; NOT_FOUND for an unknown
     shard (storage orders only).
     """
+    StartLocationMove: _grpc.UnaryUnaryMultiCallable[_shard_admin_pb2.StartLocationMoveRequest, _shard_admin_pb2.LocationMove]
+    """Starts moving a location's resources and change history to another shard online (copy in
+    batches while writes continue, catch up, a short write freeze, verification, switch). Answers
+    at once with the move (its move_id); the move runs in the background and survives restarts.
+    NOT_FOUND for an unknown business, location or shard; FAILED_PRECONDITION when the location is
+    already on the target (MOVE_TARGET_IS_SOURCE), has an open move (MOVE_ALREADY_OPEN) or the
+    target cannot take it (TARGET_SHARD_FULL).
+    """
+    GetLocationMove: _grpc.UnaryUnaryMultiCallable[_shard_admin_pb2.GetLocationMoveRequest, _shard_admin_pb2.LocationMove]
+    """One move by id. NOT_FOUND (MOVE_NOT_FOUND)."""
+    ListLocationMoves: _grpc.UnaryUnaryMultiCallable[_shard_admin_pb2.ListLocationMovesRequest, _shard_admin_pb2.ListLocationMovesResponse]
+    """Every move recorded on the shards this server can reach, newest first."""
+    RevertLocationMove: _grpc.UnaryUnaryMultiCallable[_shard_admin_pb2.RevertLocationMoveRequest, _shard_admin_pb2.LocationMove]
+    """Before the switch: abandons the move (the target's partial copy is deleted). After it: routes
+    the location back to the source, carrying over every write made on the target meanwhile.
+    FAILED_PRECONDITION (MOVE_WRONG_PHASE) once finalized, reverted or failed.
+    """
+    FinalizeLocationMove: _grpc.UnaryUnaryMultiCallable[_shard_admin_pb2.FinalizeLocationMoveRequest, _shard_admin_pb2.LocationMove]
+    """After the switch (and its verification): deletes the source shard's copy of the location.
+    FAILED_PRECONDITION (MOVE_WRONG_PHASE) before the switch or after a revert; (MOVE_NOT_SETTLED)
+    sooner than the routing cache's TTL after the switch (replicas may still read the source).
+    """
 
 @_typing.type_check_only
 class ShardAdminServiceAsyncStub(ShardAdminServiceStub):
@@ -112,6 +134,28 @@ class ShardAdminServiceAsyncStub(ShardAdminServiceStub):
     answering replica's only (see TenantUsageResponse.replica); storage is read from the shards.
     INVALID_ARGUMENT for a window not offered or a page_size over 100; NOT_FOUND for an unknown
     shard (storage orders only).
+    """
+    StartLocationMove: _aio.UnaryUnaryMultiCallable[_shard_admin_pb2.StartLocationMoveRequest, _shard_admin_pb2.LocationMove]  # type: ignore[assignment]
+    """Starts moving a location's resources and change history to another shard online (copy in
+    batches while writes continue, catch up, a short write freeze, verification, switch). Answers
+    at once with the move (its move_id); the move runs in the background and survives restarts.
+    NOT_FOUND for an unknown business, location or shard; FAILED_PRECONDITION when the location is
+    already on the target (MOVE_TARGET_IS_SOURCE), has an open move (MOVE_ALREADY_OPEN) or the
+    target cannot take it (TARGET_SHARD_FULL).
+    """
+    GetLocationMove: _aio.UnaryUnaryMultiCallable[_shard_admin_pb2.GetLocationMoveRequest, _shard_admin_pb2.LocationMove]  # type: ignore[assignment]
+    """One move by id. NOT_FOUND (MOVE_NOT_FOUND)."""
+    ListLocationMoves: _aio.UnaryUnaryMultiCallable[_shard_admin_pb2.ListLocationMovesRequest, _shard_admin_pb2.ListLocationMovesResponse]  # type: ignore[assignment]
+    """Every move recorded on the shards this server can reach, newest first."""
+    RevertLocationMove: _aio.UnaryUnaryMultiCallable[_shard_admin_pb2.RevertLocationMoveRequest, _shard_admin_pb2.LocationMove]  # type: ignore[assignment]
+    """Before the switch: abandons the move (the target's partial copy is deleted). After it: routes
+    the location back to the source, carrying over every write made on the target meanwhile.
+    FAILED_PRECONDITION (MOVE_WRONG_PHASE) once finalized, reverted or failed.
+    """
+    FinalizeLocationMove: _aio.UnaryUnaryMultiCallable[_shard_admin_pb2.FinalizeLocationMoveRequest, _shard_admin_pb2.LocationMove]  # type: ignore[assignment]
+    """After the switch (and its verification): deletes the source shard's copy of the location.
+    FAILED_PRECONDITION (MOVE_WRONG_PHASE) before the switch or after a revert; (MOVE_NOT_SETTLED)
+    sooner than the routing cache's TTL after the switch (replicas may still read the source).
     """
 
 class ShardAdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -224,6 +268,58 @@ class ShardAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         answering replica's only (see TenantUsageResponse.replica); storage is read from the shards.
         INVALID_ARGUMENT for a window not offered or a page_size over 100; NOT_FOUND for an unknown
         shard (storage orders only).
+        """
+
+    @_abc_1.abstractmethod
+    def StartLocationMove(
+        self,
+        request: _shard_admin_pb2.StartLocationMoveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shard_admin_pb2.LocationMove, _abc.Awaitable[_shard_admin_pb2.LocationMove]]:
+        """Starts moving a location's resources and change history to another shard online (copy in
+        batches while writes continue, catch up, a short write freeze, verification, switch). Answers
+        at once with the move (its move_id); the move runs in the background and survives restarts.
+        NOT_FOUND for an unknown business, location or shard; FAILED_PRECONDITION when the location is
+        already on the target (MOVE_TARGET_IS_SOURCE), has an open move (MOVE_ALREADY_OPEN) or the
+        target cannot take it (TARGET_SHARD_FULL).
+        """
+
+    @_abc_1.abstractmethod
+    def GetLocationMove(
+        self,
+        request: _shard_admin_pb2.GetLocationMoveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shard_admin_pb2.LocationMove, _abc.Awaitable[_shard_admin_pb2.LocationMove]]:
+        """One move by id. NOT_FOUND (MOVE_NOT_FOUND)."""
+
+    @_abc_1.abstractmethod
+    def ListLocationMoves(
+        self,
+        request: _shard_admin_pb2.ListLocationMovesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shard_admin_pb2.ListLocationMovesResponse, _abc.Awaitable[_shard_admin_pb2.ListLocationMovesResponse]]:
+        """Every move recorded on the shards this server can reach, newest first."""
+
+    @_abc_1.abstractmethod
+    def RevertLocationMove(
+        self,
+        request: _shard_admin_pb2.RevertLocationMoveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shard_admin_pb2.LocationMove, _abc.Awaitable[_shard_admin_pb2.LocationMove]]:
+        """Before the switch: abandons the move (the target's partial copy is deleted). After it: routes
+        the location back to the source, carrying over every write made on the target meanwhile.
+        FAILED_PRECONDITION (MOVE_WRONG_PHASE) once finalized, reverted or failed.
+        """
+
+    @_abc_1.abstractmethod
+    def FinalizeLocationMove(
+        self,
+        request: _shard_admin_pb2.FinalizeLocationMoveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shard_admin_pb2.LocationMove, _abc.Awaitable[_shard_admin_pb2.LocationMove]]:
+        """After the switch (and its verification): deletes the source shard's copy of the location.
+        FAILED_PRECONDITION (MOVE_WRONG_PHASE) before the switch or after a revert; (MOVE_NOT_SETTLED)
+        sooner than the routing cache's TTL after the switch (replicas may still read the source).
         """
 
 def add_ShardAdminServiceServicer_to_server(servicer: ShardAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

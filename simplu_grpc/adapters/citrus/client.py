@@ -7,6 +7,19 @@ never more than the RPC's remaining deadline; transient failures (connect errors
 ``retry_attempts`` attempts and never past the deadline. Every failure becomes
 ``CitrusUnavailable``; a 404 on a lookup is an answer (``None``), not a failure.
 
+What this client assumes of the real Citrus server for location moves (issue 13) — the one
+place these assumptions are written down:
+
+* ``PUT /api/shard/{businessId-locationId}`` (URL-encoded key) with ``{"shardId": "<id>"}`` places
+  an already registered location on that shard and answers the new CitrusShardResponse; from then
+  on every ``GET /api/shard/{key}`` (from any replica) names that shard. 404 = the key is not
+  registered or the shard is unknown. The call is idempotent (placing it where it is changes
+  nothing) and Citrus keeps the shard's ``businessCount`` right by itself.
+* ``GET /api/shard/{shardId}/capacity``'s ``canAcceptNewBusiness`` is what a move checks before it
+  starts (a full or inactive target refuses the move).
+* Citrus does not move data: the service copies it, then calls ``place`` at the switch.
+The emulator (devstack/citrus_emulator.py) implements exactly this.
+
 Connection strings in responses are secrets: they travel in ``ShardAssignment`` (excluded
 from its repr) and never appear in a log line or an error message; neither does the API key.
 """
@@ -132,7 +145,7 @@ class CitrusClient:
             num_pools=4, maxsize=pool_maxsize, block=False, retries=False
         )
 
-    # --- the four endpoints of DESIGN §5 ---------------------------------------------------
+    # --- the four endpoints of DESIGN §5, and place (location moves) ------------------------
 
     def get_shard(self, business_id: str, location_id: str) -> ShardAssignment | None:
         """The shard of a registered business+location, or None when Citrus does not know it."""
@@ -172,6 +185,15 @@ class CitrusClient:
                 return None
             raise
         return body is not None
+
+    def place(self, business_id: str, location_id: str, shard_id: str) -> ShardAssignment:
+        """Route a registered business+location to ``shard_id`` (a location move's switch; see the
+        module docstring for what this assumes of the server)."""
+        key = quote(f"{business_id}-{location_id}", safe="")
+        body = self._call("place", "PUT", f"/api/shard/{key}", payload={"shardId": shard_id})
+        if body is None:  # pragma: no cover - none_on_404 is off, a 404 raises
+            raise CitrusUnavailable("Citrus did not place the location")
+        return self._secured(self._seen(wire.assignment(body, operation="place")))
 
     def shards_health(self) -> list[ShardAssignment]:
         """Every shard Citrus knows, with its health and usage."""

@@ -1,13 +1,15 @@
 """What the resource statements' failures mean to the caller: a stale etag (ABORTED, with the
-current etag the statement read) and a shard CHECK constraint (INVALID_ARGUMENT); psycopg's
-errors stop here."""
+current etag the statement read), a shard CHECK constraint (INVALID_ARGUMENT) and a location
+fence (UNAVAILABLE: frozen for a move, or moved away); psycopg's errors stop here."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import psycopg
 
 from simplu_grpc.domain.resources.model import ResourceKey, etag_for
-from simplu_grpc.errors import Aborted, FieldViolation, InvalidArgument
+from simplu_grpc.errors import Aborted, FieldViolation, InvalidArgument, LocationFrozen, LocationMoved
 
 
 def etag_mismatch(key: ResourceKey, current_version: int, expected_version: int | None) -> Aborted:
@@ -48,3 +50,17 @@ def check_violation(
             violations=[FieldViolation("resource.end_time", "is before start_time")],
         )
     return InvalidArgument("the resource violates a shard constraint")
+
+
+def refuse_if_fenced(row: dict[str, Any]) -> None:
+    """LocationFrozen / LocationMoved when the write statement found the location fenced
+    (it then changed nothing; see resource_statements.FENCE)."""
+    if row["fence"] is None:
+        return
+    metadata = {"move_id": row["fence_move"]}
+    if row["fence"] == "frozen":
+        raise LocationFrozen(
+            "the location's writes are frozen for a moment while it moves to another shard; retry",
+            metadata=metadata,
+        )
+    raise LocationMoved("the location has moved to another shard; retry", metadata=metadata)

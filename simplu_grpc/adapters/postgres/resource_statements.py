@@ -36,6 +36,17 @@ prune_changes AS (
         LIMIT %(change_prune)s
         FOR UPDATE SKIP LOCKED))
 )"""
+# A location being moved (or moved away) is fenced on this shard (migration 0007): every write
+# statement reads the fence first, in the same statement, and changes nothing when there is one;
+# its answer row says which fence stopped it (``fence``, ``fence_move``). A primary-key probe of
+# a table that is empty but for the few locations in a move: no extra round trip on the warm path.
+# A writer whose snapshot predates a new fence is waited out by the move (adapters/postgres/move_copier.py).
+FENCE = """fence AS (
+    SELECT state, move_id FROM location_fences WHERE business_id = %(b)s AND location_id = %(l)s
+)"""
+NOT_FENCED = "NOT EXISTS (SELECT 1 FROM fence)"
+FENCE_COLUMNS = "(SELECT state FROM fence) AS fence, (SELECT move_id FROM fence) AS fence_move"
+
 # Where a write statement's last CTE ends: the prune goes there when it is that write's turn.
 PRUNE_SLOT = "/* prune */"
 
@@ -46,17 +57,18 @@ def with_and_without_prune(statement: str) -> tuple[str, str]:
 
 
 INSERT = f"""
-WITH created AS (
+WITH {FENCE}, created AS (
     INSERT INTO resources (business_id, location_id, resource_type, resource_id, business_type, data,
                            start_time, end_time)
-    VALUES (%(b)s, %(l)s, %(n)s, %(id)s, %(type)s, %(data)s, %(start)s, %(end)s)
+    SELECT %(b)s, %(l)s, %(n)s, %(id)s, %(type)s, %(data)s, %(start)s, %(end)s WHERE {NOT_FENCED}
     RETURNING {COLUMNS}
 ), logged AS (
     INSERT INTO resource_changes ({CHANGE_COLUMNS})
     SELECT business_id, location_id, resource_type, resource_id, 'created', version, '{{}}', %(who)s
     FROM created
 ){PRUNE_SLOT}
-SELECT true AS created, {COLUMNS} FROM created
+SELECT {FENCE_COLUMNS}, c.* FROM (SELECT 1) AS one
+LEFT JOIN (SELECT true AS created, {COLUMNS} FROM created) AS c ON true
 """
 
 # The request id is claimed first: a concurrent retry blocks on the claim's unique index
@@ -69,7 +81,7 @@ SELECT true AS created, {COLUMNS} FROM created
 # maintenance, not a tenant read: it returns nothing, and never touches this request's own
 # claim (one statement must not modify a row twice).
 INSERT_IDEMPOTENT = f"""
-WITH purge AS (
+WITH {FENCE}, purge AS (
     DELETE FROM request_ids
     WHERE (business_id, location_id, requester, request_id) IN (
         SELECT business_id, location_id, requester, request_id FROM request_ids
@@ -80,7 +92,7 @@ WITH purge AS (
         FOR UPDATE SKIP LOCKED)
 ), claim AS (
     INSERT INTO request_ids (business_id, location_id, requester, request_id, resource_type, resource_id)
-    VALUES (%(b)s, %(l)s, %(who)s, %(rq)s, %(n)s, %(id)s)
+    SELECT %(b)s, %(l)s, %(who)s, %(rq)s, %(n)s, %(id)s WHERE {NOT_FENCED}
     ON CONFLICT (business_id, location_id, requester, request_id) DO UPDATE
         SET resource_type = EXCLUDED.resource_type,
             resource_id = EXCLUDED.resource_id,
@@ -97,15 +109,17 @@ WITH purge AS (
     SELECT business_id, location_id, resource_type, resource_id, 'created', version, '{{}}', %(who)s
     FROM created
 ){PRUNE_SLOT}
-SELECT true AS created, {COLUMNS} FROM created
-UNION ALL
-SELECT false AS created, {", ".join(f"r.{c.strip()}" for c in COLUMNS.split(","))}
-FROM request_ids q
-JOIN resources r USING (business_id, location_id, resource_type, resource_id)
-WHERE q.business_id = %(b)s AND q.location_id = %(l)s AND q.requester = %(who)s
-  AND q.request_id = %(rq)s
-  AND q.create_time >= now() - %(retention)s::interval
-  AND NOT EXISTS (SELECT 1 FROM claim)
+SELECT {FENCE_COLUMNS}, x.* FROM (SELECT 1) AS one LEFT JOIN (
+    SELECT true AS created, {COLUMNS} FROM created
+    UNION ALL
+    SELECT false AS created, {", ".join(f"r.{c.strip()}" for c in COLUMNS.split(","))}
+    FROM request_ids q
+    JOIN resources r USING (business_id, location_id, resource_type, resource_id)
+    WHERE q.business_id = %(b)s AND q.location_id = %(l)s AND q.requester = %(who)s
+      AND q.request_id = %(rq)s
+      AND q.create_time >= now() - %(retention)s::interval
+      AND NOT EXISTS (SELECT 1 FROM claim)
+) AS x ON true
 """
 
 REPLAY = f"""
@@ -127,17 +141,19 @@ WHERE business_id = %(b)s
 """
 
 DELETE = f"""
-WITH current_row AS (
+WITH {FENCE}, current_row AS (
     SELECT version FROM resources WHERE {PK}
 ), deleted AS (
     DELETE FROM resources WHERE {PK} AND (%(v)s::bigint IS NULL OR version = %(v)s::bigint)
+      AND {NOT_FENCED}
     RETURNING business_id, location_id, resource_type, resource_id, version
 ), logged AS (
     INSERT INTO resource_changes ({CHANGE_COLUMNS})
     SELECT business_id, location_id, resource_type, resource_id, 'deleted', version, '{{}}', %(who)s
     FROM deleted
 ){PRUNE_SLOT}
-SELECT (SELECT version FROM current_row) AS current_version, (SELECT version FROM deleted) AS deleted_version
+SELECT {FENCE_COLUMNS}, (SELECT version FROM current_row) AS current_version,
+       (SELECT version FROM deleted) AS deleted_version
 """
 
 # (without the prune, with it) for each fixed write statement; see PRUNE_CHANGES.

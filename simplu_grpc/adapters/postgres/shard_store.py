@@ -25,15 +25,18 @@ from psycopg.types.json import Jsonb
 from simplu_grpc.adapters.postgres import location_statistics_sql, resource_aggregate_sql
 from simplu_grpc.adapters.postgres import resource_filter_sql as sql
 from simplu_grpc.adapters.postgres.pool_session import Row, ShardSession
-from simplu_grpc.adapters.postgres.resource_errors import check_violation, etag_mismatch
+from simplu_grpc.adapters.postgres.resource_errors import check_violation, etag_mismatch, refuse_if_fenced
 from simplu_grpc.adapters.postgres.resource_statements import (
     BATCH_GET,
     CHANGE_COLUMNS,
     COLUMNS,
     DELETES,
+    FENCE,
+    FENCE_COLUMNS,
     GET,
     INSERTS,
     INSERTS_IDEMPOTENT,
+    NOT_FENCED,
     PK,
     PRUNE_SLOT,
     REPLAY,
@@ -145,7 +148,12 @@ class ShardStore:
         params.update(logging)
         statement = (INSERTS_IDEMPOTENT if new.request_id else INSERTS)[prune]
         try:
-            rows = session.run(statement, params, write=True)
+            answered = session.run(statement, params, write=True)
+            # One row always comes back (it carries the fence); a row without a resource means
+            # nothing was created or replayed.
+            rows = [row for row in answered if row["resource_id"] is not None]
+            if not rows:
+                refuse_if_fenced(answered[0])
             if not rows and new.request_id:
                 # A concurrent create with this request id committed while we waited on the
                 # claim; our statement's snapshot predates it, a new one sees it.
@@ -304,11 +312,11 @@ class ShardStore:
         assignments += ["update_time = clock_timestamp()", "version = version + 1"]
         params["v"] = plan.expected_version
         statement = f"""
-WITH current_row AS (
+WITH {FENCE}, current_row AS (
     SELECT version FROM resources WHERE {PK}
 ), updated AS (
     UPDATE resources SET {", ".join(assignments)}
-    WHERE {PK} AND (%(v)s::bigint IS NULL OR version = %(v)s::bigint)
+    WHERE {PK} AND (%(v)s::bigint IS NULL OR version = %(v)s::bigint) AND {NOT_FENCED}
     RETURNING {COLUMNS}
 ), logged AS (
     INSERT INTO resource_changes ({CHANGE_COLUMNS})
@@ -316,7 +324,7 @@ WITH current_row AS (
            %(who)s
     FROM updated
 ){PRUNE_SLOT}
-SELECT (SELECT version FROM current_row) AS current_version, u.*
+SELECT {FENCE_COLUMNS}, (SELECT version FROM current_row) AS current_version, u.*
 FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
 """
         statement = with_and_without_prune(statement)[prune]
@@ -325,6 +333,7 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
         except psycopg.errors.CheckViolation as exc:
             raise check_violation(exc, updating=True, max_bytes=max_bytes) from exc
         row = rows[0]
+        refuse_if_fenced(row)
         if row["current_version"] is None:
             raise NotFound(
                 f"resource {key.resource_type}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"
@@ -341,6 +350,7 @@ FROM (SELECT 1) AS one LEFT JOIN updated AS u ON true
         logging, prune = self._logging(principal)
         params = {**_key_params(key), "v": expected_version, **logging}
         row = session.run(DELETES[prune], params, write=True)[0]
+        refuse_if_fenced(row)
         if row["current_version"] is None:
             raise NotFound(
                 f"resource {key.resource_type}/{key.resource_id} not found", reason="RESOURCE_NOT_FOUND"

@@ -129,16 +129,7 @@ class LocationRouting:
             )
 
     def _existing_location(self, business_id: str, location_id: str) -> Business:
-        with within(CALL_TIMEOUT_SECONDS):
-            business = self._businesses.get(business_id)
-        if business is None:
-            raise NotFound(f"business {business_id!r} not found", metadata={"business_id": business_id})
-        if business.location(location_id) is None:
-            raise NotFound(
-                f"location {location_id!r} not found in business {business_id!r}",
-                metadata={"business_id": business_id, "location_id": location_id},
-            )
-        return business
+        return existing_location(self._businesses, business_id, location_id)
 
     def invalidate_routing(self, business_id: str, location_id: str, everything: bool) -> int:
         """Drop routing entries: one location, one business, or all; how many were dropped."""
@@ -171,3 +162,18 @@ def _location_view(
         cache_age_seconds=max(0.0, age),
         target=dsn_target(assignment.connection_string),
     )
+
+
+def existing_location(businesses: BusinessRepository, business_id: str, location_id: str) -> Business:
+    """The business, read fresh within the call budget; NOT_FOUND when it or the location is not there
+    (also used by location moves)."""
+    with within(CALL_TIMEOUT_SECONDS):
+        business = businesses.get(business_id)
+    if business is None:
+        raise NotFound(f"business {business_id!r} not found", metadata={"business_id": business_id})
+    if business.location(location_id) is None:
+        raise NotFound(
+            f"location {location_id!r} not found in business {business_id!r}",
+            metadata={"business_id": business_id, "location_id": location_id},
+        )
+    return business

@@ -5,7 +5,8 @@ counted into the tenant's load (``_run``).
 When the shard cannot be reached, Citrus is asked once more (it may have failed the shard
 over to a new connection string) and the call is retried there; writes are retried only
 when the failure is ``ShardUnreachable`` (the statement was never sent), so no write is
-applied twice.
+applied twice. A write the shard refused because the location moved away (LocationMoved: the
+shard's fence, nothing was written) is retried once on the route Citrus gives now.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from simplu_grpc.domain.resources.ports import (
 )
 from simplu_grpc.domain.resources.results import Limits
 from simplu_grpc.domain.resources.validation import validate_tenant
-from simplu_grpc.errors import ShardUnavailable, ShardUnreachable, SimpluError
+from simplu_grpc.errors import LocationMoved, ShardUnavailable, ShardUnreachable, SimpluError
 
 T = TypeVar("T")
 
@@ -154,6 +155,13 @@ class ShardPath:
             assignment = self._route(business, location_id)
         try:
             return self._run(assignment, work, business.id, location_id, rows)
+        except LocationMoved as moved:
+            # The shard fenced the location after a move (the write changed nothing): this
+            # route is stale. Ask the directory and write where it says now, once.
+            fresh = self._route(business, location_id, refresh=True)
+            if fresh.shard_id == assignment.shard_id:
+                raise moved from None
+            return self._run(fresh, work, business.id, location_id, rows)
         except ShardUnavailable as failure:
             if not (idempotent or isinstance(failure, ShardUnreachable)):
                 raise

@@ -1,0 +1,1 @@
+"""Moving a location between shards online (issue 13): model, ports, engine, use cases, runner."""
