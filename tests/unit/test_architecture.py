@@ -51,6 +51,10 @@ LONG_MODULES: dict[str, str] = {
         "the one table of every setting (its default and why) and the one parser that reads and"
         " checks them from the environment; split, a setting's default and its bounds would part"
     ),
+    "adapters/citrus/client.py": (
+        "the one Citrus client: every endpoint it calls with one retry and timeout policy, and the one"
+        " place that states what it assumes of the real server beyond DESIGN (placement, unregister)"
+    ),
     "server.py": (
         "the transport, its interceptor chain, binding and the process lifecycle (workers, signals):"
         " the order of startup and shutdown is the design and reads best in one place"
