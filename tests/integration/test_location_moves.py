@@ -379,19 +379,27 @@ def test_a_replica_with_a_stale_route_cannot_write_the_old_shard(moves: MoveStac
     moves.seed(business_id, "main", 500)
     # A second replica routes the location to the source and caches it for the whole test.
     stale = moves.make()
-    stale.deps.routing.resolve(business_id, "main", "dental")  # type: ignore[union-attr]
-    assert stale.deps.routing.peek(business_id, "main").assignment.shard_id == source  # type: ignore[union-attr]
+    assert stale.deps is not None
+    routing = stale.deps.routing
+    routing.resolve(business_id, "main", "dental")
+
+    def cached_shard() -> str:
+        cached = routing.peek(business_id, "main")
+        assert cached is not None, "the stale replica lost its cached route"
+        return cached.assignment.shard_id
+
+    assert cached_shard() == source
 
     move = start(moves, business_id, "main", target)
     moves.wait_phase(move.move_id, PHASE.LOCATION_MOVE_PHASE_SWITCHED)
-    assert stale.deps.routing.peek(business_id, "main").assignment.shard_id == source  # type: ignore[union-attr]
+    assert cached_shard() == source
 
     before = moves.rows(source, business_id, "main")
     created = moves.create(business_id, "main", {"after": "switch"}, server=stale)
     assert moves.rows(source, business_id, "main") == before
     assert moves.rows(target, business_id, "main") == before + 1
     assert moves.get(business_id, "main", created.resource_id).data["after"] == "switch"
-    assert stale.deps.routing.peek(business_id, "main").assignment.shard_id == target  # type: ignore[union-attr]
+    assert cached_shard() == target
 
     # The shard refuses on its own, whatever route the writer has: the write statement, sent
     # straight to the source, changes nothing.

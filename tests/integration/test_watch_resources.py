@@ -365,6 +365,8 @@ def test_two_servers_deliver_every_change_to_every_watcher_exactly_once(
         "two-b": started(watch(two, business)),
     }
     writes = []
+    # Changes a watcher received before it was cut off and resumed under the same name.
+    earlier: dict[str, list[Any]] = {}
     for index in range(20):
         target = one if index % 2 == 0 else two
         writes.append(target.create(business, resource_id=f"p{index:02d}").resource_id)
@@ -374,10 +376,9 @@ def test_two_servers_deliver_every_change_to_every_watcher_exactly_once(
             kept = moving.changes(5)
             moving.cancel()
             watchers["one-a"] = started(watch(two, business, resume_token=moving.token))
-            watchers["one-a"].earlier = kept  # type: ignore[attr-defined]
+            earlier["one-a"] = kept
     for name, watcher in watchers.items():
-        earlier = getattr(watcher, "earlier", [])
-        got = list(earlier)
+        got = list(earlier.get(name, []))
         while len(got) < 20:
             try:
                 got += watcher.changes(1)

@@ -39,20 +39,20 @@ class Shards:
     def settle(self, shard: ShardAssignment) -> int:
         return len(self.log[shard.shard_id])
 
-    def copy_history(self, source, target, b, loc, *, move_id, after, upto, limit):  # type: ignore[no-untyped-def]
+    def copy_history(self, source, target, b, loc, *, move_id, after, upto, limit):
         rows = [e for e in self.log[source.shard_id] if after < e[0] <= upto][:limit]
         return len(rows), rows[-1][0] if rows else None
 
-    def copy_resources(self, source, target, b, loc, *, after, limit):  # type: ignore[no-untyped-def]
+    def copy_resources(self, source, target, b, loc, *, after, limit):
         keys = sorted(k for k in self.rows[source.shard_id] if after is None or k > after[1])[:limit]
         for key in keys:
             self.rows[target.shard_id][key] = self.rows[source.shard_id][key]
         return len(keys), ["t", keys[-1]] if keys else None
 
-    def copy_request_ids(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def copy_request_ids(self, *args, **kwargs):
         return 0, None
 
-    def catch_up(self, source, target, b, loc, *, move_id, after, upto, limit):  # type: ignore[no-untyped-def]
+    def catch_up(self, source, target, b, loc, *, move_id, after, upto, limit):
         changes = [e for e in self.log[source.shard_id] if after < e[0] <= upto][:limit]
         for _, key in changes:
             if key in self.rows[source.shard_id]:
@@ -61,22 +61,22 @@ class Shards:
                 self.rows[target.shard_id].pop(key, None)
         return len(changes), len(changes), changes[-1][0] if changes else after
 
-    def pending(self, shard, b, loc, *, after):  # type: ignore[no-untyped-def]
+    def pending(self, shard, b, loc, *, after):
         return len([e for e in self.log[shard.shard_id] if e[0] > after])
 
-    def fence(self, shard, b, loc, state, move_id):  # type: ignore[no-untyped-def]
+    def fence(self, shard, b, loc, state, move_id):
         self.fences[shard.shard_id] = state
 
     def drain_writers(self, shard: ShardAssignment) -> None:
         pass
 
-    def checksum(self, shard, b, loc):  # type: ignore[no-untyped-def]
+    def checksum(self, shard, b, loc):
         rows = dict(self.rows[shard.shard_id])
         if self.corrupt_target and shard.shard_id == "s2":
             rows["bad"] = 1
         return Checksum(len(rows), str(sorted(rows.items())))
 
-    def purge(self, shard, b, loc, *, limit):  # type: ignore[no-untyped-def]
+    def purge(self, shard, b, loc, *, limit):
         gone = list(self.rows[shard.shard_id])[:limit]
         for key in gone:
             del self.rows[shard.shard_id][key]
@@ -115,8 +115,8 @@ def shards() -> Shards:
 
 def engine_for(shards: Shards) -> MoveEngine:
     return MoveEngine(
-        copier=shards,  # type: ignore[arg-type]
-        placement=shards,  # type: ignore[arg-type]
+        copier=shards,
+        placement=shards,
         limits=MoveLimits(batch_rows=10, freeze_lag=3),
         now=lambda: datetime(2026, 1, 1, tzinfo=UTC),
     )
