@@ -86,9 +86,11 @@ def untraced() -> Iterator[None]:
 def span(
     name: str, *, kind: trace.SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, Any] | None = None
 ) -> contextlib.AbstractContextManager[Any]:
-    """A child span of the current one (a null context while tracing is off, or ``untraced``)."""
+    """A child span of the current one; a null context while tracing is off, under ``untraced``,
+    or outside any span: background work (cache refreshes, change feeds, readiness probes) would
+    otherwise start a one-span trace of its own for every call it makes."""
     tracer = _state.tracer
-    if tracer is None or _untraced.get():
+    if tracer is None or _untraced.get() or not trace.get_current_span().get_span_context().is_valid:
         return _NULL
     return tracer.start_as_current_span(name, kind=kind, attributes=attributes)
 

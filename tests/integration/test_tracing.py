@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -94,3 +95,20 @@ def test_tracing_off_installs_nothing_on_the_request_path() -> None:
     """Without OTEL_TRACES_EXPORTER there is no tracer: spans are one shared null context."""
     assert not tracing.enabled()
     assert tracing.span("x") is tracing.span("y")
+
+
+def test_a_dependency_call_outside_any_request_starts_no_trace(spans: InMemorySpanExporter) -> None:
+    """Background work (cache refreshes, change feeds, probes) calls the same adapters as requests:
+    outside a span its CLIENT spans are not recorded (each would be a one-span trace of its own);
+    under a span they are its children."""
+    with tracing.span("postgresql shard", kind=SpanKind.CLIENT):
+        pass
+    assert spans.get_finished_spans() == ()
+    request = tracing.start_server_span("/simplu.v1.ResourceService/GetResource", None)
+    with trace.use_span(request, end_on_exit=True), tracing.span("postgresql shard", kind=SpanKind.CLIENT):
+        pass
+    finished = {s.name: s for s in spans.get_finished_spans()}
+    assert set(finished) == {"simplu.v1.ResourceService/GetResource", "postgresql shard"}
+    child = finished["postgresql shard"]
+    assert child.parent is not None
+    assert child.parent.span_id == request.get_span_context().span_id
